@@ -1,0 +1,25 @@
+//! Fanout's Kubernetes operator.
+//!
+//! Where things are:
+//! - [`crd`]: the `Room` and `SfuWorker` resources.
+//! - [`scheduler`]: where a room is placed (pure). [`ledger`]: committed load per worker.
+//! - [`pool`]: what an SfuWorker's pods should become (pure), [`pod`]: the worker Pod.
+//! - [`placement`]: whether a placed room can stay (pure). [`status`]: SfuWorker status (pure).
+//! - [`controller`]: the two reconcilers, the thin I/O around the pure parts.
+//! - [`leader`]: Lease-based leader election. [`metrics`]: Prometheus metrics.
+
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod leader;
+pub mod ledger;
+pub mod metrics;
+pub mod placement;
+pub mod pod;
+pub mod pool;
+pub mod scheduler;
+pub mod selector;
+pub mod status;
+pub mod worker_api;
+
+pub use error::{Error, Result};

@@ -1,0 +1,100 @@
+//! The CRDs in `crds/` are generated from the Rust types and must not drift from them.
+
+use std::path::Path;
+
+use fanout_operator::crd::{manifests, Room, SfuWorker};
+use serde_json::Value;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    for (file, generated) in manifests() {
+        let path = repo().join("crds").join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is stale: run `cargo run -p fanout-operator --bin crdgen` and commit the result",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_helm_chart_carries_the_same_crds() {
+    let chart = repo().join("charts/fanout/crds");
+    if !chart.exists() {
+        return; // The chart arrives with its own issue; once it exists, it must match.
+    }
+    for (file, generated) in manifests() {
+        let copy = std::fs::read_to_string(chart.join(file)).unwrap_or_default();
+        assert!(copy == generated, "charts/fanout/crds/{file} differs from crds/{file}: run crdgen");
+    }
+}
+
+/// The API server only accepts structural schemas: every node has a type (or is an
+/// int-or-string / preserve-unknown-fields escape), and there are no `$ref`s.
+fn assert_structural(node: &Value, path: &str) {
+    let Some(obj) = node.as_object() else { return };
+    assert!(!obj.contains_key("$ref"), "$ref at {path}");
+    let escape = obj.contains_key("x-kubernetes-int-or-string") || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+    assert!(obj.contains_key("type") || escape, "no type at {path}: {node}");
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            assert_structural(v, &format!("{path}.{k}"));
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        assert_structural(items, &format!("{path}[]"));
+    }
+    if let Some(extra) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+        assert_structural(extra, &format!("{path}{{}}"));
+    }
+}
+
+#[test]
+fn crd_schemas_are_structural() {
+    for (file, yaml) in manifests() {
+        let crd: Value = yaml_serde::from_str(&yaml).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert_structural(schema, file);
+    }
+}
+
+#[test]
+fn every_field_has_a_description_for_kubectl_explain() {
+    fn walk(node: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = node.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                // Kubernetes' own types (metadata, tolerations...) bring their own text.
+                if v.get("description").is_none() && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    missing.push(p.clone());
+                }
+                walk(v, &p, missing);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            walk(items, path, missing);
+        }
+    }
+    for (file, yaml) in manifests() {
+        let crd: Value = yaml_serde::from_str(&yaml).unwrap();
+        let mut missing = Vec::new();
+        walk(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], file, &mut missing);
+        assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    }
+}
+
+#[test]
+fn examples_are_valid_resources() {
+    let pool: SfuWorker =
+        yaml_serde::from_str(&std::fs::read_to_string(repo().join("crds/examples/sfuworker.yaml")).unwrap()).unwrap();
+    assert_eq!(pool.spec.replicas, 3);
+    assert!(pool.spec.rtc_ports.max >= pool.spec.rtc_ports.min);
+    let room: Room = yaml_serde::from_str(&std::fs::read_to_string(repo().join("crds/examples/room.yaml")).unwrap()).unwrap();
+    assert_eq!(room.spec.max_peers, 40);
+    assert_eq!(room.spec.publishers, vec!["teacher".to_string()]);
+}

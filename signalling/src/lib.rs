@@ -1,0 +1,1 @@
+//! Fanout's Socket.IO signalling server (built in the signalling issue).

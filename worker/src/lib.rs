@@ -1,0 +1,9 @@
+//! Fanout's SFU worker.
+//!
+//! The media plane (ICE-lite, DTLS, SRTP, RTP/RTCP routing) and the REST server arrive with the
+//! worker issue. What lives here already is the part other crates depend on: the REST API's
+//! types ([`api`]) and a typed client for it ([`client`]), which the operator and signalling use.
+
+pub mod api;
+#[cfg(feature = "client")]
+pub mod client;
