@@ -58,12 +58,25 @@ impl Context {
     /// Publishes an Event about `obj`. Events are for people; failing to write one never fails
     /// a reconcile.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, type_: EventType, reason: &str, note: String) {
+        self.event_about(obj, None, type_, reason, note).await
+    }
+
+    /// An Event about `obj` that concerns `related` too (a pool's pod, say). Events with the
+    /// same object, reason and related object fold into one series.
+    pub async fn event_about<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
             action: reason.into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use super::{retry_after, Context};
 use crate::crd::{labels, AnnouncedAddressSource, SfuWorker, SfuWorkerSpec, FIELD_MANAGER};
@@ -168,7 +168,10 @@ async fn execute(ctx: &Context, pool: &SfuWorker, pods: &Api<Pod>, action: &Pool
             let pod = worker_pod(pool, *ordinal);
             let pod_name = pod.name_any();
             match pods.create(&PostParams::default(), &pod).await {
-                Ok(_) => ctx.event(pool, EventType::Normal, "CreatedPod", format!("created worker pod {pod_name}")).await,
+                Ok(created) => {
+                    let note = format!("created worker pod {pod_name}");
+                    ctx.event_about(pool, Some(created.object_ref(&())), EventType::Normal, "CreatedPod", note).await
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -179,8 +182,8 @@ async fn execute(ctx: &Context, pool: &SfuWorker, pods: &Api<Pod>, action: &Pool
                 labels::DRAIN_REASON: reason.as_str(),
             }}});
             pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            ctx.event(pool, EventType::Normal, "Draining", format!("draining {pod} ({}): no new rooms", reason.as_str()))
-                .await;
+            let note = format!("draining {pod} ({}): no new rooms", reason.as_str());
+            ctx.event_about(pool, Some(pod_ref(pool, pod)), EventType::Normal, "Draining", note).await;
         }
         PoolAction::Undrain { pod } => {
             let patch = serde_json::json!({"metadata": {"annotations": {
@@ -188,7 +191,8 @@ async fn execute(ctx: &Context, pool: &SfuWorker, pods: &Api<Pod>, action: &Pool
                 labels::DRAIN_REASON: null,
             }}});
             pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            ctx.event(pool, EventType::Normal, "DrainCancelled", format!("{pod} takes rooms again")).await;
+            let note = format!("{pod} takes rooms again");
+            ctx.event_about(pool, Some(pod_ref(pool, pod)), EventType::Normal, "DrainCancelled", note).await;
         }
         PoolAction::Delete { pod, reason } => {
             match pods.delete(pod, &DeleteParams::default()).await {
@@ -196,10 +200,21 @@ async fn execute(ctx: &Context, pool: &SfuWorker, pods: &Api<Pod>, action: &Pool
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
-            ctx.event(pool, EventType::Normal, "DeletedPod", format!("deleted worker pod {pod} ({reason:?})")).await;
+            let note = format!("deleted worker pod {pod} ({reason:?})");
+            ctx.event_about(pool, Some(pod_ref(pool, pod)), EventType::Normal, "DeletedPod", note).await;
         }
     }
     Ok(())
+}
+
+fn pod_ref(pool: &SfuWorker, pod: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.into()),
+        namespace: pool.namespace(),
+        ..Default::default()
+    }
 }
 
 /// For `NodeExternalIP` pools: copies the node's ExternalIP into the pod's annotation, which

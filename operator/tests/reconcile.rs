@@ -1,0 +1,361 @@
+//! The reconcilers against a fake API server (kube's tower-test mock pattern, with state),
+//! one scenario per test.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fanout_operator::controller::Config;
+use fanout_operator::crd::{labels, RoomPhase};
+use fanout_operator::scheduler::Policy;
+use kube::ResourceExt;
+use support::{Harness, NS};
+
+fn config() -> Config {
+    Config { policy: Policy::Spread, reschedule_grace: Duration::from_secs(30), stats_timeout: Duration::from_millis(200) }
+}
+
+#[tokio::test]
+async fn a_new_sfuworker_gets_one_host_network_pod_per_replica() {
+    let mut h = Harness::new(config());
+    h.apply_pool("sfu", 3, 500, 50);
+    h.sync();
+    h.reconcile_pool("sfu").await;
+
+    let mut pods = h.pods();
+    pods.sort_by_key(|p| p.name_any());
+    assert_eq!(pods.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["sfu-0", "sfu-1", "sfu-2"]);
+    let pool_uid = h.pool("sfu").uid().unwrap();
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, Some(true), "{} must use the host network", pod.name_any());
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+        let owner = &pod.owner_references()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("SfuWorker", pool_uid.as_str(), Some(true)));
+        assert_eq!(spec.containers[0].ports.as_ref().unwrap()[0].host_port, Some(3000));
+    }
+    assert_eq!(h.event_reasons().iter().filter(|r| *r == "CreatedPod").count(), 3);
+
+    // The kubelet starts them; the next pass reports them ready, with endpoints and load.
+    h.kubelet_starts_all();
+    h.workers.stats.lock().unwrap().insert(
+        "http://10.0.0.1:3000".into(),
+        fanout_worker::api::WorkerStats { rooms: 0, peers: 4, ..Default::default() },
+    );
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    let status = h.pool("sfu").status.unwrap();
+    assert_eq!((status.replicas, status.ready_replicas, status.peers), (3, 3, 4));
+    assert_eq!(status.workers[0].endpoint.as_deref(), Some("http://10.0.0.1:3000"));
+    assert_eq!(status.workers[0].announced_ip.as_deref(), Some("10.0.0.1"));
+    assert_eq!(status.selector, "fanout.dev/sfuworker=sfu");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "AllReplicasReady"));
+    assert_eq!(status.observed_generation, Some(1));
+}
+
+#[tokio::test]
+async fn a_deleted_worker_pod_is_recreated() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 2, 500, 50).await;
+    h.api.remove("pods", NS, "sfu-1");
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    assert!(h.pod("sfu-1").is_some(), "sfu-1 was recreated");
+}
+
+#[tokio::test]
+async fn scale_down_drains_pods_and_deletes_each_once_it_has_no_rooms() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 3, 100, 10).await;
+    // Pack puts the room on the first pod by name; place it explicitly on sfu-2 instead by
+    // making the others unfit: fill sfu-0 and sfu-1 through their readiness.
+    h.kubelet_not_ready_since("sfu-0", jiff::Timestamp::now());
+    h.kubelet_not_ready_since("sfu-1", jiff::Timestamp::now());
+    h.apply_room("lecture", 20);
+    h.settle_room("lecture").await;
+    assert_eq!(h.room("lecture").unwrap().status.unwrap().placement.unwrap().pod, "sfu-2");
+    h.kubelet_starts("sfu-0", "10.0.0.1");
+    h.kubelet_starts("sfu-1", "10.0.0.2");
+
+    // Scale to one replica: sfu-1 and sfu-2 drain.
+    h.api.update("sfuworkers", NS, "sfu", |p| p["spec"]["replicas"] = 1.into());
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    for name in ["sfu-1", "sfu-2"] {
+        let pod = h.pod(name).unwrap();
+        assert!(pod.annotations().contains_key(labels::DRAINING_SINCE), "{name} drains");
+        assert_eq!(pod.annotations()[labels::DRAIN_REASON], "ScaleDown");
+    }
+    // A draining pod takes no new rooms.
+    h.sync();
+    h.apply_room("seminar", 5);
+    h.settle_room("seminar").await;
+    assert_eq!(h.room("seminar").unwrap().status.unwrap().placement.unwrap().pod, "sfu-0");
+
+    // Next pass: the empty sfu-1 goes, sfu-2 keeps its room.
+    h.reconcile_pool("sfu").await;
+    assert!(h.pod("sfu-1").is_none(), "empty draining pod deleted");
+    assert!(h.pod("sfu-2").is_some(), "pod with a room keeps draining");
+    let status = h.pool("sfu").status.unwrap();
+    assert!(status.workers.iter().any(|w| w.pod == "sfu-2" && w.draining && w.rooms == 1));
+
+    // The room ends: sfu-2 is deleted.
+    h.api.update("rooms", NS, "lecture", |r| r["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into());
+    h.sync();
+    h.reconcile_room("lecture").await;
+    assert!(h.room("lecture").is_none());
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    assert!(h.pod("sfu-2").is_none(), "drained pod deleted once empty");
+    assert!(h.pod("sfu-0").is_some());
+}
+
+#[tokio::test]
+async fn a_room_is_placed_on_a_ready_worker_with_an_event() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 2, 500, 50).await;
+    h.apply_room("maths-101", 40);
+    h.settle_room("maths-101").await;
+
+    let room = h.room("maths-101").unwrap();
+    assert_eq!(room.finalizers(), ["fanout.dev/close-on-worker"]);
+    let status = room.status.unwrap();
+    assert_eq!(status.phase, Some(RoomPhase::Scheduled));
+    let placement = status.placement.unwrap();
+    assert_eq!(placement.sfu_worker, "sfu");
+    assert_eq!(placement.reserved_peers, 40);
+    let pod = h.pod(&placement.pod).unwrap();
+    assert_eq!(Some(placement.pod_uid.clone()), pod.uid());
+    assert_eq!(placement.endpoint, format!("http://{}:3000", pod.status.as_ref().unwrap().pod_ip.as_ref().unwrap()));
+    assert_eq!(placement.node, pod.spec.unwrap().node_name);
+    let cond = status.conditions.iter().find(|c| c.type_ == "Scheduled").unwrap();
+    assert_eq!(cond.status, "True");
+    assert!(h.event_reasons().contains(&"Scheduled".to_string()));
+}
+
+#[tokio::test]
+async fn a_room_that_fits_nowhere_is_pending_with_the_reason() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 1, 50, 10).await;
+    h.apply_room("huge", 80);
+    let action = h.settle_room("huge").await;
+    let status = h.room("huge").unwrap().status.unwrap();
+    assert_eq!(status.phase, Some(RoomPhase::Pending));
+    assert!(status.placement.is_none());
+    let cond = &status.conditions[0];
+    assert_eq!((cond.status.as_str(), cond.reason.as_str()), ("False", "InsufficientCapacity"));
+    assert!(cond.message.contains("1 full"), "{}", cond.message);
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(30)));
+    assert!(h.event_reasons().contains(&"InsufficientCapacity".to_string()));
+
+    // More capacity arrives: the room is placed on the next try.
+    h.api.update("sfuworkers", NS, "sfu", |p| p["spec"]["capacity"]["maxPeers"] = 100.into());
+    h.sync();
+    h.reconcile_room("huge").await;
+    assert_eq!(h.room("huge").unwrap().status.unwrap().phase, Some(RoomPhase::Scheduled));
+}
+
+#[tokio::test]
+async fn a_room_is_moved_when_its_pod_is_lost() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 2, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    let first = h.room("r").unwrap().status.unwrap().placement.unwrap();
+
+    h.api.remove("pods", NS, &first.pod);
+    h.sync();
+    h.reconcile_room("r").await;
+    let moved = h.room("r").unwrap().status.unwrap().placement.unwrap();
+    assert_ne!(moved.pod, first.pod);
+    let reasons = h.event_reasons();
+    assert!(reasons.contains(&"PlacementLost".to_string()) && reasons.contains(&"Rescheduled".to_string()), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_room_waits_out_the_grace_period_on_a_not_ready_pod_then_moves() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 2, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    let first = h.room("r").unwrap().status.unwrap().placement.unwrap();
+
+    // NotReady for 10 s: stays, looks again when the grace period ends.
+    h.kubelet_not_ready_since(&first.pod, jiff::Timestamp::now() - jiff::SignedDuration::from_secs(10));
+    h.sync();
+    let action = h.reconcile_room("r").await;
+    assert_eq!(h.room("r").unwrap().status.unwrap().placement.unwrap().pod, first.pod);
+    assert!(action != kube::runtime::controller::Action::await_change(), "a recheck is scheduled");
+
+    // NotReady for 40 s: moved.
+    h.kubelet_not_ready_since(&first.pod, jiff::Timestamp::now() - jiff::SignedDuration::from_secs(40));
+    h.sync();
+    h.reconcile_room("r").await;
+    assert_ne!(h.room("r").unwrap().status.unwrap().placement.unwrap().pod, first.pod);
+}
+
+#[tokio::test]
+async fn a_recreated_pod_with_the_same_name_does_not_keep_the_room() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 1, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    // The pod is replaced under the same name (new UID): the room must be placed again.
+    h.api.remove("pods", NS, "sfu-0");
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    h.kubelet_starts("sfu-0", "10.0.0.9");
+    h.sync();
+    h.reconcile_room("r").await;
+    let placement = h.room("r").unwrap().status.unwrap().placement.unwrap();
+    assert_eq!(placement.pod, "sfu-0");
+    assert_eq!(Some(placement.pod_uid), h.pod("sfu-0").unwrap().uid());
+    assert_eq!(placement.endpoint, "http://10.0.0.9:3000");
+}
+
+#[tokio::test]
+async fn deleting_a_room_closes_it_on_its_worker() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 1, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    let placement = h.room("r").unwrap().status.unwrap().placement.unwrap();
+
+    h.api.update("rooms", NS, "r", |r| r["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into());
+    h.sync();
+    h.reconcile_room("r").await;
+    assert_eq!(*h.workers.closed.lock().unwrap(), vec![(placement.endpoint, "r".to_string())]);
+    assert!(h.room("r").is_none(), "finalizer removed, room gone");
+}
+
+#[tokio::test]
+async fn a_worker_that_is_gone_does_not_block_room_deletion() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 1, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    let placement = h.room("r").unwrap().status.unwrap().placement.unwrap();
+    h.workers.down.lock().unwrap().insert(placement.endpoint.clone());
+    h.api.remove("pods", NS, &placement.pod);
+
+    h.api.update("rooms", NS, "r", |r| r["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into());
+    h.sync();
+    h.reconcile_room("r").await;
+    assert!(h.room("r").is_none());
+    assert!(h.workers.closed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn overlapping_port_ranges_flag_both_pools_and_hold_the_newer() {
+    let mut h = Harness::new(config());
+    h.apply_pool("a", 1, 500, 50);
+    h.api.put("sfuworkers", serde_json::json!({
+        "apiVersion": "fanout.dev/v1alpha1", "kind": "SfuWorker",
+        "metadata": {"name": "b", "namespace": NS, "creationTimestamp": (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60)).to_string()},
+        "spec": {"replicas": 1, "image": "fanout:test", "rtcPorts": {"min": 45000, "max": 50000}}
+    }));
+    h.sync();
+    h.reconcile_pool("a").await;
+    h.reconcile_pool("b").await;
+    let cond = |pool: &str, t: &str| {
+        h.pool(pool).status.unwrap().conditions.into_iter().find(|c| c.type_ == t).unwrap()
+    };
+    assert_eq!(cond("a", "PortConflict").status, "True");
+    assert!(cond("a", "PortConflict").message.contains("media/b"));
+    assert_eq!(cond("b", "PortConflict").status, "True");
+    assert_eq!(cond("b", "Ready").reason, "PortConflict");
+    let pods: Vec<String> = h.pods().iter().map(|p| p.name_any()).collect();
+    assert_eq!(pods, ["a-0"], "the newer pool starts nothing");
+}
+
+#[tokio::test]
+async fn an_invalid_announced_address_is_reported_and_no_pod_is_created() {
+    let mut h = Harness::new(config());
+    h.api.put("sfuworkers", serde_json::json!({
+        "apiVersion": "fanout.dev/v1alpha1", "kind": "SfuWorker",
+        "metadata": {"name": "x", "namespace": NS},
+        "spec": {"replicas": 1, "image": "fanout:test", "announcedAddress": {"source": "Fixed", "ip": "not-an-ip"}}
+    }));
+    h.sync();
+    h.reconcile_pool("x").await;
+    assert!(h.pods().is_empty());
+    let ready = h.pool("x").status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(ready.message.contains("not an IP address"));
+}
+
+/// 100 rooms applied at once onto 3 workers: every reconcile runs concurrently against caches
+/// that show none of the others' placements (the worst watch lag). Capacity must hold, and
+/// still hold after an operator restart.
+#[tokio::test]
+async fn a_hundred_rooms_onto_three_workers_never_oversubscribe() {
+    let mut h = Harness::new(config());
+    // 3 x 300 peers = 900 peers; 100 rooms x 12 peers = 1200: 75 fit, 25 must wait.
+    h.ready_pool("sfu", 3, 300, 40).await;
+    for i in 0..100 {
+        h.apply_room(&format!("room-{i}"), 12);
+    }
+    h.sync();
+    // First pass of each adds the finalizer.
+    for i in 0..100 {
+        h.reconcile_room(&format!("room-{i}")).await;
+    }
+    h.sync();
+    let reconciles = (0..100).map(|i| {
+        let h = &h;
+        async move { h.reconcile_room(&format!("room-{i}")).await }
+    });
+    futures::future::join_all(reconciles).await;
+
+    let count = |h: &Harness| {
+        let mut per_pod: HashMap<String, (u32, u32)> = HashMap::new();
+        let mut pending = 0;
+        for i in 0..100 {
+            let status = h.room(&format!("room-{i}")).unwrap().status.unwrap();
+            match status.placement {
+                Some(p) => {
+                    let e = per_pod.entry(p.pod).or_default();
+                    e.0 += 1;
+                    e.1 += p.reserved_peers as u32;
+                }
+                None => pending += 1,
+            }
+        }
+        (per_pod, pending)
+    };
+    let (per_pod, pending) = count(&h);
+    for (pod, (rooms, peers)) in &per_pod {
+        assert!(*peers <= 300 && *rooms <= 40, "{pod} oversubscribed: {rooms} rooms, {peers} peers");
+    }
+    assert_eq!(per_pod.values().map(|v| v.0).sum::<u32>(), 75, "every slot used, none twice");
+    assert_eq!(pending, 25);
+
+    // A new operator process: commitments come from the Rooms' status alone.
+    let mut h = h.restart();
+    h.sync();
+    let retries = (0..100).map(|i| {
+        let h = &h;
+        async move { h.reconcile_room(&format!("room-{i}")).await }
+    });
+    futures::future::join_all(retries).await;
+    let (after, pending_after) = count(&h);
+    assert_eq!(after, per_pod, "placed rooms stay put; no pending room squeezed in");
+    assert_eq!(pending_after, 25);
+
+    // A fourth worker joins: pending rooms fill it, still within capacity.
+    h.api.update("sfuworkers", NS, "sfu", |p| p["spec"]["replicas"] = 4.into());
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    h.kubelet_starts_all();
+    h.sync();
+    let retries = (0..100).map(|i| {
+        let h = &h;
+        async move { h.reconcile_room(&format!("room-{i}")).await }
+    });
+    futures::future::join_all(retries).await;
+    let (grown, pending_grown) = count(&h);
+    assert_eq!(pending_grown, 0);
+    assert!(grown.values().all(|(rooms, peers)| *peers <= 300 && *rooms <= 40), "{grown:?}");
+}
