@@ -7,3 +7,4 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod rtp;
