@@ -5,14 +5,15 @@
 //!
 //! Two figures:
 //! - `scheduler`: the pure decision (`scheduler::schedule`) with the load updated in place.
-//! - `controller path`: what one Room reconcile does under the ledger lock
-//!   (`placement::decide_and_reserve`): sum commitments from the Room cache and the ledger,
-//!   build the candidates from pools and pods, decide, reserve. The cache is never updated
-//!   during the run (the worst case of watch lag: every placement lives in the ledger).
+//! - `controller path`: what one Room reconcile does under the ledger lock: re-read the Room
+//!   cache when the ledger's reading is older than 500 ms (as the controller does), build the
+//!   candidates from the pool and pod caches, decide, reserve (`placement::decide_and_reserve`).
+//!   The cache is never updated during the run (the worst case of watch lag: every placement
+//!   lives in the ledger).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fanout_operator::crd::{Room, RoomSpec, SfuWorker, SfuWorkerSpec, WorkerCapacity};
 use fanout_operator::ledger::Ledger;
@@ -137,18 +138,19 @@ fn controller_path(policy: Policy) -> (f64, usize, usize) {
             Arc::new(room)
         })
         .collect();
-    let cluster = Cluster { namespace: ns, rooms: &rooms, pools: &pools, pods: &pods };
+    let cluster = Cluster { namespace: ns, pools: &pools, pods: &pods };
     let mut ledger = Ledger::default();
     let start = Instant::now();
     let mut placed = 0;
     for room in &rooms {
         let uid = room.metadata.uid.as_deref().unwrap_or_default();
+        ledger.refresh_if_older_than(Duration::from_millis(500), Instant::now(), || rooms.iter());
         if decide_and_reserve(&mut ledger, &cluster, room, uid, policy, None).is_ok() {
             placed += 1;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let load = ledger.commitments(rooms.iter().map(|r| r.as_ref()));
+    let load = ledger.commitments(rooms.iter());
     let worst = load.values().map(|l| l.peers).max().unwrap_or(0) as usize;
     (ROOMS as f64 / elapsed, placed, worst)
 }

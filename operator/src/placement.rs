@@ -65,37 +65,35 @@ pub fn placement_on(replica: &Replica, reserved_peers: i32) -> Placement {
     }
 }
 
-/// The cluster as the watch caches show it.
-pub struct Cluster<'a, R, W, P> {
+/// The worker side of the cluster as the watch caches show it.
+pub struct Cluster<'a, W, P> {
     pub namespace: &'a str,
-    pub rooms: &'a [R],
     pub pools: &'a [W],
     pub pods: &'a [P],
 }
 
 /// Decides where `room` goes and reserves the capacity in `ledger`, in one step. The caller
-/// holds the ledger's lock across this call, so decisions are serialised.
+/// holds the ledger's lock across this call, so decisions are serialised, and refreshes the
+/// ledger from the Room cache when it is stale (see [`Ledger::refresh_if_older_than`]).
 ///
 /// `previous` is the room's lost placement when it is being moved: that pod is excluded, and
 /// when nothing fits, its reservation is released at once.
-pub fn decide_and_reserve<R, W, P>(
+pub fn decide_and_reserve<W, P>(
     ledger: &mut Ledger,
-    cluster: &Cluster<'_, R, W, P>,
+    cluster: &Cluster<'_, W, P>,
     room: &Room,
     room_uid: &str,
     policy: Policy,
     previous: Option<&Placement>,
 ) -> Result<Placement, Unschedulable>
 where
-    R: AsRef<Room>,
     W: AsRef<SfuWorker>,
     P: AsRef<Pod>,
 {
-    let committed = ledger.commitments(cluster.rooms.iter().map(|r| r.as_ref()));
     let in_ns = |ns: Option<String>| ns.as_deref() == Some(cluster.namespace);
     let pools: Vec<&SfuWorker> = cluster.pools.iter().map(|p| p.as_ref()).filter(|p| in_ns(p.namespace())).collect();
     let pods: Vec<&Pod> = cluster.pods.iter().map(|p| p.as_ref()).filter(|p| in_ns(p.namespace())).collect();
-    let candidates = replicas(&pools, &pods, &committed);
+    let candidates = replicas(&pools, &pods, ledger.load());
     let peers = room.spec.max_peers.max(1) as u32;
     match schedule(peers, room.spec.worker_selector.as_ref(), &candidates, policy, previous.map(|p| p.pod_uid.as_str())) {
         Ok(chosen) => {

@@ -359,3 +359,70 @@ async fn a_hundred_rooms_onto_three_workers_never_oversubscribe() {
     assert_eq!(pending_grown, 0);
     assert!(grown.values().all(|(rooms, peers)| *peers <= 300 && *rooms <= 40), "{grown:?}");
 }
+
+#[tokio::test]
+async fn external_ip_pools_get_the_node_external_ip_projected_into_the_pod() {
+    let mut h = Harness::new(config());
+    h.api.put("sfuworkers", serde_json::json!({
+        "apiVersion": "fanout.dev/v1alpha1", "kind": "SfuWorker",
+        "metadata": {"name": "edge", "namespace": NS},
+        "spec": {"replicas": 2, "image": "fanout:test", "announcedAddress": {"source": "NodeExternalIP"}}
+    }));
+    h.sync();
+    h.reconcile_pool("edge").await;
+    h.kubelet_starts("edge-0", "10.0.0.1");
+    h.kubelet_starts("edge-1", "10.0.0.2");
+    h.api.put("nodes", serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-edge-0"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "ExternalIP", "address": "203.0.113.10"}]}}));
+    h.api.put("nodes", serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-edge-1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]}}));
+    h.sync();
+    h.reconcile_pool("edge").await;
+    assert_eq!(h.pod("edge-0").unwrap().annotations()[labels::ANNOUNCED_IP], "203.0.113.10");
+    assert!(!h.pod("edge-1").unwrap().annotations().contains_key(labels::ANNOUNCED_IP));
+    assert!(h.event_reasons().contains(&"NoExternalIP".to_string()));
+    h.sync();
+    h.reconcile_pool("edge").await;
+    let status = h.pool("edge").status.unwrap();
+    assert_eq!(status.workers[0].announced_ip.as_deref(), Some("203.0.113.10"));
+    assert_eq!(status.workers[1].announced_ip, None);
+}
+
+#[tokio::test]
+async fn an_image_change_replaces_pods_one_at_a_time() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 2, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    let hosting = h.room("r").unwrap().status.unwrap().placement.unwrap().pod;
+    let empty = if hosting == "sfu-0" { "sfu-1" } else { "sfu-0" };
+
+    h.api.update("sfuworkers", NS, "sfu", |p| p["spec"]["image"] = "fanout:next".into());
+    h.sync();
+    h.reconcile_pool("sfu").await;
+    // Exactly one pod is acted on: the highest ordinal, deleted if empty or drained if not.
+    let touched: Vec<String> = ["sfu-0", "sfu-1"]
+        .iter()
+        .filter(|n| h.pod(n).is_none_or(|p| p.annotations().contains_key(labels::DRAINING_SINCE)))
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(touched, ["sfu-1"]);
+    if hosting == "sfu-1" {
+        assert_eq!(h.pod("sfu-1").unwrap().annotations()[labels::DRAIN_REASON], "Replace");
+    } else {
+        assert!(h.pod(empty).is_none());
+    }
+    let _ = empty;
+}
+
+#[tokio::test]
+async fn reconciles_and_scheduling_show_in_metrics() {
+    let mut h = Harness::new(config());
+    h.ready_pool("sfu", 1, 500, 50).await;
+    h.apply_room("r", 10);
+    h.settle_room("r").await;
+    let text = h.ctx.metrics.render();
+    assert!(text.contains("fanout_operator_reconciles_total{controller=\"room\"} 2"), "{text}");
+    assert!(text.contains("fanout_operator_scheduling_decisions_total{outcome=\"scheduled\"} 1"), "{text}");
+    assert!(text.contains("fanout_operator_scheduling_latency_seconds_count 1"), "{text}");
+}

@@ -27,6 +27,10 @@ const PENDING_RETRY: Duration = Duration::from_secs(30);
 
 const CONTROLLER: &str = "room";
 
+/// How stale the ledger's reading of the Room cache may be. Our own placements count at once
+/// regardless; staleness only delays noticing rooms deleted by others (conservative).
+const LEDGER_MAX_AGE: Duration = Duration::from_millis(500);
+
 pub async fn reconcile(room: Arc<Room>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.get_or_create(&ControllerLabels { controller: CONTROLLER }).inc();
     let ns = room.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
@@ -91,10 +95,11 @@ async fn place(room: &Room, api: &Api<Room>, ctx: &Context, previous: Option<&Pl
     // between our decision and our reservation. No await happens while it is held.
     let decision = {
         let mut ledger = ctx.ledger();
-        let (rooms, pools, pods) = (ctx.rooms.state(), ctx.pools.state(), ctx.pods.state());
+        ledger.refresh_if_older_than(LEDGER_MAX_AGE, Instant::now(), || ctx.rooms.state());
+        let (pools, pods) = (ctx.pools.state(), ctx.pods.state());
         decide_and_reserve(
             &mut ledger,
-            &Cluster { namespace: &ns, rooms: &rooms, pools: &pools, pods: &pods },
+            &Cluster { namespace: &ns, pools: &pools, pods: &pods },
             room,
             &uid,
             ctx.config.policy,

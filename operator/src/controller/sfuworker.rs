@@ -49,7 +49,7 @@ pub async fn reconcile(pool: Arc<SfuWorker>, ctx: Arc<Context>) -> Result<Action
     let conflict = conflicts.get(&format!("{ns}/{name}"));
     let committed = {
         let rooms = ctx.rooms.state();
-        ctx.ledger().commitments(rooms.iter().map(|r| r.as_ref()))
+        ctx.ledger().commitments(rooms)
     };
     let stats = fetch_stats(&ctx, &pods, pool.spec.http_port).await;
 
