@@ -144,13 +144,13 @@ fn controller_path(policy: Policy) -> (f64, usize, usize) {
     let mut placed = 0;
     for room in &rooms {
         let uid = room.metadata.uid.as_deref().unwrap_or_default();
-        ledger.refresh_if_older_than(Duration::from_millis(500), Instant::now(), || rooms.iter());
+        ledger.refresh_if_older_than(Duration::from_millis(500), Instant::now(), || rooms.iter().map(|r| r.as_ref()));
         if decide_and_reserve(&mut ledger, &cluster, room, uid, policy, None).is_ok() {
             placed += 1;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let load = ledger.commitments(rooms.iter());
+    let load = ledger.commitments(rooms.iter().map(|r| r.as_ref()));
     let worst = load.values().map(|l| l.peers).max().unwrap_or(0) as usize;
     (ROOMS as f64 / elapsed, placed, worst)
 }
