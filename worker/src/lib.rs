@@ -7,4 +7,5 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod room;
 pub mod rtp;

@@ -1,0 +1,220 @@
+//! What the media plane does with an RTP packet a producer sends: a flat table built from a
+//! room, and the pure decision made with it.
+//!
+//! The table is keyed by the transport a packet arrives on and its SSRC. Each entry names the
+//! producer stream and the consumers that receive it, each with the rewrite its packets need:
+//! the consumer's SSRC (its RTX SSRC for the producer's RTX stream), payload types from the
+//! producer's to the consumer's, header extension ids from the producer's to the consumer's
+//! (extensions without a mapping are removed) and the consumer's `mid` for the MID extension.
+//!
+//! Rebuild the table with [`ForwardingTable::for_room`] after every change to the room; the
+//! same room always gives the same table, so rebuilding is idempotent and there is no
+//! incremental state to get wrong.
+//!
+//! Kept simple on purpose, and the limits are these:
+//! - Streams are known by their signalled SSRCs. A producer that signals only RIDs (simulcast
+//!   without SSRCs) has no entry until the media plane learns its SSRCs from the RID header
+//!   extension.
+//! - A consumer receives one stream. For a simulcast producer only encoding 0 (the lowest
+//!   layer, always sent) is forwarded; the other encodings have entries with no targets until
+//!   the media plane selects layers.
+//! - Sequence numbers and timestamps pass unchanged: one producer stream maps to one consumer
+//!   stream, so RTX packets stay valid once their SSRC and payload type are rewritten.
+
+use std::collections::BTreeMap;
+
+use crate::rtp::{MediaKind, PayloadType, RtpParameters, Ssrc};
+
+use super::ids::{ConsumerId, ProducerId, TransportId};
+use super::rooms::{Consumer, Producer, Room};
+
+/// A room's routing: `(transport, SSRC)` of an incoming producer stream to its receivers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardingTable {
+    streams: BTreeMap<(TransportId, Ssrc), InboundStream>,
+}
+
+/// One incoming producer stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundStream {
+    /// The producer it belongs to.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The producer encoding (simulcast layer) it carries.
+    pub encoding_index: usize,
+    /// True for the encoding's RTX (retransmission) stream.
+    pub rtx: bool,
+    /// The producer is paused: nothing is forwarded.
+    pub producer_paused: bool,
+    /// The consumers of this stream, in creation order.
+    pub targets: Vec<ForwardTarget>,
+}
+
+/// A consumer of a stream and how to rewrite the stream's packets for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardTarget {
+    /// The consumer.
+    pub consumer_id: ConsumerId,
+    /// The recv transport to send on.
+    pub transport_id: TransportId,
+    /// The SSRC the consumer knows this stream by.
+    pub ssrc: Ssrc,
+    /// Producer payload type to consumer payload type; a packet whose payload type is not a
+    /// key is not for this consumer (its device cannot decode that codec).
+    pub payload_types: BTreeMap<PayloadType, PayloadType>,
+    /// Producer header extension id to consumer id; other extensions are removed.
+    pub header_extension_ids: BTreeMap<u8, u8>,
+    /// The consumer's `mid`, the value of the MID header extension towards it.
+    pub mid: Option<String>,
+    /// The consumer is paused: it gets nothing.
+    pub paused: bool,
+}
+
+/// One copy of an incoming packet to send: where, and with which SSRC and payload type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The consumer it is for.
+    pub consumer_id: ConsumerId,
+    /// The transport to send it on.
+    pub transport_id: TransportId,
+    /// The SSRC to write.
+    pub ssrc: Ssrc,
+    /// The payload type to write.
+    pub payload_type: PayloadType,
+}
+
+impl ForwardingTable {
+    /// The table for a room as it is now.
+    pub fn for_room(room: &Room) -> Self {
+        let mut streams = BTreeMap::new();
+        for producer in room.producers() {
+            let consumers = room.consumers_of(&producer.id);
+            for (index, encoding) in producer.rtp_parameters.encodings.iter().enumerate() {
+                let forwarded = index == 0;
+                let mut add = |ssrc: Ssrc, rtx: bool| {
+                    let targets = if forwarded {
+                        consumers
+                            .iter()
+                            .filter_map(|consumer| target(producer, consumer, rtx))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    streams.insert(
+                        (producer.transport_id.clone(), ssrc),
+                        InboundStream {
+                            producer_id: producer.id.clone(),
+                            kind: producer.kind,
+                            encoding_index: index,
+                            rtx,
+                            producer_paused: producer.paused,
+                            targets,
+                        },
+                    );
+                };
+                if let Some(ssrc) = encoding.ssrc {
+                    add(ssrc, false);
+                }
+                if let Some(rtx) = encoding.rtx {
+                    add(rtx.ssrc, true);
+                }
+            }
+        }
+        ForwardingTable { streams }
+    }
+
+    /// The stream a packet arriving on `transport_id` with `ssrc` belongs to, if any.
+    pub fn stream(&self, transport_id: &TransportId, ssrc: Ssrc) -> Option<&InboundStream> {
+        self.streams.get(&(transport_id.clone(), ssrc))
+    }
+
+    /// All known incoming streams, by transport and SSRC.
+    pub fn streams(&self) -> impl Iterator<Item = (&(TransportId, Ssrc), &InboundStream)> {
+        self.streams.iter()
+    }
+
+    /// Where a packet arriving on `transport_id` with `ssrc` and `payload_type` goes: one
+    /// [`Forward`] per consumer that gets it. Empty means drop: an unknown stream, a paused
+    /// producer, or no active consumer that can decode the payload type.
+    pub fn forward(
+        &self,
+        transport_id: &TransportId,
+        ssrc: Ssrc,
+        payload_type: PayloadType,
+    ) -> Vec<Forward> {
+        let Some(stream) = self.stream(transport_id, ssrc) else {
+            return Vec::new();
+        };
+        if stream.producer_paused {
+            return Vec::new();
+        }
+        stream
+            .targets
+            .iter()
+            .filter(|target| !target.paused)
+            .filter_map(|target| {
+                let mapped = target.payload_types.get(&payload_type)?;
+                Some(Forward {
+                    consumer_id: target.consumer_id.clone(),
+                    transport_id: target.transport_id.clone(),
+                    ssrc: target.ssrc,
+                    payload_type: *mapped,
+                })
+            })
+            .collect()
+    }
+}
+
+fn is_rtx_codec(parameters: &RtpParameters, payload_type: PayloadType) -> bool {
+    parameters.codecs.iter().any(|codec| {
+        codec.payload_type == payload_type && codec.mime_type.eq_ignore_ascii_case("video/rtx")
+    })
+}
+
+/// The rewrite of a producer's media (or RTX) stream for one consumer; `None` when the
+/// consumer has no such stream (an RTX stream towards a consumer without RTX).
+fn target(producer: &Producer, consumer: &Consumer, rtx: bool) -> Option<ForwardTarget> {
+    let encoding = consumer.rtp_parameters.encodings.first()?;
+    let ssrc = if rtx {
+        encoding.rtx?.ssrc
+    } else {
+        encoding.ssrc?
+    };
+    let payload_types = producer
+        .rtp_mapping
+        .codecs
+        .iter()
+        .filter(|entry| is_rtx_codec(&producer.rtp_parameters, entry.payload_type) == rtx)
+        .filter(|entry| {
+            consumer
+                .rtp_parameters
+                .codecs
+                .iter()
+                .any(|codec| codec.payload_type == entry.mapped_payload_type)
+        })
+        .map(|entry| (entry.payload_type, entry.mapped_payload_type))
+        .collect();
+    let header_extension_ids = producer
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .filter_map(|produced| {
+            consumer
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|consumed| consumed.uri == produced.uri)
+                .map(|consumed| (produced.id, consumed.id))
+        })
+        .collect();
+    Some(ForwardTarget {
+        consumer_id: consumer.id.clone(),
+        transport_id: consumer.transport_id.clone(),
+        ssrc,
+        payload_types,
+        header_extension_ids,
+        mid: consumer.rtp_parameters.mid.clone(),
+        paused: consumer.paused,
+    })
+}

@@ -1,0 +1,1154 @@
+//! The room graph itself: [`Rooms`] > [`Room`] > [`Peer`] > [`Transport`] > [`Producer`] /
+//! [`Consumer`], and every request on it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::WorkerStats;
+use crate::rtp::{
+    ConsumerOptions, MediaKind, RtpCapabilities, RtpCodecCapability, RtpError, RtpMapping,
+    RtpParameters, Ssrc, can_consume, consumable_parameters, consumer_parameters,
+    default_media_codecs, producer_mapping, router_capabilities,
+};
+
+use super::error::RoomError;
+use super::event::{ConsumerCloseReason, RoomEvent};
+use super::forwarding::ForwardingTable;
+use super::ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId};
+use super::transport::{
+    Direction, DtlsConnection, DtlsParameters, DtlsRole, IceCandidate, IceParameters, Transport,
+    TransportCreated, TransportNetwork,
+};
+
+/// Application data attached to a peer or producer: a JSON object the worker stores and hands
+/// back but never reads (mediasoup's `appData`).
+pub type AppData = serde_json::Map<String, serde_json::Value>;
+
+/// Who a peer is, as signalling tells it from the peer's token (never from the peer itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    /// The user id from the token.
+    #[serde(default)]
+    pub user_id: String,
+    /// The name to show to other participants.
+    #[serde(default)]
+    pub display_name: String,
+    /// The user's role in the room (e.g. `teacher`); signalling enforces what it may do.
+    #[serde(default)]
+    pub role: String,
+    /// Anything else the application wants other peers to see.
+    #[serde(default)]
+    pub app_data: AppData,
+}
+
+/// A peer as other peers see it: `{"peerId", "userId", "displayName", "role", "appData"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerSummary {
+    /// The peer's id in the room.
+    pub peer_id: PeerId,
+    /// Who it is.
+    #[serde(flatten)]
+    pub info: PeerInfo,
+}
+
+/// A producer as other peers see it, enough to decide whether and how to consume it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerSummary {
+    /// The producer's id, to pass to `consume`.
+    pub producer_id: ProducerId,
+    /// The producing peer.
+    pub peer_id: PeerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The producer's application data (e.g. `{"source": "screen"}`).
+    pub app_data: AppData,
+    /// Whether the producer is paused right now.
+    pub paused: bool,
+}
+
+/// The answer to `join`: what a mediasoup-client app needs to load its device and catch up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResponse {
+    /// The room's router capabilities, for `device.load({routerRtpCapabilities})`.
+    pub rtp_capabilities: RtpCapabilities,
+    /// The other peers already in the room, in join order.
+    pub peers: Vec<PeerSummary>,
+    /// The other peers' producers, in creation order.
+    pub producers: Vec<ProducerSummary>,
+}
+
+/// A `produce` request: the body of `POST /v1/rooms/{room}/producers` minus the peer id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProduceOptions {
+    /// A send transport of the producing peer.
+    pub transport_id: TransportId,
+    /// Audio or video; every codec of `rtp_parameters` must be of this kind.
+    pub kind: MediaKind,
+    /// The parameters from mediasoup-client's `produce` event, unchanged.
+    pub rtp_parameters: RtpParameters,
+    /// Application data, shown to other peers.
+    #[serde(default)]
+    pub app_data: AppData,
+    /// Start paused (mediasoup's `paused` option).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The answer to `produce`: `{"id": ...}`, what mediasoup-client's `produce` callback takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerCreated {
+    /// The new producer's id.
+    pub id: ProducerId,
+}
+
+/// A `consume` request: the body of `POST /v1/rooms/{room}/consumers` minus the peer id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeOptions {
+    /// A recv transport of the consuming peer.
+    pub transport_id: TransportId,
+    /// The producer to consume.
+    pub producer_id: ProducerId,
+    /// The consuming device's `device.rtpCapabilities`.
+    pub rtp_capabilities: RtpCapabilities,
+    /// Create the consumer paused; the usual pattern is paused, then resume once the client
+    /// has set up its consumer, so that the first packet it gets is a keyframe.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// mediasoup's consumer type, which follows the producer's encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumerType {
+    /// One encoding without spatial layers: every current browser's camera and microphone.
+    Simple,
+    /// Several encodings (simulcast).
+    Simulcast,
+    /// One encoding with several spatial layers (`L3T3`, ...).
+    Svc,
+}
+
+impl ConsumerType {
+    /// The type mediasoup gives consumers of a producer with these parameters.
+    pub fn of_producer(parameters: &RtpParameters) -> ConsumerType {
+        match parameters.encodings.as_slice() {
+            [single] if spatial_layers(single.scalability_mode.as_deref()) > 1 => ConsumerType::Svc,
+            [_] | [] => ConsumerType::Simple,
+            _ => ConsumerType::Simulcast,
+        }
+    }
+}
+
+/// Spatial layers of a scalability mode such as `L3T3` or `S2T1_KEY` (mediasoup's
+/// `^[LS]([1-9]\d?)T([1-9]\d?)`); 1 when absent or unreadable.
+fn spatial_layers(scalability_mode: Option<&str>) -> u32 {
+    let Some(mode) = scalability_mode else {
+        return 1;
+    };
+    let bytes = mode.as_bytes();
+    if !matches!(bytes.first(), Some(b'L' | b'S')) {
+        return 1;
+    }
+    let digits: Vec<u8> = bytes[1..]
+        .iter()
+        .take(2)
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    let followed_by_t = bytes.get(1 + digits.len()) == Some(&b'T');
+    match digits.first() {
+        Some(b'1'..=b'9') if followed_by_t => digits
+            .iter()
+            .fold(0, |layers, digit| layers * 10 + u32::from(digit - b'0')),
+        _ => 1,
+    }
+}
+
+/// The answer to `consume`: what mediasoup-client's `recvTransport.consume` takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerCreated {
+    /// The new consumer's id.
+    pub id: ConsumerId,
+    /// The consumed producer.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The consumer's parameters: one encoding with the worker's SSRC for it.
+    pub rtp_parameters: RtpParameters,
+    /// `simple` for ordinary producers.
+    pub r#type: ConsumerType,
+    /// Whether the producer is paused right now.
+    pub producer_paused: bool,
+}
+
+/// A participant of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id in the room.
+    pub id: PeerId,
+    /// Who it is.
+    pub info: PeerInfo,
+    seq: u64,
+}
+
+impl Peer {
+    /// The peer as other peers see it.
+    pub fn summary(&self) -> PeerSummary {
+        PeerSummary {
+            peer_id: self.id.clone(),
+            info: self.info.clone(),
+        }
+    }
+}
+
+/// Media a peer sends into the room over one of its send transports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Producer {
+    /// Its id.
+    pub id: ProducerId,
+    /// The producing peer.
+    pub peer_id: PeerId,
+    /// The send transport its packets arrive on.
+    pub transport_id: TransportId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The parameters as the client sent them (its payload types and SSRCs).
+    pub rtp_parameters: RtpParameters,
+    /// How its payload types and SSRCs map onto the router's.
+    pub rtp_mapping: RtpMapping,
+    /// The producer in router terms; every consumer's parameters derive from it.
+    pub consumable_parameters: RtpParameters,
+    /// Whether it is paused (its consumers then receive nothing).
+    pub paused: bool,
+    /// Application data.
+    pub app_data: AppData,
+    seq: u64,
+}
+
+impl Producer {
+    /// The producer as other peers see it.
+    pub fn summary(&self) -> ProducerSummary {
+        ProducerSummary {
+            producer_id: self.id.clone(),
+            peer_id: self.peer_id.clone(),
+            kind: self.kind,
+            app_data: self.app_data.clone(),
+            paused: self.paused,
+        }
+    }
+}
+
+/// One producer's media sent to one peer over one of its recv transports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumer {
+    /// Its id.
+    pub id: ConsumerId,
+    /// The consuming peer.
+    pub peer_id: PeerId,
+    /// The recv transport its packets leave on.
+    pub transport_id: TransportId,
+    /// The consumed producer.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its parameters: router payload types, one encoding with its own SSRC.
+    pub rtp_parameters: RtpParameters,
+    /// mediasoup's consumer type.
+    pub r#type: ConsumerType,
+    /// Paused by its peer (stays so until resumed, also when created paused).
+    pub paused: bool,
+    /// Its producer is paused.
+    pub producer_paused: bool,
+    seq: u64,
+}
+
+impl Consumer {
+    /// True when media flows to it: neither it nor its producer is paused.
+    pub fn is_active(&self) -> bool {
+        !self.paused && !self.producer_paused
+    }
+}
+
+/// One room: mediasoup's Router plus the peers that joined it.
+///
+/// All objects live in flat maps keyed by id, with the relations as ids (mediasoup's Router
+/// keeps its routing graph the same way), so a cascade is a few filtered removals and no
+/// object can outlive its owner by a dangling pointer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Room {
+    /// Its id.
+    pub id: RoomId,
+    /// Its router capabilities, fixed at creation.
+    pub rtp_capabilities: RtpCapabilities,
+    peers: BTreeMap<PeerId, Peer>,
+    transports: BTreeMap<TransportId, Transport>,
+    producers: BTreeMap<ProducerId, Producer>,
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    /// Creation counter: lists come out in creation order whatever ids the generator gives.
+    next_seq: u64,
+}
+
+/// Collects the ids of the selected objects in creation order.
+fn ids_in_order<'a, K: Clone + 'a, V: 'a>(
+    objects: impl Iterator<Item = (&'a K, &'a V)>,
+    seq: impl Fn(&V) -> u64,
+) -> Vec<K> {
+    let mut selected: Vec<(u64, K)> = objects
+        .map(|(id, object)| (seq(object), id.clone()))
+        .collect();
+    selected.sort_by_key(|(seq, _)| *seq);
+    selected.into_iter().map(|(_, id)| id).collect()
+}
+
+fn in_order<'a, V>(objects: impl Iterator<Item = &'a V>, seq: impl Fn(&V) -> u64) -> Vec<&'a V> {
+    let mut selected: Vec<&V> = objects.collect();
+    selected.sort_by_key(|object| seq(object));
+    selected
+}
+
+impl Room {
+    fn new(id: RoomId, rtp_capabilities: RtpCapabilities) -> Self {
+        Room {
+            id,
+            rtp_capabilities,
+            peers: BTreeMap::new(),
+            transports: BTreeMap::new(),
+            producers: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// A peer by id.
+    pub fn peer(&self, id: &PeerId) -> Option<&Peer> {
+        self.peers.get(id)
+    }
+
+    /// A transport by id.
+    pub fn transport(&self, id: &TransportId) -> Option<&Transport> {
+        self.transports.get(id)
+    }
+
+    /// A producer by id.
+    pub fn producer(&self, id: &ProducerId) -> Option<&Producer> {
+        self.producers.get(id)
+    }
+
+    /// A consumer by id.
+    pub fn consumer(&self, id: &ConsumerId) -> Option<&Consumer> {
+        self.consumers.get(id)
+    }
+
+    /// The peers, in join order.
+    pub fn peers(&self) -> Vec<&Peer> {
+        in_order(self.peers.values(), |peer| peer.seq)
+    }
+
+    /// The transports, in creation order.
+    pub fn transports(&self) -> Vec<&Transport> {
+        in_order(self.transports.values(), |transport| transport.seq)
+    }
+
+    /// The producers, in creation order.
+    pub fn producers(&self) -> Vec<&Producer> {
+        in_order(self.producers.values(), |producer| producer.seq)
+    }
+
+    /// The consumers, in creation order.
+    pub fn consumers(&self) -> Vec<&Consumer> {
+        in_order(self.consumers.values(), |consumer| consumer.seq)
+    }
+
+    /// The consumers of one producer, in creation order.
+    pub fn consumers_of(&self, producer_id: &ProducerId) -> Vec<&Consumer> {
+        in_order(
+            self.consumers
+                .values()
+                .filter(|consumer| consumer.producer_id == *producer_id),
+            |consumer| consumer.seq,
+        )
+    }
+
+    fn require_peer(&self, peer_id: &PeerId) -> Result<&Peer, RoomError> {
+        self.peers
+            .get(peer_id)
+            .ok_or_else(|| RoomError::PeerNotFound {
+                room: self.id.clone(),
+                peer: peer_id.clone(),
+            })
+    }
+
+    fn transport_not_found(&self, transport_id: &TransportId) -> RoomError {
+        RoomError::TransportNotFound {
+            room: self.id.clone(),
+            transport: transport_id.clone(),
+        }
+    }
+
+    /// A transport that must belong to `peer_id` and go the `needed` way for `action`.
+    fn require_transport_for(
+        &self,
+        peer_id: &PeerId,
+        transport_id: &TransportId,
+        needed: Direction,
+        action: &'static str,
+    ) -> Result<&Transport, RoomError> {
+        self.require_peer(peer_id)?;
+        // Another peer's transport is reported as unknown: its existence is none of this
+        // peer's business.
+        let transport = self
+            .transports
+            .get(transport_id)
+            .filter(|transport| transport.peer_id == *peer_id)
+            .ok_or_else(|| self.transport_not_found(transport_id))?;
+        if transport.direction != needed {
+            return Err(RoomError::TransportDirectionMismatch {
+                transport: transport_id.clone(),
+                actual: transport.direction,
+                needed,
+                action,
+            });
+        }
+        Ok(transport)
+    }
+
+    fn require_producer(&self, producer_id: &ProducerId) -> Result<&Producer, RoomError> {
+        self.producers
+            .get(producer_id)
+            .ok_or_else(|| RoomError::ProducerNotFound {
+                room: self.id.clone(),
+                producer: producer_id.clone(),
+            })
+    }
+
+    fn consumer_not_found(&self, consumer_id: &ConsumerId) -> RoomError {
+        RoomError::ConsumerNotFound {
+            room: self.id.clone(),
+            consumer: consumer_id.clone(),
+        }
+    }
+
+    /// Refuses a producer whose SSRCs or `mid` another producer on the same transport already
+    /// uses: the media plane tells a transport's incoming streams apart by them (mediasoup's
+    /// `RtpListener` refuses the same).
+    fn check_streams_free(
+        &self,
+        transport_id: &TransportId,
+        parameters: &RtpParameters,
+    ) -> Result<(), RoomError> {
+        for other in self
+            .producers
+            .values()
+            .filter(|producer| producer.transport_id == *transport_id)
+        {
+            if parameters.mid.is_some() && parameters.mid == other.rtp_parameters.mid {
+                return Err(RtpError::InvalidRtpParameters(format!(
+                    "mid {:?} is already used by producer {} on this transport; each producer \
+                     needs its own m-section",
+                    parameters.mid.as_deref().unwrap_or_default(),
+                    other.id
+                ))
+                .into());
+            }
+            let taken = stream_ssrcs(&other.rtp_parameters);
+            if let Some(ssrc) = stream_ssrcs(parameters)
+                .into_iter()
+                .find(|ssrc| taken.contains(ssrc))
+            {
+                return Err(RtpError::InvalidRtpParameters(format!(
+                    "SSRC {ssrc} is already used by producer {} on this transport",
+                    other.id
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    fn close_consumer(
+        &mut self,
+        consumer_id: &ConsumerId,
+        reason: ConsumerCloseReason,
+        events: &mut Vec<RoomEvent>,
+    ) {
+        if let Some(consumer) = self.consumers.remove(consumer_id) {
+            events.push(RoomEvent::ConsumerClosed {
+                consumer_id: consumer.id,
+                peer_id: consumer.peer_id,
+                producer_id: consumer.producer_id,
+                reason,
+            });
+        }
+    }
+
+    fn close_producer(&mut self, producer_id: &ProducerId, events: &mut Vec<RoomEvent>) {
+        let consumers = ids_in_order(
+            self.consumers
+                .iter()
+                .filter(|(_, consumer)| consumer.producer_id == *producer_id),
+            |consumer| consumer.seq,
+        );
+        for consumer_id in consumers {
+            self.close_consumer(&consumer_id, ConsumerCloseReason::ProducerClosed, events);
+        }
+        if let Some(producer) = self.producers.remove(producer_id) {
+            events.push(RoomEvent::ProducerClosed {
+                producer_id: producer.id,
+                peer_id: producer.peer_id,
+            });
+        }
+    }
+
+    fn close_transport(&mut self, transport_id: &TransportId, events: &mut Vec<RoomEvent>) {
+        // Consumers first, so that one consuming a producer of this same transport closes for
+        // the transport (as mediasoup's `transportclose` comes before `producerclose`).
+        let consumers = ids_in_order(
+            self.consumers
+                .iter()
+                .filter(|(_, consumer)| consumer.transport_id == *transport_id),
+            |consumer| consumer.seq,
+        );
+        for consumer_id in consumers {
+            self.close_consumer(&consumer_id, ConsumerCloseReason::TransportClosed, events);
+        }
+        let producers = ids_in_order(
+            self.producers
+                .iter()
+                .filter(|(_, producer)| producer.transport_id == *transport_id),
+            |producer| producer.seq,
+        );
+        for producer_id in producers {
+            self.close_producer(&producer_id, events);
+        }
+        if let Some(transport) = self.transports.remove(transport_id) {
+            events.push(RoomEvent::TransportClosed {
+                transport_id: transport.id,
+                peer_id: transport.peer_id,
+            });
+        }
+    }
+
+    fn remove_peer(&mut self, peer_id: &PeerId, events: &mut Vec<RoomEvent>) {
+        let transports = ids_in_order(
+            self.transports
+                .iter()
+                .filter(|(_, transport)| transport.peer_id == *peer_id),
+            |transport| transport.seq,
+        );
+        for transport_id in transports {
+            self.close_transport(&transport_id, events);
+        }
+        if self.peers.remove(peer_id).is_some() {
+            events.push(RoomEvent::PeerLeft {
+                peer_id: peer_id.clone(),
+            });
+        }
+    }
+
+    fn close(&mut self, events: &mut Vec<RoomEvent>) {
+        let peers = ids_in_order(self.peers.iter(), |peer| peer.seq);
+        for peer_id in peers {
+            self.remove_peer(&peer_id, events);
+        }
+        events.push(RoomEvent::RoomClosed {
+            room_id: self.id.clone(),
+        });
+    }
+}
+
+/// Every SSRC a producer's parameters announce: media and RTX of each encoding.
+fn stream_ssrcs(parameters: &RtpParameters) -> Vec<Ssrc> {
+    parameters
+        .encodings
+        .iter()
+        .flat_map(|encoding| [encoding.ssrc, encoding.rtx.map(|rtx| rtx.ssrc)])
+        .flatten()
+        .collect()
+}
+
+fn room_mut<'a>(
+    rooms: &'a mut BTreeMap<RoomId, Room>,
+    room_id: &RoomId,
+) -> Result<&'a mut Room, RoomError> {
+    rooms
+        .get_mut(room_id)
+        .ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))
+}
+
+/// Every room of one worker, and the only way to change them.
+///
+/// Each method checks the whole request before it changes anything, so an error leaves every
+/// object as it was. Changes other parties must hear about go into an outbox the caller empties
+/// with [`Rooms::drain_events`] after each call.
+pub struct Rooms {
+    rooms: BTreeMap<RoomId, Room>,
+    ids: Box<dyn IdGenerator + Send>,
+    events: Vec<(RoomId, RoomEvent)>,
+}
+
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms")
+            .field("rooms", &self.rooms)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rooms {
+    /// No rooms yet; new ids and SSRCs come from `ids`.
+    pub fn new(ids: impl IdGenerator + Send + 'static) -> Self {
+        Rooms {
+            rooms: BTreeMap::new(),
+            ids: Box::new(ids),
+            events: Vec::new(),
+        }
+    }
+
+    /// Takes the events of the calls since the last drain, oldest first, each with its room.
+    pub fn drain_events(&mut self) -> Vec<(RoomId, RoomEvent)> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn emit(&mut self, room_id: &RoomId, events: Vec<RoomEvent>) {
+        self.events
+            .extend(events.into_iter().map(|event| (room_id.clone(), event)));
+    }
+
+    /// A room by id.
+    pub fn room(&self, room_id: &RoomId) -> Option<&Room> {
+        self.rooms.get(room_id)
+    }
+
+    /// All rooms, by id.
+    pub fn rooms(&self) -> impl Iterator<Item = &Room> {
+        self.rooms.values()
+    }
+
+    /// Opens a room (`PUT /v1/rooms/{room}`) and returns its router capabilities.
+    ///
+    /// Idempotent: for an open room it returns the capabilities the room was created with and
+    /// ignores `media_codecs`, since a router's codecs cannot change under peers that loaded
+    /// them. An empty `media_codecs` means [`default_media_codecs`].
+    pub fn ensure_room(
+        &mut self,
+        room_id: &RoomId,
+        media_codecs: &[RtpCodecCapability],
+    ) -> Result<RtpCapabilities, RoomError> {
+        if let Some(room) = self.rooms.get(room_id) {
+            return Ok(room.rtp_capabilities.clone());
+        }
+        if room_id.0.is_empty() {
+            return Err(RoomError::InvalidId(
+                "the room id is empty; name the room".to_owned(),
+            ));
+        }
+        let capabilities = if media_codecs.is_empty() {
+            router_capabilities(&default_media_codecs())?
+        } else {
+            router_capabilities(media_codecs)?
+        };
+        self.rooms.insert(
+            room_id.clone(),
+            Room::new(room_id.clone(), capabilities.clone()),
+        );
+        Ok(capabilities)
+    }
+
+    /// Closes a room (`DELETE /v1/rooms/{room}`): every peer leaves as in [`Rooms::leave`],
+    /// then `roomClosed`.
+    pub fn close_room(&mut self, room_id: &RoomId) -> Result<(), RoomError> {
+        let mut room = self
+            .rooms
+            .remove(room_id)
+            .ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))?;
+        let mut events = Vec::new();
+        room.close(&mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// Adds a peer to a room and tells it what is already there: the router capabilities, the
+    /// other peers and their producers. Emits `peerJoined`.
+    ///
+    /// Joining again with a joined peer id is refused (`PEER_ALREADY_JOINED`) rather than
+    /// treated as a no-op: a second session under the same id (a second tab, a reconnect that
+    /// skipped `leave`) would otherwise share and silently take over the first one's
+    /// transports. A client that reconnects leaves first.
+    pub fn join(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        info: PeerInfo,
+    ) -> Result<JoinResponse, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        if peer_id.0.is_empty() {
+            return Err(RoomError::InvalidId(
+                "the peer id is empty; signalling names each peer".to_owned(),
+            ));
+        }
+        if room.peers.contains_key(peer_id) {
+            return Err(RoomError::PeerAlreadyJoined {
+                room: room_id.clone(),
+                peer: peer_id.clone(),
+            });
+        }
+        // The new peer is not in the maps yet, so everything listed belongs to others.
+        let response = JoinResponse {
+            rtp_capabilities: room.rtp_capabilities.clone(),
+            peers: room.peers().into_iter().map(Peer::summary).collect(),
+            producers: room
+                .producers()
+                .into_iter()
+                .map(Producer::summary)
+                .collect(),
+        };
+        let seq = room.next_seq();
+        let peer = Peer {
+            id: peer_id.clone(),
+            info,
+            seq,
+        };
+        let joined = RoomEvent::PeerJoined(peer.summary());
+        room.peers.insert(peer_id.clone(), peer);
+        self.emit(room_id, vec![joined]);
+        Ok(response)
+    }
+
+    /// Removes a peer (`DELETE /v1/rooms/{room}/peers/{peer}`): closes its transports, with
+    /// their producers and consumers, then emits `peerLeft`.
+    pub fn leave(&mut self, room_id: &RoomId, peer_id: &PeerId) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        room.require_peer(peer_id)?;
+        let mut events = Vec::new();
+        room.remove_peer(peer_id, &mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// Records a new transport of a peer, with the ICE credentials, addresses and certificate
+    /// fingerprints the media plane chose for it, and returns what mediasoup-client needs.
+    ///
+    /// A peer may have several transports of each direction (mediasoup-client apps sometimes
+    /// do); `produce` and `consume` check the direction.
+    pub fn create_transport(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        direction: Direction,
+        network: TransportNetwork,
+    ) -> Result<TransportCreated, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        room.require_peer(peer_id)?;
+        let id = self.ids.transport_id();
+        let seq = room.next_seq();
+        let transport = Transport {
+            id: id.clone(),
+            peer_id: peer_id.clone(),
+            direction,
+            ice_parameters: IceParameters {
+                username_fragment: network.ice_username_fragment,
+                password: network.ice_password,
+                ice_lite: true,
+            },
+            ice_candidates: network
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(index, address)| IceCandidate::host(address, index))
+                .collect(),
+            local_dtls: DtlsParameters {
+                role: DtlsRole::Auto,
+                fingerprints: network.fingerprints,
+            },
+            dtls: None,
+            next_consumer_mid: 0,
+            seq,
+        };
+        let created = transport.created();
+        room.transports.insert(id, transport);
+        Ok(created)
+    }
+
+    /// Takes the client's DTLS parameters (`connect`), once per transport, and returns the
+    /// role the worker must play in the handshake (see [`DtlsRole::local_role_for`]).
+    pub fn connect_transport(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        dtls_parameters: &DtlsParameters,
+    ) -> Result<DtlsRole, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let not_found = room.transport_not_found(transport_id);
+        let transport = room.transports.get_mut(transport_id).ok_or(not_found)?;
+        if transport.dtls.is_some() {
+            return Err(RoomError::TransportAlreadyConnected(transport_id.clone()));
+        }
+        let remote = dtls_parameters.validated()?;
+        let local_role = DtlsRole::local_role_for(remote.role);
+        transport.dtls = Some(DtlsConnection { remote, local_role });
+        Ok(local_role)
+    }
+
+    /// Replaces a transport's ICE credentials with new ones from the media plane
+    /// (`restart-ice`) and returns the parameters for mediasoup-client's `restartIce`.
+    pub fn restart_ice(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        username_fragment: String,
+        password: String,
+    ) -> Result<IceParameters, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let not_found = room.transport_not_found(transport_id);
+        let transport = room.transports.get_mut(transport_id).ok_or(not_found)?;
+        transport.ice_parameters = IceParameters {
+            username_fragment,
+            password,
+            ice_lite: true,
+        };
+        Ok(transport.ice_parameters.clone())
+    }
+
+    /// Closes a transport with its producers and consumers (see the module's cascade table).
+    pub fn close_transport(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+    ) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        if !room.transports.contains_key(transport_id) {
+            return Err(room.transport_not_found(transport_id));
+        }
+        let mut events = Vec::new();
+        room.close_transport(transport_id, &mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// Creates a producer on a send transport of the peer. Emits `newProducer`.
+    ///
+    /// The parameters go through mediasoup's rules ([`producer_mapping`], which validates
+    /// them first, then [`consumable_parameters`]); the mapped SSRCs start at a fresh SSRC
+    /// from the id generator. Whether the peer's role may publish is signalling's decision,
+    /// not checked here.
+    pub fn produce(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ProduceOptions,
+    ) -> Result<ProducerCreated, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        room.require_transport_for(peer_id, &options.transport_id, Direction::Send, "producing")?;
+        let kind = options.kind;
+        // A first mapping with a placeholder SSRC refuses bad parameters before anything is
+        // drawn from the generator, so a refused request leaves no trace at all.
+        producer_mapping(
+            kind,
+            &options.rtp_parameters,
+            &room.rtp_capabilities,
+            Ssrc(1),
+        )?;
+        room.check_streams_free(&options.transport_id, &options.rtp_parameters)?;
+
+        let first_mapped_ssrc = self.ids.ssrc();
+        let rtp_mapping = producer_mapping(
+            kind,
+            &options.rtp_parameters,
+            &room.rtp_capabilities,
+            first_mapped_ssrc,
+        )?;
+        let consumable = consumable_parameters(
+            kind,
+            &options.rtp_parameters,
+            &room.rtp_capabilities,
+            &rtp_mapping,
+        );
+        let id = self.ids.producer_id();
+        let seq = room.next_seq();
+        let producer = Producer {
+            id: id.clone(),
+            peer_id: peer_id.clone(),
+            transport_id: options.transport_id,
+            kind,
+            rtp_parameters: options.rtp_parameters,
+            rtp_mapping,
+            consumable_parameters: consumable,
+            paused: options.paused,
+            app_data: options.app_data,
+            seq,
+        };
+        let announced = RoomEvent::NewProducer {
+            producer_id: id.clone(),
+            peer_id: peer_id.clone(),
+            kind,
+            app_data: producer.app_data.clone(),
+        };
+        room.producers.insert(id.clone(), producer);
+        self.emit(room_id, vec![announced]);
+        Ok(ProducerCreated { id })
+    }
+
+    /// Creates a consumer of a producer on a recv transport of the peer.
+    ///
+    /// The device must be able to decode the producer ([`can_consume`], else `CANNOT_CONSUME`).
+    /// The consumer gets one encoding with a fresh SSRC from the id generator (RTX, for video,
+    /// on the next one), and the transport's next `mid`, as mediasoup does. A peer may consume
+    /// its own producer, as in mediasoup. Created paused, it stays paused until resumed.
+    pub fn consume(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ConsumeOptions,
+    ) -> Result<ConsumerCreated, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let transport = room.require_transport_for(
+            peer_id,
+            &options.transport_id,
+            Direction::Recv,
+            "consuming",
+        )?;
+        let mid = transport.next_consumer_mid;
+        let producer = room.require_producer(&options.producer_id)?;
+        let kind = producer.kind;
+        let consumer_options = |ssrc| ConsumerOptions {
+            mid: Some(mid.to_string()),
+            ..ConsumerOptions::new(kind, ssrc)
+        };
+        // As in `produce`: refuse before drawing from the generator. This also reports
+        // malformed capabilities as such rather than as "cannot consume".
+        consumer_parameters(
+            &producer.consumable_parameters,
+            &options.rtp_capabilities,
+            &consumer_options(Ssrc(1)),
+        )?;
+        if !can_consume(&producer.consumable_parameters, &options.rtp_capabilities) {
+            return Err(RtpError::CannotConsume(format!(
+                "the consuming device cannot decode producer {}; load the device with this \
+                 room's router capabilities and pass device.rtpCapabilities",
+                producer.id
+            ))
+            .into());
+        }
+
+        let ssrc = self.ids.ssrc();
+        let rtp_parameters = consumer_parameters(
+            &producer.consumable_parameters,
+            &options.rtp_capabilities,
+            &consumer_options(ssrc),
+        )?;
+        let consumer_type = ConsumerType::of_producer(&producer.consumable_parameters);
+        let producer_paused = producer.paused;
+        let id = self.ids.consumer_id();
+        let seq = room.next_seq();
+        let created = ConsumerCreated {
+            id: id.clone(),
+            producer_id: options.producer_id.clone(),
+            kind,
+            rtp_parameters: rtp_parameters.clone(),
+            r#type: consumer_type,
+            producer_paused,
+        };
+        room.consumers.insert(
+            id.clone(),
+            Consumer {
+                id,
+                peer_id: peer_id.clone(),
+                transport_id: options.transport_id.clone(),
+                producer_id: options.producer_id,
+                kind,
+                rtp_parameters,
+                r#type: consumer_type,
+                paused: options.paused,
+                producer_paused,
+                seq,
+            },
+        );
+        if let Some(transport) = room.transports.get_mut(&options.transport_id) {
+            // mediasoup wraps its mid counter at 100 000 000 too.
+            transport.next_consumer_mid = (mid + 1) % 100_000_000;
+        }
+        Ok(created)
+    }
+
+    /// Pauses a producer; its consumers receive nothing until it resumes. Emits
+    /// `producerPaused`, unless it was paused already (then nothing changes).
+    pub fn pause_producer(
+        &mut self,
+        room_id: &RoomId,
+        producer_id: &ProducerId,
+    ) -> Result<(), RoomError> {
+        self.set_producer_paused(room_id, producer_id, true)
+    }
+
+    /// Resumes a producer. Emits `producerResumed`, unless it was not paused.
+    pub fn resume_producer(
+        &mut self,
+        room_id: &RoomId,
+        producer_id: &ProducerId,
+    ) -> Result<(), RoomError> {
+        self.set_producer_paused(room_id, producer_id, false)
+    }
+
+    fn set_producer_paused(
+        &mut self,
+        room_id: &RoomId,
+        producer_id: &ProducerId,
+        paused: bool,
+    ) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let producer = room.require_producer(producer_id)?;
+        if producer.paused == paused {
+            return Ok(());
+        }
+        let peer_id = producer.peer_id.clone();
+        if let Some(producer) = room.producers.get_mut(producer_id) {
+            producer.paused = paused;
+        }
+        for consumer in room
+            .consumers
+            .values_mut()
+            .filter(|consumer| consumer.producer_id == *producer_id)
+        {
+            consumer.producer_paused = paused;
+        }
+        let producer_id = producer_id.clone();
+        let event = if paused {
+            RoomEvent::ProducerPaused {
+                producer_id,
+                peer_id,
+            }
+        } else {
+            RoomEvent::ProducerResumed {
+                producer_id,
+                peer_id,
+            }
+        };
+        self.emit(room_id, vec![event]);
+        Ok(())
+    }
+
+    /// Closes a producer and every consumer of it (each with a `consumerClosed` event, reason
+    /// `producerClosed`), then emits `producerClosed`.
+    pub fn close_producer(
+        &mut self,
+        room_id: &RoomId,
+        producer_id: &ProducerId,
+    ) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        room.require_producer(producer_id)?;
+        let mut events = Vec::new();
+        room.close_producer(producer_id, &mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// Pauses a consumer: it receives nothing until resumed. No event (its own peer asked).
+    pub fn pause_consumer(
+        &mut self,
+        room_id: &RoomId,
+        consumer_id: &ConsumerId,
+    ) -> Result<(), RoomError> {
+        self.set_consumer_paused(room_id, consumer_id, true)
+    }
+
+    /// Resumes a consumer. The media plane should ask the producer for a keyframe.
+    pub fn resume_consumer(
+        &mut self,
+        room_id: &RoomId,
+        consumer_id: &ConsumerId,
+    ) -> Result<(), RoomError> {
+        self.set_consumer_paused(room_id, consumer_id, false)
+    }
+
+    fn set_consumer_paused(
+        &mut self,
+        room_id: &RoomId,
+        consumer_id: &ConsumerId,
+        paused: bool,
+    ) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let not_found = room.consumer_not_found(consumer_id);
+        let consumer = room.consumers.get_mut(consumer_id).ok_or(not_found)?;
+        consumer.paused = paused;
+        Ok(())
+    }
+
+    /// Closes a consumer. Emits `consumerClosed` with reason `requested`.
+    pub fn close_consumer(
+        &mut self,
+        room_id: &RoomId,
+        consumer_id: &ConsumerId,
+    ) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        if !room.consumers.contains_key(consumer_id) {
+            return Err(room.consumer_not_found(consumer_id));
+        }
+        let mut events = Vec::new();
+        room.close_consumer(consumer_id, ConsumerCloseReason::Requested, &mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// The media plane's routing table for a room (see [`ForwardingTable`]).
+    pub fn forwarding_table(&self, room_id: &RoomId) -> Result<ForwardingTable, RoomError> {
+        self.rooms
+            .get(room_id)
+            .map(ForwardingTable::for_room)
+            .ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))
+    }
+
+    /// Counts for `GET /v1/stats`. Bitrates are the media plane's to fill in.
+    pub fn stats(&self) -> WorkerStats {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut stats = WorkerStats {
+            rooms: count(self.rooms.len()),
+            ..WorkerStats::default()
+        };
+        for room in self.rooms.values() {
+            stats.peers = stats.peers.saturating_add(count(room.peers.len()));
+            stats.transports = stats
+                .transports
+                .saturating_add(count(room.transports.len()));
+            stats.producers = stats.producers.saturating_add(count(room.producers.len()));
+            stats.consumers = stats.consumers.saturating_add(count(room.consumers.len()));
+        }
+        stats
+    }
+
+    /// The graph alone (no generator, no outbox), for tests that check a refused request
+    /// changed nothing.
+    #[cfg(test)]
+    pub(super) fn snapshot(&self) -> BTreeMap<RoomId, Room> {
+        self.rooms.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spatial_layers_read_mediasoups_scalability_modes() {
+        assert_eq!(spatial_layers(Some("L3T3")), 3);
+        assert_eq!(spatial_layers(Some("S2T1_KEY")), 2);
+        assert_eq!(spatial_layers(Some("L12T3")), 12);
+        assert_eq!(spatial_layers(Some("L1T3")), 1);
+        assert_eq!(spatial_layers(Some("L0T3")), 1);
+        assert_eq!(spatial_layers(Some("x")), 1);
+        assert_eq!(spatial_layers(None), 1);
+    }
+}

@@ -1,0 +1,1816 @@
+//! Scenarios on the room graph, one behaviour each, with the parameters Chrome's
+//! mediasoup-client really sends.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::rtp::header_extension_uri as uri;
+use crate::rtp::{MediaKind, PayloadType, RtpCapabilities, RtpParameters, Ssrc};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// Chrome's VP8 camera producer with RTX, as mediasoup-client's `produce` event gives it.
+fn chrome_vp8() -> RtpParameters {
+    serde_json::from_value(json!({
+        "mid": "1",
+        "codecs": [
+            {
+                "mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
+                "parameters": {},
+                "rtcpFeedback": [
+                    {"type": "goog-remb", "parameter": ""},
+                    {"type": "transport-cc", "parameter": ""},
+                    {"type": "ccm", "parameter": "fir"},
+                    {"type": "nack", "parameter": ""},
+                    {"type": "nack", "parameter": "pli"}
+                ]
+            },
+            {
+                "mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000,
+                "parameters": {"apt": 96}, "rtcpFeedback": []
+            }
+        ],
+        "headerExtensions": [
+            {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
+            {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": uri::VIDEO_ORIENTATION, "id": 13, "encrypt": false, "parameters": {}},
+            {"uri": uri::TOFFSET, "id": 14, "encrypt": false, "parameters": {}}
+        ],
+        "encodings": [{"ssrc": 2471283948u32, "rtx": {"ssrc": 1389617367}, "dtx": false}],
+        "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
+    }))
+    .expect("VP8 fixture parses")
+}
+
+/// Chrome's Opus microphone producer on the same send transport.
+fn chrome_opus() -> RtpParameters {
+    serde_json::from_value(json!({
+        "mid": "0",
+        "codecs": [{
+            "mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
+            "parameters": {"minptime": 10, "useinbandfec": 1},
+            "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]
+        }],
+        "headerExtensions": [
+            {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
+            {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": uri::SSRC_AUDIO_LEVEL, "id": 1, "encrypt": false, "parameters": {}}
+        ],
+        "encodings": [{"ssrc": 1129421238, "dtx": false}],
+        "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
+    }))
+    .expect("Opus fixture parses")
+}
+
+/// Chrome's `device.rtpCapabilities` after loading the default router: router payload types
+/// and extension ids.
+fn chrome_device() -> RtpCapabilities {
+    let video_feedback = json!([
+        {"type": "nack", "parameter": ""},
+        {"type": "nack", "parameter": "pli"},
+        {"type": "ccm", "parameter": "fir"}
+    ]);
+    let extension = |kind: &str, uri: &str, id: u8| {
+        json!({"kind": kind, "uri": uri, "preferredId": id, "preferredEncrypt": false,
+               "direction": "sendrecv"})
+    };
+    serde_json::from_value(json!({
+        "codecs": [
+            {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100,
+             "clockRate": 48000, "channels": 2, "parameters": {"minptime": 10, "useinbandfec": 1},
+             "rtcpFeedback": []},
+            {"mimeType": "video/VP8", "kind": "video", "preferredPayloadType": 101,
+             "clockRate": 90000, "parameters": {}, "rtcpFeedback": video_feedback},
+            {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 102,
+             "clockRate": 90000, "parameters": {"apt": 101}, "rtcpFeedback": []}
+        ],
+        "headerExtensions": [
+            extension("audio", uri::MID, 1),
+            extension("video", uri::MID, 1),
+            extension("audio", uri::ABS_SEND_TIME, 4),
+            extension("video", uri::ABS_SEND_TIME, 4),
+            extension("audio", uri::SSRC_AUDIO_LEVEL, 10),
+            extension("video", uri::VIDEO_ORIENTATION, 11),
+            extension("video", uri::TOFFSET, 12)
+        ]
+    }))
+    .expect("device fixture parses")
+}
+
+/// A device that decodes only VP9 (no VP8, no Opus).
+fn vp9_only_device() -> RtpCapabilities {
+    serde_json::from_value(json!({"codecs": [
+        {"mimeType": "video/VP9", "kind": "video", "preferredPayloadType": 103,
+         "clockRate": 90000, "parameters": {"profile-id": 0}}
+    ]}))
+    .expect("device fixture parses")
+}
+
+fn sha256_fingerprint() -> DtlsFingerprint {
+    DtlsFingerprint {
+        algorithm: "sha-256".to_owned(),
+        value: (0..32)
+            .map(|byte| format!("{:02X}", byte * 7 % 256))
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
+}
+
+fn network(port: u16) -> TransportNetwork {
+    TransportNetwork {
+        ice_username_fragment: format!("ufrag{port}"),
+        ice_password: format!("password-for-{port}"),
+        addresses: vec![ListenAddress {
+            ip: "203.0.113.10".parse().expect("ip"),
+            port,
+            protocol: IceProtocol::Udp,
+        }],
+        fingerprints: vec![sha256_fingerprint()],
+    }
+}
+
+fn room() -> RoomId {
+    RoomId::from("physics-101")
+}
+
+fn peer(name: &str) -> PeerId {
+    PeerId::from(name)
+}
+
+fn info(name: &str, role: &str) -> PeerInfo {
+    PeerInfo {
+        user_id: format!("user-{name}"),
+        display_name: name.to_owned(),
+        role: role.to_owned(),
+        app_data: AppData::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small driver: each step is one request a signalling server would make.
+// ---------------------------------------------------------------------------------------------
+
+struct World {
+    rooms: Rooms,
+    next_port: u16,
+}
+
+impl World {
+    /// An open room with default codecs and no peers.
+    fn new() -> Self {
+        let mut rooms = Rooms::new(SequentialIds::new());
+        rooms.ensure_room(&room(), &[]).expect("room opens");
+        World {
+            rooms,
+            next_port: 40000,
+        }
+    }
+
+    fn join(&mut self, name: &str) -> JoinResponse {
+        self.rooms
+            .join(&room(), &peer(name), info(name, "student"))
+            .expect("joins")
+    }
+
+    fn transport(&mut self, name: &str, direction: Direction) -> TransportId {
+        self.next_port += 1;
+        self.rooms
+            .create_transport(&room(), &peer(name), direction, network(self.next_port))
+            .expect("transport")
+            .id
+    }
+
+    fn produce(&mut self, name: &str, transport: &TransportId, kind: MediaKind) -> ProducerId {
+        let rtp_parameters = match kind {
+            MediaKind::Audio => chrome_opus(),
+            MediaKind::Video => chrome_vp8(),
+        };
+        self.rooms
+            .produce(
+                &room(),
+                &peer(name),
+                produce_options(transport, kind, rtp_parameters),
+            )
+            .expect("produces")
+            .id
+    }
+
+    fn consume(
+        &mut self,
+        name: &str,
+        transport: &TransportId,
+        producer: &ProducerId,
+        paused: bool,
+    ) -> ConsumerCreated {
+        self.rooms
+            .consume(
+                &room(),
+                &peer(name),
+                consume_options(transport, producer, chrome_device(), paused),
+            )
+            .expect("consumes")
+    }
+
+    /// The events since the last call, without their room (always the one room here).
+    fn events(&mut self) -> Vec<RoomEvent> {
+        self.rooms
+            .drain_events()
+            .into_iter()
+            .map(|(room_id, event)| {
+                assert_eq!(room_id, room());
+                event
+            })
+            .collect()
+    }
+
+    fn room(&self) -> &Room {
+        self.rooms.room(&room()).expect("room is open")
+    }
+
+    fn table(&self) -> ForwardingTable {
+        self.rooms.forwarding_table(&room()).expect("room is open")
+    }
+}
+
+fn produce_options(
+    transport: &TransportId,
+    kind: MediaKind,
+    rtp_parameters: RtpParameters,
+) -> ProduceOptions {
+    ProduceOptions {
+        transport_id: transport.clone(),
+        kind,
+        rtp_parameters,
+        app_data: AppData::new(),
+        paused: false,
+    }
+}
+
+fn consume_options(
+    transport: &TransportId,
+    producer: &ProducerId,
+    rtp_capabilities: RtpCapabilities,
+    paused: bool,
+) -> ConsumeOptions {
+    ConsumeOptions {
+        transport_id: transport.clone(),
+        producer_id: producer.clone(),
+        rtp_capabilities,
+        paused,
+    }
+}
+
+/// Alice sends a camera; Bob receives it. Returns (alice's send transport, bob's recv
+/// transport, the producer, bob's consumer). Events so far are drained.
+fn alice_sends_bob_receives(
+    world: &mut World,
+) -> (TransportId, TransportId, ProducerId, ConsumerCreated) {
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let producer = world.produce("alice", &send, MediaKind::Video);
+    let consumer = world.consume("bob", &recv, &producer, false);
+    world.events();
+    (send, recv, producer, consumer)
+}
+
+fn consumer_closed(
+    consumer: &ConsumerId,
+    peer_id: &str,
+    producer: &ProducerId,
+    reason: ConsumerCloseReason,
+) -> RoomEvent {
+    RoomEvent::ConsumerClosed {
+        consumer_id: consumer.clone(),
+        peer_id: peer(peer_id),
+        producer_id: producer.clone(),
+        reason,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ensure_room_returns_the_router_capabilities_and_is_idempotent() {
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let first = rooms.ensure_room(&room(), &[]).expect("opens");
+    let vp8 = first
+        .codecs
+        .iter()
+        .find(|codec| codec.mime_type == "video/VP8")
+        .expect("default codecs include VP8");
+    assert_eq!(vp8.preferred_payload_type, Some(PayloadType(101)));
+
+    let opus_only = vec![first.codecs[0].clone()];
+    let again = rooms.ensure_room(&room(), &opus_only).expect("still open");
+    assert_eq!(
+        again, first,
+        "an open room keeps the codecs it was created with"
+    );
+    assert_eq!(rooms.stats().rooms, 1);
+}
+
+#[test]
+fn ensure_room_with_an_unsupported_codec_fails_and_opens_nothing() {
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let codec = serde_json::from_value(json!(
+        {"kind": "video", "mimeType": "video/MP4V-ES", "clockRate": 90000}
+    ))
+    .expect("codec parses");
+    let error = rooms
+        .ensure_room(&room(), &[codec])
+        .expect_err("unsupported");
+    assert_eq!(error.code(), "UNSUPPORTED_CODEC");
+    assert_eq!(error.http_status(), 400);
+    assert!(rooms.room(&room()).is_none());
+}
+
+#[test]
+fn an_empty_room_id_is_refused() {
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let error = rooms
+        .ensure_room(&RoomId::from(""), &[])
+        .expect_err("empty");
+    assert_eq!(error.code(), "INVALID_ID");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn join_returns_the_other_peers_and_their_producers() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let mic = world.produce("alice", &send, MediaKind::Audio);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+
+    let bob = world.join("bob");
+
+    assert_eq!(bob.rtp_capabilities, world.room().rtp_capabilities);
+    let peers: Vec<&str> = bob.peers.iter().map(|p| p.peer_id.as_str()).collect();
+    assert_eq!(peers, ["alice"]);
+    assert_eq!(bob.peers[0].info, info("alice", "student"));
+    let producers: Vec<(&ProducerId, &str, MediaKind, bool)> = bob
+        .producers
+        .iter()
+        .map(|p| (&p.producer_id, p.peer_id.as_str(), p.kind, p.paused))
+        .collect();
+    assert_eq!(
+        producers,
+        [
+            (&mic, "alice", MediaKind::Audio, false),
+            (&camera, "alice", MediaKind::Video, false)
+        ]
+    );
+}
+
+#[test]
+fn join_answers_in_mediasoup_client_json() {
+    let mut world = World::new();
+    world.join("alice");
+    let bob = world.join("bob");
+    let value = serde_json::to_value(&bob).expect("serialises");
+    assert_eq!(
+        value["peers"],
+        json!([{"peerId": "alice", "userId": "user-alice", "displayName": "alice",
+                "role": "student", "appData": {}}])
+    );
+    assert_eq!(value["producers"], json!([]));
+    assert!(value["rtpCapabilities"]["codecs"].is_array());
+}
+
+#[test]
+fn join_emits_peer_joined() {
+    let mut world = World::new();
+    world.join("alice");
+    assert_eq!(
+        world.events(),
+        [RoomEvent::PeerJoined(PeerSummary {
+            peer_id: peer("alice"),
+            info: info("alice", "student"),
+        })]
+    );
+}
+
+#[test]
+fn joining_twice_with_the_same_peer_id_fails() {
+    let mut world = World::new();
+    world.join("alice");
+    world.events();
+    let error = world
+        .rooms
+        .join(&room(), &peer("alice"), info("alice", "teacher"))
+        .expect_err("already joined");
+    assert_eq!(error.code(), "PEER_ALREADY_JOINED");
+    assert_eq!(error.http_status(), 409);
+    assert_eq!(
+        world
+            .room()
+            .peer(&peer("alice"))
+            .expect("still there")
+            .info
+            .role,
+        "student"
+    );
+    assert!(world.events().is_empty());
+}
+
+#[test]
+fn joining_a_room_that_is_not_open_fails() {
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let error = rooms
+        .join(&room(), &peer("alice"), PeerInfo::default())
+        .expect_err("no room");
+    assert_eq!(error.code(), "ROOM_NOT_FOUND");
+    assert_eq!(error.http_status(), 404);
+    assert!(
+        error.to_string().contains("PUT /v1/rooms/physics-101"),
+        "{error}"
+    );
+}
+
+#[test]
+fn leaving_twice_fails_with_peer_not_found() {
+    let mut world = World::new();
+    world.join("alice");
+    world.rooms.leave(&room(), &peer("alice")).expect("leaves");
+    let error = world
+        .rooms
+        .leave(&room(), &peer("alice"))
+        .expect_err("gone");
+    assert_eq!(error.code(), "PEER_NOT_FOUND");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transports
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn create_transport_answers_in_mediasoup_client_json() {
+    let mut world = World::new();
+    world.join("alice");
+    let created = world
+        .rooms
+        .create_transport(&room(), &peer("alice"), Direction::Send, network(40001))
+        .expect("transport");
+    let fingerprint = sha256_fingerprint();
+    assert_eq!(
+        serde_json::to_value(&created).expect("serialises"),
+        json!({
+            "id": "transport-1",
+            "iceParameters": {
+                "usernameFragment": "ufrag40001",
+                "password": "password-for-40001",
+                "iceLite": true
+            },
+            "iceCandidates": [{
+                "foundation": "udpcandidate",
+                "priority": 2130706431u32,
+                "address": "203.0.113.10",
+                "ip": "203.0.113.10",
+                "protocol": "udp",
+                "port": 40001,
+                "type": "host"
+            }],
+            "dtlsParameters": {
+                "role": "auto",
+                "fingerprints": [{"algorithm": "sha-256", "value": fingerprint.value}]
+            }
+        })
+    );
+}
+
+#[test]
+fn creating_a_transport_for_a_peer_not_in_the_room_fails() {
+    let mut world = World::new();
+    let error = world
+        .rooms
+        .create_transport(&room(), &peer("mallory"), Direction::Send, network(1))
+        .expect_err("not joined");
+    assert_eq!(error.code(), "PEER_NOT_FOUND");
+    assert_eq!(world.rooms.stats().transports, 0);
+}
+
+#[test]
+fn connect_makes_the_worker_dtls_server_when_the_client_is_client() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let role = world
+        .rooms
+        .connect_transport(
+            &room(),
+            &send,
+            &DtlsParameters {
+                role: DtlsRole::Client,
+                fingerprints: vec![sha256_fingerprint()],
+            },
+        )
+        .expect("connects");
+    assert_eq!(role, DtlsRole::Server);
+    let connection = world.room().transport(&send).and_then(|t| t.dtls.clone());
+    assert_eq!(
+        connection.map(|c| (c.local_role, c.remote.fingerprints)),
+        Some((DtlsRole::Server, vec![sha256_fingerprint()]))
+    );
+}
+
+#[test]
+fn a_second_connect_fails_with_transport_already_connected() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let dtls = DtlsParameters {
+        role: DtlsRole::Client,
+        fingerprints: vec![sha256_fingerprint()],
+    };
+    world
+        .rooms
+        .connect_transport(&room(), &send, &dtls)
+        .expect("first connect");
+    let before = world.rooms.snapshot();
+    let error = world
+        .rooms
+        .connect_transport(
+            &room(),
+            &send,
+            &DtlsParameters {
+                role: DtlsRole::Server,
+                ..dtls
+            },
+        )
+        .expect_err("second connect");
+    assert_eq!(error.code(), "TRANSPORT_ALREADY_CONNECTED");
+    assert_eq!(error.http_status(), 409);
+    assert_eq!(world.rooms.snapshot(), before);
+}
+
+#[test]
+fn connect_with_an_unsupported_fingerprint_fails_and_leaves_the_transport_unconnected() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let error = world
+        .rooms
+        .connect_transport(
+            &room(),
+            &send,
+            &DtlsParameters {
+                role: DtlsRole::Client,
+                fingerprints: vec![DtlsFingerprint {
+                    algorithm: "md5".to_owned(),
+                    value: "AB:CD".to_owned(),
+                }],
+            },
+        )
+        .expect_err("md5");
+    assert_eq!(error.code(), "INVALID_DTLS_PARAMETERS");
+    assert_eq!(error.http_status(), 400);
+    assert_eq!(
+        world.room().transport(&send).map(|t| t.dtls.is_none()),
+        Some(true)
+    );
+}
+
+#[test]
+fn connecting_an_unknown_transport_fails() {
+    let mut world = World::new();
+    let error = world
+        .rooms
+        .connect_transport(
+            &room(),
+            &TransportId::from("transport-404"),
+            &DtlsParameters {
+                role: DtlsRole::Client,
+                fingerprints: vec![sha256_fingerprint()],
+            },
+        )
+        .expect_err("unknown");
+    assert_eq!(error.code(), "TRANSPORT_NOT_FOUND");
+}
+
+#[test]
+fn restart_ice_replaces_the_credentials() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let ice = world
+        .rooms
+        .restart_ice(
+            &room(),
+            &send,
+            "newufrag".to_owned(),
+            "newpassword".to_owned(),
+        )
+        .expect("restarts");
+    assert_eq!(
+        serde_json::to_value(&ice).expect("serialises"),
+        json!({"usernameFragment": "newufrag", "password": "newpassword", "iceLite": true})
+    );
+    assert_eq!(
+        world.room().transport(&send).map(|t| &t.ice_parameters),
+        Some(&ice)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn produce_emits_new_producer_with_its_app_data() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    world.events();
+    let mut app_data = AppData::new();
+    app_data.insert("source".to_owned(), json!("webcam"));
+    let created = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            ProduceOptions {
+                app_data: app_data.clone(),
+                ..produce_options(&send, MediaKind::Video, chrome_vp8())
+            },
+        )
+        .expect("produces");
+    assert_eq!(
+        world.events(),
+        [RoomEvent::NewProducer {
+            producer_id: created.id.clone(),
+            peer_id: peer("alice"),
+            kind: MediaKind::Video,
+            app_data,
+        }]
+    );
+    assert_eq!(
+        serde_json::to_value(&created).expect("serialises"),
+        json!({"id": "producer-2"})
+    );
+}
+
+#[test]
+fn produce_maps_the_producer_onto_router_payload_types_and_a_fresh_ssrc() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    let producer = world.room().producer(&camera).expect("producer").clone();
+    let mapped: Vec<(u8, u8)> = producer
+        .rtp_mapping
+        .codecs
+        .iter()
+        .map(|entry| (entry.payload_type.0, entry.mapped_payload_type.0))
+        .collect();
+    assert_eq!(mapped, [(96, 101), (97, 102)]);
+    // The first SSRC SequentialIds hands out.
+    assert_eq!(
+        producer.rtp_mapping.encodings[0].mapped_ssrc,
+        Ssrc(1_000_000)
+    );
+    assert_eq!(
+        producer.consumable_parameters.encodings[0].ssrc,
+        Some(Ssrc(1_000_000))
+    );
+}
+
+#[test]
+fn produce_on_a_recv_transport_fails_with_direction_mismatch() {
+    let mut world = World::new();
+    world.join("alice");
+    let recv = world.transport("alice", Direction::Recv);
+    world.events();
+    let error = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            produce_options(&recv, MediaKind::Video, chrome_vp8()),
+        )
+        .expect_err("recv transport");
+    assert_eq!(error.code(), "TRANSPORT_DIRECTION_MISMATCH");
+    assert_eq!(error.http_status(), 400);
+    assert!(
+        error.to_string().contains("needs a send transport"),
+        "{error}"
+    );
+    assert_eq!(world.rooms.stats().producers, 0);
+    assert!(world.events().is_empty());
+}
+
+#[test]
+fn produce_on_another_peers_transport_fails_as_not_found() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let alices = world.transport("alice", Direction::Send);
+    let error = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("bob"),
+            produce_options(&alices, MediaKind::Video, chrome_vp8()),
+        )
+        .expect_err("not bob's");
+    assert_eq!(error.code(), "TRANSPORT_NOT_FOUND");
+}
+
+#[test]
+fn produce_with_a_kind_that_does_not_match_the_codecs_fails_and_draws_no_id() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let error = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            produce_options(&send, MediaKind::Audio, chrome_vp8()),
+        )
+        .expect_err("VP8 is not audio");
+    assert_eq!(error.code(), "INVALID_RTP_PARAMETERS");
+    // The refused request took nothing from the generator: the next producer gets the next
+    // id and the first SSRC.
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    assert_eq!(camera.as_str(), "producer-2");
+    let producer = world.room().producer(&camera).expect("producer");
+    assert_eq!(
+        producer.rtp_mapping.encodings[0].mapped_ssrc,
+        Ssrc(1_000_000)
+    );
+}
+
+#[test]
+fn produce_reusing_an_ssrc_on_the_same_transport_fails() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    world.produce("alice", &send, MediaKind::Video);
+    let mut again = chrome_vp8();
+    again.mid = Some("2".to_owned());
+    let error = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            produce_options(&send, MediaKind::Video, again),
+        )
+        .expect_err("same SSRC");
+    assert_eq!(error.code(), "INVALID_RTP_PARAMETERS");
+    assert!(error.to_string().contains("SSRC 2471283948"), "{error}");
+}
+
+#[test]
+fn produce_with_an_unsupported_codec_fails_with_the_rtp_code() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let mut av1 = chrome_vp8();
+    av1.codecs[0].mime_type = "video/AV1".to_owned();
+    let error = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            produce_options(&send, MediaKind::Video, av1),
+        )
+        .expect_err("AV1 is not enabled");
+    assert_eq!(error.code(), "UNSUPPORTED_CODEC");
+    assert_eq!(error.http_status(), 400);
+}
+
+#[test]
+fn pausing_a_producer_marks_its_consumers_and_emits_once() {
+    let mut world = World::new();
+    let (_, _, camera, consumer) = alice_sends_bob_receives(&mut world);
+    world
+        .rooms
+        .pause_producer(&room(), &camera)
+        .expect("pauses");
+    world
+        .rooms
+        .pause_producer(&room(), &camera)
+        .expect("already paused is fine");
+    assert_eq!(
+        world.events(),
+        [RoomEvent::ProducerPaused {
+            producer_id: camera.clone(),
+            peer_id: peer("alice"),
+        }]
+    );
+    let bobs = world.room().consumer(&consumer.id).expect("consumer stays");
+    assert!(bobs.producer_paused && !bobs.paused);
+
+    world
+        .rooms
+        .resume_producer(&room(), &camera)
+        .expect("resumes");
+    assert_eq!(
+        world.events(),
+        [RoomEvent::ProducerResumed {
+            producer_id: camera.clone(),
+            peer_id: peer("alice"),
+        }]
+    );
+    assert!(
+        world
+            .room()
+            .consumer(&consumer.id)
+            .is_some_and(Consumer::is_active)
+    );
+}
+
+#[test]
+fn a_consumer_of_a_paused_producer_is_created_with_producer_paused() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    world
+        .rooms
+        .pause_producer(&room(), &camera)
+        .expect("pauses");
+    let consumer = world.consume("bob", &recv, &camera, false);
+    assert!(consumer.producer_paused);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn consuming_video_gets_a_fresh_ssrc_and_rtx_one_above_it() {
+    let mut world = World::new();
+    let (_, _, camera, consumer) = alice_sends_bob_receives(&mut world);
+    // SSRC 1 000 000 went to the producer's mapping; the consumer gets the next one.
+    let encoding = &consumer.rtp_parameters.encodings[0];
+    assert_eq!(encoding.ssrc, Some(Ssrc(1_001_000)));
+    assert_eq!(encoding.rtx.map(|rtx| rtx.ssrc), Some(Ssrc(1_001_001)));
+    assert_eq!(consumer.producer_id, camera);
+    assert_eq!(consumer.kind, MediaKind::Video);
+    assert_eq!(consumer.r#type, ConsumerType::Simple);
+    assert!(!consumer.producer_paused);
+    let payload_types: Vec<u8> = consumer
+        .rtp_parameters
+        .codecs
+        .iter()
+        .map(|codec| codec.payload_type.0)
+        .collect();
+    assert_eq!(payload_types, [101, 102]);
+}
+
+#[test]
+fn consume_answers_in_mediasoup_client_json() {
+    let mut world = World::new();
+    let (_, _, camera, consumer) = alice_sends_bob_receives(&mut world);
+    let value = serde_json::to_value(&consumer).expect("serialises");
+    assert_eq!(value["id"], json!(consumer.id.as_str()));
+    assert_eq!(value["producerId"], json!(camera.as_str()));
+    assert_eq!(value["kind"], json!("video"));
+    assert_eq!(value["type"], json!("simple"));
+    assert_eq!(value["producerPaused"], json!(false));
+    assert_eq!(value["rtpParameters"]["mid"], json!("0"));
+    assert_eq!(
+        value["rtpParameters"]["encodings"],
+        json!([{"ssrc": 1_001_000, "rtx": {"ssrc": 1_001_001}}])
+    );
+}
+
+#[test]
+fn consumers_on_one_transport_get_consecutive_mids() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let mic = world.produce("alice", &send, MediaKind::Audio);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    let first = world.consume("bob", &recv, &mic, false);
+    let second = world.consume("bob", &recv, &camera, false);
+    assert_eq!(first.rtp_parameters.mid.as_deref(), Some("0"));
+    assert_eq!(second.rtp_parameters.mid.as_deref(), Some("1"));
+}
+
+#[test]
+fn consuming_audio_has_no_rtx() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let mic = world.produce("alice", &send, MediaKind::Audio);
+    let consumer = world.consume("bob", &recv, &mic, false);
+    assert_eq!(consumer.kind, MediaKind::Audio);
+    assert_eq!(consumer.rtp_parameters.codecs[0].mime_type, "audio/opus");
+    assert_eq!(consumer.rtp_parameters.encodings[0].rtx, None);
+}
+
+#[test]
+fn consuming_with_incapable_capabilities_fails_with_cannot_consume_and_changes_nothing() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    world.events();
+    let before = world.rooms.snapshot();
+    let error = world
+        .rooms
+        .consume(
+            &room(),
+            &peer("bob"),
+            consume_options(&recv, &camera, vp9_only_device(), false),
+        )
+        .expect_err("VP9 only");
+    assert_eq!(error.code(), "CANNOT_CONSUME");
+    assert_eq!(error.http_status(), 400);
+    assert_eq!(world.rooms.snapshot(), before);
+    assert!(world.events().is_empty());
+    // Nothing was drawn either: the next consumer gets the SSRC the refused one would have.
+    let consumer = world.consume("bob", &recv, &camera, false);
+    assert_eq!(
+        consumer.rtp_parameters.encodings[0].ssrc,
+        Some(Ssrc(1_001_000))
+    );
+    assert_eq!(consumer.rtp_parameters.mid.as_deref(), Some("0"));
+}
+
+#[test]
+fn consume_on_a_send_transport_fails_with_direction_mismatch() {
+    let mut world = World::new();
+    let (send, _, camera, _) = alice_sends_bob_receives(&mut world);
+    let error = world
+        .rooms
+        .consume(
+            &room(),
+            &peer("alice"),
+            consume_options(&send, &camera, chrome_device(), false),
+        )
+        .expect_err("send transport");
+    assert_eq!(error.code(), "TRANSPORT_DIRECTION_MISMATCH");
+    assert!(
+        error.to_string().contains("needs a recv transport"),
+        "{error}"
+    );
+}
+
+#[test]
+fn consuming_an_unknown_producer_fails_with_producer_not_found() {
+    let mut world = World::new();
+    world.join("bob");
+    let recv = world.transport("bob", Direction::Recv);
+    let error = world
+        .rooms
+        .consume(
+            &room(),
+            &peer("bob"),
+            consume_options(
+                &recv,
+                &ProducerId::from("producer-404"),
+                chrome_device(),
+                false,
+            ),
+        )
+        .expect_err("unknown producer");
+    assert_eq!(error.code(), "PRODUCER_NOT_FOUND");
+    assert_eq!(error.http_status(), 404);
+}
+
+#[test]
+fn a_peer_may_consume_its_own_producer() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("alice", Direction::Recv);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    let consumer = world.consume("alice", &recv, &camera, false);
+    assert_eq!(consumer.producer_id, camera);
+}
+
+#[test]
+fn a_consumer_created_paused_stays_paused_until_resumed() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let camera = world.produce("alice", &send, MediaKind::Video);
+    let consumer = world.consume("bob", &recv, &camera, true);
+    let is_paused = |world: &World| world.room().consumer(&consumer.id).map(|c| c.paused);
+
+    // A producer pause and resume does not resume it.
+    world
+        .rooms
+        .pause_producer(&room(), &camera)
+        .expect("pauses");
+    world
+        .rooms
+        .resume_producer(&room(), &camera)
+        .expect("resumes");
+    assert_eq!(is_paused(&world), Some(true));
+
+    world
+        .rooms
+        .resume_consumer(&room(), &consumer.id)
+        .expect("resumes");
+    assert_eq!(is_paused(&world), Some(false));
+    world
+        .rooms
+        .pause_consumer(&room(), &consumer.id)
+        .expect("pauses");
+    assert_eq!(is_paused(&world), Some(true));
+}
+
+#[test]
+fn pausing_an_unknown_consumer_fails_with_consumer_not_found() {
+    let mut world = World::new();
+    let error = world
+        .rooms
+        .pause_consumer(&room(), &ConsumerId::from("consumer-404"))
+        .expect_err("unknown");
+    assert_eq!(error.code(), "CONSUMER_NOT_FOUND");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Closures
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn closing_a_producer_closes_its_consumers_with_events() {
+    let mut world = World::new();
+    let (_, bobs_recv, camera, bobs) = alice_sends_bob_receives(&mut world);
+    world.join("carol");
+    let carols_recv = world.transport("carol", Direction::Recv);
+    let carols = world.consume("carol", &carols_recv, &camera, false);
+    world.events();
+
+    world
+        .rooms
+        .close_producer(&room(), &camera)
+        .expect("closes");
+
+    assert_eq!(
+        world.events(),
+        [
+            consumer_closed(
+                &bobs.id,
+                "bob",
+                &camera,
+                ConsumerCloseReason::ProducerClosed
+            ),
+            consumer_closed(
+                &carols.id,
+                "carol",
+                &camera,
+                ConsumerCloseReason::ProducerClosed
+            ),
+            RoomEvent::ProducerClosed {
+                producer_id: camera.clone(),
+                peer_id: peer("alice"),
+            },
+        ]
+    );
+    assert!(world.room().consumers().is_empty());
+    assert!(
+        world.room().transport(&bobs_recv).is_some(),
+        "transports stay open"
+    );
+}
+
+#[test]
+fn closing_a_consumer_emits_consumer_closed_as_requested() {
+    let mut world = World::new();
+    let (_, _, camera, bobs) = alice_sends_bob_receives(&mut world);
+    world
+        .rooms
+        .close_consumer(&room(), &bobs.id)
+        .expect("closes");
+    assert_eq!(
+        world.events(),
+        [consumer_closed(
+            &bobs.id,
+            "bob",
+            &camera,
+            ConsumerCloseReason::Requested
+        )]
+    );
+    assert!(
+        world.room().producer(&camera).is_some(),
+        "the producer stays"
+    );
+}
+
+#[test]
+fn closing_a_transport_closes_its_consumers_then_its_producers() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let alices_send = world.transport("alice", Direction::Send);
+    let alices_recv = world.transport("alice", Direction::Recv);
+    let bobs_send = world.transport("bob", Direction::Send);
+    let bobs_recv = world.transport("bob", Direction::Recv);
+    let alices_camera = world.produce("alice", &alices_send, MediaKind::Video);
+    let bobs_camera = world.produce("bob", &bobs_send, MediaKind::Video);
+    let alice_sees_bob = world.consume("alice", &alices_recv, &bobs_camera, false);
+    let bob_sees_alice = world.consume("bob", &bobs_recv, &alices_camera, false);
+    world.events();
+
+    world
+        .rooms
+        .close_transport(&room(), &alices_send)
+        .expect("closes");
+    assert_eq!(
+        world.events(),
+        [
+            consumer_closed(
+                &bob_sees_alice.id,
+                "bob",
+                &alices_camera,
+                ConsumerCloseReason::ProducerClosed
+            ),
+            RoomEvent::ProducerClosed {
+                producer_id: alices_camera.clone(),
+                peer_id: peer("alice"),
+            },
+            RoomEvent::TransportClosed {
+                transport_id: alices_send.clone(),
+                peer_id: peer("alice"),
+            },
+        ]
+    );
+
+    world
+        .rooms
+        .close_transport(&room(), &alices_recv)
+        .expect("closes");
+    assert_eq!(
+        world.events(),
+        [
+            consumer_closed(
+                &alice_sees_bob.id,
+                "alice",
+                &bobs_camera,
+                ConsumerCloseReason::TransportClosed
+            ),
+            RoomEvent::TransportClosed {
+                transport_id: alices_recv.clone(),
+                peer_id: peer("alice"),
+            },
+        ]
+    );
+    assert!(
+        world.room().peer(&peer("alice")).is_some(),
+        "the peer stays"
+    );
+}
+
+#[test]
+fn leaving_closes_transports_producers_and_consumers_and_emits_peer_left_last() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let alices_send = world.transport("alice", Direction::Send);
+    let alices_recv = world.transport("alice", Direction::Recv);
+    let bobs_send = world.transport("bob", Direction::Send);
+    let bobs_recv = world.transport("bob", Direction::Recv);
+    let alices_mic = world.produce("alice", &alices_send, MediaKind::Audio);
+    let bobs_camera = world.produce("bob", &bobs_send, MediaKind::Video);
+    let alice_sees_bob = world.consume("alice", &alices_recv, &bobs_camera, false);
+    let bob_hears_alice = world.consume("bob", &bobs_recv, &alices_mic, false);
+    world.events();
+
+    world.rooms.leave(&room(), &peer("alice")).expect("leaves");
+
+    assert_eq!(
+        world.events(),
+        [
+            consumer_closed(
+                &bob_hears_alice.id,
+                "bob",
+                &alices_mic,
+                ConsumerCloseReason::ProducerClosed
+            ),
+            RoomEvent::ProducerClosed {
+                producer_id: alices_mic.clone(),
+                peer_id: peer("alice"),
+            },
+            RoomEvent::TransportClosed {
+                transport_id: alices_send.clone(),
+                peer_id: peer("alice"),
+            },
+            consumer_closed(
+                &alice_sees_bob.id,
+                "alice",
+                &bobs_camera,
+                ConsumerCloseReason::TransportClosed
+            ),
+            RoomEvent::TransportClosed {
+                transport_id: alices_recv.clone(),
+                peer_id: peer("alice"),
+            },
+            RoomEvent::PeerLeft {
+                peer_id: peer("alice"),
+            },
+        ]
+    );
+    let room = world.room();
+    assert!(room.peer(&peer("alice")).is_none());
+    let transports: Vec<&TransportId> = room.transports().iter().map(|t| &t.id).collect();
+    assert_eq!(transports, [&bobs_send, &bobs_recv]);
+    let producers: Vec<&ProducerId> = room.producers().iter().map(|p| &p.id).collect();
+    assert_eq!(producers, [&bobs_camera]);
+    assert!(room.consumers().is_empty());
+}
+
+#[test]
+fn closing_a_room_cascades_through_every_peer_and_emits_room_closed_last() {
+    let mut world = World::new();
+    let (send, recv, camera, consumer) = alice_sends_bob_receives(&mut world);
+
+    world.rooms.close_room(&room()).expect("closes");
+
+    assert_eq!(
+        world.events(),
+        [
+            consumer_closed(
+                &consumer.id,
+                "bob",
+                &camera,
+                ConsumerCloseReason::ProducerClosed
+            ),
+            RoomEvent::ProducerClosed {
+                producer_id: camera.clone(),
+                peer_id: peer("alice"),
+            },
+            RoomEvent::TransportClosed {
+                transport_id: send.clone(),
+                peer_id: peer("alice"),
+            },
+            RoomEvent::PeerLeft {
+                peer_id: peer("alice"),
+            },
+            RoomEvent::TransportClosed {
+                transport_id: recv.clone(),
+                peer_id: peer("bob"),
+            },
+            RoomEvent::PeerLeft {
+                peer_id: peer("bob"),
+            },
+            RoomEvent::RoomClosed { room_id: room() },
+        ]
+    );
+    assert!(world.rooms.room(&room()).is_none());
+    assert_eq!(world.rooms.stats(), crate::api::WorkerStats::default());
+    let error = world.rooms.close_room(&room()).expect_err("already closed");
+    assert_eq!(error.code(), "ROOM_NOT_FOUND");
+}
+
+#[test]
+fn stats_count_every_object_and_follow_a_cascade() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    world.join("carol");
+    let alices_send = world.transport("alice", Direction::Send);
+    let bobs_recv = world.transport("bob", Direction::Recv);
+    let carols_recv = world.transport("carol", Direction::Recv);
+    let mic = world.produce("alice", &alices_send, MediaKind::Audio);
+    let camera = world.produce("alice", &alices_send, MediaKind::Video);
+    for (name, recv) in [("bob", &bobs_recv), ("carol", &carols_recv)] {
+        world.consume(name, recv, &mic, false);
+        world.consume(name, recv, &camera, false);
+    }
+    let mut other = Rooms::new(SequentialIds::new());
+    other
+        .ensure_room(&RoomId::from("empty"), &[])
+        .expect("opens");
+    world
+        .rooms
+        .ensure_room(&RoomId::from("empty"), &[])
+        .expect("opens");
+
+    let stats = world.rooms.stats();
+    assert_eq!(
+        (
+            stats.rooms,
+            stats.peers,
+            stats.transports,
+            stats.producers,
+            stats.consumers
+        ),
+        (2, 3, 3, 2, 4)
+    );
+
+    world.rooms.leave(&room(), &peer("alice")).expect("leaves");
+    let stats = world.rooms.stats();
+    assert_eq!(
+        (
+            stats.rooms,
+            stats.peers,
+            stats.transports,
+            stats.producers,
+            stats.consumers
+        ),
+        (2, 2, 2, 0, 0)
+    );
+    assert_eq!((stats.recv_bitrate, stats.send_bitrate), (0, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused requests change nothing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn refused_requests_leave_every_object_and_the_outbox_untouched() {
+    let mut world = World::new();
+    let (send, recv, camera, consumer) = alice_sends_bob_receives(&mut world);
+    let before = world.rooms.snapshot();
+    let stranger = peer("mallory");
+    let unknown_transport = TransportId::from("transport-404");
+
+    let refusals: Vec<RoomError> = vec![
+        world
+            .rooms
+            .join(&room(), &peer("alice"), PeerInfo::default())
+            .expect_err("joined"),
+        world
+            .rooms
+            .join(&RoomId::from("nowhere"), &stranger, PeerInfo::default())
+            .expect_err("no room"),
+        world
+            .rooms
+            .leave(&room(), &stranger)
+            .expect_err("not joined"),
+        world
+            .rooms
+            .create_transport(&room(), &stranger, Direction::Send, network(1))
+            .expect_err("not joined"),
+        world
+            .rooms
+            .connect_transport(
+                &room(),
+                &unknown_transport,
+                &DtlsParameters {
+                    role: DtlsRole::Client,
+                    fingerprints: vec![sha256_fingerprint()],
+                },
+            )
+            .expect_err("unknown transport"),
+        world
+            .rooms
+            .connect_transport(
+                &room(),
+                &send,
+                &DtlsParameters {
+                    role: DtlsRole::Client,
+                    fingerprints: Vec::new(),
+                },
+            )
+            .expect_err("no fingerprint"),
+        world
+            .rooms
+            .produce(
+                &room(),
+                &peer("alice"),
+                produce_options(&recv, MediaKind::Video, chrome_vp8()),
+            )
+            .expect_err("bob's transport"),
+        world
+            .rooms
+            .produce(
+                &room(),
+                &peer("bob"),
+                produce_options(&recv, MediaKind::Video, chrome_vp8()),
+            )
+            .expect_err("recv transport"),
+        world
+            .rooms
+            .produce(
+                &room(),
+                &peer("alice"),
+                produce_options(&send, MediaKind::Video, chrome_vp8()),
+            )
+            .expect_err("SSRC taken"),
+        world
+            .rooms
+            .consume(
+                &room(),
+                &peer("bob"),
+                consume_options(&recv, &camera, vp9_only_device(), false),
+            )
+            .expect_err("cannot consume"),
+        world
+            .rooms
+            .consume(
+                &room(),
+                &peer("bob"),
+                consume_options(
+                    &recv,
+                    &ProducerId::from("producer-404"),
+                    chrome_device(),
+                    false,
+                ),
+            )
+            .expect_err("no producer"),
+        world
+            .rooms
+            .consume(
+                &room(),
+                &peer("alice"),
+                consume_options(&send, &camera, chrome_device(), false),
+            )
+            .expect_err("send transport"),
+        world
+            .rooms
+            .pause_producer(&room(), &ProducerId::from("producer-404"))
+            .expect_err("no producer"),
+        world
+            .rooms
+            .close_producer(&room(), &ProducerId::from("producer-404"))
+            .expect_err("no producer"),
+        world
+            .rooms
+            .resume_consumer(&room(), &ConsumerId::from("consumer-404"))
+            .expect_err("no consumer"),
+        world
+            .rooms
+            .close_consumer(&room(), &ConsumerId::from("consumer-404"))
+            .expect_err("no consumer"),
+        world
+            .rooms
+            .close_transport(&room(), &unknown_transport)
+            .expect_err("no transport"),
+        world
+            .rooms
+            .restart_ice(&room(), &unknown_transport, String::new(), String::new())
+            .expect_err("no transport"),
+    ];
+
+    assert_eq!(refusals.len(), 18);
+    assert_eq!(world.rooms.snapshot(), before);
+    assert!(world.events().is_empty());
+    assert!(world.room().consumer(&consumer.id).is_some());
+}
+
+#[test]
+fn each_error_has_a_stable_code_and_a_fitting_status() {
+    let r = room();
+    let cases: Vec<(RoomError, &str, u16)> = vec![
+        (RoomError::RoomNotFound(r.clone()), "ROOM_NOT_FOUND", 404),
+        (
+            RoomError::PeerNotFound {
+                room: r.clone(),
+                peer: peer("p"),
+            },
+            "PEER_NOT_FOUND",
+            404,
+        ),
+        (
+            RoomError::PeerAlreadyJoined {
+                room: r.clone(),
+                peer: peer("p"),
+            },
+            "PEER_ALREADY_JOINED",
+            409,
+        ),
+        (
+            RoomError::TransportNotFound {
+                room: r.clone(),
+                transport: "t".into(),
+            },
+            "TRANSPORT_NOT_FOUND",
+            404,
+        ),
+        (
+            RoomError::TransportAlreadyConnected("t".into()),
+            "TRANSPORT_ALREADY_CONNECTED",
+            409,
+        ),
+        (
+            RoomError::TransportDirectionMismatch {
+                transport: "t".into(),
+                actual: Direction::Recv,
+                needed: Direction::Send,
+                action: "producing",
+            },
+            "TRANSPORT_DIRECTION_MISMATCH",
+            400,
+        ),
+        (
+            RoomError::ProducerNotFound {
+                room: r.clone(),
+                producer: "p".into(),
+            },
+            "PRODUCER_NOT_FOUND",
+            404,
+        ),
+        (
+            RoomError::ConsumerNotFound {
+                room: r.clone(),
+                consumer: "c".into(),
+            },
+            "CONSUMER_NOT_FOUND",
+            404,
+        ),
+        (
+            RoomError::InvalidDtlsParameters(String::new()),
+            "INVALID_DTLS_PARAMETERS",
+            400,
+        ),
+        (RoomError::InvalidId(String::new()), "INVALID_ID", 400),
+        (
+            crate::rtp::RtpError::CannotConsume(String::new()).into(),
+            "CANNOT_CONSUME",
+            400,
+        ),
+    ];
+    for (error, code, status) in cases {
+        assert_eq!(
+            (error.code(), error.http_status()),
+            (code, status),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn an_error_becomes_the_rest_error_body() {
+    let error = RoomError::RoomNotFound(room());
+    assert_eq!(
+        serde_json::to_value(error.to_response()).expect("serialises"),
+        json!({"error": {"code": "ROOM_NOT_FOUND", "message": error.to_string()}})
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events on the wire
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn events_serialise_as_camel_case_objects_tagged_by_type() {
+    let event = consumer_closed(
+        &ConsumerId::from("consumer-9"),
+        "bob",
+        &ProducerId::from("producer-3"),
+        ConsumerCloseReason::ProducerClosed,
+    );
+    assert_eq!(
+        serde_json::to_value(&event).expect("serialises"),
+        json!({"type": "consumerClosed", "consumerId": "consumer-9", "peerId": "bob",
+               "producerId": "producer-3", "reason": "producerClosed"})
+    );
+    let joined = RoomEvent::PeerJoined(PeerSummary {
+        peer_id: peer("alice"),
+        info: info("alice", "teacher"),
+    });
+    let value: Value = serde_json::to_value(&joined).expect("serialises");
+    assert_eq!(
+        value,
+        json!({"type": "peerJoined", "peerId": "alice", "userId": "user-alice",
+               "displayName": "alice", "role": "teacher", "appData": {}})
+    );
+    assert_eq!(
+        serde_json::from_value::<RoomEvent>(value).ok(),
+        Some(joined)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+// ---------------------------------------------------------------------------------------------
+
+const CHROME_VP8_SSRC: Ssrc = Ssrc(2471283948);
+const CHROME_RTX_SSRC: Ssrc = Ssrc(1389617367);
+
+#[test]
+fn forwarding_sends_a_producer_packet_to_each_consumer_with_its_ssrc_and_payload_type() {
+    let mut world = World::new();
+    let (send, bobs_recv, camera, bobs) = alice_sends_bob_receives(&mut world);
+    world.join("carol");
+    let carols_recv = world.transport("carol", Direction::Recv);
+    let carols = world.consume("carol", &carols_recv, &camera, false);
+
+    let forwards = world
+        .table()
+        .forward(&send, CHROME_VP8_SSRC, PayloadType(96));
+
+    assert_eq!(
+        forwards,
+        [
+            Forward {
+                consumer_id: bobs.id.clone(),
+                transport_id: bobs_recv,
+                ssrc: Ssrc(1_001_000),
+                payload_type: PayloadType(101),
+            },
+            Forward {
+                consumer_id: carols.id.clone(),
+                transport_id: carols_recv,
+                ssrc: Ssrc(1_002_000),
+                payload_type: PayloadType(101),
+            },
+        ]
+    );
+}
+
+#[test]
+fn forwarding_sends_rtx_to_the_consumers_rtx_ssrc() {
+    let mut world = World::new();
+    let (send, bobs_recv, _, bobs) = alice_sends_bob_receives(&mut world);
+    let forwards = world
+        .table()
+        .forward(&send, CHROME_RTX_SSRC, PayloadType(97));
+    assert_eq!(
+        forwards,
+        [Forward {
+            consumer_id: bobs.id.clone(),
+            transport_id: bobs_recv,
+            ssrc: Ssrc(1_001_001),
+            payload_type: PayloadType(102),
+        }]
+    );
+}
+
+#[test]
+fn forwarding_drops_packets_for_paused_consumers() {
+    let mut world = World::new();
+    let (send, _, camera, bobs) = alice_sends_bob_receives(&mut world);
+    world.join("carol");
+    let carols_recv = world.transport("carol", Direction::Recv);
+    let carols = world.consume("carol", &carols_recv, &camera, true);
+    world
+        .rooms
+        .pause_consumer(&room(), &bobs.id)
+        .expect("pauses");
+
+    let table = world.table();
+    assert!(
+        table
+            .forward(&send, CHROME_VP8_SSRC, PayloadType(96))
+            .is_empty()
+    );
+    let stream = table.stream(&send, CHROME_VP8_SSRC).expect("known stream");
+    let paused: Vec<(&ConsumerId, bool)> = stream
+        .targets
+        .iter()
+        .map(|t| (&t.consumer_id, t.paused))
+        .collect();
+    assert_eq!(paused, [(&bobs.id, true), (&carols.id, true)]);
+
+    world
+        .rooms
+        .resume_consumer(&room(), &carols.id)
+        .expect("resumes");
+    let forwards = world
+        .table()
+        .forward(&send, CHROME_VP8_SSRC, PayloadType(96));
+    let receivers: Vec<&ConsumerId> = forwards.iter().map(|f| &f.consumer_id).collect();
+    assert_eq!(receivers, [&carols.id]);
+}
+
+#[test]
+fn forwarding_drops_everything_while_the_producer_is_paused() {
+    let mut world = World::new();
+    let (send, _, camera, _) = alice_sends_bob_receives(&mut world);
+    world
+        .rooms
+        .pause_producer(&room(), &camera)
+        .expect("pauses");
+    assert!(
+        world
+            .table()
+            .forward(&send, CHROME_VP8_SSRC, PayloadType(96))
+            .is_empty()
+    );
+    world
+        .rooms
+        .resume_producer(&room(), &camera)
+        .expect("resumes");
+    assert_eq!(
+        world
+            .table()
+            .forward(&send, CHROME_VP8_SSRC, PayloadType(96))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn forwarding_drops_unknown_streams_and_unmapped_payload_types() {
+    let mut world = World::new();
+    let (send, recv, _, _) = alice_sends_bob_receives(&mut world);
+    let table = world.table();
+    assert!(
+        table
+            .forward(&send, Ssrc(12345), PayloadType(96))
+            .is_empty()
+    );
+    assert!(
+        table
+            .forward(&recv, CHROME_VP8_SSRC, PayloadType(96))
+            .is_empty(),
+        "wrong transport"
+    );
+    assert!(
+        table
+            .forward(&send, CHROME_VP8_SSRC, PayloadType(111))
+            .is_empty(),
+        "not a VP8 payload type"
+    );
+    assert!(
+        table
+            .forward(&send, CHROME_VP8_SSRC, PayloadType(97))
+            .is_empty(),
+        "RTX payload type on the media SSRC"
+    );
+}
+
+#[test]
+fn forwarding_rewrites_header_extension_ids_and_sets_the_consumers_mid() {
+    let mut world = World::new();
+    let (send, _, _, _) = alice_sends_bob_receives(&mut world);
+    let table = world.table();
+    let target = &table.stream(&send, CHROME_VP8_SSRC).expect("known").targets[0];
+    // Chrome's ids (mid 9, abs-send-time 2, video-orientation 13, toffset 14) become the
+    // router's (1, 4, 11, 12).
+    assert_eq!(
+        target
+            .header_extension_ids
+            .iter()
+            .map(|(from, to)| (*from, *to))
+            .collect::<Vec<_>>(),
+        [(2, 4), (9, 1), (13, 11), (14, 12)]
+    );
+    assert_eq!(target.mid.as_deref(), Some("0"));
+}
+
+#[test]
+fn forwarding_table_is_rebuilt_the_same_and_forgets_closed_consumers() {
+    let mut world = World::new();
+    let (send, _, camera, bobs) = alice_sends_bob_receives(&mut world);
+    assert_eq!(world.table(), world.table());
+    world
+        .rooms
+        .close_consumer(&room(), &bobs.id)
+        .expect("closes");
+    let table = world.table();
+    let stream = table
+        .stream(&send, CHROME_VP8_SSRC)
+        .expect("the producer remains");
+    assert_eq!(stream.producer_id, camera);
+    assert!(stream.targets.is_empty());
+    world
+        .rooms
+        .close_producer(&room(), &camera)
+        .expect("closes");
+    assert_eq!(world.table().streams().count(), 0);
+}
+
+#[test]
+fn only_the_first_simulcast_encoding_is_forwarded() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let mut simulcast = chrome_vp8();
+    simulcast.encodings = serde_json::from_value(json!([
+        {"ssrc": 111, "rtx": {"ssrc": 112}, "scalabilityMode": "L1T3"},
+        {"ssrc": 221, "rtx": {"ssrc": 222}, "scalabilityMode": "L1T3"},
+        {"ssrc": 331, "rtx": {"ssrc": 332}, "scalabilityMode": "L1T3"}
+    ]))
+    .expect("encodings parse");
+    let camera = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            produce_options(&send, MediaKind::Video, simulcast),
+        )
+        .expect("produces")
+        .id;
+    let consumer = world.consume("bob", &recv, &camera, false);
+    assert_eq!(consumer.r#type, ConsumerType::Simulcast);
+
+    let table = world.table();
+    assert_eq!(table.forward(&send, Ssrc(111), PayloadType(96)).len(), 1);
+    assert!(table.forward(&send, Ssrc(221), PayloadType(96)).is_empty());
+    assert_eq!(
+        table
+            .stream(&send, Ssrc(332))
+            .map(|s| (s.encoding_index, s.rtx)),
+        Some((2, true))
+    );
+}
