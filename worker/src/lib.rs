@@ -7,5 +7,8 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod engine;
+#[cfg(feature = "media")]
+pub mod media;
 pub mod room;
 pub mod rtp;

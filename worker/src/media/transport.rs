@@ -1,0 +1,544 @@
+//! One WebRTC transport as a sans-IO state machine: ICE-lite, then DTLS, then SRTP.
+//!
+//! Input: datagrams (with their source) and time. Output: [`Output`]s to act on: datagrams to
+//! send, decrypted RTP/RTCP for the router, and state changes. The engine owns the socket and
+//! the clock; tests drive two ends in memory.
+//!
+//! Datagrams are told apart by their first byte (RFC 7983): 0-3 STUN, 20-63 DTLS, 128-191
+//! RTP/RTCP (RTCP when the second byte is 192-223, RFC 5761). DTLS and SRTP are accepted only
+//! from tuples that passed an ICE check, as in mediasoup. Anything else is dropped and counted.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::media::dtls::{DtlsError, DtlsEvent, DtlsIdentity, DtlsSession, SrtpSession};
+use crate::media::ice::{IceLite, StunDrop};
+use crate::room::{DtlsParameters, DtlsRole};
+
+/// At most this many ICE-validated source tuples are remembered per transport.
+const MAX_VALID_TUPLES: usize = 8;
+/// DTLS datagrams that arrive before the client's connect request are kept (at most this
+/// many) and replayed once it comes.
+const MAX_EARLY_DTLS: usize = 16;
+
+/// What the transport asks its owner to do, or tells it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `data` to `to` from this transport's socket.
+    Transmit { to: SocketAddr, data: Vec<u8> },
+    /// A decrypted RTP packet from the peer.
+    Rtp(Vec<u8>),
+    /// A decrypted RTCP compound packet from the peer.
+    Rtcp(Vec<u8>),
+    /// ICE selected a tuple and DTLS completed: media can flow.
+    Connected,
+    /// The transport is closed (consent lost, DTLS failed or closed); the reason is for logs
+    /// and events.
+    Closed(String),
+}
+
+/// Why a datagram was dropped. Counted per reason in the worker's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    Stun(StunDrop),
+    /// First byte matches no protocol (RFC 7983).
+    Unknown,
+    /// DTLS or SRTP from a tuple that never passed an ICE check.
+    UnvalidatedTuple,
+    /// SRTP/SRTCP before DTLS finished.
+    NotConnected,
+    /// SRTP/SRTCP that failed authentication, replay check or parsing.
+    SrtpFailed,
+    /// DTLS record the session refused.
+    DtlsFailed,
+    /// Too many early DTLS datagrams before connect.
+    EarlyDtlsOverflow,
+}
+
+impl Drop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drop::Stun(s) => s.as_str(),
+            Drop::Unknown => "unknown_protocol",
+            Drop::UnvalidatedTuple => "unvalidated_tuple",
+            Drop::NotConnected => "not_connected",
+            Drop::SrtpFailed => "srtp_failed",
+            Drop::DtlsFailed => "dtls_failed",
+            Drop::EarlyDtlsOverflow => "early_dtls_overflow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    New,
+    Connected,
+    Closed,
+}
+
+pub struct WebRtcTransport {
+    ice: IceLite,
+    identity: DtlsIdentity,
+    dtls: Option<DtlsSession>,
+    srtp: Option<SrtpSession>,
+    early_dtls: Vec<Vec<u8>>,
+    valid_tuples: Vec<SocketAddr>,
+    state: State,
+    outputs: VecDeque<Output>,
+    /// Datagrams dropped, by reason (the engine folds them into metrics).
+    pub drops: Vec<Drop>,
+}
+
+impl WebRtcTransport {
+    pub fn new(ufrag: impl Into<String>, password: impl Into<String>, identity: DtlsIdentity) -> Self {
+        WebRtcTransport {
+            ice: IceLite::new(ufrag, password),
+            identity,
+            dtls: None,
+            srtp: None,
+            early_dtls: Vec::new(),
+            valid_tuples: Vec::new(),
+            state: State::New,
+            outputs: VecDeque::new(),
+            drops: Vec::new(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    pub fn selected_tuple(&self) -> Option<SocketAddr> {
+        self.ice.selected()
+    }
+
+    /// The client's DTLS parameters arrived: set up DTLS in `local_role` and replay any DTLS
+    /// that came early.
+    pub fn connect(&mut self, remote: &DtlsParameters, local_role: DtlsRole, now: Instant) -> Result<(), DtlsError> {
+        let session = DtlsSession::new(&self.identity, remote, local_role, now)?;
+        self.dtls = Some(session);
+        // As client we may already know where to send the ClientHello.
+        self.flush_dtls();
+        for datagram in std::mem::take(&mut self.early_dtls) {
+            self.handle_dtls(&datagram, now);
+        }
+        Ok(())
+    }
+
+    pub fn restart_ice(&mut self, ufrag: impl Into<String>, password: impl Into<String>) {
+        self.ice.restart(ufrag, password);
+    }
+
+    /// Feeds one datagram received from `from`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        match data.first() {
+            Some(0..=3) => self.handle_stun(from, data, now),
+            Some(20..=63) => {
+                if !self.valid_tuples.contains(&from) {
+                    self.drops.push(Drop::UnvalidatedTuple);
+                } else if self.dtls.is_none() {
+                    if self.early_dtls.len() < MAX_EARLY_DTLS {
+                        self.early_dtls.push(data.to_vec());
+                    } else {
+                        self.drops.push(Drop::EarlyDtlsOverflow);
+                    }
+                } else {
+                    self.handle_dtls(data, now);
+                }
+            }
+            Some(128..=191) => {
+                if !self.valid_tuples.contains(&from) {
+                    self.drops.push(Drop::UnvalidatedTuple);
+                    return;
+                }
+                let Some(srtp) = self.srtp.as_mut() else {
+                    self.drops.push(Drop::NotConnected);
+                    return;
+                };
+                let is_rtcp = data.get(1).is_some_and(|pt| (192..=223).contains(pt));
+                let result = if is_rtcp { srtp.inbound.decrypt_rtcp(data) } else { srtp.inbound.decrypt_rtp(data) };
+                match result {
+                    Ok(plain) if is_rtcp => self.outputs.push_back(Output::Rtcp(plain.to_vec())),
+                    Ok(plain) => self.outputs.push_back(Output::Rtp(plain.to_vec())),
+                    Err(_) => self.drops.push(Drop::SrtpFailed),
+                }
+            }
+            _ => self.drops.push(Drop::Unknown),
+        }
+    }
+
+    fn handle_stun(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let provider = self.identity.provider().clone();
+        match self.ice.handle(from, data, now, provider.crypto()) {
+            Ok(reply) => {
+                if !self.valid_tuples.contains(&from) {
+                    if self.valid_tuples.len() == MAX_VALID_TUPLES {
+                        self.valid_tuples.remove(0);
+                    }
+                    self.valid_tuples.push(from);
+                }
+                self.outputs.push_back(Output::Transmit { to: from, data: reply.response });
+                if reply.selected.is_some() {
+                    // DTLS as client waits for a tuple to send its ClientHello to.
+                    self.flush_dtls();
+                }
+            }
+            Err(drop) => self.drops.push(Drop::Stun(drop)),
+        }
+    }
+
+    fn handle_dtls(&mut self, data: &[u8], now: Instant) {
+        let Some(dtls) = self.dtls.as_mut() else { return };
+        match dtls.handle_datagram(data, now) {
+            Ok(events) => {
+                for event in events {
+                    match event {
+                        DtlsEvent::Connected(srtp) => {
+                            self.srtp = Some(*srtp);
+                            self.state = State::Connected;
+                            self.outputs.push_back(Output::Connected);
+                        }
+                        DtlsEvent::Closed => self.close_with("DTLS closed by the peer"),
+                    }
+                }
+            }
+            Err(DtlsError::Handshake(reason)) if !dtls.is_connected() => {
+                self.flush_dtls();
+                self.close_with(&format!("DTLS handshake failed: {reason}"));
+                return;
+            }
+            Err(_) => self.drops.push(Drop::DtlsFailed),
+        }
+        self.flush_dtls();
+    }
+
+    /// Moves DTLS output to the selected tuple (held back until ICE selected one).
+    fn flush_dtls(&mut self) {
+        let (Some(dtls), Some(to)) = (self.dtls.as_mut(), self.ice.selected()) else { return };
+        while let Some(data) = dtls.poll_transmit() {
+            self.outputs.push_back(Output::Transmit { to, data });
+        }
+    }
+
+    /// Drives timers: DTLS retransmissions, ICE consent.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.ice.consent_expired(now) {
+            self.close_with("ICE consent expired (no valid STUN request for 30 s)");
+            return;
+        }
+        if let Some(dtls) = self.dtls.as_mut() {
+            if dtls.poll_timeout().is_some_and(|at| at <= now) {
+                if let Err(e) = dtls.handle_timeout(now) {
+                    if !dtls.is_connected() {
+                        self.close_with(&e.to_string());
+                        return;
+                    }
+                }
+                self.flush_dtls();
+            }
+        }
+    }
+
+    /// The next instant [`Self::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
+        let consent = self.ice.consent_deadline();
+        match (dtls, consent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Encrypts an RTP packet and queues it for the selected tuple. False when not connected
+    /// (the packet is dropped: a consumer's transport that is not up yet receives nothing).
+    pub fn send_rtp(&mut self, packet: &[u8]) -> bool {
+        self.send(packet, false)
+    }
+
+    /// Encrypts an RTCP compound packet and queues it for the selected tuple.
+    pub fn send_rtcp(&mut self, packet: &[u8]) -> bool {
+        self.send(packet, true)
+    }
+
+    fn send(&mut self, packet: &[u8], rtcp: bool) -> bool {
+        let (Some(srtp), Some(to)) = (self.srtp.as_mut(), self.ice.selected()) else { return false };
+        let sealed = if rtcp { srtp.outbound.encrypt_rtcp(packet) } else { srtp.outbound.encrypt_rtp(packet) };
+        match sealed {
+            Ok(data) => {
+                self.outputs.push_back(Output::Transmit { to, data: data.to_vec() });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Closes the transport (sending close_notify when DTLS is up).
+    pub fn close(&mut self, now: Instant) {
+        if let Some(dtls) = self.dtls.as_mut() {
+            dtls.close(now);
+            self.flush_dtls();
+        }
+        self.state = State::Closed;
+    }
+
+    fn close_with(&mut self, reason: &str) {
+        if self.state != State::Closed {
+            self.state = State::Closed;
+            self.outputs.push_back(Output::Closed(reason.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ice::binding_request;
+    use crate::room::DtlsFingerprint;
+    use std::time::Duration;
+
+    const UFRAG: &str = "srvufrag";
+    const PWD: &str = "server-password-0123456789";
+
+    fn provider() -> std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider> {
+        rtc::crypto::default_provider().unwrap()
+    }
+
+    fn browser_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 50_000))
+    }
+
+    /// The browser's side: ICE checks and a DTLS client, as mediasoup-client drives Chrome.
+    struct Browser {
+        identity: DtlsIdentity,
+        dtls: Option<DtlsSession>,
+        srtp: Option<SrtpSession>,
+    }
+
+    impl Browser {
+        fn new() -> Self {
+            Browser { identity: DtlsIdentity::generate(provider()).unwrap(), dtls: None, srtp: None }
+        }
+
+        fn params(&self) -> DtlsParameters {
+            DtlsParameters { role: DtlsRole::Client, fingerprints: self.identity.fingerprints() }
+        }
+
+        fn check(&self, nominate: bool) -> Vec<u8> {
+            binding_request(UFRAG, "browser", PWD, nominate, provider().crypto())
+        }
+    }
+
+    /// Runs datagrams both ways until neither side has anything to say.
+    fn pump(server: &mut WebRtcTransport, browser: &mut Browser, now: Instant) -> Vec<Output> {
+        let mut other = Vec::new();
+        for _ in 0..50 {
+            let mut progressed = false;
+            while let Some(out) = server.poll_output() {
+                progressed = true;
+                match out {
+                    Output::Transmit { to, data } => {
+                        assert_eq!(to, browser_addr());
+                        if (20..=63).contains(&data[0]) {
+                            if let Some(dtls) = browser.dtls.as_mut() {
+                                for ev in dtls.handle_datagram(&data, now).unwrap_or_default() {
+                                    if let DtlsEvent::Connected(s) = ev {
+                                        browser.srtp = Some(*s);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    other_output => other.push(other_output),
+                }
+            }
+            if let Some(dtls) = browser.dtls.as_mut() {
+                while let Some(data) = dtls.poll_transmit() {
+                    progressed = true;
+                    server.handle_datagram(browser_addr(), &data, now);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        other
+    }
+
+    fn connected_pair() -> (WebRtcTransport, Browser, Instant) {
+        let server_identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
+        let mut browser = Browser::new();
+        let now = Instant::now();
+        server.handle_datagram(browser_addr(), &browser.check(true), now);
+        server.connect(&browser.params(), DtlsRole::Server, now).unwrap();
+        let server_params = DtlsParameters { role: DtlsRole::Auto, fingerprints: server_identity.fingerprints() };
+        let mut client = DtlsSession::new(&browser.identity, &server_params, DtlsRole::Client, now).unwrap();
+        while let Some(hello) = client.poll_transmit() {
+            server.handle_datagram(browser_addr(), &hello, now);
+        }
+        browser.dtls = Some(client);
+        let events = pump(&mut server, &mut browser, now);
+        assert!(events.contains(&Output::Connected), "server connected: {events:?}");
+        assert!(browser.srtp.is_some(), "browser got SRTP keys");
+        (server, browser, now)
+    }
+
+    fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&1234u32.to_be_bytes());
+        p.extend_from_slice(&0x1111_2222u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn ice_dtls_and_srtp_carry_media_both_ways() {
+        let (mut server, mut browser, now) = connected_pair();
+        assert!(server.is_connected());
+        assert_eq!(server.selected_tuple(), Some(browser_addr()));
+
+        // Browser -> worker: decrypted on arrival.
+        let sent = rtp(1, b"camera frame");
+        let sealed = browser.srtp.as_mut().unwrap().outbound.encrypt_rtp(&sent).unwrap();
+        server.handle_datagram(browser_addr(), &sealed, now);
+        assert_eq!(server.poll_output(), Some(Output::Rtp(sent)));
+
+        // Worker -> browser: encrypted to the selected tuple.
+        let forwarded = rtp(7, b"someone else's frame");
+        assert!(server.send_rtp(&forwarded));
+        let Some(Output::Transmit { to, data }) = server.poll_output() else { panic!("nothing sent") };
+        assert_eq!(to, browser_addr());
+        assert_ne!(data, forwarded, "encrypted on the wire");
+        let opened = browser.srtp.as_mut().unwrap().inbound.decrypt_rtp(&data).unwrap();
+        assert_eq!(opened.to_vec(), forwarded);
+    }
+
+    #[test]
+    fn gcm_is_negotiated_when_both_offer_it() {
+        let (server, _browser, _) = connected_pair();
+        assert!(matches!(server.srtp.as_ref().unwrap().profile, rtc::srtp::protection_profile::ProtectionProfile::AeadAes128Gcm));
+    }
+
+    #[test]
+    fn rtcp_is_told_apart_from_rtp_and_decrypted() {
+        let (mut server, mut browser, now) = connected_pair();
+        // A minimal RTCP receiver report: V=2, RC=0, PT=201, length=1, SSRC.
+        let rr = vec![0x80, 201, 0, 1, 0, 0, 0, 42];
+        let sealed = browser.srtp.as_mut().unwrap().outbound.encrypt_rtcp(&rr).unwrap();
+        server.handle_datagram(browser_addr(), &sealed, now);
+        assert_eq!(server.poll_output(), Some(Output::Rtcp(rr)));
+    }
+
+    #[test]
+    fn tampered_srtp_and_replays_are_dropped_and_counted() {
+        let (mut server, mut browser, now) = connected_pair();
+        let sealed = browser.srtp.as_mut().unwrap().outbound.encrypt_rtp(&rtp(5, b"payload")).unwrap().to_vec();
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        server.handle_datagram(browser_addr(), &tampered, now);
+        assert_eq!(server.poll_output(), None);
+        assert_eq!(server.drops.last(), Some(&Drop::SrtpFailed));
+        server.handle_datagram(browser_addr(), &sealed, now);
+        assert!(matches!(server.poll_output(), Some(Output::Rtp(_))));
+        server.handle_datagram(browser_addr(), &sealed, now);
+        assert_eq!(server.poll_output(), None, "a replayed packet is dropped");
+    }
+
+    #[test]
+    fn media_from_a_tuple_that_never_passed_ice_is_dropped() {
+        let (mut server, mut browser, now) = connected_pair();
+        let sealed = browser.srtp.as_mut().unwrap().outbound.encrypt_rtp(&rtp(9, b"x")).unwrap();
+        server.handle_datagram(SocketAddr::from(([127, 0, 0, 1], 40_404)), &sealed, now);
+        assert_eq!(server.poll_output(), None);
+        assert_eq!(server.drops.last(), Some(&Drop::UnvalidatedTuple));
+    }
+
+    #[test]
+    fn random_datagrams_never_panic_and_are_counted() {
+        let identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, identity);
+        let now = Instant::now();
+        let mut seed = 0x1234_5678u32;
+        for len in 0..400usize {
+            let data: Vec<u8> = (0..len % 97)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect();
+            server.handle_datagram(browser_addr(), &data, now);
+        }
+        assert!(!server.drops.is_empty());
+        assert!(!server.is_connected());
+    }
+
+    #[test]
+    fn a_peer_certificate_not_matching_the_signalled_fingerprint_fails_the_handshake() {
+        let server_identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
+        let mut browser = Browser::new();
+        let now = Instant::now();
+        server.handle_datagram(browser_addr(), &browser.check(true), now);
+        let impostor = DtlsParameters {
+            role: DtlsRole::Client,
+            fingerprints: vec![DtlsFingerprint { algorithm: "sha-256".into(), value: ["AB"; 32].join(":") }],
+        };
+        server.connect(&impostor, DtlsRole::Server, now).unwrap();
+        let server_params = DtlsParameters { role: DtlsRole::Auto, fingerprints: server_identity.fingerprints() };
+        let mut client = DtlsSession::new(&browser.identity, &server_params, DtlsRole::Client, now).unwrap();
+        while let Some(hello) = client.poll_transmit() {
+            server.handle_datagram(browser_addr(), &hello, now);
+        }
+        browser.dtls = Some(client);
+        let events = pump(&mut server, &mut browser, now);
+        assert!(events.iter().any(|e| matches!(e, Output::Closed(r) if r.contains("DTLS"))), "{events:?}");
+        assert!(!server.is_connected());
+        assert!(!server.send_rtp(&rtp(1, b"x")), "nothing is sent on a failed transport");
+    }
+
+    #[test]
+    fn losing_ice_consent_closes_the_transport() {
+        let (mut server, _browser, now) = connected_pair();
+        while server.poll_output().is_some() {}
+        server.handle_timeout(now + Duration::from_secs(10));
+        assert_eq!(server.poll_output(), None);
+        server.handle_timeout(now + Duration::from_secs(31));
+        assert!(matches!(server.poll_output(), Some(Output::Closed(r)) if r.contains("consent")));
+        assert!(server.is_closed());
+    }
+
+    #[test]
+    fn the_worker_can_take_the_dtls_client_role() {
+        let server_identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
+        let mut browser = Browser::new();
+        let now = Instant::now();
+        // The peer says it is the DTLS server: the worker sends the ClientHello once ICE selects.
+        let browser_params = DtlsParameters { role: DtlsRole::Server, fingerprints: browser.identity.fingerprints() };
+        server.connect(&browser_params, DtlsRole::Client, now).unwrap();
+        let server_params = DtlsParameters { role: DtlsRole::Client, fingerprints: server_identity.fingerprints() };
+        browser.dtls = Some(DtlsSession::new(&browser.identity, &server_params, DtlsRole::Server, now).unwrap());
+        server.handle_datagram(browser_addr(), &browser.check(true), now);
+        let events = pump(&mut server, &mut browser, now);
+        assert!(events.contains(&Output::Connected), "{events:?}");
+    }
+}
