@@ -12,3 +12,5 @@ pub mod engine;
 pub mod media;
 pub mod room;
 pub mod rtp;
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -6,4 +6,6 @@
 
 pub mod dtls;
 pub mod ice;
+pub mod router;
+pub mod rtp_packet;
 pub mod transport;

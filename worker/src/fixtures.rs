@@ -1,0 +1,130 @@
+//! Test fixtures shared across the worker's modules: the parameters Chrome's mediasoup-client
+//! really sends, and a room wired up with a producer and a consumer.
+
+use serde_json::json;
+
+use crate::room::{
+    ConsumeOptions, ConsumerId, Direction, DtlsFingerprint, IceProtocol, ListenAddress, PeerId, PeerInfo,
+    ProduceOptions, RoomId, Rooms, SequentialIds, TransportId, TransportNetwork,
+};
+use crate::rtp::header_extension_uri as uri;
+use crate::rtp::{MediaKind, RtpCapabilities, RtpParameters};
+
+/// Chrome's VP8 camera producer with RTX, as mediasoup-client's `produce` event gives it.
+pub(crate) fn chrome_vp8() -> RtpParameters {
+    serde_json::from_value(json!({
+        "mid": "1",
+        "codecs": [
+            {
+                "mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
+                "parameters": {},
+                "rtcpFeedback": [
+                    {"type": "goog-remb", "parameter": ""},
+                    {"type": "transport-cc", "parameter": ""},
+                    {"type": "ccm", "parameter": "fir"},
+                    {"type": "nack", "parameter": ""},
+                    {"type": "nack", "parameter": "pli"}
+                ]
+            },
+            {
+                "mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000,
+                "parameters": {"apt": 96}, "rtcpFeedback": []
+            }
+        ],
+        "headerExtensions": [
+            {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
+            {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": uri::VIDEO_ORIENTATION, "id": 13, "encrypt": false, "parameters": {}},
+            {"uri": uri::TOFFSET, "id": 14, "encrypt": false, "parameters": {}}
+        ],
+        "encodings": [{"ssrc": 2471283948u32, "rtx": {"ssrc": 1389617367}, "dtx": false}],
+        "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
+    }))
+    .expect("VP8 fixture parses")
+}
+
+/// Chrome's `device.rtpCapabilities` after loading the default router: router payload types
+/// and extension ids.
+pub(crate) fn chrome_device() -> RtpCapabilities {
+    let video_feedback = json!([
+        {"type": "nack", "parameter": ""},
+        {"type": "nack", "parameter": "pli"},
+        {"type": "ccm", "parameter": "fir"}
+    ]);
+    let extension = |kind: &str, uri: &str, id: u8| {
+        json!({"kind": kind, "uri": uri, "preferredId": id, "preferredEncrypt": false,
+               "direction": "sendrecv"})
+    };
+    serde_json::from_value(json!({
+        "codecs": [
+            {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100,
+             "clockRate": 48000, "channels": 2, "parameters": {"minptime": 10, "useinbandfec": 1},
+             "rtcpFeedback": []},
+            {"mimeType": "video/VP8", "kind": "video", "preferredPayloadType": 101,
+             "clockRate": 90000, "parameters": {}, "rtcpFeedback": video_feedback},
+            {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 102,
+             "clockRate": 90000, "parameters": {"apt": 101}, "rtcpFeedback": []}
+        ],
+        "headerExtensions": [
+            extension("audio", uri::MID, 1),
+            extension("video", uri::MID, 1),
+            extension("audio", uri::ABS_SEND_TIME, 4),
+            extension("video", uri::ABS_SEND_TIME, 4),
+            extension("audio", uri::SSRC_AUDIO_LEVEL, 10),
+            extension("video", uri::VIDEO_ORIENTATION, 11),
+            extension("video", uri::TOFFSET, 12)
+        ]
+    }))
+    .expect("device fixture parses")
+}
+
+/// Network parameters as a media plane would hand them out.
+pub(crate) fn network(port: u16) -> TransportNetwork {
+    TransportNetwork {
+        ice_username_fragment: format!("ufrag{port}"),
+        ice_password: format!("password-for-port-{port}"),
+        addresses: vec![ListenAddress { ip: [127, 0, 0, 1].into(), port, protocol: IceProtocol::Udp }],
+        fingerprints: vec![DtlsFingerprint { algorithm: "sha-256".into(), value: ["AB"; 32].join(":") }],
+    }
+}
+
+/// A room where `alice` publishes Chrome's VP8 camera and `bob` consumes it.
+pub(crate) struct VideoCall {
+    pub rooms: Rooms,
+    pub room: RoomId,
+    pub alice_send: TransportId,
+    pub bob_recv: TransportId,
+    pub consumer: ConsumerId,
+}
+
+pub(crate) fn video_call() -> VideoCall {
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let room = RoomId::from("maths-101");
+    rooms.ensure_room(&room, &[]).expect("room opens");
+    let (alice, bob) = (PeerId::from("alice"), PeerId::from("bob"));
+    for peer in [&alice, &bob] {
+        rooms.join(&room, peer, PeerInfo::default()).expect("peer joins");
+    }
+    let alice_send = rooms.create_transport(&room, &alice, Direction::Send, network(40000)).expect("send transport").id;
+    let bob_recv = rooms.create_transport(&room, &bob, Direction::Recv, network(40001)).expect("recv transport").id;
+    let producer = rooms
+        .produce(&room, &alice, ProduceOptions {
+            transport_id: alice_send.clone(),
+            kind: MediaKind::Video,
+            rtp_parameters: chrome_vp8(),
+            app_data: Default::default(),
+            paused: false,
+        })
+        .expect("produce")
+        .id;
+    let consumer = rooms
+        .consume(&room, &bob, ConsumeOptions {
+            transport_id: bob_recv.clone(),
+            producer_id: producer.clone(),
+            rtp_capabilities: chrome_device(),
+            paused: false,
+        })
+        .expect("consume")
+        .id;
+    VideoCall { rooms, room, alice_send, bob_recv, consumer }
+}

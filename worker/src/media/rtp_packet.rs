@@ -1,0 +1,282 @@
+//! A zero-copy view of an RTP packet, and in-place rewrites for forwarding.
+//!
+//! Forwarding rewrites a handful of fields per consumer (SSRC, payload type, sequence number,
+//! timestamp, header extension ids); parsing into owned structs per packet would cost more
+//! than the crypto. The view checks bounds once ([`RtpView::parse`]) and every accessor after
+//! that stays within them, so peer input cannot make it panic.
+//!
+//! Header extensions (RFC 8285) are rewritten in place: an id is replaced, and an extension
+//! the consumer did not negotiate is blanked with zero bytes, which both the one-byte and the
+//! two-byte forms treat as padding. Nothing moves, so no copy is needed.
+
+use std::collections::BTreeMap;
+
+/// Byte offsets of a parsed RTP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpView {
+    /// Offset of the header extension block's first element, and its end.
+    extensions: Option<(usize, usize, ExtensionForm)>,
+    /// Offset of the payload.
+    payload_start: usize,
+    /// End of the payload (before padding).
+    payload_end: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtensionForm {
+    OneByte,
+    TwoByte,
+    /// Some other profile: left untouched.
+    Other,
+}
+
+impl RtpView {
+    /// Checks the packet's structure; `None` for anything that is not a well-formed RTP packet.
+    pub fn parse(packet: &[u8]) -> Option<RtpView> {
+        if packet.len() < 12 || packet[0] >> 6 != 2 {
+            return None;
+        }
+        let csrc_count = (packet[0] & 0x0f) as usize;
+        let mut offset = 12 + 4 * csrc_count;
+        let mut extensions = None;
+        if packet[0] & 0x10 != 0 {
+            let header = packet.get(offset..offset + 4)?;
+            let profile = u16::from_be_bytes([header[0], header[1]]);
+            let words = u16::from_be_bytes([header[2], header[3]]) as usize;
+            let start = offset + 4;
+            let end = start + 4 * words;
+            if end > packet.len() {
+                return None;
+            }
+            let form = match profile {
+                0xBEDE => ExtensionForm::OneByte,
+                p if p & 0xfff0 == 0x1000 => ExtensionForm::TwoByte,
+                _ => ExtensionForm::Other,
+            };
+            extensions = Some((start, end, form));
+            offset = end;
+        }
+        let mut payload_end = packet.len();
+        if packet[0] & 0x20 != 0 {
+            let pad = *packet.last()? as usize;
+            if pad == 0 || offset + pad > packet.len() {
+                return None;
+            }
+            payload_end -= pad;
+        }
+        if offset > payload_end {
+            return None;
+        }
+        Some(RtpView { extensions, payload_start: offset, payload_end })
+    }
+
+    pub fn payload_type(packet: &[u8]) -> u8 {
+        packet[1] & 0x7f
+    }
+
+    pub fn marker(packet: &[u8]) -> bool {
+        packet[1] & 0x80 != 0
+    }
+
+    pub fn sequence(packet: &[u8]) -> u16 {
+        u16::from_be_bytes([packet[2], packet[3]])
+    }
+
+    pub fn timestamp(packet: &[u8]) -> u32 {
+        u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])
+    }
+
+    pub fn ssrc(packet: &[u8]) -> u32 {
+        u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
+    }
+
+    pub fn payload<'a>(&self, packet: &'a [u8]) -> &'a [u8] {
+        &packet[self.payload_start..self.payload_end]
+    }
+
+    pub fn set_payload_type(packet: &mut [u8], pt: u8) {
+        packet[1] = (packet[1] & 0x80) | (pt & 0x7f);
+    }
+
+    pub fn set_sequence(packet: &mut [u8], seq: u16) {
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+    }
+
+    pub fn set_timestamp(packet: &mut [u8], ts: u32) {
+        packet[4..8].copy_from_slice(&ts.to_be_bytes());
+    }
+
+    pub fn set_ssrc(packet: &mut [u8], ssrc: u32) {
+        packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    }
+
+    /// The value of header extension `id`, if present.
+    pub fn extension<'a>(&self, packet: &'a [u8], id: u8) -> Option<&'a [u8]> {
+        let mut found = None;
+        self.walk_extensions(packet, |ext_id, _, value| {
+            if ext_id == id && found.is_none() {
+                found = Some(value);
+            }
+        });
+        found.map(|(s, e)| &packet[s..e])
+    }
+
+    /// Maps every extension id through `ids` (producer id to consumer id); extensions without
+    /// a mapping are blanked. A one-byte element cannot carry an id above 14, so such a mapping
+    /// blanks the element too.
+    pub fn rewrite_extension_ids(&self, packet: &mut [u8], ids: &BTreeMap<u8, u8>) {
+        let Some((_, _, form)) = self.extensions else { return };
+        if form == ExtensionForm::Other {
+            return;
+        }
+        let mut edits: Vec<(usize, usize, Option<u8>)> = Vec::new();
+        self.walk_extensions(packet, |id, header_at, (_, value_end)| {
+            let new = ids.get(&id).copied().filter(|n| form == ExtensionForm::TwoByte || (1..=14).contains(n));
+            edits.push((header_at, value_end, new));
+        });
+        for (header_at, value_end, new) in edits {
+            match (new, form) {
+                (Some(n), ExtensionForm::OneByte) => packet[header_at] = (n << 4) | (packet[header_at] & 0x0f),
+                (Some(n), _) => packet[header_at] = n,
+                (None, _) => packet[header_at..value_end].fill(0),
+            }
+        }
+    }
+
+    /// Calls `f(id, element header offset, (value start, value end))` for each element.
+    fn walk_extensions(&self, packet: &[u8], mut f: impl FnMut(u8, usize, (usize, usize))) {
+        let Some((start, end, form)) = self.extensions else { return };
+        let mut at = start;
+        while at < end {
+            let b = packet[at];
+            if b == 0 {
+                at += 1; // padding
+                continue;
+            }
+            match form {
+                ExtensionForm::OneByte => {
+                    let id = b >> 4;
+                    if id == 15 {
+                        return; // reserved: stop parsing (RFC 8285 4.2)
+                    }
+                    let len = (b & 0x0f) as usize + 1;
+                    if at + 1 + len > end {
+                        return;
+                    }
+                    f(id, at, (at + 1, at + 1 + len));
+                    at += 1 + len;
+                }
+                ExtensionForm::TwoByte => {
+                    let Some(&len) = packet.get(at + 1) else { return };
+                    let len = len as usize;
+                    if at + 2 + len > end {
+                        return;
+                    }
+                    f(b, at, (at + 2, at + 2 + len));
+                    at += 2 + len;
+                }
+                ExtensionForm::Other => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An RTP packet with one-byte extensions `(id, value)`.
+    pub(crate) fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, exts: &[(u8, &[u8])], payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![if exts.is_empty() { 0x80 } else { 0x90 }, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        if !exts.is_empty() {
+            let mut block = Vec::new();
+            for (id, value) in exts {
+                block.push((id << 4) | (value.len() as u8 - 1));
+                block.extend_from_slice(value);
+            }
+            while block.len() % 4 != 0 {
+                block.push(0);
+            }
+            p.extend_from_slice(&[0xBE, 0xDE]);
+            p.extend_from_slice(&((block.len() / 4) as u16).to_be_bytes());
+            p.extend_from_slice(&block);
+        }
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn fields_are_read_and_rewritten_in_place() {
+        let mut p = packet(96, 65535, 90000, 0xdead_beef, &[], b"frame");
+        let view = RtpView::parse(&p).unwrap();
+        assert_eq!((RtpView::payload_type(&p), RtpView::sequence(&p), RtpView::timestamp(&p), RtpView::ssrc(&p)), (96, 65535, 90000, 0xdead_beef));
+        assert_eq!(view.payload(&p), b"frame");
+        p[1] |= 0x80; // marker
+        RtpView::set_payload_type(&mut p, 101);
+        RtpView::set_sequence(&mut p, 7);
+        RtpView::set_timestamp(&mut p, 1);
+        RtpView::set_ssrc(&mut p, 42);
+        assert!(RtpView::marker(&p), "the marker bit survives a payload type rewrite");
+        assert_eq!((RtpView::payload_type(&p), RtpView::sequence(&p), RtpView::timestamp(&p), RtpView::ssrc(&p)), (101, 7, 1, 42));
+    }
+
+    #[test]
+    fn extension_ids_are_mapped_and_unknown_ones_blanked() {
+        let mut p = packet(96, 1, 1, 1, &[(1, b"0"), (3, &[0, 1, 2]), (4, &[9])], b"x");
+        let view = RtpView::parse(&p).unwrap();
+        let ids = BTreeMap::from([(1, 10), (4, 5)]);
+        view.rewrite_extension_ids(&mut p, &ids);
+        let view = RtpView::parse(&p).unwrap();
+        assert_eq!(view.extension(&p, 10), Some(&b"0"[..]));
+        assert_eq!(view.extension(&p, 5), Some(&[9u8][..]));
+        assert_eq!(view.extension(&p, 3), None, "unmapped extension removed");
+        assert_eq!(view.extension(&p, 1), None);
+        assert_eq!(view.payload(&p), b"x", "payload untouched");
+    }
+
+    #[test]
+    fn padding_and_csrcs_are_respected() {
+        let mut p = packet(96, 1, 1, 1, &[], b"abc");
+        p[0] |= 0x20; // padding
+        p.extend_from_slice(&[0, 0, 3]);
+        assert_eq!(RtpView::parse(&p).unwrap().payload(&p), b"abc");
+        let mut c = packet(96, 1, 1, 1, &[], b"abc");
+        c[0] |= 1; // one CSRC
+        c.splice(12..12, [0, 0, 0, 9]);
+        assert_eq!(RtpView::parse(&c).unwrap().payload(&c), b"abc");
+    }
+
+    #[test]
+    fn truncated_or_malformed_packets_are_refused_not_panicked_on() {
+        let good = packet(96, 1, 1, 1, &[(1, b"ab")], b"payload");
+        for len in 0..good.len() {
+            let _ = RtpView::parse(&good[..len]);
+        }
+        assert_eq!(RtpView::parse(&good[..11]), None);
+        let mut bad_version = good.clone();
+        bad_version[0] = 0x40;
+        assert_eq!(RtpView::parse(&bad_version), None);
+        let mut bad_padding = packet(96, 1, 1, 1, &[], b"");
+        bad_padding[0] |= 0x20;
+        bad_padding.push(200);
+        assert_eq!(RtpView::parse(&bad_padding), None);
+        let mut seed = 7u32;
+        for _ in 0..2000 {
+            let mut p = good.clone();
+            for b in p.iter_mut() {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if seed % 5 == 0 {
+                    *b = (seed >> 16) as u8;
+                }
+            }
+            if let Some(v) = RtpView::parse(&p) {
+                let _ = v.payload(&p);
+                let _ = v.extension(&p, 1);
+                v.rewrite_extension_ids(&mut p, &BTreeMap::from([(1, 2)]));
+            }
+        }
+    }
+}
