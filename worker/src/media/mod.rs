@@ -6,6 +6,9 @@
 
 pub mod dtls;
 pub mod ice;
+pub mod peer;
+pub mod ports;
 pub mod router;
 pub mod rtp_packet;
 pub mod transport;
+pub mod udp;

@@ -1,0 +1,174 @@
+//! A minimal WebRTC client for tests and load programs: it reaches a worker transport the way
+//! a browser under mediasoup-client does (ICE checks with USE-CANDIDATE, DTLS as client, SRTP),
+//! over a real UDP socket.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+use crate::media::dtls::{DtlsEvent, DtlsIdentity, DtlsSession, SrtpSession};
+use crate::media::ice::binding_request;
+use crate::room::{DtlsParameters, DtlsRole, IceParameters, TransportNetwork};
+
+/// Why the peer could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("DTLS: {0}")]
+    Dtls(String),
+    #[error("no answer from the worker within {0:?}")]
+    Timeout(Duration),
+    #[error("the transport offered no candidate")]
+    NoCandidate,
+}
+
+/// One transport's worth of a browser.
+pub struct TestPeer {
+    socket: UdpSocket,
+    identity: DtlsIdentity,
+    remote: SocketAddr,
+    ice_ufrag: String,
+    ice_password: String,
+    remote_fingerprints: DtlsParameters,
+    srtp: Option<SrtpSession>,
+    buf: Vec<u8>,
+}
+
+impl TestPeer {
+    /// A peer for a transport the worker created (`iceParameters`, `iceCandidates`,
+    /// `dtlsParameters` as the REST API returns them).
+    pub async fn new(network: &TransportNetwork) -> Result<TestPeer, PeerError> {
+        let provider = rtc::crypto::default_provider().map_err(|e| PeerError::Dtls(e.to_string()))?;
+        let identity = DtlsIdentity::generate(provider).map_err(|e| PeerError::Dtls(e.to_string()))?;
+        let address = network.addresses.first().ok_or(PeerError::NoCandidate)?;
+        let remote = SocketAddr::new(address.ip, address.port);
+        let bind = if remote.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        Ok(TestPeer {
+            socket: UdpSocket::bind(bind).await?,
+            identity,
+            remote,
+            ice_ufrag: network.ice_username_fragment.clone(),
+            ice_password: network.ice_password.clone(),
+            remote_fingerprints: DtlsParameters { role: DtlsRole::Auto, fingerprints: network.fingerprints.clone() },
+            srtp: None,
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// What the peer sends in `connect-transport` (it takes the DTLS client role).
+    pub fn dtls_parameters(&self) -> DtlsParameters {
+        DtlsParameters { role: DtlsRole::Client, fingerprints: self.identity.fingerprints() }
+    }
+
+    /// After an ICE restart on the worker.
+    pub fn set_ice(&mut self, ice: &IceParameters) {
+        self.ice_ufrag = ice.username_fragment.clone();
+        self.ice_password = ice.password.clone();
+    }
+
+    /// Sends ICE checks until answered, then runs the DTLS handshake as client. Call it after
+    /// the worker accepted this peer's `connect-transport`.
+    pub async fn connect(&mut self, timeout: Duration) -> Result<(), PeerError> {
+        let deadline = Instant::now() + timeout;
+        let provider = self.identity.provider().clone();
+        // ICE: check until the worker answers.
+        loop {
+            let check = binding_request(&self.ice_ufrag, "testpeer", &self.ice_password, true, provider.crypto());
+            self.socket.send_to(&check, self.remote).await?;
+            match tokio::time::timeout(Duration::from_millis(200), self.socket.recv_from(&mut self.buf)).await {
+                Ok(Ok((n, _))) if n > 0 && self.buf[0] < 4 => break,
+                _ if Instant::now() > deadline => return Err(PeerError::Timeout(timeout)),
+                _ => {}
+            }
+        }
+        // DTLS as client.
+        let mut dtls = DtlsSession::new(&self.identity, &self.remote_fingerprints, DtlsRole::Client, Instant::now())
+            .map_err(|e| PeerError::Dtls(e.to_string()))?;
+        loop {
+            while let Some(data) = dtls.poll_transmit() {
+                self.socket.send_to(&data, self.remote).await?;
+            }
+            if self.srtp.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(PeerError::Timeout(timeout));
+            }
+            match tokio::time::timeout(Duration::from_millis(100), self.socket.recv_from(&mut self.buf)).await {
+                Ok(Ok((n, _))) if (20..=63).contains(&self.buf[0]) => {
+                    for event in dtls.handle_datagram(&self.buf[..n], Instant::now()).map_err(|e| PeerError::Dtls(e.to_string()))? {
+                        if let DtlsEvent::Connected(srtp) = event {
+                            self.srtp = Some(*srtp);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let now = Instant::now();
+                    if dtls.poll_timeout().is_some_and(|at| at <= now) {
+                        dtls.handle_timeout(now).map_err(|e| PeerError::Dtls(e.to_string()))?;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// Encrypts and sends an RTP packet.
+    pub async fn send_rtp(&mut self, packet: &[u8]) -> Result<(), PeerError> {
+        self.send(packet, false).await
+    }
+
+    /// Encrypts and sends an RTCP compound packet.
+    pub async fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), PeerError> {
+        self.send(packet, true).await
+    }
+
+    async fn send(&mut self, packet: &[u8], rtcp: bool) -> Result<(), PeerError> {
+        let srtp = self.srtp.as_mut().ok_or_else(|| PeerError::Dtls("not connected".into()))?;
+        let sealed = if rtcp { srtp.outbound.encrypt_rtcp(packet) } else { srtp.outbound.encrypt_rtp(packet) }
+            .map_err(|e| PeerError::Dtls(e.to_string()))?;
+        self.socket.send_to(&sealed, self.remote).await?;
+        Ok(())
+    }
+
+    /// The next decrypted RTP (`Ok(Some((false, packet)))`) or RTCP (`Ok(Some((true, packet)))`)
+    /// packet, or `None` when nothing arrives within `wait`. STUN and DTLS are skipped.
+    pub async fn recv(&mut self, wait: Duration) -> Result<Option<(bool, Vec<u8>)>, PeerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let received = match tokio::time::timeout_at(deadline, self.socket.recv_from(&mut self.buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(None),
+            };
+            let data = &self.buf[..received.0];
+            if !(128..=191).contains(&data[0]) {
+                continue;
+            }
+            let Some(srtp) = self.srtp.as_mut() else { continue };
+            let rtcp = data.get(1).is_some_and(|pt| (192..=223).contains(pt));
+            let opened = if rtcp { srtp.inbound.decrypt_rtcp(data) } else { srtp.inbound.decrypt_rtp(data) };
+            if let Ok(plain) = opened {
+                return Ok(Some((rtcp, plain.to_vec())));
+            }
+        }
+    }
+
+    /// The next decrypted RTP packet within `wait` (RTCP is skipped).
+    pub async fn recv_rtp(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, PeerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await? {
+                Some((false, packet)) => return Ok(Some(packet)),
+                Some((true, _)) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The media engine's I/O shell: UDP sockets and media threads around the sans-IO
+//! [`WebRtcTransport`] and [`Router`].
+//!
+//! mediasoup's model inside one process: each room is pinned to one media thread (by a hash
+//! of its id), and every transport of the room has its socket on that thread. A packet is
+//! received, decrypted, routed, re-encrypted and sent without a lock or a hop between
+//! threads. The control plane talks to a thread through a command channel.
+
+use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rand::Rng;
+use tokio::sync::{mpsc, Notify};
+
+use crate::engine::{EngineError, EngineNotice, MediaEngine};
+use crate::media::dtls::DtlsIdentity;
+use crate::media::ports::PortPool;
+use crate::media::router::{Outgoing, Router};
+use crate::media::transport::{Output, WebRtcTransport};
+use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, RoomId, TransportId, TransportNetwork};
+
+/// Where the engine listens and what it announces.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Address the UDP sockets bind to (`0.0.0.0` in a pod on the host network).
+    pub listen_ip: IpAddr,
+    /// Address put in ICE candidates (the node's IP, or a NAT's public one).
+    pub announced_ip: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Media threads; rooms are spread over them.
+    pub threads: usize,
+}
+
+/// Counters the metrics endpoint and `/v1/stats` read.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    pub packets_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub packets_forwarded: AtomicU64,
+    /// Datagrams dropped (bad STUN, failed SRTP, unknown protocol...), all reasons.
+    pub packets_dropped: AtomicU64,
+    pub transports_open: AtomicU64,
+    /// Drops by reason, for `/metrics`.
+    pub drops_by_reason: Mutex<HashMap<&'static str, u64>>,
+}
+
+enum Command {
+    Open { room: RoomId, transport: TransportId, socket: std::net::UdpSocket, port: u16, ufrag: String, password: String },
+    Connect { transport: TransportId, remote: DtlsParameters, role: DtlsRole },
+    RestartIce { transport: TransportId, ufrag: String, password: String },
+    Close { transport: TransportId },
+    Routes { room: RoomId, table: ForwardingTable },
+    CloseRoom { room: RoomId },
+}
+
+/// The UDP media engine.
+pub struct UdpEngine {
+    config: EngineConfig,
+    identity: DtlsIdentity,
+    /// Shared with the media threads: a port returns to the pool only once its socket is
+    /// dropped, so the next bind of it cannot fail.
+    ports: Arc<Mutex<PortPool>>,
+    threads: Vec<mpsc::UnboundedSender<Command>>,
+    /// Which port each open transport holds, to return it on close.
+    transports: Mutex<HashMap<TransportId, (RoomId, u16)>>,
+    shutting_down: AtomicBool,
+    pub counters: Arc<EngineCounters>,
+}
+
+impl UdpEngine {
+    /// Starts the media threads. Transports the engine closes by itself are reported on
+    /// `notices`.
+    pub fn start(config: EngineConfig, notices: mpsc::UnboundedSender<EngineNotice>) -> Result<Arc<UdpEngine>, EngineError> {
+        let provider = rtc::crypto::default_provider().map_err(|e| EngineError::Io(e.to_string()))?;
+        let identity = DtlsIdentity::generate(provider).map_err(|e| EngineError::Io(e.to_string()))?;
+        let counters = Arc::new(EngineCounters::default());
+        let ports = Arc::new(Mutex::new(PortPool::new(config.port_min, config.port_max)));
+        let mut threads = Vec::new();
+        for index in 0..config.threads.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let identity = identity.clone();
+            let notices = notices.clone();
+            let counters = counters.clone();
+            let ports = ports.clone();
+            std::thread::Builder::new()
+                .name(format!("fanout-media-{index}"))
+                .spawn(move || media_thread(rx, identity, notices, counters, ports))
+                .map_err(|e| EngineError::Io(e.to_string()))?;
+            threads.push(tx);
+        }
+        Ok(Arc::new(UdpEngine {
+            ports,
+            config,
+            identity,
+            threads,
+            transports: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            counters,
+        }))
+    }
+
+    /// Takes no new transports from now on.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Ports currently held by transports.
+    pub fn ports_in_use(&self) -> usize {
+        lock(&self.ports).in_use()
+    }
+
+    fn thread_for(&self, room: &RoomId) -> &mpsc::UnboundedSender<Command> {
+        let mut h = DefaultHasher::new();
+        room.as_str().hash(&mut h);
+        &self.threads[(h.finish() as usize) % self.threads.len()]
+    }
+
+    fn send(&self, room: &RoomId, command: Command) {
+        // A media thread only stops when the process does.
+        let _ = self.thread_for(room).send(command);
+    }
+
+    fn room_of(&self, transport: &TransportId) -> Result<RoomId, EngineError> {
+        lock(&self.transports)
+            .get(transport)
+            .map(|(room, _)| room.clone())
+            .ok_or_else(|| EngineError::UnknownTransport(transport.to_string()))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// ICE credentials: 16 and 32 characters from the ICE alphabet (RFC 8445 needs 4 and 22 at least).
+fn ice_credential(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+impl MediaEngine for UdpEngine {
+    fn open_transport(&self, room: &RoomId, transport: &TransportId) -> Result<TransportNetwork, EngineError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let mut socket = None;
+        let port = lock(&self.ports).allocate(|port| match std::net::UdpSocket::bind(SocketAddr::new(self.config.listen_ip, port)) {
+            Ok(s) => {
+                socket = Some(s);
+                true
+            }
+            Err(_) => false,
+        });
+        let (Some(port), Some(socket)) = (port, socket) else {
+            return Err(EngineError::PortsExhausted { min: self.config.port_min, max: self.config.port_max });
+        };
+        let (ufrag, password) = (ice_credential(16), ice_credential(32));
+        lock(&self.transports).insert(transport.clone(), (room.clone(), port));
+        self.counters.transports_open.fetch_add(1, Ordering::Relaxed);
+        self.send(room, Command::Open {
+            room: room.clone(),
+            transport: transport.clone(),
+            socket,
+            port,
+            ufrag: ufrag.clone(),
+            password: password.clone(),
+        });
+        Ok(TransportNetwork {
+            ice_username_fragment: ufrag,
+            ice_password: password,
+            addresses: vec![ListenAddress { ip: self.config.announced_ip, port, protocol: IceProtocol::Udp }],
+            fingerprints: self.identity.fingerprints(),
+        })
+    }
+
+    fn connect_transport(&self, room: &RoomId, transport: &TransportId, remote: &DtlsParameters, local_role: DtlsRole) -> Result<(), EngineError> {
+        self.room_of(transport)?;
+        self.send(room, Command::Connect { transport: transport.clone(), remote: remote.clone(), role: local_role });
+        Ok(())
+    }
+
+    fn restart_ice(&self, room: &RoomId, transport: &TransportId) -> Result<(String, String), EngineError> {
+        self.room_of(transport)?;
+        let (ufrag, password) = (ice_credential(16), ice_credential(32));
+        self.send(room, Command::RestartIce { transport: transport.clone(), ufrag: ufrag.clone(), password: password.clone() });
+        Ok((ufrag, password))
+    }
+
+    fn close_transport(&self, room: &RoomId, transport: &TransportId) {
+        if lock(&self.transports).remove(transport).is_some() {
+            self.counters.transports_open.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.send(room, Command::Close { transport: transport.clone() });
+    }
+
+    fn update_routes(&self, room: &RoomId, table: ForwardingTable) {
+        self.send(room, Command::Routes { room: room.clone(), table });
+    }
+
+    fn close_room(&self, room: &RoomId) {
+        let mut transports = lock(&self.transports);
+        let before = transports.len();
+        transports.retain(|_, (r, _)| r != room);
+        self.counters.transports_open.fetch_sub((before - transports.len()) as u64, Ordering::Relaxed);
+        drop(transports);
+        self.send(room, Command::CloseRoom { room: room.clone() });
+    }
+}
+
+/// One transport on a media thread.
+struct Slot {
+    room: RoomId,
+    socket: Rc<tokio::net::UdpSocket>,
+    transport: WebRtcTransport,
+    /// Wakes the receive task when its timer may have changed, or to stop it.
+    wake: Rc<Notify>,
+    closed: bool,
+}
+
+/// Everything one media thread owns.
+struct MediaThread {
+    identity: DtlsIdentity,
+    transports: HashMap<TransportId, Slot>,
+    routers: HashMap<RoomId, Router>,
+    notices: mpsc::UnboundedSender<EngineNotice>,
+    counters: Arc<EngineCounters>,
+    ports: Arc<Mutex<PortPool>>,
+}
+
+fn media_thread(
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    identity: DtlsIdentity,
+    notices: mpsc::UnboundedSender<EngineNotice>,
+    counters: Arc<EngineCounters>,
+    ports: Arc<Mutex<PortPool>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "media thread could not start its runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let state = Rc::new(RefCell::new(MediaThread { identity, transports: HashMap::new(), routers: HashMap::new(), notices, counters, ports }));
+    local.block_on(&runtime, async move {
+        while let Some(command) = commands.recv().await {
+            let now = Instant::now();
+            match command {
+                Command::Open { room, transport, socket, port, ufrag, password } => {
+                    let socket = match socket.set_nonblocking(true).and_then(|_| tokio::net::UdpSocket::from_std(socket)) {
+                        Ok(s) => Rc::new(s),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot register a transport socket");
+                            lock(&state.borrow().ports).release(port);
+                            continue;
+                        }
+                    };
+                    let wake = Rc::new(Notify::new());
+                    let identity = state.borrow().identity.clone();
+                    state.borrow_mut().transports.insert(transport.clone(), Slot {
+                        room,
+                        socket: socket.clone(),
+                        transport: WebRtcTransport::new(ufrag, password, identity),
+                        wake: wake.clone(),
+                        closed: false,
+                    });
+                    tokio::task::spawn_local(receive_loop(state.clone(), transport, socket, port, wake));
+                }
+                Command::Connect { transport, remote, role } => {
+                    let mut st = state.borrow_mut();
+                    if let Some(slot) = st.transports.get_mut(&transport) {
+                        if let Err(e) = slot.transport.connect(&remote, role, now) {
+                            tracing::warn!(%transport, error = %e, "DTLS setup refused");
+                        }
+                        slot.wake.notify_one();
+                    }
+                    st.drain(&transport, now);
+                }
+                Command::RestartIce { transport, ufrag, password } => {
+                    if let Some(slot) = state.borrow_mut().transports.get_mut(&transport) {
+                        slot.transport.restart_ice(ufrag, password);
+                    }
+                }
+                Command::Close { transport } => state.borrow_mut().close(&transport, now),
+                Command::Routes { room, table } => {
+                    let mut st = state.borrow_mut();
+                    let out = st.routers.entry(room).or_default().update(table, now);
+                    for o in out {
+                        st.deliver(o, now);
+                    }
+                }
+                Command::CloseRoom { room } => {
+                    let mut st = state.borrow_mut();
+                    let ids: Vec<TransportId> = st.transports.iter().filter(|(_, s)| s.room == room).map(|(t, _)| t.clone()).collect();
+                    for t in ids {
+                        st.close(&t, now);
+                    }
+                    st.routers.remove(&room);
+                }
+            }
+        }
+    });
+}
+
+/// Receives datagrams for one transport and drives its timers, until it is closed.
+async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: Rc<tokio::net::UdpSocket>, port: u16, wake: Rc<Notify>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = {
+            let st = state.borrow();
+            match st.transports.get(&id) {
+                // Closed by the engine: idle until the control plane removes it.
+                Some(slot) if slot.closed => None,
+                Some(slot) => slot.transport.poll_timeout(),
+                None => {
+                    // The slot (and its socket handle) is gone; dropping ours closes the
+                    // socket, and only then may the port be bound again.
+                    drop(socket);
+                    lock(&st.ports).release(port);
+                    return;
+                }
+            }
+        };
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = received else { continue };
+                let now = Instant::now();
+                let mut st = state.borrow_mut();
+                st.counters.packets_received.fetch_add(1, Ordering::Relaxed);
+                st.counters.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+                if let Some(slot) = st.transports.get_mut(&id) {
+                    slot.transport.handle_datagram(from, &buf[..len], now);
+                }
+                st.drain(&id, now);
+            }
+            _ = sleep => {
+                let now = Instant::now();
+                let mut st = state.borrow_mut();
+                if let Some(slot) = st.transports.get_mut(&id) {
+                    slot.transport.handle_timeout(now);
+                }
+                st.drain(&id, now);
+            }
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+impl MediaThread {
+    /// Acts on everything a transport has to say.
+    fn drain(&mut self, id: &TransportId, now: Instant) {
+        loop {
+            let Some(slot) = self.transports.get_mut(id) else { return };
+            for reason in slot.transport.drops.drain(..) {
+                self.counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.counters.drops_by_reason).entry(reason.as_str()).or_default() += 1;
+            }
+            let Some(output) = slot.transport.poll_output() else { return };
+            let room = slot.room.clone();
+            match output {
+                Output::Transmit { to, data } => {
+                    if slot.socket.try_send_to(&data, to).is_ok() {
+                        self.counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                        self.counters.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Output::Rtp(packet) => {
+                    let copies = self.routers.get_mut(&room).map(|r| r.on_rtp(id, &packet)).unwrap_or_default();
+                    self.counters.packets_forwarded.fetch_add(copies.len() as u64, Ordering::Relaxed);
+                    for copy in copies {
+                        self.deliver(copy, now);
+                    }
+                }
+                Output::Rtcp(packet) => {
+                    let out = self.routers.get_mut(&room).map(|r| r.on_rtcp(id, &packet, now)).unwrap_or_default();
+                    for o in out {
+                        self.deliver(o, now);
+                    }
+                }
+                Output::Connected => tracing::debug!(transport = %id, "transport connected"),
+                Output::Closed(reason) => {
+                    tracing::info!(transport = %id, %reason, "transport closed by the media engine");
+                    let _ = self.notices.send(EngineNotice::TransportClosed { room, transport: id.clone(), reason });
+                    if let Some(slot) = self.transports.get_mut(id) {
+                        slot.closed = true;
+                        slot.wake.notify_one();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encrypts and sends a routed packet on its transport (same thread: same room).
+    fn deliver(&mut self, out: Outgoing, now: Instant) {
+        let Some(slot) = self.transports.get_mut(&out.transport) else { return };
+        let sent = if out.rtcp { slot.transport.send_rtcp(&out.packet) } else { slot.transport.send_rtp(&out.packet) };
+        if sent {
+            self.drain(&out.transport, now);
+        }
+    }
+
+    fn close(&mut self, id: &TransportId, now: Instant) {
+        if let Some(mut slot) = self.transports.remove(id) {
+            slot.transport.close(now);
+            while let Some(output) = slot.transport.poll_output() {
+                if let Output::Transmit { to, data } = output {
+                    let _ = slot.socket.try_send_to(&data, to);
+                }
+            }
+            slot.wake.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::peer::TestPeer;
+    use std::time::Duration;
+
+    fn engine(port_min: u16, port_max: u16) -> (Arc<UdpEngine>, mpsc::UnboundedReceiver<EngineNotice>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = EngineConfig {
+            listen_ip: [127, 0, 0, 1].into(),
+            announced_ip: [127, 0, 0, 1].into(),
+            port_min,
+            port_max,
+            threads: 2,
+        };
+        (UdpEngine::start(config, tx).unwrap(), rx)
+    }
+
+    #[tokio::test]
+    async fn a_peer_completes_ice_and_dtls_with_a_transport_over_udp() {
+        let (engine, _notices) = engine(46000, 46009);
+        let room = RoomId::from("r");
+        let transport = TransportId::from("t1");
+        let network = engine.open_transport(&room, &transport).unwrap();
+        assert_eq!(network.addresses[0].ip, IpAddr::from([127, 0, 0, 1]));
+        assert!((46000..=46009).contains(&network.addresses[0].port));
+        assert_eq!(network.ice_username_fragment.len(), 16);
+        assert_eq!(network.fingerprints[0].algorithm, "sha-256");
+
+        let mut peer = TestPeer::new(&network).await.unwrap();
+        engine.connect_transport(&room, &transport, &peer.dtls_parameters(), DtlsRole::Server).unwrap();
+        peer.connect(Duration::from_secs(5)).await.unwrap();
+        assert!(peer.is_connected());
+        // Media with no route is received, decrypted and dropped, not echoed.
+        peer.send_rtp(&[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7, 1, 2, 3]).await.unwrap();
+        assert_eq!(peer.recv_rtp(Duration::from_millis(200)).await.unwrap(), None);
+        assert!(engine.counters.packets_received.load(Ordering::Relaxed) >= 3);
+    }
+
+    #[tokio::test]
+    async fn ports_run_out_with_a_clear_error_and_come_back_on_close() {
+        let (engine, _notices) = engine(46100, 46101);
+        let room = RoomId::from("r");
+        engine.open_transport(&room, &TransportId::from("a")).unwrap();
+        engine.open_transport(&room, &TransportId::from("b")).unwrap();
+        let err = engine.open_transport(&room, &TransportId::from("c")).unwrap_err();
+        assert_eq!(err, EngineError::PortsExhausted { min: 46100, max: 46101 });
+        assert_eq!((err.code(), err.http_status()), ("PORTS_EXHAUSTED", 503));
+        engine.close_transport(&room, &TransportId::from("a"));
+        wait_for_ports(&engine, 1).await;
+        engine.open_transport(&room, &TransportId::from("c")).unwrap();
+        engine.close_room(&room);
+        wait_for_ports(&engine, 0).await;
+    }
+
+    /// Ports return once the media thread has dropped the socket: shortly after close.
+    async fn wait_for_ports(engine: &UdpEngine, expected: usize) {
+        for _ in 0..100 {
+            if engine.ports_in_use() == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("ports in use stayed at {} (expected {expected})", engine.ports_in_use());
+    }
+
+    #[tokio::test]
+    async fn a_shutting_down_engine_refuses_new_transports() {
+        let (engine, _notices) = engine(46200, 46201);
+        engine.shut_down();
+        assert_eq!(engine.open_transport(&RoomId::from("r"), &TransportId::from("t")).unwrap_err(), EngineError::ShuttingDown);
+    }
+
+    #[tokio::test]
+    async fn a_failed_dtls_handshake_is_reported_as_a_closed_transport() {
+        let (engine, mut notices) = engine(46300, 46301);
+        let room = RoomId::from("r");
+        let transport = TransportId::from("t");
+        let network = engine.open_transport(&room, &transport).unwrap();
+        let mut peer = TestPeer::new(&network).await.unwrap();
+        // The worker expects another certificate than the peer's.
+        let mut wrong = peer.dtls_parameters();
+        wrong.fingerprints[0].value = ["01"; 32].join(":");
+        engine.connect_transport(&room, &transport, &wrong, DtlsRole::Server).unwrap();
+        assert!(peer.connect(Duration::from_secs(2)).await.is_err());
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices.recv()).await.unwrap().unwrap();
+        let EngineNotice::TransportClosed { transport: closed, reason, .. } = notice;
+        assert_eq!(closed, transport);
+        assert!(reason.contains("DTLS"), "{reason}");
+    }
+}
