@@ -11,6 +11,8 @@ pub mod engine;
 #[cfg(feature = "media")]
 pub mod media;
 pub mod room;
+#[cfg(feature = "media")]
+pub mod rtcp;
 pub mod rtp;
 #[cfg(test)]
 pub(crate) mod fixtures;
