@@ -1,27 +1,51 @@
 //! Where a packet is forwarded: one [`Router`] per room, sans-IO.
 //!
 //! A decrypted RTP packet from a producer's transport goes through the room's
-//! [`ForwardingTable`]: one copy per active consumer that can decode it, with SSRC, payload type
-//! and header extension ids rewritten in place ([`RtpView`]), handed back as [`Outgoing`]
-//! packets for the consumers' transports to encrypt and send.
+//! [`ForwardingTable`]: one copy per active consumer that can decode it, with SSRC, payload
+//! type, sequence number, timestamp and header extension ids rewritten in place
+//! ([`RtpView`]), handed back as [`Outgoing`] packets for the consumers' transports to encrypt
+//! and send. The repair and timing behaviours are those of [`crate::rtcp`] (see its module
+//! docs for who owns what):
 //!
-//! RTCP from consumers: keyframe requests (PLI, FIR) are translated to the producer's SSRC and
-//! sent to the producer at most once per [`KEYFRAME_REQUEST_INTERVAL`] per stream. A new or
-//! resumed video consumer asks for a keyframe itself, so its picture starts at once.
+//! - Keyframes: a new or resumed video consumer waits for a keyframe (its gate drops video
+//!   until one passes) and the producer is asked for one; PLI/FIR from consumers are merged
+//!   into at most one request per second per producer stream.
+//! - NACK: consumer NACKs are answered from the producer stream's retransmission buffer, on the
+//!   consumer's RTX stream when it has one; gaps in what producers send are NACKed to them;
+//!   producer retransmissions (RTX) are unwrapped and forwarded as media.
+//! - Reports: Receiver Reports to producers and Sender Reports to consumers, once a second,
+//!   the latter derived from the producer's so audio and video stay in sync.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use rtc::rtcp::packet::Packet as RtcpPacket;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+
 use crate::media::rtp_packet::RtpView;
-use crate::room::{ConsumerId, ForwardingTable, TransportId};
+use crate::room::{ConsumerId, ForwardingTable, InboundStream, TransportId};
+use crate::rtcp::{
+    build_rtx, is_keyframe, nack_to_seqs, unwrap_rtx, KeyframeGate, KeyframeRequestKind, KeyframeRequester, NackConfig,
+    NackGenerator, ReceiverStats, RetransmissionBuffer, RtxHeader, SenderReportTranslator, SeqRewriter, VideoCodec,
+};
 use crate::rtp::{MediaKind, PayloadType, Ssrc};
 
 /// Keyframe requests reach a producer at most this often (DESIGN.md section 7): every new
 /// consumer would otherwise cost the publisher a full frame.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often Sender and Receiver Reports go out.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The SSRC the worker signs its own RTCP with.
-const WORKER_SSRC: u32 = 0xFA_0000_01;
+pub const WORKER_SSRC: u32 = 0xFA_0000_01;
+
+/// Largest RTP packet the worker handles (a browser's MTU-sized packet plus RTX's 2 bytes).
+const MAX_PACKET: usize = 1500;
 
 /// A packet for one transport, in the clear (the transport encrypts it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,49 +55,115 @@ pub struct Outgoing {
     pub rtcp: bool,
 }
 
+/// State of one incoming producer media stream (its RTX stream shares it).
+struct ProducerStream {
+    transport: TransportId,
+    ssrc: Ssrc,
+    stats: ReceiverStats,
+    /// Video only: audio is not retransmitted (opus has in-band FEC) nor keyframed.
+    repair: Option<VideoRepair>,
+}
+
+struct VideoRepair {
+    buffer: RetransmissionBuffer,
+    nack: NackGenerator,
+    keyframes: KeyframeRequester,
+}
+
+/// State of one consumer stream.
+struct ConsumerStream {
+    transport: TransportId,
+    ssrc: Ssrc,
+    rtx: Option<(Ssrc, PayloadType)>,
+    rtx_sequence: u16,
+    /// The producer stream `(transport, media SSRC)` it receives.
+    source: (TransportId, Ssrc),
+    seq: SeqRewriter,
+    gate: KeyframeGate,
+    reports: SenderReportTranslator,
+    active: bool,
+}
+
 /// The forwarding state of one room.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Router {
     table: ForwardingTable,
-    /// Producer streams `(transport, ssrc)` with the time of their last keyframe request.
-    last_keyframe_request: HashMap<(TransportId, Ssrc), Instant>,
-    /// Consumers that were active (not paused) in the previous table.
-    active_consumers: BTreeSet<ConsumerId>,
+    producers: HashMap<(TransportId, Ssrc), ProducerStream>,
+    consumers: HashMap<ConsumerId, ConsumerStream>,
+    next_report: Option<Instant>,
     /// Packets forwarded, for stats.
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
+    /// Packets resent in answer to consumer NACKs.
+    pub retransmitted_packets: u64,
+}
+
+fn marshal(packets: &[Box<dyn RtcpPacket>]) -> Option<Vec<u8>> {
+    rtc::rtcp::packet::marshal(packets).ok().map(|b| b.to_vec())
+}
+
+fn video_codec(stream: &InboundStream, pt: PayloadType) -> Option<VideoCodec> {
+    stream.codecs.get(&pt).and_then(|c| VideoCodec::from_mime_type(&c.mime_type))
 }
 
 impl Router {
-    /// Installs the room's new table. Video consumers that became active (new, or resumed)
-    /// trigger a keyframe request to their producer.
+    /// Installs the room's new table. Consumers that became active (new, or resumed) start
+    /// a new gap-free run of sequence numbers and, for video, wait for a keyframe that is
+    /// requested from the producer.
     pub fn update(&mut self, table: ForwardingTable, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let mut active = BTreeSet::new();
-        let mut wants_keyframe = Vec::new();
+        let mut live_producers = BTreeSet::new();
+        let mut live_consumers = BTreeSet::new();
         for ((transport, ssrc), stream) in table.streams() {
-            if stream.rtx || stream.kind != MediaKind::Video {
-                for t in stream.targets.iter().filter(|t| !t.paused) {
-                    active.insert(t.consumer_id.clone());
-                }
+            if stream.rtx {
                 continue;
             }
-            for t in stream.targets.iter().filter(|t| !t.paused) {
-                active.insert(t.consumer_id.clone());
-                if !self.active_consumers.contains(&t.consumer_id) && !stream.producer_paused {
-                    wants_keyframe.push((transport.clone(), *ssrc));
+            let key = (transport.clone(), *ssrc);
+            live_producers.insert(key.clone());
+            let clock_rate = stream.codecs.values().find(|c| c.apt.is_none()).map_or(90000, |c| c.clock_rate);
+            self.producers.entry(key.clone()).or_insert_with(|| ProducerStream {
+                transport: transport.clone(),
+                ssrc: *ssrc,
+                stats: ReceiverStats::new(clock_rate),
+                repair: (stream.kind == MediaKind::Video).then(|| VideoRepair {
+                    buffer: RetransmissionBuffer::with_defaults(),
+                    nack: NackGenerator::new(NackConfig::default()),
+                    keyframes: KeyframeRequester::with_interval(KeyframeRequestKind::Pli, KEYFRAME_REQUEST_INTERVAL),
+                }),
+            });
+            for target in &stream.targets {
+                live_consumers.insert(target.consumer_id.clone());
+                let consumer = self.consumers.entry(target.consumer_id.clone()).or_insert_with(|| ConsumerStream {
+                    transport: target.transport_id.clone(),
+                    ssrc: target.ssrc,
+                    rtx: target.rtx,
+                    rtx_sequence: (target.ssrc.0 >> 8) as u16,
+                    source: key.clone(),
+                    // The consumer's numbering starts somewhere unrelated to the producer's,
+                    // as in mediasoup (here derived from its SSRC, so tests are repeatable).
+                    seq: SeqRewriter::new(target.ssrc.0 as u16, 0),
+                    gate: if stream.kind == MediaKind::Video { KeyframeGate::new() } else { KeyframeGate::open() },
+                    reports: SenderReportTranslator::new(target.ssrc, clock_rate),
+                    active: false,
+                });
+                let active = !target.paused && !stream.producer_paused;
+                if active && !consumer.active {
+                    consumer.seq.resync();
+                    if stream.kind == MediaKind::Video {
+                        consumer.gate.close();
+                        if let Some(repair) = self.producers.get_mut(&key).and_then(|p| p.repair.as_mut()) {
+                            if let Some(request) = repair.keyframes.request(now) {
+                                push_rtcp(&mut out, transport, &[request.to_packet(Ssrc(WORKER_SSRC), *ssrc)]);
+                            }
+                        }
+                    }
                 }
+                consumer.active = active;
             }
         }
+        self.producers.retain(|k, _| live_producers.contains(k));
+        self.consumers.retain(|k, _| live_consumers.contains(k));
         self.table = table;
-        self.active_consumers = active;
-        // Streams that are gone need no request history.
-        let table = &self.table;
-        self.last_keyframe_request.retain(|(t, s), _| table.stream(t, *s).is_some());
-        wants_keyframe.dedup();
-        for (transport, ssrc) in wants_keyframe {
-            self.request_keyframe(&transport, ssrc, now, &mut out);
-        }
         out
     }
 
@@ -82,18 +172,63 @@ impl Router {
     }
 
     /// A decrypted RTP packet arrived on `from`: the copies to send.
-    pub fn on_rtp(&mut self, from: &TransportId, packet: &[u8]) -> Vec<Outgoing> {
+    pub fn on_rtp(&mut self, from: &TransportId, packet: &[u8], now: Instant) -> Vec<Outgoing> {
+        if RtpView::parse(packet).is_none() {
+            return Vec::new();
+        }
+        let ssrc = Ssrc(RtpView::ssrc(packet));
+        let Some(stream) = self.table.stream(from, ssrc) else { return Vec::new() };
+        if !stream.rtx {
+            return self.on_media(from, packet, now);
+        }
+        // A producer retransmission: restore the original and treat it as media, so each
+        // consumer gets it under its own numbering.
+        let (Some(media_ssrc), Some(apt)) = (stream.repairs, stream.codecs.get(&PayloadType(RtpView::payload_type(packet))).and_then(|c| c.apt))
+        else {
+            return Vec::new();
+        };
+        let mut restored = [0u8; MAX_PACKET];
+        match unwrap_rtx(packet, media_ssrc, apt, &mut restored) {
+            Ok((len, _)) => {
+                let restored = restored[..len].to_vec();
+                self.on_media(from, &restored, now)
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn on_media(&mut self, from: &TransportId, packet: &[u8], now: Instant) -> Vec<Outgoing> {
         let Some(view) = RtpView::parse(packet) else { return Vec::new() };
         let ssrc = Ssrc(RtpView::ssrc(packet));
         let pt = PayloadType(RtpView::payload_type(packet));
+        let (seq, ts) = (RtpView::sequence(packet), RtpView::timestamp(packet));
         let Some(stream) = self.table.stream(from, ssrc) else { return Vec::new() };
+        let keyframe = video_codec(stream, pt).is_some_and(|codec| is_keyframe(codec, view.payload(packet)));
+        if let Some(producer) = self.producers.get_mut(&(from.clone(), ssrc)) {
+            producer.stats.on_packet(seq, ts, now);
+            if let Some(repair) = producer.repair.as_mut() {
+                repair.nack.on_packet(seq, now);
+                let _ = repair.buffer.insert(packet, now);
+                if keyframe {
+                    repair.keyframes.on_keyframe();
+                }
+            }
+        }
         let mut out = Vec::new();
         for forward in self.table.forward(from, ssrc, pt) {
             let Some(target) = stream.targets.iter().find(|t| t.consumer_id == forward.consumer_id) else { continue };
+            let Some(consumer) = self.consumers.get_mut(&forward.consumer_id) else { continue };
+            if !consumer.gate.admit(keyframe) {
+                continue;
+            }
+            let Some(rewritten) = consumer.seq.rewrite(seq, ts) else { continue };
             let mut copy = packet.to_vec();
             RtpView::set_ssrc(&mut copy, forward.ssrc.0);
             RtpView::set_payload_type(&mut copy, forward.payload_type.0);
+            RtpView::set_sequence(&mut copy, rewritten.sequence_number);
+            RtpView::set_timestamp(&mut copy, rewritten.timestamp);
             view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
+            consumer.reports.on_packet_sent(view.payload(packet).len());
             self.forwarded_packets += 1;
             self.forwarded_bytes += copy.len() as u64;
             out.push(Outgoing { transport: forward.transport_id, packet: copy, rtcp: false });
@@ -104,52 +239,124 @@ impl Router {
     /// A decrypted RTCP compound packet arrived on `from`.
     pub fn on_rtcp(&mut self, from: &TransportId, packet: &[u8], now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        for (pt, fmt, body) in rtcp_packets(packet) {
-            let keyframe_request = pt == 206 && (fmt == 1 || fmt == 4);
-            if !keyframe_request {
-                continue;
-            }
-            // PLI: media SSRC at body[4..8]. FIR: the FCI entries (SSRC, seq) after 8 bytes.
-            let media_ssrcs: Vec<u32> = if fmt == 1 {
-                body.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).into_iter().collect()
-            } else {
-                body.get(8..)
-                    .unwrap_or_default()
-                    .chunks_exact(8)
-                    .map(|e| u32::from_be_bytes([e[0], e[1], e[2], e[3]]))
-                    .collect()
-            };
-            for consumer_ssrc in media_ssrcs {
-                if let Some((transport, ssrc)) = self.producer_stream_of(from, consumer_ssrc) {
-                    self.request_keyframe(&transport, ssrc, now, &mut out);
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &packet[..]) else { return out };
+        for p in &packets {
+            let any = p.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.keyframe_wanted_by(from, Ssrc(pli.media_ssrc), now, &mut out);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                for entry in &fir.fir {
+                    self.keyframe_wanted_by(from, Ssrc(entry.ssrc), now, &mut out);
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                for pair in &nack.nacks {
+                    for seq in nack_to_seqs(pair.packet_id, pair.lost_packets) {
+                        self.retransmit(from, Ssrc(nack.media_ssrc), seq, now, &mut out);
+                    }
+                }
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                let key = (from.clone(), Ssrc(sr.ssrc));
+                if let Some(producer) = self.producers.get_mut(&key) {
+                    producer.stats.on_sender_report(sr.ntp_time, now);
+                    for consumer in self.consumers.values_mut().filter(|c| c.source == key) {
+                        consumer.reports.on_producer_sender_report(sr.ntp_time, sr.rtp_time, now);
+                    }
                 }
             }
         }
         out
     }
 
-    /// The producer stream a consumer on `transport` knows as `consumer_ssrc`.
-    fn producer_stream_of(&self, transport: &TransportId, consumer_ssrc: u32) -> Option<(TransportId, Ssrc)> {
-        self.table.streams().find_map(|((t, s), stream)| {
-            stream
-                .targets
-                .iter()
-                .any(|target| &target.transport_id == transport && target.ssrc.0 == consumer_ssrc)
-                .then(|| (t.clone(), *s))
-        })
+    fn consumer_on(&mut self, transport: &TransportId, ssrc: Ssrc) -> Option<&mut ConsumerStream> {
+        self.consumers.values_mut().find(|c| &c.transport == transport && c.ssrc == ssrc)
     }
 
-    fn request_keyframe(&mut self, transport: &TransportId, ssrc: Ssrc, now: Instant, out: &mut Vec<Outgoing>) {
-        let key = (transport.clone(), ssrc);
-        if self.last_keyframe_request.get(&key).is_some_and(|at| now.saturating_duration_since(*at) < KEYFRAME_REQUEST_INTERVAL) {
-            return;
+    /// A consumer asked for a keyframe: ask its producer, at most once per interval.
+    fn keyframe_wanted_by(&mut self, transport: &TransportId, consumer_ssrc: Ssrc, now: Instant, out: &mut Vec<Outgoing>) {
+        let Some(source) = self.consumer_on(transport, consumer_ssrc).map(|c| c.source.clone()) else { return };
+        let Some(producer) = self.producers.get_mut(&source) else { return };
+        if let Some(request) = producer.repair.as_mut().and_then(|r| r.keyframes.request(now)) {
+            push_rtcp(out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
         }
-        self.last_keyframe_request.insert(key, now);
-        out.push(Outgoing { transport: transport.clone(), packet: pli(WORKER_SSRC, ssrc.0), rtcp: true });
+    }
+
+    /// Resends the packet a consumer knows as `consumer_seq`, if the producer stream's buffer
+    /// still has it: on the consumer's RTX stream when it has one.
+    fn retransmit(&mut self, transport: &TransportId, consumer_ssrc: Ssrc, consumer_seq: u16, now: Instant, out: &mut Vec<Outgoing>) {
+        let Some(consumer) = self.consumers.values_mut().find(|c| &c.transport == transport && c.ssrc == consumer_ssrc) else { return };
+        let Some(producer_seq) = consumer.seq.producer_seq(consumer_seq) else { return };
+        let Some(producer) = self.producers.get(&consumer.source) else { return };
+        let Some(original) = producer.repair.as_ref().and_then(|r| r.buffer.lookup(producer_seq, now)) else { return };
+        let Some(stream) = self.table.stream(&consumer.source.0, consumer.source.1) else { return };
+        let Some(target) = stream.targets.iter().find(|t| t.transport_id == consumer.transport && t.ssrc == consumer.ssrc) else { return };
+        let Some(view) = RtpView::parse(original) else { return };
+        let Some(pt) = target.payload_types.get(&PayloadType(RtpView::payload_type(original))) else { return };
+        let mut copy = original.to_vec();
+        RtpView::set_ssrc(&mut copy, consumer.ssrc.0);
+        RtpView::set_payload_type(&mut copy, pt.0);
+        RtpView::set_sequence(&mut copy, consumer_seq);
+        RtpView::set_timestamp(&mut copy, RtpView::timestamp(original).wrapping_add(consumer.seq.timestamp_offset()));
+        view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
+        let packet = match consumer.rtx {
+            Some((rtx_ssrc, rtx_pt)) => {
+                let mut rtx = vec![0u8; copy.len() + 2];
+                let header = RtxHeader { ssrc: rtx_ssrc, payload_type: rtx_pt, sequence_number: consumer.rtx_sequence };
+                match build_rtx(&copy, consumer_seq, header, &mut rtx) {
+                    Ok(len) => {
+                        consumer.rtx_sequence = consumer.rtx_sequence.wrapping_add(1);
+                        rtx.truncate(len);
+                        rtx
+                    }
+                    Err(_) => return,
+                }
+            }
+            None => copy,
+        };
+        self.retransmitted_packets += 1;
+        out.push(Outgoing { transport: consumer.transport.clone(), packet, rtcp: false });
+    }
+
+    /// Timers: keyframe request repeats, NACKs to producers, and the reports.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let mut nacks = Vec::new();
+        for producer in self.producers.values_mut() {
+            let Some(repair) = producer.repair.as_mut() else { continue };
+            if let Some(request) = repair.keyframes.poll(now) {
+                push_rtcp(&mut out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
+            }
+            nacks.clear();
+            repair.nack.poll_nacks(now, None, &mut nacks);
+            if !nacks.is_empty() {
+                let nack = TransportLayerNack { sender_ssrc: WORKER_SSRC, media_ssrc: producer.ssrc.0, nacks: nacks.clone() };
+                push_rtcp(&mut out, &producer.transport, &[Box::new(nack)]);
+            }
+        }
+        if self.next_report.is_none_or(|at| now >= at) {
+            self.next_report = Some(now + REPORT_INTERVAL);
+            for producer in self.producers.values_mut() {
+                if let Some(block) = producer.stats.reception_report(producer.ssrc, now) {
+                    let rr = ReceiverReport { ssrc: WORKER_SSRC, reports: vec![block], ..Default::default() };
+                    push_rtcp(&mut out, &producer.transport, &[Box::new(rr)]);
+                }
+            }
+            for consumer in self.consumers.values_mut().filter(|c| c.active) {
+                if let Some(sr) = consumer.reports.sender_report(consumer.seq.timestamp_offset(), now) {
+                    push_rtcp(&mut out, &consumer.transport, &[Box::new(sr)]);
+                }
+            }
+        }
+        out
     }
 }
 
-/// A Picture Loss Indication (RFC 4585 6.3.1).
+fn push_rtcp(out: &mut Vec<Outgoing>, transport: &TransportId, packets: &[Box<dyn RtcpPacket>]) {
+    if let Some(packet) = marshal(packets) {
+        out.push(Outgoing { transport: transport.clone(), packet, rtcp: true });
+    }
+}
+
+/// A Picture Loss Indication (RFC 4585 6.3.1), for tests and clients.
 pub fn pli(sender_ssrc: u32, media_ssrc: u32) -> Vec<u8> {
     let mut p = vec![0x81, 206, 0, 2];
     p.extend_from_slice(&sender_ssrc.to_be_bytes());
@@ -157,45 +364,54 @@ pub fn pli(sender_ssrc: u32, media_ssrc: u32) -> Vec<u8> {
     p
 }
 
-/// Splits an RTCP compound packet into `(packet type, count/format, body after the 4-byte
-/// header)`; stops at the first malformed packet.
-pub fn rtcp_packets(compound: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
-    let mut rest = compound;
-    std::iter::from_fn(move || {
-        if rest.len() < 4 || rest[0] >> 6 != 2 {
-            return None;
-        }
-        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
-        let packet = rest.get(..len)?;
-        rest = &rest[len..];
-        Some((packet[1], packet[0] & 0x1f, &packet[4..]))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::video_call;
+    use crate::fixtures::{video_call, VideoCall};
     use crate::media::rtp_packet::tests::packet;
     use crate::rtp::header_extension_uri as uri;
 
-    /// Chrome sends VP8 as payload type 96 on SSRC 2471283948 with abs-send-time as id 2.
+    /// Chrome sends VP8 as payload type 96 on SSRC 2471283948 (RTX: 97 on 1389617367) with
+    /// abs-send-time as extension id 2.
     const CHROME_VP8_SSRC: u32 = 2471283948;
+    const CHROME_RTX_SSRC: u32 = 1389617367;
+    /// A VP8 payload starting a keyframe (S=1, PID=0, P=0) and one continuing an interframe.
+    const KEYFRAME: &[u8] = &[0x10, 0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a];
+    const DELTA: &[u8] = &[0x10, 0x51, 0x01, 0x00];
 
-    fn consumer_rtp(call: &crate::fixtures::VideoCall) -> crate::rtp::RtpParameters {
+    fn consumer_rtp(call: &VideoCall) -> crate::rtp::RtpParameters {
         call.rooms.room(&call.room).unwrap().consumer(&call.consumer).unwrap().rtp_parameters.clone()
+    }
+
+    fn consumer_ssrc(call: &VideoCall) -> u32 {
+        consumer_rtp(call).encodings[0].ssrc.unwrap().0
+    }
+
+    fn started(call: &VideoCall, now: Instant) -> Router {
+        let mut router = Router::default();
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        router
+    }
+
+    fn parse(out: &Outgoing) -> Vec<Box<dyn RtcpPacket>> {
+        rtc::rtcp::packet::unmarshal(&mut &out.packet[..]).unwrap()
+    }
+
+    fn is_pli_for(out: &Outgoing, media_ssrc: u32) -> bool {
+        out.rtcp
+            && parse(out).iter().any(|p| p.as_any().downcast_ref::<PictureLossIndication>().is_some_and(|pli| pli.media_ssrc == media_ssrc))
     }
 
     #[test]
     fn a_producer_packet_reaches_the_consumer_with_its_ssrc_payload_type_and_extension_ids() {
         let call = video_call();
-        let mut router = Router::default();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
+        let now = Instant::now();
+        let mut router = started(&call, now);
         let consumer = consumer_rtp(&call);
         let abs_send_time_id = consumer.header_extensions.iter().find(|e| e.uri == uri::ABS_SEND_TIME).unwrap().id;
 
-        let sent = packet(96, 500, 9000, CHROME_VP8_SSRC, &[(2, &[1, 2, 3]), (5, &[7])], b"vp8 frame");
-        let out = router.on_rtp(&call.alice_send, &sent);
+        let sent = packet(96, 500, 9000, CHROME_VP8_SSRC, &[(2, &[1, 2, 3]), (5, &[7])], KEYFRAME);
+        let out = router.on_rtp(&call.alice_send, &sent, now);
         assert_eq!(out.len(), 1);
         let copy = &out[0];
         assert_eq!(copy.transport, call.bob_recv);
@@ -203,38 +419,55 @@ mod tests {
         let p = &copy.packet;
         assert_eq!(RtpView::ssrc(p), consumer.encodings[0].ssrc.unwrap().0);
         assert_eq!(RtpView::payload_type(p), consumer.codecs[0].payload_type.0);
-        assert_eq!(RtpView::sequence(p), 500);
         let view = RtpView::parse(p).unwrap();
         assert_eq!(view.extension(p, abs_send_time_id), Some(&[1u8, 2, 3][..]));
         assert_eq!(view.extension(p, 5), None, "an extension the producer did not negotiate is removed");
-        assert_eq!(view.payload(p), b"vp8 frame");
+        assert_eq!(view.payload(p), KEYFRAME);
         assert_eq!(router.forwarded_packets, 1);
     }
 
     #[test]
-    fn rtx_packets_go_to_the_consumers_rtx_stream() {
+    fn a_new_video_consumer_gets_nothing_until_a_keyframe_then_a_gap_free_sequence() {
         let call = video_call();
-        let mut router = Router::default();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
-        let consumer = consumer_rtp(&call);
-        let out = router.on_rtp(&call.alice_send, &packet(97, 1, 1, 1389617367, &[], b"\x01\xf4retransmitted"));
-        assert_eq!(out.len(), 1);
-        assert_eq!(RtpView::ssrc(&out[0].packet), consumer.encodings[0].rtx.unwrap().ssrc.0);
-        let rtx_pt = consumer.codecs.iter().find(|c| c.mime_type.eq_ignore_ascii_case("video/rtx")).unwrap().payload_type.0;
-        assert_eq!(RtpView::payload_type(&out[0].packet), rtx_pt);
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 100, 1, CHROME_VP8_SSRC, &[], DELTA), now).is_empty());
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 101, 1, CHROME_VP8_SSRC, &[], DELTA), now).is_empty());
+        let first = router.on_rtp(&call.alice_send, &packet(96, 102, 2, CHROME_VP8_SSRC, &[], KEYFRAME), now);
+        let next = router.on_rtp(&call.alice_send, &packet(96, 103, 2, CHROME_VP8_SSRC, &[], DELTA), now);
+        let (a, b) = (RtpView::sequence(&first[0].packet), RtpView::sequence(&next[0].packet));
+        assert_eq!(b, a.wrapping_add(1), "the dropped packets leave no gap");
+    }
+
+    #[test]
+    fn sequence_numbers_continue_across_pause_and_resume() {
+        let mut call = video_call();
+        let t0 = Instant::now();
+        let mut router = started(&call, t0);
+        let first = router.on_rtp(&call.alice_send, &packet(96, 10, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0);
+        let last_before = RtpView::sequence(&first[0].packet);
+        call.rooms.pause_consumer(&call.room, &call.consumer).unwrap();
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
+        for seq in 11..50 {
+            assert!(router.on_rtp(&call.alice_send, &packet(96, seq, 1, CHROME_VP8_SSRC, &[], DELTA), t0).is_empty());
+        }
+        call.rooms.resume_consumer(&call.room, &call.consumer).unwrap();
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0 + Duration::from_secs(3));
+        let after = router.on_rtp(&call.alice_send, &packet(96, 50, 9, CHROME_VP8_SSRC, &[], KEYFRAME), t0);
+        assert_eq!(RtpView::sequence(&after[0].packet), last_before.wrapping_add(1));
     }
 
     #[test]
     fn unknown_streams_garbage_and_paused_consumers_get_nothing() {
         let mut call = video_call();
-        let mut router = Router::default();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
-        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, 12345, &[], b"x")).is_empty(), "unknown SSRC");
-        assert!(router.on_rtp(&call.bob_recv, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], b"x")).is_empty(), "wrong transport");
-        assert!(router.on_rtp(&call.alice_send, &[0x80, 96, 0]).is_empty(), "truncated");
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, 12345, &[], KEYFRAME), now).is_empty(), "unknown SSRC");
+        assert!(router.on_rtp(&call.bob_recv, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), now).is_empty(), "wrong transport");
+        assert!(router.on_rtp(&call.alice_send, &[0x80, 96, 0], now).is_empty(), "truncated");
         call.rooms.pause_consumer(&call.room, &call.consumer).unwrap();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
-        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], b"x")).is_empty());
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), now).is_empty());
     }
 
     #[test]
@@ -242,60 +475,107 @@ mod tests {
         let call = video_call();
         let mut router = Router::default();
         let out = router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
-        assert_eq!(out, vec![Outgoing { transport: call.alice_send.clone(), packet: pli(WORKER_SSRC, CHROME_VP8_SSRC), rtcp: true }]);
-        // The same table again: nobody new, no request.
-        assert!(router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now() + Duration::from_secs(5)).is_empty());
-    }
-
-    #[test]
-    fn a_resumed_consumer_asks_for_a_keyframe_again() {
-        let mut call = video_call();
-        let mut router = Router::default();
-        let t0 = Instant::now();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
-        call.rooms.pause_consumer(&call.room, &call.consumer).unwrap();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0 + Duration::from_secs(2));
-        call.rooms.resume_consumer(&call.room, &call.consumer).unwrap();
-        let out = router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0 + Duration::from_secs(4));
-        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out.len(), 1);
         assert_eq!(out[0].transport, call.alice_send);
+        assert!(is_pli_for(&out[0], CHROME_VP8_SSRC));
     }
 
     #[test]
-    fn a_consumers_pli_reaches_the_producer_at_most_once_a_second() {
+    fn consumer_plis_reach_the_producer_at_most_once_a_second() {
         let call = video_call();
-        let mut router = Router::default();
         let t0 = Instant::now();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
-        let consumer_ssrc = consumer_rtp(&call).encodings[0].ssrc.unwrap().0;
-        let from_bob = pli(0xB0B, consumer_ssrc);
+        let mut router = started(&call, t0);
+        router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0);
+        let from_bob = pli(0xB0B, consumer_ssrc(&call));
         let out = router.on_rtcp(&call.bob_recv, &from_bob, t0 + Duration::from_millis(1500));
-        assert_eq!(out, vec![Outgoing { transport: call.alice_send.clone(), packet: pli(WORKER_SSRC, CHROME_VP8_SSRC), rtcp: true }]);
+        assert_eq!(out.len(), 1);
+        assert!(is_pli_for(&out[0], CHROME_VP8_SSRC));
+        assert_eq!(out[0].transport, call.alice_send);
         assert!(router.on_rtcp(&call.bob_recv, &from_bob, t0 + Duration::from_millis(1900)).is_empty(), "throttled");
-        assert_eq!(router.on_rtcp(&call.bob_recv, &from_bob, t0 + Duration::from_millis(2600)).len(), 1);
     }
 
     #[test]
     fn a_fir_is_relayed_as_a_keyframe_request_too() {
         let call = video_call();
-        let mut router = Router::default();
         let t0 = Instant::now();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
-        let consumer_ssrc = consumer_rtp(&call).encodings[0].ssrc.unwrap().0;
-        // FIR: header, sender SSRC, media SSRC 0, one FCI entry (SSRC, seq nr, reserved).
+        let mut router = started(&call, t0);
+        router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0);
         let mut fir = vec![0x84, 206, 0, 4, 0, 0, 0xB, 0xB, 0, 0, 0, 0];
-        fir.extend_from_slice(&consumer_ssrc.to_be_bytes());
+        fir.extend_from_slice(&consumer_ssrc(&call).to_be_bytes());
         fir.extend_from_slice(&[1, 0, 0, 0]);
         let out = router.on_rtcp(&call.bob_recv, &fir, t0 + Duration::from_secs(2));
+        assert!(out.iter().any(|o| is_pli_for(o, CHROME_VP8_SSRC)), "{out:?}");
+    }
+
+    #[test]
+    fn a_consumer_nack_is_answered_from_the_buffer_on_its_rtx_stream() {
+        let call = video_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let forwarded = router.on_rtp(&call.alice_send, &packet(96, 700, 5, CHROME_VP8_SSRC, &[], KEYFRAME), now);
+        let lost_seq = RtpView::sequence(&forwarded[0].packet);
+        // Bob NACKs it: generic NACK, PID = the lost number, BLP = 0.
+        let mut nack = vec![0x81, 205, 0, 3, 0, 0, 0xB, 0xB];
+        nack.extend_from_slice(&consumer_ssrc(&call).to_be_bytes());
+        nack.extend_from_slice(&lost_seq.to_be_bytes());
+        nack.extend_from_slice(&[0, 0]);
+        let out = router.on_rtcp(&call.bob_recv, &nack, now + Duration::from_millis(50));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let rtx = &out[0].packet;
+        let consumer = consumer_rtp(&call);
+        assert_eq!(RtpView::ssrc(rtx), consumer.encodings[0].rtx.unwrap().ssrc.0);
+        // RFC 4588: the original sequence number leads the payload, then the original payload.
+        let payload = RtpView::parse(rtx).unwrap().payload(rtx).to_vec();
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), lost_seq);
+        assert_eq!(&payload[2..], KEYFRAME);
+        assert_eq!(router.retransmitted_packets, 1);
+    }
+
+    #[test]
+    fn producer_retransmissions_are_unwrapped_and_forwarded_as_media() {
+        let call = video_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        router.on_rtp(&call.alice_send, &packet(96, 10, 1, CHROME_VP8_SSRC, &[], KEYFRAME), now);
+        // Chrome resends packet 11 on its RTX stream: payload = OSN (11) + original payload.
+        let mut rtx_payload = 11u16.to_be_bytes().to_vec();
+        rtx_payload.extend_from_slice(DELTA);
+        let out = router.on_rtp(&call.alice_send, &packet(97, 3000, 1, CHROME_RTX_SSRC, &[], &rtx_payload), now);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].packet, pli(WORKER_SSRC, CHROME_VP8_SSRC));
+        let p = &out[0].packet;
+        assert_eq!(RtpView::ssrc(p), consumer_ssrc(&call), "delivered on the consumer's media stream");
+        assert_eq!(RtpView::parse(p).unwrap().payload(p), DELTA);
+    }
+
+    #[test]
+    fn gaps_from_the_producer_are_nacked_and_reports_go_out_every_second() {
+        let call = video_call();
+        let t0 = Instant::now();
+        let mut router = started(&call, t0);
+        router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0);
+        router.on_rtp(&call.alice_send, &packet(96, 4, 1, CHROME_VP8_SSRC, &[], DELTA), t0);
+        // The producer's SR arrives; the consumer's SR will be derived from it.
+        let sr = SenderReport { ssrc: CHROME_VP8_SSRC, ntp_time: 0xE000_0000_0000_0000, rtp_time: 1, packet_count: 2, octet_count: 10, ..Default::default() };
+        let sr = rtc::rtcp::packet::marshal(&[Box::new(sr) as Box<dyn RtcpPacket>]).unwrap().to_vec();
+        router.on_rtcp(&call.alice_send, &sr, t0);
+        let out = router.handle_timeout(t0 + Duration::from_millis(100));
+        let to_alice: Vec<_> = out.iter().filter(|o| o.transport == call.alice_send).flat_map(parse).collect();
+        let nack = to_alice.iter().find_map(|p| p.as_any().downcast_ref::<TransportLayerNack>()).expect("NACK to the producer");
+        let missing: Vec<u16> = nack.nacks.iter().flat_map(|p| nack_to_seqs(p.packet_id, p.lost_packets)).collect();
+        assert_eq!(missing, vec![2, 3]);
+        assert!(to_alice.iter().any(|p| p.as_any().downcast_ref::<ReceiverReport>().is_some()), "RR to the producer");
+        let to_bob: Vec<_> = out.iter().filter(|o| o.transport == call.bob_recv).flat_map(parse).collect();
+        let bob_sr = to_bob.iter().find_map(|p| p.as_any().downcast_ref::<SenderReport>()).expect("SR to the consumer");
+        assert_eq!(bob_sr.ssrc, consumer_ssrc(&call));
+        // Reports wait a second before the next round.
+        let soon = router.handle_timeout(t0 + Duration::from_millis(300));
+        assert!(!soon.iter().flat_map(parse).any(|p| p.as_any().downcast_ref::<SenderReport>().is_some()));
     }
 
     #[test]
     fn malformed_rtcp_is_ignored() {
         let call = video_call();
-        let mut router = Router::default();
-        router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
+        let mut router = started(&call, Instant::now());
         for junk in [&[][..], &[0x81, 206, 0xff, 0xff][..], &[0x00; 16][..], &[0x81, 206, 0, 1, 1, 2, 3][..]] {
             assert!(router.on_rtcp(&call.bob_recv, junk, Instant::now()).is_empty());
         }

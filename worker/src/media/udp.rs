@@ -26,6 +26,10 @@ use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, WebRtcTransport};
 use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, RoomId, TransportId, TransportNetwork};
 
+/// How often a media thread drives its routers' timers. NACK delays are tens of
+/// milliseconds, so a coarser tick would delay repairs.
+const ROUTER_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Where the engine listens and what it announces.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -254,6 +258,21 @@ fn media_thread(
     };
     let local = tokio::task::LocalSet::new();
     let state = Rc::new(RefCell::new(MediaThread { identity, transports: HashMap::new(), routers: HashMap::new(), notices, counters, ports }));
+    // Router timers (keyframe request repeats, NACKs, reports) for every room of this thread.
+    let ticking = state.clone();
+    local.spawn_local(async move {
+        let mut tick = tokio::time::interval(ROUTER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut st = ticking.borrow_mut();
+            let out: Vec<Outgoing> = st.routers.values_mut().flat_map(|r| r.handle_timeout(now)).collect();
+            for o in out {
+                st.deliver(o, now);
+            }
+        }
+    });
     local.block_on(&runtime, async move {
         while let Some(command) = commands.recv().await {
             let now = Instant::now();
@@ -383,7 +402,7 @@ impl MediaThread {
                     }
                 }
                 Output::Rtp(packet) => {
-                    let copies = self.routers.get_mut(&room).map(|r| r.on_rtp(id, &packet)).unwrap_or_default();
+                    let copies = self.routers.get_mut(&room).map(|r| r.on_rtp(id, &packet, now)).unwrap_or_default();
                     self.counters.packets_forwarded.fetch_add(copies.len() as u64, Ordering::Relaxed);
                     for copy in copies {
                         self.deliver(copy, now);

@@ -18,8 +18,9 @@
 //! - A consumer receives one stream. For a simulcast producer only encoding 0 (the lowest
 //!   layer, always sent) is forwarded; the other encodings have entries with no targets until
 //!   the media plane selects layers.
-//! - Sequence numbers and timestamps pass unchanged: one producer stream maps to one consumer
-//!   stream, so RTX packets stay valid once their SSRC and payload type are rewritten.
+//! - Sequence numbers and timestamps are the media plane's business: it rewrites them per
+//!   consumer (gap-free across pause and keyframe waits), unwraps producer RTX and builds
+//!   consumer RTX itself (see `media::router`), using the codec and RTX details kept here.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,16 @@ use super::rooms::{Consumer, Producer, Room};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardingTable {
     streams: BTreeMap<(TransportId, Ssrc), InboundStream>,
+}
+
+/// What the media plane needs to know of a producer payload type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecInfo {
+    /// `video/VP8`, `audio/opus`, `video/rtx`...
+    pub mime_type: String,
+    pub clock_rate: u32,
+    /// For RTX: the payload type it repairs.
+    pub apt: Option<PayloadType>,
 }
 
 /// One incoming producer stream.
@@ -47,6 +58,10 @@ pub struct InboundStream {
     pub rtx: bool,
     /// The producer is paused: nothing is forwarded.
     pub producer_paused: bool,
+    /// The producer's payload types.
+    pub codecs: BTreeMap<PayloadType, CodecInfo>,
+    /// For an RTX stream: the SSRC of the media stream it repairs.
+    pub repairs: Option<Ssrc>,
     /// The consumers of this stream, in creation order.
     pub targets: Vec<ForwardTarget>,
 }
@@ -67,6 +82,9 @@ pub struct ForwardTarget {
     pub header_extension_ids: BTreeMap<u8, u8>,
     /// The consumer's `mid`, the value of the MID header extension towards it.
     pub mid: Option<String>,
+    /// The consumer's RTX stream `(SSRC, payload type)`, when it negotiated RTX: NACKed
+    /// packets are resent on it.
+    pub rtx: Option<(Ssrc, PayloadType)>,
     /// The consumer is paused: it gets nothing.
     pub paused: bool,
 }
@@ -90,8 +108,18 @@ impl ForwardingTable {
         let mut streams = BTreeMap::new();
         for producer in room.producers() {
             let consumers = room.consumers_of(&producer.id);
+            let codecs: BTreeMap<PayloadType, CodecInfo> = producer
+                .rtp_parameters
+                .codecs
+                .iter()
+                .map(|c| {
+                    let apt = c.parameters.get("apt").and_then(|v| v.as_integer()).and_then(|v| u8::try_from(v).ok()).map(PayloadType);
+                    (c.payload_type, CodecInfo { mime_type: c.mime_type.clone(), clock_rate: c.clock_rate, apt })
+                })
+                .collect();
             for (index, encoding) in producer.rtp_parameters.encodings.iter().enumerate() {
                 let forwarded = index == 0;
+                let media_ssrc = encoding.ssrc;
                 let mut add = |ssrc: Ssrc, rtx: bool| {
                     let targets = if forwarded {
                         consumers
@@ -109,6 +137,8 @@ impl ForwardingTable {
                             encoding_index: index,
                             rtx,
                             producer_paused: producer.paused,
+                            codecs: codecs.clone(),
+                            repairs: if rtx { media_ssrc } else { None },
                             targets,
                         },
                     );
@@ -208,7 +238,16 @@ fn target(producer: &Producer, consumer: &Consumer, rtx: bool) -> Option<Forward
                 .map(|consumed| (produced.id, consumed.id))
         })
         .collect();
+    let consumer_rtx = encoding.rtx.and_then(|r| {
+        consumer
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.mime_type.eq_ignore_ascii_case("video/rtx"))
+            .map(|c| (r.ssrc, c.payload_type))
+    });
     Some(ForwardTarget {
+        rtx: if rtx { None } else { consumer_rtx },
         consumer_id: consumer.id.clone(),
         transport_id: consumer.transport_id.clone(),
         ssrc,

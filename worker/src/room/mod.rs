@@ -54,7 +54,7 @@ mod transport;
 
 pub use error::RoomError;
 pub use event::{ConsumerCloseReason, RoomEvent};
-pub use forwarding::{Forward, ForwardTarget, ForwardingTable, InboundStream};
+pub use forwarding::{CodecInfo, Forward, ForwardTarget, ForwardingTable, InboundStream};
 pub use ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, SequentialIds, TransportId};
 pub use rooms::{
     AppData, ConsumeOptions, Consumer, ConsumerCreated, ConsumerType, JoinResponse, Peer, PeerInfo,
