@@ -2,8 +2,19 @@
 //!
 //! They are the wire contract between the worker and its callers (signalling, the operator),
 //! so they live here with their owner and are shared through this crate.
+//!
+//! Bodies the room graph already defines are used as they are
+//! ([`JoinResponse`](crate::room::JoinResponse), [`TransportCreated`](crate::room::TransportCreated),
+//! [`ProducerCreated`](crate::room::ProducerCreated), [`ConsumerCreated`](crate::room::ConsumerCreated),
+//! [`RoomEvent`](crate::room::RoomEvent)); the others are here.
 
 use serde::{Deserialize, Serialize};
+
+use crate::room::{
+    AppData, ConsumeOptions, ConsumerId, Direction, DtlsParameters, IceParameters, PeerId,
+    PeerInfo, PeerSummary, ProduceOptions, ProducerId, ProducerSummary, RoomId, TransportId,
+};
+use crate::rtp::{MediaKind, RtpCapabilities, RtpCodecCapability, RtpParameters};
 
 /// `GET /v1/stats`: what one worker process currently hosts.
 ///
@@ -39,9 +50,235 @@ pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
+impl ErrorResponse {
+    /// An error body with this code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorResponse {
+            error: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
 /// A stable machine-readable `code` (SCREAMING_SNAKE_CASE) and a sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// Stable code, e.g. `ROOM_NOT_FOUND`.
     pub code: String,
+    /// What went wrong and what to do about it.
     pub message: String,
+}
+
+/// `PUT /v1/rooms/{room}`: the router's media codecs. The body may be empty or `{}`, which
+/// means the worker's default codecs (Opus, VP8, VP9, H264).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnsureRoomRequest {
+    /// mediasoup's `mediaCodecs`; empty for the defaults. Ignored when the room is open
+    /// already: a router's codecs never change under peers that loaded them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_codecs: Vec<RtpCodecCapability>,
+}
+
+/// The answer to `PUT /v1/rooms/{room}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomCapabilities {
+    /// The router's capabilities, for mediasoup-client's `device.load`.
+    pub rtp_capabilities: RtpCapabilities,
+}
+
+/// `GET /v1/rooms/{room}`: everything open in a room, each list in creation order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    /// The room.
+    pub room_id: RoomId,
+    /// Its router capabilities.
+    pub rtp_capabilities: RtpCapabilities,
+    /// Joined peers, in join order.
+    pub peers: Vec<PeerSummary>,
+    /// Open transports.
+    pub transports: Vec<TransportSummary>,
+    /// Open producers.
+    pub producers: Vec<ProducerSummary>,
+    /// Open consumers.
+    pub consumers: Vec<ConsumerSummary>,
+}
+
+/// A transport as `GET /v1/rooms/{room}` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportSummary {
+    /// Its id.
+    pub transport_id: TransportId,
+    /// The peer that created it.
+    pub peer_id: PeerId,
+    /// `send` or `recv`.
+    pub direction: Direction,
+    /// Whether the client has sent its DTLS parameters (`connect`).
+    pub connected: bool,
+}
+
+/// A consumer as `GET /v1/rooms/{room}` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerSummary {
+    /// Its id.
+    pub consumer_id: ConsumerId,
+    /// The consuming peer.
+    pub peer_id: PeerId,
+    /// The recv transport it sends on.
+    pub transport_id: TransportId,
+    /// The consumed producer.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Paused by its peer.
+    pub paused: bool,
+    /// Its producer is paused.
+    pub producer_paused: bool,
+}
+
+/// `POST /v1/rooms/{room}/peers`: join. Identity comes from signalling (the peer's token),
+/// never from the browser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    /// The peer's id in the room, chosen by signalling.
+    pub peer_id: PeerId,
+    /// The user id from the token.
+    #[serde(default)]
+    pub user_id: String,
+    /// The name to show to other participants.
+    #[serde(default)]
+    pub display_name: String,
+    /// The user's role in the room.
+    #[serde(default)]
+    pub role: String,
+    /// Anything else other peers should see.
+    #[serde(default)]
+    pub app_data: AppData,
+}
+
+impl JoinRequest {
+    /// A request with only a peer id.
+    pub fn new(peer_id: impl Into<PeerId>) -> Self {
+        JoinRequest {
+            peer_id: peer_id.into(),
+            user_id: String::new(),
+            display_name: String::new(),
+            role: String::new(),
+            app_data: AppData::new(),
+        }
+    }
+
+    /// The peer id and who the peer is, as the room graph takes them.
+    pub fn into_parts(self) -> (PeerId, PeerInfo) {
+        (
+            self.peer_id,
+            PeerInfo {
+                user_id: self.user_id,
+                display_name: self.display_name,
+                role: self.role,
+                app_data: self.app_data,
+            },
+        )
+    }
+}
+
+/// `POST /v1/rooms/{room}/transports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTransportRequest {
+    /// The peer the transport is for.
+    pub peer_id: PeerId,
+    /// `send` (its producers) or `recv` (its consumers).
+    pub direction: Direction,
+}
+
+/// `POST /v1/rooms/{room}/transports/{id}/connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectTransportRequest {
+    /// The client transport's `connect` event's `dtlsParameters`, unchanged.
+    pub dtls_parameters: DtlsParameters,
+}
+
+/// The answer to `POST /v1/rooms/{room}/transports/{id}/restart-ice`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartIceResponse {
+    /// The new ICE parameters, for mediasoup-client's `transport.restartIce`.
+    pub ice_parameters: IceParameters,
+}
+
+/// `POST /v1/rooms/{room}/producers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProduceRequest {
+    /// The producing peer.
+    pub peer_id: PeerId,
+    /// One of its send transports.
+    pub transport_id: TransportId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// mediasoup-client's `produce` event's `rtpParameters`, unchanged.
+    pub rtp_parameters: RtpParameters,
+    /// Application data shown to other peers.
+    #[serde(default)]
+    pub app_data: AppData,
+    /// Start paused.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl ProduceRequest {
+    /// The peer id and the request as the room graph takes it.
+    pub fn into_parts(self) -> (PeerId, ProduceOptions) {
+        (
+            self.peer_id,
+            ProduceOptions {
+                transport_id: self.transport_id,
+                kind: self.kind,
+                rtp_parameters: self.rtp_parameters,
+                app_data: self.app_data,
+                paused: self.paused,
+            },
+        )
+    }
+}
+
+/// `POST /v1/rooms/{room}/consumers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeRequest {
+    /// The consuming peer.
+    pub peer_id: PeerId,
+    /// One of its recv transports.
+    pub transport_id: TransportId,
+    /// The producer to consume.
+    pub producer_id: ProducerId,
+    /// The consuming device's `device.rtpCapabilities`.
+    pub rtp_capabilities: RtpCapabilities,
+    /// Create it paused (then resume once the client-side consumer exists).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl ConsumeRequest {
+    /// The peer id and the request as the room graph takes it.
+    pub fn into_parts(self) -> (PeerId, ConsumeOptions) {
+        (
+            self.peer_id,
+            ConsumeOptions {
+                transport_id: self.transport_id,
+                producer_id: self.producer_id,
+                rtp_capabilities: self.rtp_capabilities,
+                paused: self.paused,
+            },
+        )
+    }
 }

@@ -7,12 +7,18 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "media")]
+pub mod control;
 pub mod engine;
+#[cfg(feature = "media")]
+pub mod http;
 #[cfg(feature = "media")]
 pub mod media;
 pub mod room;
 #[cfg(feature = "media")]
 pub mod rtcp;
 pub mod rtp;
-#[cfg(test)]
-pub(crate) mod fixtures;
+#[cfg(feature = "media")]
+pub mod server;
+#[doc(hidden)]
+pub mod testing;

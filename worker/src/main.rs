@@ -1,7 +1,119 @@
-//! The `fanout-worker` binary. The media plane is built in the worker issue; until it lands this
-//! binary refuses to start rather than pretend to be an SFU.
+//! The `fanout-worker` binary: Fanout's SFU. Flags mirror the environment (`FANOUT_*`), which
+//! is how the operator configures worker pods.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("fanout-worker: the media plane is not built yet (see the worker issue); refusing to start");
-    std::process::ExitCode::from(2)
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use fanout_worker::server::{start, WorkerConfig};
+
+/// Fanout's SFU worker: WebRTC media for mediasoup-client browsers, with an internal REST API.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// TCP port of the REST API and /healthz.
+    #[arg(long, env = "FANOUT_HTTP_PORT", default_value_t = 3000)]
+    http_port: u16,
+    /// IP the REST API and the UDP sockets listen on.
+    #[arg(long, env = "FANOUT_LISTEN_IP", default_value = "0.0.0.0")]
+    listen_ip: IpAddr,
+    /// First UDP port for WebRTC transports.
+    #[arg(long, env = "FANOUT_RTC_MIN_PORT", default_value_t = 40000)]
+    rtc_min_port: u16,
+    /// Last UDP port for WebRTC transports (inclusive).
+    #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = 49999)]
+    rtc_max_port: u16,
+    /// IP announced to browsers in ICE candidates (the node's address in Kubernetes).
+    #[arg(long, env = "FANOUT_ANNOUNCED_IP")]
+    announced_ip: Option<IpAddr>,
+    /// File to read the announced IP from, once it has content (the operator fills it for
+    /// `NodeExternalIP` pools); the worker waits for it before it starts.
+    #[arg(long, env = "FANOUT_ANNOUNCED_IP_FILE")]
+    announced_ip_file: Option<PathBuf>,
+    /// Bearer token required on the REST API.
+    #[arg(long, env = "FANOUT_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Media threads (default: one per core).
+    #[arg(long, env = "FANOUT_MEDIA_THREADS")]
+    media_threads: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_format == "json" {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    if args.rtc_min_port > args.rtc_max_port {
+        anyhow::bail!("--rtc-min-port ({}) is above --rtc-max-port ({})", args.rtc_min_port, args.rtc_max_port);
+    }
+    let announced_ip = announced_ip(&args).await?;
+    if args.api_token.is_none() {
+        tracing::warn!("no API token configured: anything that reaches the REST API can control rooms");
+    }
+    let threads = args.media_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let worker = start(WorkerConfig {
+        http_addr: SocketAddr::new(args.listen_ip, args.http_port),
+        listen_ip: args.listen_ip,
+        announced_ip,
+        rtc_ports: (args.rtc_min_port, args.rtc_max_port),
+        media_threads: threads,
+        api_token: args.api_token.clone(),
+    })
+    .await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing rooms");
+    worker.shutdown().await;
+    Ok(())
+}
+
+/// The announced IP: the flag, else the file (waited for), else the listen IP when it is a
+/// concrete address.
+async fn announced_ip(args: &Args) -> anyhow::Result<IpAddr> {
+    if let Some(ip) = args.announced_ip {
+        return Ok(ip);
+    }
+    if let Some(path) = &args.announced_ip_file {
+        let mut waited = Duration::ZERO;
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let text = text.trim();
+            if !text.is_empty() {
+                return text.parse().with_context(|| format!("{} holds {text:?}, which is not an IP address", path.display()));
+            }
+            if waited.as_secs() % 30 == 0 {
+                tracing::info!(path = %path.display(), "waiting for the announced IP to be written");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            waited += Duration::from_secs(1);
+        }
+    }
+    if !args.listen_ip.is_unspecified() {
+        return Ok(args.listen_ip);
+    }
+    anyhow::bail!("set --announced-ip (or FANOUT_ANNOUNCED_IP): browsers need an address to send media to")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
 }

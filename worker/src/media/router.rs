@@ -367,7 +367,7 @@ pub fn pli(sender_ssrc: u32, media_ssrc: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{video_call, VideoCall};
+    use crate::testing::{video_call, VideoCall};
     use crate::media::rtp_packet::tests::packet;
     use crate::rtp::header_extension_uri as uri;
 

@@ -751,9 +751,27 @@ impl Rooms {
         direction: Direction,
         network: TransportNetwork,
     ) -> Result<TransportCreated, RoomError> {
+        self.create_transport_with(room_id, peer_id, direction, |_| Ok(network))
+    }
+
+    /// [`Rooms::create_transport`] for a media plane that needs the transport's id before it
+    /// can open it: checks the request, draws the id, then asks `open` for the network
+    /// parameters of that id.
+    ///
+    /// Every check comes before the id is drawn, so a refused request never reaches `open`.
+    /// When `open` fails (no free port, the engine is shutting down) nothing is created and
+    /// its error is returned; the drawn id is simply never used.
+    pub fn create_transport_with<E: From<RoomError>>(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        direction: Direction,
+        open: impl FnOnce(&TransportId) -> Result<TransportNetwork, E>,
+    ) -> Result<TransportCreated, E> {
         let room = room_mut(&mut self.rooms, room_id)?;
         room.require_peer(peer_id)?;
         let id = self.ids.transport_id();
+        let network = open(&id)?;
         let seq = room.next_seq();
         let transport = Transport {
             id: id.clone(),
@@ -791,14 +809,28 @@ impl Rooms {
         transport_id: &TransportId,
         dtls_parameters: &DtlsParameters,
     ) -> Result<DtlsRole, RoomError> {
+        self.connect_transport_with(room_id, transport_id, dtls_parameters, |_, _| Ok(()))
+    }
+
+    /// [`Rooms::connect_transport`] that hands the checked parameters and the worker's role to
+    /// `connect` (the media plane starting its handshake) before recording them; when
+    /// `connect` fails the transport stays unconnected and its error is returned.
+    pub fn connect_transport_with<E: From<RoomError>>(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        dtls_parameters: &DtlsParameters,
+        connect: impl FnOnce(&DtlsParameters, DtlsRole) -> Result<(), E>,
+    ) -> Result<DtlsRole, E> {
         let room = room_mut(&mut self.rooms, room_id)?;
         let not_found = room.transport_not_found(transport_id);
         let transport = room.transports.get_mut(transport_id).ok_or(not_found)?;
         if transport.dtls.is_some() {
-            return Err(RoomError::TransportAlreadyConnected(transport_id.clone()));
+            return Err(RoomError::TransportAlreadyConnected(transport_id.clone()).into());
         }
         let remote = dtls_parameters.validated()?;
         let local_role = DtlsRole::local_role_for(remote.role);
+        connect(&remote, local_role)?;
         transport.dtls = Some(DtlsConnection { remote, local_role });
         Ok(local_role)
     }
@@ -812,9 +844,22 @@ impl Rooms {
         username_fragment: String,
         password: String,
     ) -> Result<IceParameters, RoomError> {
+        self.restart_ice_with(room_id, transport_id, || Ok((username_fragment, password)))
+    }
+
+    /// [`Rooms::restart_ice`] for a media plane that draws the new credentials itself:
+    /// `fresh` is asked for `(usernameFragment, password)` only once the transport is known
+    /// to exist, and when it fails the old credentials stay.
+    pub fn restart_ice_with<E: From<RoomError>>(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        fresh: impl FnOnce() -> Result<(String, String), E>,
+    ) -> Result<IceParameters, E> {
         let room = room_mut(&mut self.rooms, room_id)?;
         let not_found = room.transport_not_found(transport_id);
         let transport = room.transports.get_mut(transport_id).ok_or(not_found)?;
+        let (username_fragment, password) = fresh()?;
         transport.ice_parameters = IceParameters {
             username_fragment,
             password,

@@ -4,100 +4,15 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::rtp::header_extension_uri as uri;
+use crate::testing::{
+    chrome_device_capabilities as chrome_device, chrome_opus_parameters as chrome_opus,
+    chrome_vp8_parameters as chrome_vp8,
+};
 use crate::rtp::{MediaKind, PayloadType, RtpCapabilities, RtpParameters, Ssrc};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-/// Chrome's VP8 camera producer with RTX, as mediasoup-client's `produce` event gives it.
-fn chrome_vp8() -> RtpParameters {
-    serde_json::from_value(json!({
-        "mid": "1",
-        "codecs": [
-            {
-                "mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-                "parameters": {},
-                "rtcpFeedback": [
-                    {"type": "goog-remb", "parameter": ""},
-                    {"type": "transport-cc", "parameter": ""},
-                    {"type": "ccm", "parameter": "fir"},
-                    {"type": "nack", "parameter": ""},
-                    {"type": "nack", "parameter": "pli"}
-                ]
-            },
-            {
-                "mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000,
-                "parameters": {"apt": 96}, "rtcpFeedback": []
-            }
-        ],
-        "headerExtensions": [
-            {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
-            {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
-            {"uri": uri::VIDEO_ORIENTATION, "id": 13, "encrypt": false, "parameters": {}},
-            {"uri": uri::TOFFSET, "id": 14, "encrypt": false, "parameters": {}}
-        ],
-        "encodings": [{"ssrc": 2471283948u32, "rtx": {"ssrc": 1389617367}, "dtx": false}],
-        "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
-    }))
-    .expect("VP8 fixture parses")
-}
-
-/// Chrome's Opus microphone producer on the same send transport.
-fn chrome_opus() -> RtpParameters {
-    serde_json::from_value(json!({
-        "mid": "0",
-        "codecs": [{
-            "mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
-            "parameters": {"minptime": 10, "useinbandfec": 1},
-            "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]
-        }],
-        "headerExtensions": [
-            {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
-            {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
-            {"uri": uri::SSRC_AUDIO_LEVEL, "id": 1, "encrypt": false, "parameters": {}}
-        ],
-        "encodings": [{"ssrc": 1129421238, "dtx": false}],
-        "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
-    }))
-    .expect("Opus fixture parses")
-}
-
-/// Chrome's `device.rtpCapabilities` after loading the default router: router payload types
-/// and extension ids.
-fn chrome_device() -> RtpCapabilities {
-    let video_feedback = json!([
-        {"type": "nack", "parameter": ""},
-        {"type": "nack", "parameter": "pli"},
-        {"type": "ccm", "parameter": "fir"}
-    ]);
-    let extension = |kind: &str, uri: &str, id: u8| {
-        json!({"kind": kind, "uri": uri, "preferredId": id, "preferredEncrypt": false,
-               "direction": "sendrecv"})
-    };
-    serde_json::from_value(json!({
-        "codecs": [
-            {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100,
-             "clockRate": 48000, "channels": 2, "parameters": {"minptime": 10, "useinbandfec": 1},
-             "rtcpFeedback": []},
-            {"mimeType": "video/VP8", "kind": "video", "preferredPayloadType": 101,
-             "clockRate": 90000, "parameters": {}, "rtcpFeedback": video_feedback},
-            {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 102,
-             "clockRate": 90000, "parameters": {"apt": 101}, "rtcpFeedback": []}
-        ],
-        "headerExtensions": [
-            extension("audio", uri::MID, 1),
-            extension("video", uri::MID, 1),
-            extension("audio", uri::ABS_SEND_TIME, 4),
-            extension("video", uri::ABS_SEND_TIME, 4),
-            extension("audio", uri::SSRC_AUDIO_LEVEL, 10),
-            extension("video", uri::VIDEO_ORIENTATION, 11),
-            extension("video", uri::TOFFSET, 12)
-        ]
-    }))
-    .expect("device fixture parses")
-}
 
 /// A device that decodes only VP9 (no VP8, no Opus).
 fn vp9_only_device() -> RtpCapabilities {
@@ -496,6 +411,116 @@ fn creating_a_transport_for_a_peer_not_in_the_room_fails() {
         .expect_err("not joined");
     assert_eq!(error.code(), "PEER_NOT_FOUND");
     assert_eq!(world.rooms.stats().transports, 0);
+}
+
+/// What a media plane that refuses to open a transport answers, for the `*_with` variants.
+#[derive(Debug, PartialEq)]
+enum OpenRefused {
+    NoPort,
+    Room(RoomError),
+}
+
+impl From<RoomError> for OpenRefused {
+    fn from(error: RoomError) -> Self {
+        OpenRefused::Room(error)
+    }
+}
+
+#[test]
+fn create_transport_with_hands_the_new_id_to_the_media_plane() {
+    let mut world = World::new();
+    world.join("alice");
+    let mut asked_for = None;
+    let created = world
+        .rooms
+        .create_transport_with(&room(), &peer("alice"), Direction::Recv, |id| {
+            asked_for = Some(id.clone());
+            Ok::<_, RoomError>(network(40007))
+        })
+        .expect("transport");
+    assert_eq!(asked_for, Some(created.id.clone()));
+    assert_eq!(created.ice_candidates[0].port, 40007);
+    assert!(world.room().transport(&created.id).is_some());
+}
+
+#[test]
+fn create_transport_with_a_failing_open_creates_nothing_and_emits_nothing() {
+    let mut world = World::new();
+    world.join("alice");
+    world.events();
+    let before = world.rooms.snapshot();
+    let error = world
+        .rooms
+        .create_transport_with(&room(), &peer("alice"), Direction::Send, |_| {
+            Err(OpenRefused::NoPort)
+        })
+        .expect_err("no port");
+    assert_eq!(error, OpenRefused::NoPort);
+    assert_eq!(world.rooms.snapshot(), before);
+    assert!(world.events().is_empty());
+    assert_eq!(world.rooms.stats().transports, 0);
+}
+
+#[test]
+fn create_transport_with_checks_the_peer_before_asking_the_media_plane() {
+    let mut world = World::new();
+    let mut opened = false;
+    let error = world
+        .rooms
+        .create_transport_with(&room(), &peer("mallory"), Direction::Send, |_| {
+            opened = true;
+            Ok::<_, OpenRefused>(network(1))
+        })
+        .expect_err("not joined");
+    assert!(matches!(
+        error,
+        OpenRefused::Room(RoomError::PeerNotFound { .. })
+    ));
+    assert!(
+        !opened,
+        "the media plane must not open a port for a refused request"
+    );
+}
+
+#[test]
+fn connect_transport_with_a_failing_media_plane_leaves_the_transport_unconnected() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let before = world.rooms.snapshot();
+    let dtls = DtlsParameters {
+        role: DtlsRole::Client,
+        fingerprints: vec![sha256_fingerprint()],
+    };
+    let error = world
+        .rooms
+        .connect_transport_with(&room(), &send, &dtls, |remote, role| {
+            assert_eq!(role, DtlsRole::Server);
+            assert_eq!(remote.fingerprints, vec![sha256_fingerprint()]);
+            Err(OpenRefused::NoPort)
+        })
+        .expect_err("refused");
+    assert_eq!(error, OpenRefused::NoPort);
+    assert_eq!(world.rooms.snapshot(), before);
+    // The client may try again: the failed attempt did not count as a connect.
+    world
+        .rooms
+        .connect_transport(&room(), &send, &dtls)
+        .expect("connects after the failure");
+}
+
+#[test]
+fn restart_ice_with_a_failing_media_plane_keeps_the_old_credentials() {
+    let mut world = World::new();
+    world.join("alice");
+    let send = world.transport("alice", Direction::Send);
+    let before = world.rooms.snapshot();
+    let error = world
+        .rooms
+        .restart_ice_with(&room(), &send, || Err(OpenRefused::NoPort))
+        .expect_err("refused");
+    assert_eq!(error, OpenRefused::NoPort);
+    assert_eq!(world.rooms.snapshot(), before);
 }
 
 #[test]

@@ -1,17 +1,18 @@
-//! Test fixtures shared across the worker's modules: the parameters Chrome's mediasoup-client
-//! really sends, and a room wired up with a producer and a consumer.
+//! Test fixtures shared by the worker's unit tests, its integration tests and signalling's
+//! tests: the parameters Chrome's mediasoup-client really sends, and a room wired up with a
+//! producer and a consumer. Not part of the API.
 
 use serde_json::json;
 
 use crate::room::{
-    ConsumeOptions, ConsumerId, Direction, DtlsFingerprint, IceProtocol, ListenAddress, PeerId, PeerInfo,
-    ProduceOptions, RoomId, Rooms, SequentialIds, TransportId, TransportNetwork,
+    ConsumeOptions, ConsumerId, Direction, DtlsFingerprint, DtlsParameters, DtlsRole, IceProtocol, ListenAddress, PeerId,
+    PeerInfo, ProduceOptions, RoomId, Rooms, SequentialIds, TransportId, TransportNetwork,
 };
 use crate::rtp::header_extension_uri as uri;
 use crate::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 
 /// Chrome's VP8 camera producer with RTX, as mediasoup-client's `produce` event gives it.
-pub(crate) fn chrome_vp8() -> RtpParameters {
+pub fn chrome_vp8_parameters() -> RtpParameters {
     serde_json::from_value(json!({
         "mid": "1",
         "codecs": [
@@ -40,12 +41,32 @@ pub(crate) fn chrome_vp8() -> RtpParameters {
         "encodings": [{"ssrc": 2471283948u32, "rtx": {"ssrc": 1389617367}, "dtx": false}],
         "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
     }))
-    .expect("VP8 fixture parses")
+    .expect("the VP8 fixture is valid RtpParameters")
 }
 
-/// Chrome's `device.rtpCapabilities` after loading the default router: router payload types
-/// and extension ids.
-pub(crate) fn chrome_device() -> RtpCapabilities {
+/// Chrome's Opus microphone producer.
+pub fn chrome_opus_parameters() -> RtpParameters {
+    serde_json::from_value(json!({
+        "mid": "0",
+        "codecs": [{
+            "mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
+            "parameters": {"minptime": 10, "useinbandfec": 1},
+            "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]
+        }],
+        "headerExtensions": [
+            {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
+            {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": uri::SSRC_AUDIO_LEVEL, "id": 1, "encrypt": false, "parameters": {}}
+        ],
+        "encodings": [{"ssrc": 1129421238, "dtx": false}],
+        "rtcp": {"cname": "c3Zz2dV6Ua0iMNlx", "reducedSize": true}
+    }))
+    .expect("the Opus fixture is valid RtpParameters")
+}
+
+/// Chrome's `device.rtpCapabilities` after loading a room with the default codecs (router
+/// payload types and extension ids).
+pub fn chrome_device_capabilities() -> RtpCapabilities {
     let video_feedback = json!([
         {"type": "nack", "parameter": ""},
         {"type": "nack", "parameter": "pli"},
@@ -75,11 +96,25 @@ pub(crate) fn chrome_device() -> RtpCapabilities {
             extension("video", uri::TOFFSET, 12)
         ]
     }))
-    .expect("device fixture parses")
+    .expect("the device fixture is valid RtpCapabilities")
+}
+
+/// The DTLS parameters Chrome's mediasoup-client sends in `connect` (role `client`).
+pub fn chrome_dtls_parameters() -> DtlsParameters {
+    DtlsParameters {
+        role: DtlsRole::Client,
+        fingerprints: vec![DtlsFingerprint {
+            algorithm: "sha-256".to_owned(),
+            value: (0..32u8)
+                .map(|byte| format!("{:02X}", byte.wrapping_mul(7)))
+                .collect::<Vec<_>>()
+                .join(":"),
+        }],
+    }
 }
 
 /// Network parameters as a media plane would hand them out.
-pub(crate) fn network(port: u16) -> TransportNetwork {
+pub fn network(port: u16) -> TransportNetwork {
     TransportNetwork {
         ice_username_fragment: format!("ufrag{port}"),
         ice_password: format!("password-for-port-{port}"),
@@ -89,7 +124,7 @@ pub(crate) fn network(port: u16) -> TransportNetwork {
 }
 
 /// A room where `alice` publishes Chrome's VP8 camera and `bob` consumes it.
-pub(crate) struct VideoCall {
+pub struct VideoCall {
     pub rooms: Rooms,
     pub room: RoomId,
     pub alice_send: TransportId,
@@ -97,7 +132,7 @@ pub(crate) struct VideoCall {
     pub consumer: ConsumerId,
 }
 
-pub(crate) fn video_call() -> VideoCall {
+pub fn video_call() -> VideoCall {
     let mut rooms = Rooms::new(SequentialIds::new());
     let room = RoomId::from("maths-101");
     rooms.ensure_room(&room, &[]).expect("room opens");
@@ -111,7 +146,7 @@ pub(crate) fn video_call() -> VideoCall {
         .produce(&room, &alice, ProduceOptions {
             transport_id: alice_send.clone(),
             kind: MediaKind::Video,
-            rtp_parameters: chrome_vp8(),
+            rtp_parameters: chrome_vp8_parameters(),
             app_data: Default::default(),
             paused: false,
         })
@@ -121,7 +156,7 @@ pub(crate) fn video_call() -> VideoCall {
         .consume(&room, &bob, ConsumeOptions {
             transport_id: bob_recv.clone(),
             producer_id: producer.clone(),
-            rtp_capabilities: chrome_device(),
+            rtp_capabilities: chrome_device_capabilities(),
             paused: false,
         })
         .expect("consume")

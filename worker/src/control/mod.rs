@@ -1,0 +1,547 @@
+//! The worker's control plane: the room graph ([`Rooms`]) behind one lock, the media engine
+//! it drives, and the fan-out of room events to whoever listens (signalling, through
+//! `GET /v1/rooms/{room}/events`).
+//!
+//! Every request runs the same way, all under the lock so that requests, engine calls and
+//! events keep one order:
+//!
+//! 1. apply the request to [`Rooms`], which checks everything before it changes anything;
+//!    where the engine must act for the request to succeed (open a transport, start DTLS, new
+//!    ICE credentials) the engine is asked from inside that step, after the checks, and a
+//!    refusal leaves the graph untouched;
+//! 2. when routing may have changed, push the room's new
+//!    [`ForwardingTable`](crate::room::ForwardingTable) to the engine;
+//! 3. release the engine resources of transports the request closed (after the new table, so
+//!    the engine's routes never name a closed transport), or the whole room;
+//! 4. publish the request's [`RoomEvent`]s to the room's subscribers.
+//!
+//! The engine reports what closes transports on the wire ([`EngineNotice`]); a task started
+//! with [`ControlPlane::spawn_notice_handler`] applies those the same way.
+//!
+//! The lock is a plain mutex, never held across an `.await`: every step is in-memory work
+//! and engine calls that only hand work to the media threads.
+
+mod ids;
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::api::{ConsumerSummary, ErrorResponse, RoomInfo, TransportSummary, WorkerStats};
+use crate::engine::{EngineError, EngineNotice, MediaEngine};
+use crate::room::{
+    ConsumeOptions, ConsumerCreated, ConsumerId, Direction, DtlsParameters, DtlsRole,
+    IceParameters, IdGenerator, JoinResponse, PeerId, PeerInfo, ProduceOptions, ProducerCreated,
+    ProducerId, RoomError, RoomEvent, RoomId, Rooms, TransportCreated, TransportId,
+};
+use crate::rtp::{RtpCapabilities, RtpCodecCapability};
+
+pub use ids::RandomIds;
+
+/// How many events a room's subscriber may fall behind before it is cut off (see
+/// [`ControlPlane::subscribe`]). A busy room makes a few events per second; a subscriber this
+/// far behind is stuck, and is better off reconnecting and reading the room afresh.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// Why the control plane refused a request: the room graph's reason, the media engine's, or
+/// a worker that is shutting down. Each has a stable code and an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The room graph refused the request.
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// The media engine refused its part of the request.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// [`ControlPlane::shutdown`] was called: no new rooms or peers.
+    #[error(
+        "the worker is shutting down and accepts no new rooms or peers; place the room on \
+         another worker"
+    )]
+    ShuttingDown,
+}
+
+impl ControlError {
+    /// The stable code for the REST error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::Room(error) => error.code(),
+            ControlError::Engine(error) => error.code(),
+            ControlError::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
+    /// The HTTP status: the room graph's and engine's own, 503 while shutting down (the
+    /// caller should try another worker).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ControlError::Room(error) => error.http_status(),
+            ControlError::Engine(error) => error.http_status(),
+            ControlError::ShuttingDown => 503,
+        }
+    }
+
+    /// The REST error body.
+    pub fn to_response(&self) -> ErrorResponse {
+        ErrorResponse::new(self.code(), self.to_string())
+    }
+}
+
+/// Where [`EngineNotice`]s come from: a tokio channel, bounded or not (media threads that are
+/// not tokio tasks send with `try_send` / `send`, which never block on an unbounded one).
+pub trait NoticeSource: Send + 'static {
+    /// The next notice; `None` once the engine has dropped its sender.
+    fn recv(&mut self) -> impl Future<Output = Option<EngineNotice>> + Send;
+}
+
+impl NoticeSource for mpsc::Receiver<EngineNotice> {
+    fn recv(&mut self) -> impl Future<Output = Option<EngineNotice>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+}
+
+impl NoticeSource for mpsc::UnboundedReceiver<EngineNotice> {
+    fn recv(&mut self) -> impl Future<Output = Option<EngineNotice>> + Send {
+        mpsc::UnboundedReceiver::recv(self)
+    }
+}
+
+/// What a request may have changed, beyond the graph itself: decides which engine calls
+/// follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// Producers and consumers are as they were: no new table.
+    Unchanged,
+    /// The room's table may differ: push it.
+    MayHaveChanged,
+}
+
+struct State {
+    rooms: Rooms,
+    /// One event channel per room that has (or had) a subscriber; dropped when the room
+    /// closes, which ends every subscription after its `roomClosed`.
+    channels: HashMap<RoomId, broadcast::Sender<RoomEvent>>,
+    /// False after [`ControlPlane::shutdown`].
+    accepting: bool,
+}
+
+/// The worker: every room on it, the media engine under them, and their event streams.
+///
+/// Shared as `Arc<ControlPlane>` between the REST handlers and the engine-notice task.
+pub struct ControlPlane {
+    state: Mutex<State>,
+    engine: Arc<dyn MediaEngine>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// No rooms yet. `ids` draws the ids and SSRCs ([`RandomIds`] in production).
+    pub fn new(engine: Arc<dyn MediaEngine>, ids: impl IdGenerator + Send + 'static) -> Self {
+        ControlPlane {
+            state: Mutex::new(State {
+                rooms: Rooms::new(ids),
+                channels: HashMap::new(),
+                accepting: true,
+            }),
+            engine,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug, but every Rooms method checks before it
+        // mutates, so the graph is still consistent; refusing every later request would turn
+        // one bug into an outage.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `request` to the graph and, when it succeeds, makes the engine follow and
+    /// publishes the events (steps 1-4 of the module docs).
+    fn apply<T>(
+        &self,
+        room_id: &RoomId,
+        routing: Routing,
+        request: impl FnOnce(&mut Rooms, &dyn MediaEngine) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let mut state = self.lock();
+        let answer = request(&mut state.rooms, self.engine.as_ref())?;
+        self.follow(&mut state, room_id, routing);
+        Ok(answer)
+    }
+
+    /// Steps 2-4 after a successful change to `room_id`. `closed_by_engine` is a transport
+    /// the engine closed itself, which it need not be told to release.
+    fn follow(
+        &self,
+        state: &mut State,
+        room_id: &RoomId,
+        routing: Routing,
+    ) {
+        let events = state.rooms.drain_events();
+        let room_open = state.rooms.room(room_id).is_some();
+        // No table for a room that closed: the engine releases all of it instead.
+        if routing == Routing::MayHaveChanged
+            && let Ok(table) = state.rooms.forwarding_table(room_id)
+        {
+            self.engine.update_routes(room_id, table);
+        }
+        for (room, event) in &events {
+            match event {
+                // Also for transports the engine closed itself: that releases their socket and
+                // port (closing is idempotent in the engine).
+                RoomEvent::TransportClosed { transport_id, .. } if room_open => {
+                    self.engine.close_transport(room, transport_id);
+                }
+                RoomEvent::RoomClosed { room_id } => self.engine.close_room(room_id),
+                _ => {}
+            }
+        }
+        for (room, event) in events {
+            tracing::debug!(room = %room, ?event, "room event");
+            let closed = matches!(event, RoomEvent::RoomClosed { .. });
+            if let Some(channel) = state.channels.get(&room) {
+                // An error only means nobody listens right now.
+                let _ = channel.send(event);
+            }
+            if closed {
+                state.channels.remove(&room);
+            }
+        }
+    }
+
+    /// `PUT /v1/rooms/{room}`: opens the room with these media codecs (empty: the defaults)
+    /// and returns its router capabilities; an open room keeps its codecs.
+    pub fn ensure_room(
+        &self,
+        room_id: &RoomId,
+        media_codecs: &[RtpCodecCapability],
+    ) -> Result<RtpCapabilities, ControlError> {
+        let mut state = self.lock();
+        if let Some(room) = state.rooms.room(room_id) {
+            return Ok(room.rtp_capabilities.clone());
+        }
+        if !state.accepting {
+            return Err(ControlError::ShuttingDown);
+        }
+        Ok(state.rooms.ensure_room(room_id, media_codecs)?)
+    }
+
+    /// `GET /v1/rooms/{room}`: everything open in the room.
+    pub fn room_info(&self, room_id: &RoomId) -> Result<RoomInfo, ControlError> {
+        let state = self.lock();
+        let room = state
+            .rooms
+            .room(room_id)
+            .ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))?;
+        Ok(RoomInfo {
+            room_id: room.id.clone(),
+            rtp_capabilities: room.rtp_capabilities.clone(),
+            peers: room
+                .peers()
+                .into_iter()
+                .map(|peer| peer.summary())
+                .collect(),
+            transports: room
+                .transports()
+                .into_iter()
+                .map(|transport| TransportSummary {
+                    transport_id: transport.id.clone(),
+                    peer_id: transport.peer_id.clone(),
+                    direction: transport.direction,
+                    connected: transport.dtls.is_some(),
+                })
+                .collect(),
+            producers: room
+                .producers()
+                .into_iter()
+                .map(|producer| producer.summary())
+                .collect(),
+            consumers: room
+                .consumers()
+                .into_iter()
+                .map(|consumer| ConsumerSummary {
+                    consumer_id: consumer.id.clone(),
+                    peer_id: consumer.peer_id.clone(),
+                    transport_id: consumer.transport_id.clone(),
+                    producer_id: consumer.producer_id.clone(),
+                    kind: consumer.kind,
+                    paused: consumer.paused,
+                    producer_paused: consumer.producer_paused,
+                })
+                .collect(),
+        })
+    }
+
+    /// `DELETE /v1/rooms/{room}`: every peer leaves, the engine releases the room, and the
+    /// room's event streams end after `roomClosed`.
+    pub fn close_room(&self, room_id: &RoomId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::Unchanged, |rooms, _| {
+            Ok(rooms.close_room(room_id)?)
+        })
+    }
+
+    /// `POST /v1/rooms/{room}/peers`: joins the peer, opening the room with the default codecs
+    /// first if it is not open.
+    ///
+    /// Opening on join is what mediasoup's demo does and what an embedded worker without an
+    /// operator needs; a room that needs other codecs is opened with [`ControlPlane::ensure_room`]
+    /// before anyone joins. A join that fails leaves no room it opened behind.
+    pub fn join(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        info: PeerInfo,
+    ) -> Result<JoinResponse, ControlError> {
+        let mut state = self.lock();
+        let opened = state.rooms.room(room_id).is_none();
+        if opened {
+            if !state.accepting {
+                return Err(ControlError::ShuttingDown);
+            }
+            state.rooms.ensure_room(room_id, &[])?;
+        }
+        match state.rooms.join(room_id, peer_id, info) {
+            Ok(response) => {
+                self.follow(&mut state, room_id, Routing::Unchanged);
+                Ok(response)
+            }
+            Err(error) => {
+                if opened {
+                    // Nobody can have seen the room: it goes without events or engine calls.
+                    let _ = state.rooms.close_room(room_id);
+                    state.rooms.drain_events();
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// `DELETE /v1/rooms/{room}/peers/{peer}`: closes the peer's transports with their
+    /// producers and consumers (consumers of its producers included), then `peerLeft`.
+    pub fn leave(&self, room_id: &RoomId, peer_id: &PeerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.leave(room_id, peer_id)?)
+        })
+    }
+
+    /// `POST /v1/rooms/{room}/transports`: the engine opens a port for the new transport; when
+    /// it cannot (no free port: `PORTS_EXHAUSTED`, 503) nothing is created.
+    pub fn create_transport(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        direction: Direction,
+    ) -> Result<TransportCreated, ControlError> {
+        self.apply(room_id, Routing::Unchanged, |rooms, engine| {
+            rooms.create_transport_with(room_id, peer_id, direction, |transport_id| {
+                engine
+                    .open_transport(room_id, transport_id)
+                    .map_err(ControlError::from)
+            })
+        })
+    }
+
+    /// `POST .../transports/{id}/connect`: records the client's DTLS parameters and has the
+    /// engine start the handshake in the worker's role, which is returned.
+    pub fn connect_transport(
+        &self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        dtls_parameters: &DtlsParameters,
+    ) -> Result<DtlsRole, ControlError> {
+        self.apply(room_id, Routing::Unchanged, |rooms, engine| {
+            rooms.connect_transport_with(
+                room_id,
+                transport_id,
+                dtls_parameters,
+                |remote, local_role| {
+                    engine
+                        .connect_transport(room_id, transport_id, remote, local_role)
+                        .map_err(ControlError::from)
+                },
+            )
+        })
+    }
+
+    /// `POST .../transports/{id}/restart-ice`: new ICE credentials from the engine.
+    pub fn restart_ice(
+        &self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+    ) -> Result<IceParameters, ControlError> {
+        self.apply(room_id, Routing::Unchanged, |rooms, engine| {
+            rooms.restart_ice_with(room_id, transport_id, || {
+                engine
+                    .restart_ice(room_id, transport_id)
+                    .map_err(ControlError::from)
+            })
+        })
+    }
+
+    /// `DELETE .../transports/{id}`: closes it with its producers and consumers.
+    pub fn close_transport(
+        &self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+    ) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.close_transport(room_id, transport_id)?)
+        })
+    }
+
+    /// `POST /v1/rooms/{room}/producers`.
+    pub fn produce(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ProduceOptions,
+    ) -> Result<ProducerCreated, ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.produce(room_id, peer_id, options)?)
+        })
+    }
+
+    /// `POST /v1/rooms/{room}/consumers`.
+    pub fn consume(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ConsumeOptions,
+    ) -> Result<ConsumerCreated, ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.consume(room_id, peer_id, options)?)
+        })
+    }
+
+    /// `POST .../producers/{id}/pause`.
+    pub fn pause_producer(&self, room_id: &RoomId, id: &ProducerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.pause_producer(room_id, id)?)
+        })
+    }
+
+    /// `POST .../producers/{id}/resume`.
+    pub fn resume_producer(&self, room_id: &RoomId, id: &ProducerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.resume_producer(room_id, id)?)
+        })
+    }
+
+    /// `DELETE .../producers/{id}`: closes its consumers too.
+    pub fn close_producer(&self, room_id: &RoomId, id: &ProducerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.close_producer(room_id, id)?)
+        })
+    }
+
+    /// `POST .../consumers/{id}/pause`.
+    pub fn pause_consumer(&self, room_id: &RoomId, id: &ConsumerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.pause_consumer(room_id, id)?)
+        })
+    }
+
+    /// `POST .../consumers/{id}/resume`. The engine sees the consumer turn active in the new
+    /// table, which is its cue to ask the producer for a keyframe.
+    pub fn resume_consumer(&self, room_id: &RoomId, id: &ConsumerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.resume_consumer(room_id, id)?)
+        })
+    }
+
+    /// `DELETE .../consumers/{id}`.
+    pub fn close_consumer(&self, room_id: &RoomId, id: &ConsumerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.close_consumer(room_id, id)?)
+        })
+    }
+
+    /// `GET /v1/stats`: object counts (bitrates are the engine's and stay 0 here).
+    pub fn stats(&self) -> WorkerStats {
+        self.lock().rooms.stats()
+    }
+
+    /// The events of an open room from now on, in order. The stream ends after the room's
+    /// `roomClosed`; a receiver more than [`EVENT_BUFFER`] events behind gets
+    /// `RecvError::Lagged` and should start over from [`ControlPlane::room_info`].
+    pub fn subscribe(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<broadcast::Receiver<RoomEvent>, ControlError> {
+        let mut state = self.lock();
+        if state.rooms.room(room_id).is_none() {
+            return Err(RoomError::RoomNotFound(room_id.clone()).into());
+        }
+        Ok(state
+            .channels
+            .entry(room_id.clone())
+            .or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
+            .subscribe())
+    }
+
+    /// Applies one notice from the engine: a transport it closed is closed in the graph (with
+    /// its producers and consumers, and their events). A transport already gone (closed by a
+    /// request in the meantime) is ignored.
+    pub fn handle_notice(&self, notice: EngineNotice) {
+        match notice {
+            EngineNotice::TransportClosed {
+                room,
+                transport,
+                reason,
+            } => {
+                let mut state = self.lock();
+                match state.rooms.close_transport(&room, &transport) {
+                    Ok(()) => {
+                        tracing::info!(%room, %transport, %reason, "the media engine closed a transport");
+                        self.follow(&mut state, &room, Routing::MayHaveChanged);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%room, %transport, %reason, %error, "engine closed a transport that is gone already");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the task that applies the engine's notices until the engine drops its sender.
+    /// Needs a tokio runtime.
+    pub fn spawn_notice_handler(
+        self: &Arc<Self>,
+        mut notices: impl NoticeSource,
+    ) -> tokio::task::JoinHandle<()> {
+        let control = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(notice) = notices.recv().await {
+                control.handle_notice(notice);
+            }
+        })
+    }
+
+    /// Graceful shutdown: refuses new rooms (and joins that would open one) from now on and
+    /// closes every open room, with all its events, so that signalling tells the clients and
+    /// every event stream ends.
+    pub fn shutdown(&self) {
+        let mut state = self.lock();
+        state.accepting = false;
+        let open: Vec<RoomId> = state.rooms.rooms().map(|room| room.id.clone()).collect();
+        for room_id in open {
+            if state.rooms.close_room(&room_id).is_ok() {
+                self.follow(&mut state, &room_id, Routing::Unchanged);
+            }
+        }
+    }
+
+    /// True once [`ControlPlane::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        !self.lock().accepting
+    }
+}

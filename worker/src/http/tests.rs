@@ -1,0 +1,819 @@
+//! The REST API through `oneshot` on the router, with a [`FakeEngine`]: one behaviour per
+//! test, each request as signalling would send it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use futures::StreamExt;
+use http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::control::testing::{
+    FakeEngine, chrome_device_capabilities, chrome_dtls_parameters, chrome_vp8_parameters,
+};
+use crate::room::{PeerInfo, SequentialIds};
+
+const TOKEN: &str = "s3cret-token";
+const ROOM: &str = "physics-101";
+
+struct App {
+    router: Router,
+    engine: Arc<FakeEngine>,
+    control: Arc<ControlPlane>,
+}
+
+fn app_with(ports: std::ops::RangeInclusive<u16>, token: Option<&str>) -> App {
+    let engine = Arc::new(FakeEngine::new(ports));
+    let control = Arc::new(ControlPlane::new(engine.clone(), SequentialIds::new()));
+    let router = router(ApiState::new(control.clone(), token.map(str::to_owned)));
+    App {
+        router,
+        engine,
+        control,
+    }
+}
+
+fn app() -> App {
+    app_with(40000..=40009, Some(TOKEN))
+}
+
+impl App {
+    /// Sends a request with the right token; returns the status and the JSON body (`Null`
+    /// when empty).
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map_or_else(Body::empty, |value| Body::from(value.to_string()));
+        self.raw(method, uri, body, Some(TOKEN)).await
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Body,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).expect("request builds"))
+            .await
+            .expect("the router never fails");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body reads");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, value)
+    }
+
+    async fn join(&self, peer: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/rooms/{ROOM}/peers"),
+                Some(json!({"peerId": peer, "displayName": peer, "role": "student"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    async fn transport(&self, peer: &str, direction: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/rooms/{ROOM}/transports"),
+                Some(json!({"peerId": peer, "direction": direction})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn produce(&self, peer: &str, transport: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/rooms/{ROOM}/producers"),
+                Some(json!({
+                    "peerId": peer, "transportId": transport, "kind": "video",
+                    "rtpParameters": chrome_vp8_parameters(), "appData": {"source": "camera"}
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn consume(&self, peer: &str, transport: &str, producer: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/consumers"),
+            Some(json!({
+                "peerId": peer, "transportId": transport, "producerId": producer,
+                "rtpCapabilities": chrome_device_capabilities(), "paused": true
+            })),
+        )
+        .await
+    }
+
+    /// Alice sends a camera, Bob receives it: (send, recv, producer, consumer) ids.
+    async fn alice_sends_bob_receives(&self) -> (String, String, String, String) {
+        self.join("alice").await;
+        self.join("bob").await;
+        let send = self.transport("alice", "send").await;
+        let recv = self.transport("bob", "recv").await;
+        let producer = self.produce("alice", &send).await;
+        let (status, consumer) = self.consume("bob", &recv, &producer).await;
+        assert_eq!(status, StatusCode::CREATED, "{consumer}");
+        let consumer = consumer["id"].as_str().expect("id").to_owned();
+        (send, recv, producer, consumer)
+    }
+
+    async fn room_info(&self) -> Value {
+        let (status, body) = self
+            .call(Method::GET, &format!("/v1/rooms/{ROOM}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{}",
+        answer.1
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes, metrics, auth, routing
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn healthz_answers_ok_without_a_token() {
+    let app = app();
+    let answer = app.raw(Method::GET, "/healthz", Body::empty(), None).await;
+    assert_eq!(answer, (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn healthz_answers_503_once_shutting_down() {
+    let app = app();
+    app.control.shutdown();
+    let (status, _) = app.raw(Method::GET, "/healthz", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn metrics_are_open_and_count_objects_and_requests() {
+    let app = app();
+    app.alice_sends_bob_receives().await;
+    let (status, body) = app.raw(Method::GET, "/metrics", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("text");
+    for line in [
+        "fanout_worker_rooms 1",
+        "fanout_worker_peers 2",
+        "fanout_worker_transports 2",
+        "fanout_worker_producers 1",
+        "fanout_worker_consumers 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+    assert!(
+        text.contains(
+            r#"fanout_worker_http_requests_total{route="/v1/rooms/{room}/peers",method="POST",status="201"} 2"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn v1_without_a_token_is_unauthorized() {
+    let app = app();
+    let answer = app.raw(Method::GET, "/v1/stats", Body::empty(), None).await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn v1_with_a_wrong_token_is_unauthorized_and_changes_nothing() {
+    let app = app();
+    let answer = app
+        .raw(
+            Method::PUT,
+            &format!("/v1/rooms/{ROOM}"),
+            Body::empty(),
+            Some("s3cret-tokeN"),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(app.control.stats().rooms, 0);
+}
+
+#[tokio::test]
+async fn v1_is_open_when_no_token_is_configured() {
+    let app = app_with(40000..=40009, None);
+    let (status, body) = app.raw(Method::GET, "/v1/stats", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rooms"], 0);
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_json_404() {
+    let app = app();
+    let answer = app.call(Method::GET, "/v2/rooms", None).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    let app = app();
+    let answer = app
+        .call(Method::PATCH, &format!("/v1/rooms/{ROOM}"), None)
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms and peers
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_room_without_a_body_opens_it_with_the_default_codecs() {
+    let app = app();
+    let (status, body) = app
+        .call(Method::PUT, &format!("/v1/rooms/{ROOM}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let codecs = body["rtpCapabilities"]["codecs"]
+        .as_array()
+        .expect("codecs");
+    assert!(codecs.iter().any(|codec| codec["mimeType"] == "audio/opus"));
+    assert!(codecs.iter().any(|codec| codec["mimeType"] == "video/VP8"));
+}
+
+#[tokio::test]
+async fn put_room_with_an_unsupported_codec_is_refused_and_opens_nothing() {
+    let app = app();
+    let answer = app
+        .call(
+            Method::PUT,
+            &format!("/v1/rooms/{ROOM}"),
+            Some(json!({"mediaCodecs": [
+                {"kind": "video", "mimeType": "video/AV2", "clockRate": 90000}
+            ]})),
+        )
+        .await;
+    assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
+    assert_eq!(app.control.stats().rooms, 0);
+}
+
+#[tokio::test]
+async fn get_room_lists_what_is_open_in_it() {
+    let app = app();
+    let (send, recv, producer, consumer) = app.alice_sends_bob_receives().await;
+    let info = app.room_info().await;
+    assert_eq!(info["roomId"], ROOM);
+    assert_eq!(info["peers"][0]["peerId"], "alice");
+    assert_eq!(info["peers"][1]["peerId"], "bob");
+    assert_eq!(info["transports"][0]["transportId"], send.as_str());
+    assert_eq!(info["transports"][1]["transportId"], recv.as_str());
+    assert_eq!(info["producers"][0]["producerId"], producer.as_str());
+    assert_eq!(info["consumers"][0]["consumerId"], consumer.as_str());
+    assert_eq!(info["consumers"][0]["paused"], true);
+}
+
+#[tokio::test]
+async fn get_room_of_an_unknown_room_is_404_room_not_found() {
+    let app = app();
+    let answer = app.call(Method::GET, "/v1/rooms/nowhere", None).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn join_opens_the_room_and_lists_the_other_peers_and_their_producers() {
+    let app = app();
+    app.join("alice").await;
+    let send = app.transport("alice", "send").await;
+    let producer = app.produce("alice", &send).await;
+    let joined = app.join("bob").await;
+    assert!(joined["rtpCapabilities"]["codecs"].is_array());
+    assert_eq!(
+        joined["peers"],
+        json!([{
+            "peerId": "alice", "userId": "", "displayName": "alice", "role": "student", "appData": {}
+        }])
+    );
+    assert_eq!(joined["producers"][0]["producerId"], producer.as_str());
+    assert_eq!(
+        joined["producers"][0]["appData"],
+        json!({"source": "camera"})
+    );
+}
+
+#[tokio::test]
+async fn joining_twice_with_one_peer_id_is_409() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/peers"),
+            Some(json!({"peerId": "alice"})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::CONFLICT, "PEER_ALREADY_JOINED");
+}
+
+#[tokio::test]
+async fn leave_closes_the_peers_objects_and_answers_204() {
+    let app = app();
+    app.alice_sends_bob_receives().await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{ROOM}/peers/alice"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let stats = app.control.stats();
+    assert_eq!((stats.peers, stats.producers, stats.consumers), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn leaving_an_unknown_peer_is_404_peer_not_found() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{ROOM}/peers/mallory"),
+            None,
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "PEER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn delete_room_answers_204_then_404() {
+    let app = app();
+    app.join("alice").await;
+    let uri = format!("/v1/rooms/{ROOM}");
+    assert_eq!(
+        app.call(Method::DELETE, &uri, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let answer = app.call(Method::DELETE, &uri, None).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad requests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_json_is_400_invalid_request_and_leaves_the_room_untouched() {
+    let app = app();
+    app.alice_sends_bob_receives().await;
+    let before = app.room_info().await;
+    let answer = app
+        .raw(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/producers"),
+            Body::from(r#"{"peerId": "alice", "transportId": "#),
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert_eq!(app.room_info().await, before);
+}
+
+#[tokio::test]
+async fn a_missing_field_is_400_naming_the_field() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports"),
+            Some(json!({"peerId": "alice"})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    let message = answer.1["error"]["message"].as_str().expect("message");
+    assert!(message.contains("missing field `direction`"), "{message}");
+}
+
+#[tokio::test]
+async fn an_unknown_direction_is_400_invalid_request() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports"),
+            Some(json!({"peerId": "alice", "direction": "sideways"})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert_eq!(app.control.stats().transports, 0);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let app = app();
+    let padding = "x".repeat(BODY_LIMIT + 1);
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/peers"),
+            Some(json!({"peerId": "alice", "displayName": padding})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+    assert_eq!(app.control.stats().rooms, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transports
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn create_transport_answers_what_mediasoup_client_needs() {
+    let app = app();
+    app.join("alice").await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports"),
+            Some(json!({"peerId": "alice", "direction": "send"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["iceParameters"]["iceLite"], true);
+    assert_eq!(body["iceCandidates"][0]["port"], 40000);
+    assert_eq!(body["iceCandidates"][0]["address"], "127.0.0.1");
+    assert_eq!(body["dtlsParameters"]["role"], "auto");
+    assert_eq!(
+        body["dtlsParameters"]["fingerprints"][0]["value"],
+        FakeEngine::fingerprint().value
+    );
+}
+
+#[tokio::test]
+async fn exhausted_ports_answer_503_ports_exhausted() {
+    let app = app_with(40000..=40001, Some(TOKEN));
+    app.join("alice").await;
+    app.transport("alice", "send").await;
+    app.transport("alice", "recv").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports"),
+            Some(json!({"peerId": "alice", "direction": "recv"})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "PORTS_EXHAUSTED");
+    assert_eq!(app.control.stats().transports, 2);
+}
+
+#[tokio::test]
+async fn a_second_connect_is_409_transport_already_connected() {
+    let app = app();
+    app.join("alice").await;
+    let send = app.transport("alice", "send").await;
+    let uri = format!("/v1/rooms/{ROOM}/transports/{send}/connect");
+    let body = json!({"dtlsParameters": chrome_dtls_parameters()});
+    let first = app.call(Method::POST, &uri, Some(body.clone())).await;
+    assert_eq!(first.0, StatusCode::NO_CONTENT, "{}", first.1);
+    let second = app.call(Method::POST, &uri, Some(body)).await;
+    assert_error(&second, StatusCode::CONFLICT, "TRANSPORT_ALREADY_CONNECTED");
+}
+
+#[tokio::test]
+async fn connecting_an_unknown_transport_is_404_transport_not_found() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports/transport-404/connect"),
+            Some(json!({"dtlsParameters": chrome_dtls_parameters()})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "TRANSPORT_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn restart_ice_answers_new_ice_parameters() {
+    let app = app();
+    app.join("alice").await;
+    let send = app.transport("alice", "send").await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports/{send}/restart-ice"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["iceParameters"]["usernameFragment"],
+        format!("ufrag-{send}-r1")
+    );
+    assert_eq!(body["iceParameters"]["iceLite"], true);
+}
+
+#[tokio::test]
+async fn deleting_a_transport_releases_its_port() {
+    let app = app();
+    app.join("alice").await;
+    let send = app.transport("alice", "send").await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{ROOM}/transports/{send}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(app.engine.open_transports().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producers and consumers
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn consume_answers_mediasoup_client_consumer_parameters() {
+    let app = app();
+    app.join("alice").await;
+    app.join("bob").await;
+    let send = app.transport("alice", "send").await;
+    let recv = app.transport("bob", "recv").await;
+    let producer = app.produce("alice", &send).await;
+    let (status, body) = app.consume("bob", &recv, &producer).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["producerId"], producer.as_str());
+    assert_eq!(body["kind"], "video");
+    assert_eq!(body["type"], "simple");
+    assert_eq!(body["producerPaused"], false);
+    assert_eq!(body["rtpParameters"]["codecs"][0]["mimeType"], "video/VP8");
+    assert_eq!(
+        body["rtpParameters"]["encodings"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn consume_pushes_routes_containing_the_new_consumer() {
+    let app = app();
+    let (send, _, _, consumer) = app.alice_sends_bob_receives().await;
+    let table = app
+        .engine
+        .last_routes(&RoomId::from(ROOM))
+        .expect("routes pushed");
+    let ssrc = chrome_vp8_parameters().encodings[0].ssrc.expect("ssrc");
+    let stream = table
+        .stream(&TransportId::from(send.as_str()), ssrc)
+        .expect("camera routed");
+    assert_eq!(stream.targets[0].consumer_id.as_str(), consumer);
+    assert!(stream.targets[0].paused, "created paused");
+}
+
+#[tokio::test]
+async fn consuming_an_unknown_producer_is_404_producer_not_found() {
+    let app = app();
+    app.join("bob").await;
+    let recv = app.transport("bob", "recv").await;
+    let answer = app.consume("bob", &recv, "producer-404").await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "PRODUCER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn producing_on_a_recv_transport_is_400_direction_mismatch() {
+    let app = app();
+    app.join("alice").await;
+    let recv = app.transport("alice", "recv").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/producers"),
+            Some(json!({
+                "peerId": "alice", "transportId": recv, "kind": "video",
+                "rtpParameters": chrome_vp8_parameters()
+            })),
+        )
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "TRANSPORT_DIRECTION_MISMATCH",
+    );
+}
+
+#[tokio::test]
+async fn pausing_and_resuming_a_producer_shows_in_the_room() {
+    let app = app();
+    let (_, _, producer, _) = app.alice_sends_bob_receives().await;
+    let base = format!("/v1/rooms/{ROOM}/producers/{producer}");
+    assert_eq!(
+        app.call(Method::POST, &format!("{base}/pause"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.room_info().await["consumers"][0]["producerPaused"],
+        true
+    );
+    assert_eq!(
+        app.call(Method::POST, &format!("{base}/resume"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.room_info().await["producers"][0]["paused"], false);
+}
+
+#[tokio::test]
+async fn resuming_a_consumer_pushes_it_active_to_the_engine() {
+    let app = app();
+    let (_, _, _, consumer) = app.alice_sends_bob_receives().await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/consumers/{consumer}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(answer.0, StatusCode::NO_CONTENT, "{}", answer.1);
+    let table = app.engine.last_routes(&RoomId::from(ROOM)).expect("routes");
+    assert!(
+        table
+            .streams()
+            .flat_map(|(_, stream)| &stream.targets)
+            .all(|target| !target.paused)
+    );
+}
+
+#[tokio::test]
+async fn pausing_an_unknown_consumer_is_404_consumer_not_found() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/consumers/consumer-404/pause"),
+            None,
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "CONSUMER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn closing_a_producer_closes_its_consumers() {
+    let app = app();
+    let (_, _, producer, _) = app.alice_sends_bob_receives().await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{ROOM}/producers/{producer}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let info = app.room_info().await;
+    assert_eq!(info["producers"], json!([]));
+    assert_eq!(info["consumers"], json!([]));
+}
+
+#[tokio::test]
+async fn closing_an_unknown_consumer_is_404_consumer_not_found() {
+    let app = app();
+    app.join("alice").await;
+    let answer = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{ROOM}/consumers/consumer-404"),
+            None,
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "CONSUMER_NOT_FOUND");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn events_stream_each_room_event_as_one_sse_message_named_by_its_type() {
+    let app = app();
+    app.join("alice").await;
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/v1/rooms/{ROOM}/events"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .expect("request builds"),
+        )
+        .await
+        .expect("router answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"].to_str().ok(),
+        Some("text/event-stream")
+    );
+    app.control
+        .join(
+            &RoomId::from(ROOM),
+            &PeerId::from("bob"),
+            PeerInfo::default(),
+        )
+        .expect("bob joins");
+    let mut body = response.into_body().into_data_stream();
+    let chunk = body.next().await.expect("a message").expect("readable");
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.starts_with("event: peerJoined\ndata: {"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("data line");
+    let event: RoomEvent = serde_json::from_str(data).expect("a RoomEvent");
+    assert!(matches!(event, RoomEvent::PeerJoined(summary) if summary.peer_id.as_str() == "bob"));
+}
+
+#[tokio::test]
+async fn events_of_an_unknown_room_are_404() {
+    let app = app();
+    let answer = app
+        .call(Method::GET, "/v1/rooms/nowhere/events", None)
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_gets_one_lagged_message_and_the_stream_ends() {
+    let app = app();
+    let (_, _, producer, _) = app.alice_sends_bob_receives().await;
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/v1/rooms/{ROOM}/events"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .expect("request builds"),
+        )
+        .await
+        .expect("router answers");
+    let room = RoomId::from(ROOM);
+    let producer = ProducerId::from(producer.as_str());
+    // Two events per round, never read: the subscriber falls past the buffer.
+    for _ in 0..crate::control::EVENT_BUFFER {
+        app.control
+            .pause_producer(&room, &producer)
+            .expect("pauses");
+        app.control
+            .resume_producer(&room, &producer)
+            .expect("resumes");
+    }
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("the stream ends by itself");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.starts_with(&format!(
+            "event: lagged\ndata: {{\"missed\":{}}}",
+            crate::control::EVENT_BUFFER
+        )),
+        "{text}"
+    );
+}

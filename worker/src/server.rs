@@ -1,0 +1,109 @@
+//! Starting and stopping a whole worker in-process: media engine, control plane and REST API.
+//! The `fanout-worker` binary, signalling's embedded mode and end-to-end tests all start a
+//! worker through [`start`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::control::{ControlPlane, RandomIds};
+use crate::engine::EngineError;
+use crate::http::{self, ApiState};
+use crate::media::udp::{EngineConfig, UdpEngine};
+
+/// Everything a worker needs to run.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Where the REST API listens (`0.0.0.0:3000` in a pod; port 0 picks a free one).
+    pub http_addr: SocketAddr,
+    /// Address the UDP sockets bind to.
+    pub listen_ip: IpAddr,
+    /// Address in ICE candidates.
+    pub announced_ip: IpAddr,
+    /// UDP port range for transports (inclusive).
+    pub rtc_ports: (u16, u16),
+    /// Media threads (rooms are spread over them).
+    pub media_threads: usize,
+    /// Bearer token of the REST API; `None` leaves it open (development only).
+    pub api_token: Option<String>,
+}
+
+impl WorkerConfig {
+    /// A worker on loopback with an OS-chosen HTTP port, for local runs and tests.
+    pub fn loopback(rtc_ports: (u16, u16)) -> Self {
+        WorkerConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen_ip: [127, 0, 0, 1].into(),
+            announced_ip: [127, 0, 0, 1].into(),
+            rtc_ports,
+            media_threads: 1,
+            api_token: None,
+        }
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the media engine: {0}")]
+    Engine(#[from] EngineError),
+}
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    /// Where its REST API is.
+    pub http_addr: SocketAddr,
+    pub control: Arc<ControlPlane>,
+    pub engine: Arc<UdpEngine>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningWorker {
+    /// Base URL of the REST API, for [`crate::client::WorkerClient`].
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Graceful shutdown: no new transports or rooms, every room closed (clients' transports
+    /// close and every event stream ends), then the HTTP server stops.
+    pub async fn shutdown(mut self) {
+        self.engine.shut_down();
+        self.control.shutdown();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// Starts a worker. Needs a tokio runtime.
+pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
+    let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+    let engine = UdpEngine::start(
+        EngineConfig {
+            listen_ip: config.listen_ip,
+            announced_ip: config.announced_ip,
+            port_min: config.rtc_ports.0,
+            port_max: config.rtc_ports.1,
+            threads: config.media_threads.max(1),
+        },
+        notices_tx,
+    )?;
+    let control = Arc::new(ControlPlane::new(engine.clone(), RandomIds::default()));
+    control.spawn_notice_handler(notices_rx);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let state = ApiState::new(control.clone(), config.api_token.clone());
+    let server = tokio::spawn(http::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%http_addr, announced_ip = %config.announced_ip, ports = ?config.rtc_ports, threads = config.media_threads, "worker started");
+    Ok(RunningWorker { http_addr, control, engine, stop: Some(stop), server })
+}
