@@ -9,7 +9,7 @@ use tokio::net::UdpSocket;
 
 use crate::media::dtls::{DtlsEvent, DtlsIdentity, DtlsSession, SrtpSession};
 use crate::media::ice::binding_request;
-use crate::room::{DtlsParameters, DtlsRole, IceParameters, TransportNetwork};
+use crate::room::{DtlsParameters, DtlsRole, IceParameters, IceProtocol, ListenAddress, TransportCreated, TransportNetwork};
 
 /// Why the peer could not connect.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,21 @@ impl TestPeer {
             srtp: None,
             buf: vec![0; 2048],
         })
+    }
+
+    /// A peer for a transport as `POST .../transports` answered it (what mediasoup-client gets).
+    pub async fn for_transport(created: &TransportCreated) -> Result<TestPeer, PeerError> {
+        let network = TransportNetwork {
+            ice_username_fragment: created.ice_parameters.username_fragment.clone(),
+            ice_password: created.ice_parameters.password.clone(),
+            addresses: created
+                .ice_candidates
+                .iter()
+                .map(|c| ListenAddress { ip: c.address, port: c.port, protocol: IceProtocol::Udp })
+                .collect(),
+            fingerprints: created.dtls_parameters.fingerprints.clone(),
+        };
+        TestPeer::new(&network).await
     }
 
     /// What the peer sends in `connect-transport` (it takes the DTLS client role).
