@@ -228,6 +228,7 @@ impl Router {
             RtpView::set_sequence(&mut copy, rewritten.sequence_number);
             RtpView::set_timestamp(&mut copy, rewritten.timestamp);
             view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
+            set_mid(&mut copy, target);
             consumer.reports.on_packet_sent(view.payload(packet).len());
             self.forwarded_packets += 1;
             self.forwarded_bytes += copy.len() as u64;
@@ -297,6 +298,7 @@ impl Router {
         RtpView::set_sequence(&mut copy, consumer_seq);
         RtpView::set_timestamp(&mut copy, RtpView::timestamp(original).wrapping_add(consumer.seq.timestamp_offset()));
         view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
+        set_mid(&mut copy, target);
         let packet = match consumer.rtx {
             Some((rtx_ssrc, rtx_pt)) => {
                 let mut rtx = vec![0u8; copy.len() + 2];
@@ -347,6 +349,15 @@ impl Router {
             }
         }
         out
+    }
+}
+
+/// Writes the consumer's mid into the MID extension, when the packet carries one.
+fn set_mid(packet: &mut Vec<u8>, target: &crate::room::ForwardTarget) {
+    if let (Some(id), Some(mid)) = (target.mid_extension_id, target.mid.as_deref()) {
+        if let Some(view) = RtpView::parse(packet) {
+            view.set_extension_value(packet, id, mid.as_bytes());
+        }
     }
 }
 
@@ -424,6 +435,21 @@ mod tests {
         assert_eq!(view.extension(p, 5), None, "an extension the producer did not negotiate is removed");
         assert_eq!(view.payload(p), KEYFRAME);
         assert_eq!(router.forwarded_packets, 1);
+    }
+
+    #[test]
+    fn the_mid_extension_carries_the_consumers_mid_not_the_producers() {
+        let call = video_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let consumer = consumer_rtp(&call);
+        let mid_id = consumer.header_extensions.iter().find(|e| e.uri == uri::MID).unwrap().id;
+        // Chrome sends its own mid ("1") as extension 9.
+        let out = router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[(9, b"1")], KEYFRAME), now);
+        let p = &out[0].packet;
+        let view = RtpView::parse(p).unwrap();
+        assert_eq!(view.extension(p, mid_id), Some(consumer.mid.as_deref().unwrap().as_bytes()));
+        assert_eq!(view.payload(p), KEYFRAME);
     }
 
     #[test]

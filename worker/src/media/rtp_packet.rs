@@ -143,6 +143,53 @@ impl RtpView {
         }
     }
 
+    /// Sets the value of extension `id`, which must be present: in place when the length is
+    /// unchanged (the common case: mids are short), otherwise by rebuilding the extension
+    /// block into `out`. Returns false when the packet has no such extension or the value
+    /// cannot be encoded (then the packet is left as it was).
+    pub fn set_extension_value(&self, packet: &mut Vec<u8>, id: u8, value: &[u8]) -> bool {
+        let Some((_, _, form)) = self.extensions else { return false };
+        let mut elements: Vec<(u8, (usize, usize))> = Vec::new();
+        self.walk_extensions(packet, |ext_id, _, range| elements.push((ext_id, range)));
+        let Some(&(_, (start, end))) = elements.iter().find(|(ext_id, _)| *ext_id == id) else { return false };
+        if end - start == value.len() {
+            packet[start..end].copy_from_slice(value);
+            return true;
+        }
+        if value.is_empty() || value.len() > 255 || form == ExtensionForm::Other {
+            return false;
+        }
+        // Rebuild: every element with its value, ours replaced; one-byte form when it fits.
+        let values: Vec<(u8, Vec<u8>)> = elements
+            .iter()
+            .map(|(ext_id, (s, e))| (*ext_id, if *ext_id == id { value.to_vec() } else { packet[*s..*e].to_vec() }))
+            .collect();
+        let one_byte = values.iter().all(|(i, v)| (1..=14).contains(i) && (1..=16).contains(&v.len()));
+        let mut block = Vec::new();
+        for (ext_id, v) in &values {
+            if one_byte {
+                block.push((ext_id << 4) | (v.len() as u8 - 1));
+            } else {
+                block.push(*ext_id);
+                block.push(v.len() as u8);
+            }
+            block.extend_from_slice(v);
+        }
+        while block.len() % 4 != 0 {
+            block.push(0);
+        }
+        let Some((ext_start, ext_end, _)) = self.extensions else { return false };
+        let header_end = ext_start - 4;
+        let mut rebuilt = Vec::with_capacity(packet.len() + block.len());
+        rebuilt.extend_from_slice(&packet[..header_end]);
+        rebuilt.extend_from_slice(if one_byte { &[0xBE, 0xDE] } else { &[0x10, 0x00] });
+        rebuilt.extend_from_slice(&((block.len() / 4) as u16).to_be_bytes());
+        rebuilt.extend_from_slice(&block);
+        rebuilt.extend_from_slice(&packet[ext_end..]);
+        *packet = rebuilt;
+        true
+    }
+
     /// Calls `f(id, element header offset, (value start, value end))` for each element.
     fn walk_extensions(&self, packet: &[u8], mut f: impl FnMut(u8, usize, (usize, usize))) {
         let Some((start, end, form)) = self.extensions else { return };
@@ -238,6 +285,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_extension_value_of_the_same_length_is_replaced_in_place() {
+        let mut p = packet(96, 1, 1, 1, &[(1, b"1"), (2, &[5, 6, 7])], b"payload");
+        let before = p.len();
+        let view = RtpView::parse(&p).unwrap();
+        assert!(view.set_extension_value(&mut p, 1, b"4"));
+        let view = RtpView::parse(&p).unwrap();
+        assert_eq!((view.extension(&p, 1), p.len()), (Some(&b"4"[..]), before));
+    }
+
+    #[test]
+    fn an_extension_value_of_another_length_rebuilds_the_block() {
+        let mut p = packet(96, 1, 1, 1, &[(1, b"1"), (2, &[5, 6, 7])], b"payload");
+        let view = RtpView::parse(&p).unwrap();
+        assert!(view.set_extension_value(&mut p, 1, b"12"));
+        let view = RtpView::parse(&p).unwrap();
+        assert_eq!(view.extension(&p, 1), Some(&b"12"[..]));
+        assert_eq!(view.extension(&p, 2), Some(&[5u8, 6, 7][..]));
+        assert_eq!(view.payload(&p), b"payload");
+        assert_eq!(RtpView::sequence(&p), 1);
+        assert!(!view.set_extension_value(&mut p, 9, b"x"), "absent extensions are not added");
+    }
+
+    #[test]
     fn padding_and_csrcs_are_respected() {
         let mut p = packet(96, 1, 1, 1, &[], b"abc");
         p[0] |= 0x20; // padding
@@ -276,6 +346,10 @@ pub(crate) mod tests {
                 let _ = v.payload(&p);
                 let _ = v.extension(&p, 1);
                 v.rewrite_extension_ids(&mut p, &BTreeMap::from([(1, 2)]));
+                let mut q = p.clone();
+                if v.set_extension_value(&mut q, 2, b"abc") {
+                    assert!(RtpView::parse(&q).is_some(), "a rebuilt packet parses");
+                }
             }
         }
     }

@@ -82,6 +82,9 @@ pub struct ForwardTarget {
     pub header_extension_ids: BTreeMap<u8, u8>,
     /// The consumer's `mid`, the value of the MID header extension towards it.
     pub mid: Option<String>,
+    /// The consumer's id for the MID extension: browsers route packets to a transceiver by it,
+    /// so it must carry the consumer's mid, not the producer's.
+    pub mid_extension_id: Option<u8>,
     /// The consumer's RTX stream `(SSRC, payload type)`, when it negotiated RTX: NACKed
     /// packets are resent on it.
     pub rtx: Option<(Ssrc, PayloadType)>,
@@ -254,6 +257,12 @@ fn target(producer: &Producer, consumer: &Consumer, rtx: bool) -> Option<Forward
         payload_types,
         header_extension_ids,
         mid: consumer.rtp_parameters.mid.clone(),
+        mid_extension_id: consumer
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == crate::rtp::header_extension_uri::MID)
+            .map(|e| e.id),
         paused: consumer.paused,
     })
 }
