@@ -58,6 +58,22 @@ pub enum EngineNotice {
     TransportClosed { room: RoomId, transport: TransportId, reason: String },
 }
 
+/// The engine's counters since it started, and current bitrates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineSnapshot {
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// RTP copies routed to consumers.
+    pub packets_forwarded: u64,
+    /// Datagrams dropped, by reason (`stun_bad_integrity`, `srtp_failed`, ...).
+    pub drops_by_reason: Vec<(&'static str, u64)>,
+    /// Bits per second received and sent, over the last few seconds.
+    pub recv_bitrate: u64,
+    pub send_bitrate: u64,
+}
+
 /// What the control plane asks of the media engine. Calls are cheap and never block on the
 /// network: they hand work to the media threads.
 pub trait MediaEngine: Send + Sync + 'static {
@@ -87,4 +103,9 @@ pub trait MediaEngine: Send + Sync + 'static {
 
     /// The room is gone: release everything it held.
     fn close_room(&self, room: &RoomId);
+
+    /// Counters and bitrates for `/v1/stats` and `/metrics`.
+    fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot::default()
+    }
 }

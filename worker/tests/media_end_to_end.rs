@@ -154,6 +154,13 @@ async fn video_and_audio_flow_from_one_peer_to_another_with_the_consumers_ssrc_a
 
     let stats = c.client.stats(&c.endpoint()).await.unwrap();
     assert_eq!((stats.rooms, stats.peers, stats.producers, stats.consumers), (1, 2, 2, 2));
+    let metrics = reqwest::get(format!("{}/metrics", c.endpoint())).await.unwrap().text().await.unwrap();
+    let forwarded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fanout_worker_packets_forwarded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no forwarded counter in {metrics}"));
+    assert!(forwarded >= 2, "forwarded {forwarded}");
     c.worker.shutdown().await;
 }
 

@@ -467,7 +467,16 @@ impl ControlPlane {
 
     /// `GET /v1/stats`: object counts (bitrates are the engine's and stay 0 here).
     pub fn stats(&self) -> WorkerStats {
-        self.lock().rooms.stats()
+        let mut stats = self.lock().rooms.stats();
+        let engine = self.engine.snapshot();
+        stats.recv_bitrate = engine.recv_bitrate;
+        stats.send_bitrate = engine.send_bitrate;
+        stats
+    }
+
+    /// The media engine's counters (packets, bytes, drops by reason).
+    pub fn engine_snapshot(&self) -> crate::engine::EngineSnapshot {
+        self.engine.snapshot()
     }
 
     /// The events of an open room from now on, in order. The stream ends after the room's

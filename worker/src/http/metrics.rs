@@ -6,7 +6,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use std::sync::Mutex;
+
 use crate::api::WorkerStats;
+use crate::engine::EngineSnapshot;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
+}
 
 /// Labels of `fanout_worker_http_requests_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -31,6 +39,14 @@ pub struct Metrics {
     producers: Gauge,
     consumers: Gauge,
     requests: Family<RequestLabels, Counter>,
+    packets_received: Counter,
+    bytes_received: Counter,
+    packets_sent: Counter,
+    bytes_sent: Counter,
+    packets_forwarded: Counter,
+    packets_dropped: Family<DropLabels, Counter>,
+    /// The engine snapshot last exported: counters advance by the difference.
+    last: Mutex<EngineSnapshot>,
 }
 
 impl Metrics {
@@ -57,7 +73,30 @@ impl Metrics {
             "REST requests by route, method and response status",
             requests.clone(),
         );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let packets_received = counter(&mut registry, "packets_received", "UDP datagrams received by the media engine");
+        let bytes_received = counter(&mut registry, "bytes_received", "Bytes received by the media engine");
+        let packets_sent = counter(&mut registry, "packets_sent", "UDP datagrams sent by the media engine");
+        let bytes_sent = counter(&mut registry, "bytes_sent", "Bytes sent by the media engine");
+        let packets_forwarded = counter(&mut registry, "packets_forwarded", "RTP copies routed from producers to consumers");
+        let packets_dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "packets_dropped",
+            "Datagrams dropped by the media engine, by reason (bad STUN, failed SRTP, unknown protocol...)",
+            packets_dropped.clone(),
+        );
         Metrics {
+            packets_received,
+            bytes_received,
+            packets_sent,
+            bytes_sent,
+            packets_forwarded,
+            packets_dropped,
+            last: Mutex::new(EngineSnapshot::default()),
             registry,
             rooms,
             peers,
@@ -80,7 +119,20 @@ impl Metrics {
     }
 
     /// The exposition text, with the object gauges set from `stats`.
-    pub fn render(&self, stats: &WorkerStats) -> String {
+    pub fn render(&self, stats: &WorkerStats, engine: &EngineSnapshot) -> String {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            self.packets_received.inc_by(engine.packets_received.saturating_sub(last.packets_received));
+            self.bytes_received.inc_by(engine.bytes_received.saturating_sub(last.bytes_received));
+            self.packets_sent.inc_by(engine.packets_sent.saturating_sub(last.packets_sent));
+            self.bytes_sent.inc_by(engine.bytes_sent.saturating_sub(last.bytes_sent));
+            self.packets_forwarded.inc_by(engine.packets_forwarded.saturating_sub(last.packets_forwarded));
+            for (reason, count) in &engine.drops_by_reason {
+                let before = last.drops_by_reason.iter().find(|(r, _)| r == reason).map_or(0, |(_, n)| *n);
+                self.packets_dropped.get_or_create(&DropLabels { reason: reason.to_string() }).inc_by(count.saturating_sub(before));
+            }
+            *last = engine.clone();
+        }
         self.rooms.set(i64::from(stats.rooms));
         self.peers.set(i64::from(stats.peers));
         self.transports.set(i64::from(stats.transports));

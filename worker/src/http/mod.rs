@@ -246,7 +246,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let text = state.metrics.render(&state.control.stats());
+    let text = state.metrics.render(&state.control.stats(), &state.control.engine_snapshot());
     (
         [(
             header::CONTENT_TYPE,

@@ -19,7 +19,7 @@ use std::time::Instant;
 use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 
-use crate::engine::{EngineError, EngineNotice, MediaEngine};
+use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine};
 use crate::media::dtls::DtlsIdentity;
 use crate::media::ports::PortPool;
 use crate::media::router::{Outgoing, Router};
@@ -79,6 +79,20 @@ pub struct UdpEngine {
     transports: Mutex<HashMap<TransportId, (RoomId, u16)>>,
     shutting_down: AtomicBool,
     pub counters: Arc<EngineCounters>,
+    /// The byte counts at the start of the current bitrate window, and the last rates.
+    bitrate: Mutex<BitrateWindow>,
+}
+
+/// Bitrates are measured over windows of at least [`BITRATE_WINDOW`].
+const BITRATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug)]
+struct BitrateWindow {
+    started: Instant,
+    bytes_received: u64,
+    bytes_sent: u64,
+    recv_bitrate: u64,
+    send_bitrate: u64,
 }
 
 impl UdpEngine {
@@ -110,6 +124,7 @@ impl UdpEngine {
             transports: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             counters,
+            bitrate: Mutex::new(BitrateWindow { started: Instant::now(), bytes_received: 0, bytes_sent: 0, recv_bitrate: 0, send_bitrate: 0 }),
         }))
     }
 
@@ -210,6 +225,31 @@ impl MediaEngine for UdpEngine {
 
     fn update_routes(&self, room: &RoomId, table: ForwardingTable) {
         self.send(room, Command::Routes { room: room.clone(), table });
+    }
+
+    fn snapshot(&self) -> EngineSnapshot {
+        let c = &self.counters;
+        let (bytes_received, bytes_sent) = (c.bytes_received.load(Ordering::Relaxed), c.bytes_sent.load(Ordering::Relaxed));
+        let mut window = lock(&self.bitrate);
+        let elapsed = window.started.elapsed();
+        if elapsed >= BITRATE_WINDOW {
+            let secs = elapsed.as_secs_f64();
+            window.recv_bitrate = ((bytes_received - window.bytes_received) as f64 * 8.0 / secs) as u64;
+            window.send_bitrate = ((bytes_sent - window.bytes_sent) as f64 * 8.0 / secs) as u64;
+            *window = BitrateWindow { started: Instant::now(), bytes_received, bytes_sent, ..*window };
+        }
+        let mut drops: Vec<(&'static str, u64)> = lock(&c.drops_by_reason).iter().map(|(r, n)| (*r, *n)).collect();
+        drops.sort();
+        EngineSnapshot {
+            packets_received: c.packets_received.load(Ordering::Relaxed),
+            bytes_received,
+            packets_sent: c.packets_sent.load(Ordering::Relaxed),
+            bytes_sent,
+            packets_forwarded: c.packets_forwarded.load(Ordering::Relaxed),
+            drops_by_reason: drops,
+            recv_bitrate: window.recv_bitrate,
+            send_bitrate: window.send_bitrate,
+        }
     }
 
     fn close_room(&self, room: &RoomId) {
