@@ -82,6 +82,7 @@ struct ConsumerStream {
     gate: KeyframeGate,
     reports: SenderReportTranslator,
     active: bool,
+    video: bool,
 }
 
 /// The forwarding state of one room.
@@ -145,6 +146,7 @@ impl Router {
                     gate: if stream.kind == MediaKind::Video { KeyframeGate::new() } else { KeyframeGate::open() },
                     reports: SenderReportTranslator::new(target.ssrc, clock_rate),
                     active: false,
+                    video: stream.kind == MediaKind::Video,
                 });
                 let active = !target.paused && !stream.producer_paused;
                 if active && !consumer.active {
@@ -169,6 +171,29 @@ impl Router {
 
     pub fn table(&self) -> &ForwardingTable {
         &self.table
+    }
+
+    /// A transport finished DTLS. Whatever was forwarded to its video consumers before was
+    /// lost (it could not be encrypted yet), keyframe included, so they wait for a new one
+    /// and their producers are asked for it (as mediasoup does when a transport connects).
+    pub fn on_transport_connected(&mut self, transport: &TransportId, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let mut sources = Vec::new();
+        for consumer in self.consumers.values_mut().filter(|c| &c.transport == transport && c.video && c.active) {
+            consumer.gate.close();
+            consumer.seq.resync();
+            sources.push(consumer.source.clone());
+        }
+        sources.sort();
+        sources.dedup();
+        for source in sources {
+            if let Some(producer) = self.producers.get_mut(&source) {
+                if let Some(request) = producer.repair.as_mut().and_then(|r| r.keyframes.request(now)) {
+                    push_rtcp(&mut out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
+                }
+            }
+        }
+        out
     }
 
     /// A decrypted RTP packet arrived on `from`: the copies to send.
@@ -596,6 +621,23 @@ mod tests {
         // Reports wait a second before the next round.
         let soon = router.handle_timeout(t0 + Duration::from_millis(300));
         assert!(!soon.iter().flat_map(parse).any(|p| p.as_any().downcast_ref::<SenderReport>().is_some()));
+    }
+
+    #[test]
+    fn a_consumer_transport_that_connects_late_gets_a_fresh_keyframe() {
+        let call = video_call();
+        let t0 = Instant::now();
+        let mut router = started(&call, t0);
+        // A keyframe goes out before Bob's DTLS is up: it is lost on the way.
+        assert_eq!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0).len(), 1);
+        // Bob's transport connects: his video waits for a new keyframe, which is requested.
+        let later = t0 + Duration::from_secs(2);
+        let out = router.on_transport_connected(&call.bob_recv, later);
+        assert!(out.iter().any(|o| o.transport == call.alice_send && is_pli_for(o, CHROME_VP8_SSRC)), "{out:?}");
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 2, 1, CHROME_VP8_SSRC, &[], DELTA), later).is_empty());
+        assert_eq!(router.on_rtp(&call.alice_send, &packet(96, 3, 2, CHROME_VP8_SSRC, &[], KEYFRAME), later).len(), 1);
+        // Another transport connecting changes nothing for Bob.
+        assert!(router.on_transport_connected(&call.alice_send, later).is_empty());
     }
 
     #[test]

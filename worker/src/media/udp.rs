@@ -454,7 +454,13 @@ impl MediaThread {
                         self.deliver(o, now);
                     }
                 }
-                Output::Connected => tracing::debug!(transport = %id, "transport connected"),
+                Output::Connected => {
+                    tracing::debug!(transport = %id, "transport connected");
+                    let out = self.routers.get_mut(&room).map(|r| r.on_transport_connected(id, now)).unwrap_or_default();
+                    for o in out {
+                        self.deliver(o, now);
+                    }
+                }
                 Output::Closed(reason) => {
                     tracing::info!(transport = %id, %reason, "transport closed by the media engine");
                     let _ = self.notices.send(EngineNotice::TransportClosed { room, transport: id.clone(), reason });
