@@ -380,6 +380,12 @@ mod tests {
     }
 
     fn connected_pair() -> (WebRtcTransport, Browser, Instant) {
+        connected_pair_with(crate::media::dtls::SUPPORTED_SRTP_PROFILES.to_vec())
+    }
+
+    fn connected_pair_with(
+        browser_profiles: Vec<rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile>,
+    ) -> (WebRtcTransport, Browser, Instant) {
         let server_identity = DtlsIdentity::generate(provider()).unwrap();
         let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
         let mut browser = Browser::new();
@@ -387,7 +393,7 @@ mod tests {
         server.handle_datagram(browser_addr(), &browser.check(true), now);
         server.connect(&browser.params(), DtlsRole::Server, now).unwrap();
         let server_params = DtlsParameters { role: DtlsRole::Auto, fingerprints: server_identity.fingerprints() };
-        let mut client = DtlsSession::new(&browser.identity, &server_params, DtlsRole::Client, now).unwrap();
+        let mut client = DtlsSession::with_profiles(&browser.identity, &server_params, DtlsRole::Client, now, browser_profiles).unwrap();
         while let Some(hello) = client.poll_transmit() {
             server.handle_datagram(browser_addr(), &hello, now);
         }
@@ -433,6 +439,23 @@ mod tests {
     fn gcm_is_negotiated_when_both_offer_it() {
         let (server, _browser, _) = connected_pair();
         assert!(matches!(server.srtp.as_ref().unwrap().profile, rtc::srtp::protection_profile::ProtectionProfile::AeadAes128Gcm));
+    }
+
+    #[test]
+    fn aes_cm_hmac_sha1_80_carries_media_when_the_peer_offers_only_it() {
+        use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+        let (mut server, mut browser, now) = connected_pair_with(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
+        assert!(matches!(
+            server.srtp.as_ref().unwrap().profile,
+            rtc::srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80
+        ));
+        let sent = rtp(3, b"cm protected");
+        let sealed = browser.srtp.as_mut().unwrap().outbound.encrypt_rtp(&sent).unwrap();
+        server.handle_datagram(browser_addr(), &sealed, now);
+        assert_eq!(server.poll_output(), Some(Output::Rtp(sent)));
+        assert!(server.send_rtp(&rtp(4, b"back")));
+        let Some(Output::Transmit { data, .. }) = server.poll_output() else { panic!("nothing sent") };
+        assert_eq!(browser.srtp.as_mut().unwrap().inbound.decrypt_rtp(&data).unwrap().to_vec(), rtp(4, b"back"));
     }
 
     #[test]
