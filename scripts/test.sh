@@ -9,6 +9,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# The Socket.IO test client (rust_socketio) links OpenSSL: its headers and pkg-config.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "installing libssl-dev and pkg-config (apt) for the Socket.IO test client"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
 # Rust: unit tests, reconcile tests against a fake API server, CRD freshness.
 cargo test --workspace --no-fail-fast
 # Benchmarks are run on demand (README), but must keep compiling.

@@ -1,1 +1,24 @@
-//! Fanout's Socket.IO signalling server (built in the signalling issue).
+//! Fanout's Socket.IO signalling server: the public front door (DESIGN.md sections 3 and 6).
+//!
+//! Browsers connect with a JWT ([`auth`]), join rooms and negotiate WebRTC transports over
+//! Socket.IO ([`events`], [`handlers`]); signalling finds each room's worker ([`placement`]) and
+//! proxies the media calls to it ([`worker`]), and follows the room's events on the worker to
+//! notify participants ([`followers`]). [`server::app`] puts it together as an axum router.
+//!
+//! Every request event is answered twice, as the seed's clients and mediasoup-client apps
+//! expect: through the acknowledgement when the client asked for one, and with the named
+//! response event. Refusals carry a stable code ([`error::SignallingError::code`]).
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod followers;
+mod handlers;
+pub mod metrics;
+pub mod placement;
+pub mod server;
+pub mod session;
+pub mod worker;
+
+pub use error::{Result, SignallingError};
+pub use server::{Limits, Signalling, app};

@@ -1,7 +1,195 @@
-//! The `fanout-signalling` binary. Until the signalling issue lands it refuses to start, so
-//! nobody mistakes it for a working server.
+//! The `fanout-signalling` binary: flags and environment, logging, and the HTTP server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
+use fanout_signalling::placement::{Placement, StaticPlacement};
+use fanout_signalling::worker::{MediaBackend, WorkerBackend};
+use fanout_signalling::{Limits, Signalling, app};
+
+/// Algorithms of a public key file.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PublicKeyAlgorithm {
+    Rs256,
+    Es256,
+}
+
+/// Fanout's Socket.IO signalling server.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "FANOUT_LISTEN_ADDR", default_value = "0.0.0.0")]
+    listen_addr: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Browser origins allowed to connect (comma-separated); empty or `*` allows any.
+    #[arg(long, env = "FANOUT_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// HS256 secret shared with the application's token issuer.
+    #[arg(
+        long,
+        env = "FANOUT_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key_file"
+    )]
+    jwt_secret: Option<String>,
+    /// PEM public key of the token issuer, for RS256 or ES256 tokens.
+    #[arg(long, env = "FANOUT_JWT_PUBLIC_KEY_FILE")]
+    jwt_public_key_file: Option<PathBuf>,
+    /// Algorithm of --jwt-public-key-file.
+    #[arg(long, env = "FANOUT_JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Rs256)]
+    jwt_algorithm: PublicKeyAlgorithm,
+    /// Required `aud` of tokens (unchecked when unset).
+    #[arg(long, env = "FANOUT_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Required `iss` of tokens (unchecked when unset).
+    #[arg(long, env = "FANOUT_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Base URL of the one media worker every room goes to (static placement).
+    #[arg(long, env = "FANOUT_WORKER_URL")]
+    worker_url: Option<String>,
+    /// Bearer token of the workers' REST API.
+    #[arg(long, env = "FANOUT_WORKER_TOKEN", hide_env_values = true)]
+    worker_token: Option<String>,
+    /// Timeout of each worker call, in milliseconds.
+    #[arg(long, env = "FANOUT_WORKER_TIMEOUT_MS", default_value_t = 5000)]
+    worker_timeout_ms: u64,
+    /// Roles allowed to publish, with static placement (comma-separated; empty: everyone).
+    #[arg(long, env = "FANOUT_PUBLISHERS", value_delimiter = ',')]
+    publishers: Vec<String>,
+    /// Largest request payload in bytes.
+    #[arg(long, env = "FANOUT_MAX_EVENT_BYTES", default_value_t = 64 * 1024)]
+    max_event_bytes: usize,
+    /// Request events per second allowed per connection (sustained).
+    #[arg(long, env = "FANOUT_EVENTS_PER_SECOND", default_value_t = 50)]
+    events_per_second: u32,
+    /// Request events allowed per connection in a burst.
+    #[arg(long, env = "FANOUT_EVENT_BURST", default_value_t = 100)]
+    event_burst: u32,
+    /// Log format: text or json.
+    #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
 
 fn main() -> std::process::ExitCode {
-    eprintln!("fanout-signalling: the signalling server is not built yet (see the signalling issue); refusing to start");
-    std::process::ExitCode::from(2)
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fanout-signalling: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One readable line (with its causes) for the operator, not a backtrace.
+            eprintln!("fanout-signalling: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+
+    let verifier = JwtVerifier::new(&jwt_config(&args)?)
+        .map_err(anyhow::Error::msg)
+        .context("JWT configuration")?;
+
+    let Some(worker_url) = args.worker_url.clone() else {
+        // TODO(embedded mode): with neither a worker URL nor Kubernetes, start the worker
+        // in-process on loopback and use StaticPlacement pointing at it (the signalling
+        // issue's "embedded mode"). That needs the worker binary's startup code as a library
+        // call; until it exists, refuse clearly. The Kubernetes placement (a Room reflector)
+        // also plugs in here, before this fallback.
+        bail!(
+            "--worker-url (FANOUT_WORKER_URL) is required: embedded mode (an in-process worker) \
+             and Kubernetes placement are not available yet"
+        );
+    };
+    let placement: Arc<dyn Placement> =
+        Arc::new(StaticPlacement::new(worker_url.clone()).with_publishers(args.publishers.clone()));
+    let backend: Arc<dyn MediaBackend> = Arc::new(WorkerBackend::new(
+        args.worker_token.clone(),
+        Duration::from_millis(args.worker_timeout_ms),
+    ));
+    let limits = Limits {
+        max_event_bytes: args.max_event_bytes,
+        events_per_second: args.events_per_second,
+        event_burst: args.event_burst,
+        ..Limits::default()
+    };
+    let state = Signalling::new(verifier, placement, backend, limits);
+    let router = app(state, &args.cors_origins);
+
+    let addr = SocketAddr::new(args.listen_addr, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, worker = worker_url, "signalling listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    Ok(())
+}
+
+fn jwt_config(args: &Args) -> anyhow::Result<JwtConfig> {
+    let key = match (&args.jwt_secret, &args.jwt_public_key_file) {
+        (Some(secret), None) => JwtKey::Hs256 {
+            secret: secret.clone().into_bytes(),
+        },
+        (None, Some(path)) => {
+            let public_key_pem = std::fs::read(path)
+                .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+            match args.jwt_algorithm {
+                PublicKeyAlgorithm::Rs256 => JwtKey::Rs256 { public_key_pem },
+                PublicKeyAlgorithm::Es256 => JwtKey::Es256 { public_key_pem },
+            }
+        }
+        _ => bail!(
+            "set exactly one of --jwt-secret (FANOUT_JWT_SECRET) or --jwt-public-key-file \
+             (FANOUT_JWT_PUBLIC_KEY_FILE): connections are refused without a way to verify tokens"
+        ),
+    };
+    Ok(JwtConfig {
+        key,
+        audience: args.jwt_audience.clone(),
+        issuer: args.jwt_issuer.clone(),
+        leeway_seconds: 30,
+    })
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -1,0 +1,391 @@
+//! The public Socket.IO protocol (DESIGN.md section 6) as types: what clients emit, what they
+//! get back, and how the worker's room events become notifications. Pure: no sockets here.
+//!
+//! Payloads are camelCase JSON. Fields a client may send but that signalling takes from the
+//! token instead (`userId`, `email`, `fullName`, `role`) are not in these types, so serde
+//! drops them: a payload cannot change who its sender is.
+
+use fanout_worker::room::{
+    AppData, ConsumerCloseReason, ConsumerId, Direction, DtlsParameters, PeerId, PeerSummary,
+    ProducerId, RoomEvent, TransportId,
+};
+use fanout_worker::rtp::{MediaKind, RtpCapabilities, RtpParameters};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Request events and the named event each one answers with. Relay events answer only by
+/// acknowledgement: their effect is the event the target receives.
+pub const REQUESTS: &[(&str, Option<&str>)] = &[
+    ("join-room", Some("joined-room")),
+    ("leave-room", Some("left-room")),
+    ("get-participants", Some("participants")),
+    ("webrtc-offer", None),
+    ("webrtc-answer", None),
+    ("ice-candidate", None),
+    ("create-transport", Some("transport-created")),
+    ("connect-transport", Some("transport-connected")),
+    ("restart-ice", Some("ice-restarted")),
+    ("produce", Some("producer-created")),
+    ("consume", Some("consumer-created")),
+    ("pause-producer", Some("producer-paused")),
+    ("resume-producer", Some("producer-resumed")),
+    ("close-producer", Some("producer-closed")),
+    ("pause-consumer", Some("consumer-paused")),
+    ("resume-consumer", Some("consumer-resumed")),
+    ("close-consumer", Some("consumer-closed")),
+    ("get-room-info", Some("room-info")),
+];
+
+/// `join-room`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRoom {
+    /// The room to join.
+    pub room_id: String,
+    /// The seed's hint that the client means to publish; kept for compatibility, never
+    /// trusted (publishing is decided by role).
+    #[serde(default)]
+    pub is_producer: Option<bool>,
+    /// A display name for a room created on demand.
+    #[serde(default)]
+    pub room_name: Option<String>,
+}
+
+/// Requests that name only the room (`leave-room`, `get-participants`, `get-room-info`).
+/// `roomId` may be omitted: a connection is in one room at most.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomRequest {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+}
+
+/// `webrtc-offer`, `webrtc-answer`, `ice-candidate`: passed to `targetId` with `from` added.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relay {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The participant id to deliver to.
+    pub target_id: String,
+    /// Everything else (`sdp`, `candidate`, ...), relayed unchanged.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
+}
+
+/// `create-transport`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTransport {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// `send` or `recv`.
+    pub direction: Direction,
+}
+
+/// `connect-transport`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectTransport {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's transports.
+    pub transport_id: TransportId,
+    /// The client transport's `connect` event's parameters, unchanged.
+    pub dtls_parameters: DtlsParameters,
+}
+
+/// `restart-ice`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartIce {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's transports.
+    pub transport_id: TransportId,
+}
+
+/// `produce`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Produce {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The send transport; optional when the sender has exactly one.
+    #[serde(default)]
+    pub transport_id: Option<TransportId>,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// mediasoup-client's `produce` event's parameters, unchanged.
+    pub rtp_parameters: RtpParameters,
+    /// Shown to other participants (e.g. `{"source": "screen"}`).
+    #[serde(default)]
+    pub app_data: AppData,
+    /// Start paused.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `consume`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consume {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The producer to receive.
+    pub producer_id: ProducerId,
+    /// The receiving device's `device.rtpCapabilities`.
+    pub rtp_capabilities: RtpCapabilities,
+    /// The recv transport; optional when the sender has exactly one.
+    #[serde(default)]
+    pub transport_id: Option<TransportId>,
+    /// Create paused, then `resume-consumer` once the client-side consumer exists
+    /// (mediasoup's recommended pattern, so the first packet is a keyframe).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `pause-producer`, `resume-producer`, `close-producer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerRequest {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's producers.
+    pub producer_id: ProducerId,
+}
+
+/// `pause-consumer`, `resume-consumer`, `close-consumer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerRequest {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's consumers.
+    pub consumer_id: ConsumerId,
+}
+
+/// A participant as other participants see it: `{participantId, userId, fullName, role,
+/// appData}`. The email stays private to the token's holder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    /// The participant's id in the room (also its peer id on the worker).
+    pub participant_id: PeerId,
+    /// The `sub` of its token.
+    pub user_id: String,
+    /// The `name` of its token.
+    pub full_name: String,
+    /// The `role` of its token.
+    pub role: String,
+    /// Application data.
+    pub app_data: AppData,
+}
+
+impl From<&PeerSummary> for Participant {
+    fn from(peer: &PeerSummary) -> Self {
+        Participant {
+            participant_id: peer.peer_id.clone(),
+            user_id: peer.info.user_id.clone(),
+            full_name: peer.info.display_name.clone(),
+            role: peer.info.role.clone(),
+            app_data: peer.info.app_data.clone(),
+        }
+    }
+}
+
+/// Who a notification goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Everybody in the room.
+    Room,
+    /// Everybody in the room but this participant (the one it is about).
+    RoomExcept(PeerId),
+    /// Only this participant.
+    Peer(PeerId),
+}
+
+/// A Socket.IO event for some of a room's participants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The event name, e.g. `new-producer`.
+    pub event: &'static str,
+    /// Its payload.
+    pub payload: Value,
+    /// Its recipients.
+    pub audience: Audience,
+}
+
+/// What a room event from the worker tells the room's participants, if anything.
+///
+/// The participant an event is about is left out where it caused the event itself and got
+/// the named response already (its own join, producer, pause); `consumer-closed` goes only
+/// to the consumer's owner.
+pub fn notification(room: &str, event: RoomEvent) -> Option<Notification> {
+    let (event, payload, audience) = match event {
+        RoomEvent::PeerJoined(peer) => {
+            let participant = Participant::from(&peer);
+            let mut payload = serde_json::to_value(&participant).ok()?;
+            payload["roomId"] = json!(room);
+            (
+                "participant-joined",
+                payload,
+                Audience::RoomExcept(peer.peer_id),
+            )
+        }
+        RoomEvent::PeerLeft { peer_id } => (
+            "participant-left",
+            json!({"roomId": room, "participantId": peer_id}),
+            Audience::RoomExcept(peer_id),
+        ),
+        RoomEvent::NewProducer {
+            producer_id,
+            peer_id,
+            kind,
+            app_data,
+        } => (
+            "new-producer",
+            json!({"roomId": room, "producerId": producer_id, "participantId": peer_id,
+                   "kind": kind, "appData": app_data}),
+            Audience::RoomExcept(peer_id),
+        ),
+        RoomEvent::ProducerClosed {
+            producer_id,
+            peer_id,
+        } => (
+            "producer-closed",
+            json!({"roomId": room, "producerId": producer_id, "participantId": peer_id}),
+            Audience::RoomExcept(peer_id),
+        ),
+        RoomEvent::ProducerPaused {
+            producer_id,
+            peer_id,
+        } => (
+            "producer-paused",
+            json!({"roomId": room, "producerId": producer_id, "participantId": peer_id}),
+            Audience::RoomExcept(peer_id),
+        ),
+        RoomEvent::ProducerResumed {
+            producer_id,
+            peer_id,
+        } => (
+            "producer-resumed",
+            json!({"roomId": room, "producerId": producer_id, "participantId": peer_id}),
+            Audience::RoomExcept(peer_id),
+        ),
+        // A consumer closed on request was answered already; the others (producer or
+        // transport gone) are news to their owner.
+        RoomEvent::ConsumerClosed {
+            reason: ConsumerCloseReason::Requested,
+            ..
+        } => return None,
+        RoomEvent::ConsumerClosed {
+            consumer_id,
+            peer_id,
+            producer_id,
+            reason,
+        } => (
+            "consumer-closed",
+            json!({"roomId": room, "consumerId": consumer_id, "producerId": producer_id,
+                   "reason": reason}),
+            Audience::Peer(peer_id),
+        ),
+        RoomEvent::TransportClosed { .. } => return None,
+        RoomEvent::RoomClosed { room_id } => {
+            ("room-closed", json!({"roomId": room_id}), Audience::Room)
+        }
+    };
+    Some(Notification {
+        event,
+        payload,
+        audience,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use fanout_worker::room::PeerInfo;
+
+    use super::*;
+
+    #[test]
+    fn identity_fields_in_a_join_payload_are_dropped() {
+        let join: JoinRoom = serde_json::from_value(json!({
+            "roomId": "maths", "userId": "someone-else", "role": "teacher", "isProducer": true
+        }))
+        .unwrap();
+        assert_eq!(join.room_id, "maths");
+        assert_eq!(join.is_producer, Some(true));
+    }
+
+    #[test]
+    fn a_peer_joining_is_told_to_everybody_else() {
+        let peer = PeerSummary {
+            peer_id: "p1".into(),
+            info: PeerInfo {
+                user_id: "u1".into(),
+                display_name: "Ada".into(),
+                role: "teacher".into(),
+                app_data: AppData::new(),
+            },
+        };
+        let n = notification("maths", RoomEvent::PeerJoined(peer)).unwrap();
+        assert_eq!(n.event, "participant-joined");
+        assert_eq!(n.audience, Audience::RoomExcept("p1".into()));
+        assert_eq!(n.payload["participantId"], "p1");
+        assert_eq!(n.payload["fullName"], "Ada");
+        assert_eq!(n.payload["roomId"], "maths");
+    }
+
+    #[test]
+    fn a_new_producer_is_told_to_everybody_but_its_producer() {
+        let n = notification(
+            "maths",
+            RoomEvent::NewProducer {
+                producer_id: "pr1".into(),
+                peer_id: "p1".into(),
+                kind: MediaKind::Video,
+                app_data: AppData::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(n.event, "new-producer");
+        assert_eq!(n.audience, Audience::RoomExcept("p1".into()));
+        assert_eq!(n.payload["producerId"], "pr1");
+        assert_eq!(n.payload["kind"], "video");
+    }
+
+    #[test]
+    fn a_consumer_closed_by_its_producer_is_told_only_to_its_owner() {
+        let closed = |reason| RoomEvent::ConsumerClosed {
+            consumer_id: "c1".into(),
+            peer_id: "p2".into(),
+            producer_id: "pr1".into(),
+            reason,
+        };
+        let n = notification("maths", closed(ConsumerCloseReason::ProducerClosed)).unwrap();
+        assert_eq!(n.event, "consumer-closed");
+        assert_eq!(n.audience, Audience::Peer("p2".into()));
+        assert_eq!(
+            notification("maths", closed(ConsumerCloseReason::Requested)),
+            None
+        );
+    }
+
+    #[test]
+    fn every_request_has_a_distinct_name() {
+        let mut names: Vec<_> = REQUESTS.iter().map(|(name, _)| *name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), REQUESTS.len());
+    }
+}

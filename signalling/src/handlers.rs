@@ -1,0 +1,589 @@
+//! What each request event does (DESIGN.md section 6). Every handler gets the admitted
+//! payload and returns the body that both the acknowledgement and the named response event
+//! carry; [`server`](crate::server) does the answering.
+//!
+//! Identity always comes from the connection's token. Object ids the client names are checked
+//! against the participant's own before they reach a worker, because the worker's API does
+//! not know who owns what.
+
+use std::sync::Arc;
+
+use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest};
+use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+
+use crate::error::{Result, SignallingError};
+use crate::events::{
+    ConnectTransport, Consume, ConsumerRequest, CreateTransport, JoinRoom, Participant, Produce,
+    ProducerRequest, Relay, RestartIce, RoomRequest,
+};
+use crate::followers::room_channel;
+use crate::placement::RoomLocation;
+use crate::server::{Connection, Signalling};
+use crate::session::{Membership, Session};
+
+/// Longest room name accepted; names become URL path segments and Kubernetes object names.
+const MAX_ROOM_NAME: usize = 128;
+
+fn parse<T: DeserializeOwned>(event: &str, payload: Value) -> Result<T> {
+    serde_json::from_value(payload).map_err(|e| SignallingError::InvalidPayload {
+        event: event.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn check_room_name(room: &str) -> Result<()> {
+    let reason = if room.is_empty() {
+        "roomId is empty"
+    } else if room.chars().count() > MAX_ROOM_NAME {
+        "roomId is longer than 128 characters"
+    } else if room.chars().any(char::is_control) {
+        "roomId contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(SignallingError::InvalidPayload {
+        event: "join-room".to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+fn to_value(value: impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| {
+        tracing::error!(%e, "serialising a response failed");
+        SignallingError::Internal
+    })
+}
+
+impl Connection {
+    /// The participant's session, if it has joined `room` (or any room when `None`).
+    fn session(&self, room: Option<&str>) -> Result<Session> {
+        match (&*self.membership(), room) {
+            (Membership::Joined(session), None) => Ok(session.clone()),
+            (Membership::Joined(session), Some(room)) if session.room == room => {
+                Ok(session.clone())
+            }
+            (_, Some(room)) => Err(SignallingError::NotInRoom(format!("room {room}"))),
+            (_, None) => Err(SignallingError::NotInRoom("a room".to_owned())),
+        }
+    }
+
+    /// Applies `change` to the session if it is still the same one (a leave or a disconnect
+    /// may have happened during the worker call).
+    fn update(&self, session: &Session, change: impl FnOnce(&mut Session)) {
+        if let Membership::Joined(current) = &mut *self.membership()
+            && current.room == session.room
+            && current.peer == session.peer
+        {
+            change(current);
+        }
+    }
+}
+
+impl Signalling {
+    /// `join-room`: place the room, follow its events, join the worker with the token's
+    /// identity, and answer with the room's state.
+    pub(crate) async fn join_room(
+        self: Arc<Self>,
+        socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let join: JoinRoom = parse("join-room", payload)?;
+        let room = join.room_id;
+        check_room_name(&room)?;
+        connection.identity.may_join(&room)?;
+        {
+            let mut membership = connection.membership();
+            match &*membership {
+                Membership::Idle => *membership = Membership::Joining(room.clone()),
+                Membership::Joining(current) => {
+                    return Err(SignallingError::AlreadyInRoom(current.clone()));
+                }
+                Membership::Joined(session) => {
+                    return Err(SignallingError::AlreadyInRoom(session.room.clone()));
+                }
+            }
+        }
+        let peer = PeerId(socket.id.to_string());
+        let joined = self.join_worker(&socket, &connection, &room, &peer).await;
+        let (location, response) = match joined {
+            Ok(joined) => joined,
+            Err(error) => {
+                *connection.membership() = Membership::Idle;
+                return Err(error);
+            }
+        };
+        // The disconnect handler skips a join in flight, so a socket that went away during
+        // the worker call is cleaned up here. `connected` turns false before that handler runs.
+        let still_connected = {
+            let mut membership = connection.membership();
+            if socket.connected() {
+                *membership =
+                    Membership::Joined(Session::new(&room, peer.clone(), location.clone()));
+                true
+            } else {
+                *membership = Membership::Idle;
+                false
+            }
+        };
+        if !still_connected {
+            let _ = self.backend.leave(&location.endpoint, &room, &peer).await;
+            self.followers.release(&room);
+            return Err(SignallingError::NotInRoom(format!("room {room}")));
+        }
+        self.metrics.joins.inc();
+        let identity = &connection.identity;
+        let me = Participant {
+            participant_id: peer.clone(),
+            user_id: identity.user_id.clone(),
+            full_name: identity.name.clone(),
+            role: identity.role.clone(),
+            app_data: AppData::new(),
+        };
+        let mut participants = vec![me];
+        participants.extend(response.peers.iter().map(Participant::from));
+        Ok(json!({
+            "success": true,
+            "roomId": room,
+            "participantId": peer,
+            "participants": participants,
+            "mediasoup": to_value(&response)?,
+        }))
+    }
+
+    async fn join_worker(
+        &self,
+        socket: &SocketRef,
+        connection: &Connection,
+        room: &str,
+        peer: &PeerId,
+    ) -> Result<(RoomLocation, JoinResponse)> {
+        let location = self.placement.locate(room).await?;
+        let mut subscribed =
+            self.followers
+                .acquire(self.io(), self.backend.clone(), room, &location.endpoint);
+        // Waiting for the subscription means no event after our join is missed; a slow
+        // worker only delays the join, bounded.
+        let _ = tokio::time::timeout(
+            self.limits.subscribe_wait,
+            subscribed.wait_for(|done| *done),
+        )
+        .await;
+        // In the Socket.IO room before the worker join, so that nothing the room does after
+        // the join's snapshot escapes this participant.
+        let channel = room_channel(room);
+        socket.join(channel.clone());
+        let identity = &connection.identity;
+        let request = JoinRequest {
+            peer_id: peer.clone(),
+            user_id: identity.user_id.clone(),
+            display_name: identity.name.clone(),
+            role: identity.role.clone(),
+            app_data: AppData::new(),
+        };
+        match self.backend.join(&location.endpoint, room, &request).await {
+            Ok(response) => Ok((location, response)),
+            Err(error) => {
+                socket.leave(channel);
+                self.followers.release(room);
+                Err(error)
+            }
+        }
+    }
+
+    /// `leave-room`: the participant is out at once; a worker that cannot be told is logged,
+    /// not the participant's problem.
+    pub(crate) async fn leave_room(
+        self: Arc<Self>,
+        socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: RoomRequest = parse("leave-room", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        *connection.membership() = Membership::Idle;
+        socket.leave(room_channel(&session.room));
+        if let Err(error) = self
+            .backend
+            .leave(&session.location.endpoint, &session.room, &session.peer)
+            .await
+        {
+            tracing::warn!(room = session.room, %error, "leave on the worker failed");
+        }
+        self.followers.release(&session.room);
+        Ok(json!({"success": true, "roomId": session.room}))
+    }
+
+    /// `get-participants`: everybody in the room, from the worker (all replicas' participants).
+    pub(crate) async fn get_participants(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: RoomRequest = parse("get-participants", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        let info = self
+            .backend
+            .room_info(&session.location.endpoint, &session.room)
+            .await?;
+        let participants: Vec<Participant> = info.peers.iter().map(Participant::from).collect();
+        Ok(json!({"roomId": session.room, "participants": participants}))
+    }
+
+    /// `get-room-info`: participants and producers, with the router capabilities.
+    pub(crate) async fn get_room_info(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: RoomRequest = parse("get-room-info", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        let info = self
+            .backend
+            .room_info(&session.location.endpoint, &session.room)
+            .await?;
+        let participants: Vec<Participant> = info.peers.iter().map(Participant::from).collect();
+        Ok(json!({
+            "roomId": session.room,
+            "rtpCapabilities": to_value(&info.rtp_capabilities)?,
+            "participants": participants,
+            "producers": to_value(&info.producers)?,
+        }))
+    }
+
+    pub(crate) async fn relay_offer(
+        self: Arc<Self>,
+        socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        self.relay("webrtc-offer", socket, connection, payload)
+            .await
+    }
+
+    pub(crate) async fn relay_answer(
+        self: Arc<Self>,
+        socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        self.relay("webrtc-answer", socket, connection, payload)
+            .await
+    }
+
+    pub(crate) async fn relay_ice_candidate(
+        self: Arc<Self>,
+        socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        self.relay("ice-candidate", socket, connection, payload)
+            .await
+    }
+
+    /// The seed's peer-to-peer relay: the payload goes to the named participant only, if it
+    /// is in the sender's room, with `from` set to the sender (whatever the payload said).
+    async fn relay(
+        &self,
+        event: &'static str,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let relay: Relay = parse(event, payload)?;
+        let session = connection.session(relay.room_id.as_deref())?;
+        let not_found = || SignallingError::TargetNotFound(relay.target_id.clone());
+        let sid: Sid = relay.target_id.parse().map_err(|_| not_found())?;
+        let target = self.io().get_socket(sid).ok_or_else(not_found)?;
+        let same_room = target
+            .extensions
+            .get::<Arc<Connection>>()
+            .is_some_and(|c| c.session(Some(&session.room)).is_ok());
+        if !same_room {
+            return Err(not_found());
+        }
+        let mut message = relay.rest;
+        message.insert("roomId".into(), json!(session.room));
+        message.insert("targetId".into(), json!(relay.target_id));
+        message.insert("from".into(), json!(session.peer));
+        target.emit(event, &message).map_err(|_| not_found())?;
+        Ok(json!({"success": true}))
+    }
+
+    /// `create-transport`: a send transport needs a publishing role.
+    pub(crate) async fn create_transport(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: CreateTransport = parse("create-transport", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        if request.direction == Direction::Send {
+            session.check_publish(&connection.identity.role)?;
+        }
+        let created = self
+            .backend
+            .create_transport(
+                &session.location.endpoint,
+                &session.room,
+                &session.peer,
+                request.direction,
+            )
+            .await?;
+        connection.update(&session, |s| {
+            s.add_transport(created.id.clone(), request.direction)
+        });
+        let mut body = to_value(&created)?;
+        body["transportId"] = json!(created.id);
+        body["direction"] = json!(request.direction);
+        Ok(body)
+    }
+
+    /// `connect-transport`: the client's DTLS parameters for one of its transports.
+    pub(crate) async fn connect_transport(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ConnectTransport = parse("connect-transport", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_transport(&request.transport_id)?;
+        self.backend
+            .connect_transport(
+                &session.location.endpoint,
+                &session.room,
+                &request.transport_id,
+                &request.dtls_parameters,
+            )
+            .await?;
+        Ok(json!({"transportId": request.transport_id}))
+    }
+
+    /// `restart-ice`: new ICE credentials for one of the participant's transports.
+    pub(crate) async fn restart_ice(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: RestartIce = parse("restart-ice", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_transport(&request.transport_id)?;
+        let ice_parameters = self
+            .backend
+            .restart_ice(
+                &session.location.endpoint,
+                &session.room,
+                &request.transport_id,
+            )
+            .await?;
+        Ok(
+            json!({"transportId": request.transport_id, "iceParameters": to_value(&ice_parameters)?}),
+        )
+    }
+
+    /// `produce`: needs a publishing role and one of the participant's send transports.
+    pub(crate) async fn produce(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: Produce = parse("produce", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_publish(&connection.identity.role)?;
+        let transport_id = session.transport_for(Direction::Send, request.transport_id.as_ref())?;
+        let produce = ProduceRequest {
+            peer_id: session.peer.clone(),
+            transport_id,
+            kind: request.kind,
+            rtp_parameters: request.rtp_parameters,
+            app_data: request.app_data,
+            paused: request.paused,
+        };
+        let created = self
+            .backend
+            .produce(&session.location.endpoint, &session.room, &produce)
+            .await?;
+        connection.update(&session, |s| s.add_producer(created.id.clone()));
+        Ok(json!({
+            "id": created.id,
+            "producerId": created.id,
+            "kind": produce.kind,
+            "rtpParameters": to_value(&produce.rtp_parameters)?,
+        }))
+    }
+
+    /// `consume`: on one of the participant's recv transports.
+    pub(crate) async fn consume(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: Consume = parse("consume", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        let transport_id = session.transport_for(Direction::Recv, request.transport_id.as_ref())?;
+        let consume = ConsumeRequest {
+            peer_id: session.peer.clone(),
+            transport_id,
+            producer_id: request.producer_id,
+            rtp_capabilities: request.rtp_capabilities,
+            paused: request.paused,
+        };
+        let created = self
+            .backend
+            .consume(&session.location.endpoint, &session.room, &consume)
+            .await?;
+        connection.update(&session, |s| s.add_consumer(created.id.clone()));
+        to_value(&created)
+    }
+
+    pub(crate) async fn pause_producer(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ProducerRequest = parse("pause-producer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_producer(&request.producer_id)?;
+        self.backend
+            .pause_producer(
+                &session.location.endpoint,
+                &session.room,
+                &request.producer_id,
+            )
+            .await?;
+        Ok(json!({"producerId": request.producer_id}))
+    }
+
+    pub(crate) async fn resume_producer(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ProducerRequest = parse("resume-producer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_producer(&request.producer_id)?;
+        self.backend
+            .resume_producer(
+                &session.location.endpoint,
+                &session.room,
+                &request.producer_id,
+            )
+            .await?;
+        Ok(json!({"producerId": request.producer_id}))
+    }
+
+    pub(crate) async fn close_producer(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ProducerRequest = parse("close-producer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_producer(&request.producer_id)?;
+        self.backend
+            .close_producer(
+                &session.location.endpoint,
+                &session.room,
+                &request.producer_id,
+            )
+            .await?;
+        connection.update(&session, |s| s.remove_producer(&request.producer_id));
+        Ok(json!({"producerId": request.producer_id}))
+    }
+
+    pub(crate) async fn pause_consumer(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ConsumerRequest = parse("pause-consumer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_consumer(&request.consumer_id)?;
+        self.backend
+            .pause_consumer(
+                &session.location.endpoint,
+                &session.room,
+                &request.consumer_id,
+            )
+            .await?;
+        Ok(json!({"consumerId": request.consumer_id}))
+    }
+
+    pub(crate) async fn resume_consumer(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ConsumerRequest = parse("resume-consumer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_consumer(&request.consumer_id)?;
+        self.backend
+            .resume_consumer(
+                &session.location.endpoint,
+                &session.room,
+                &request.consumer_id,
+            )
+            .await?;
+        Ok(json!({"consumerId": request.consumer_id}))
+    }
+
+    pub(crate) async fn close_consumer(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: ConsumerRequest = parse("close-consumer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_consumer(&request.consumer_id)?;
+        self.backend
+            .close_consumer(
+                &session.location.endpoint,
+                &session.room,
+                &request.consumer_id,
+            )
+            .await?;
+        connection.update(&session, |s| s.remove_consumer(&request.consumer_id));
+        Ok(json!({"consumerId": request.consumer_id}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_must_be_short_printable_and_present() {
+        assert!(check_room_name("maths-101").is_ok());
+        assert!(check_room_name("").is_err());
+        assert!(check_room_name(&"x".repeat(129)).is_err());
+        assert_eq!(
+            check_room_name("a\nb").unwrap_err().code(),
+            "INVALID_PAYLOAD"
+        );
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_invalid_payload_naming_the_field() {
+        let error = parse::<CreateTransport>("create-transport", json!({"direction": "sideways"}))
+            .unwrap_err();
+        assert_eq!(error.code(), "INVALID_PAYLOAD");
+        assert!(error.to_string().contains("create-transport"), "{error}");
+    }
+}

@@ -1,0 +1,451 @@
+//! The process's wiring: the shared state ([`Signalling`]), the axum router with Socket.IO at
+//! `/socket.io/`, `/healthz` and `/metrics`, and the Socket.IO connect middleware that
+//! authenticates every connection.
+//!
+//! A connection's identity is put into its socket extensions by the middleware (an
+//! `Arc<`[`Connection`]`>`), and request handlers read it from there only.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State as HttpState;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler as _;
+use tokio::task::AbortHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{Identity, JwtVerifier, find_token};
+use crate::error::{Result, SignallingError};
+use crate::events::REQUESTS;
+use crate::followers::Followers;
+use crate::metrics::{Metrics, RefusalLabels};
+use crate::placement::Placement;
+use crate::session::{Membership, TokenBucket};
+use crate::worker::MediaBackend;
+
+/// Sizes and rates that keep one client from hurting the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest event payload (JSON bytes) a request may carry; larger ones get
+    /// `PAYLOAD_TOO_LARGE`. A browser's `rtpCapabilities`, the largest legitimate payload, is
+    /// about 10 KiB.
+    pub max_event_bytes: usize,
+    /// Largest engine.io packet; beyond it the connection is closed rather than answered,
+    /// because the packet is never read into memory. Keep it well above `max_event_bytes`.
+    pub max_packet_bytes: u64,
+    /// Request events a connection may send per second, sustained.
+    pub events_per_second: u32,
+    /// Request events a connection may send at once.
+    pub event_burst: u32,
+    /// How long a join waits for the room's event subscription before answering anyway.
+    pub subscribe_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_bytes: 64 * 1024,
+            max_packet_bytes: 1024 * 1024,
+            events_per_second: 50,
+            event_burst: 100,
+            subscribe_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One authenticated connection: who it is (from its token) and what it is doing.
+pub struct Connection {
+    /// The verified identity; never changed by anything the client sends.
+    pub identity: Identity,
+    /// Its room, if any.
+    pub(crate) membership: Mutex<Membership>,
+    limiter: Mutex<TokenBucket>,
+    expiry: Mutex<Option<AbortHandle>>,
+}
+
+impl Connection {
+    fn new(identity: Identity, limits: &Limits) -> Self {
+        Connection {
+            identity,
+            membership: Mutex::new(Membership::Idle),
+            limiter: Mutex::new(TokenBucket::new(
+                limits.events_per_second,
+                limits.event_burst,
+                Instant::now(),
+            )),
+            expiry: Mutex::new(None),
+        }
+    }
+
+    /// The membership, locked. A poisoned lock only means a handler panicked mid-update of
+    /// plain data; the data is still the last consistent state, so carry on with it.
+    pub fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Everything the handlers share.
+pub struct Signalling {
+    pub(crate) verifier: JwtVerifier,
+    pub(crate) placement: Arc<dyn Placement>,
+    pub(crate) backend: Arc<dyn MediaBackend>,
+    pub(crate) followers: Followers,
+    pub(crate) metrics: Metrics,
+    pub(crate) limits: Limits,
+    io: OnceLock<SocketIo>,
+}
+
+impl Signalling {
+    /// The shared state of a signalling server.
+    pub fn new(
+        verifier: JwtVerifier,
+        placement: Arc<dyn Placement>,
+        backend: Arc<dyn MediaBackend>,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Signalling {
+            verifier,
+            placement,
+            backend,
+            followers: Followers::default(),
+            metrics: Metrics::default(),
+            limits,
+            io: OnceLock::new(),
+        })
+    }
+
+    /// The Socket.IO handle; set by [`app`] before any connection can exist.
+    pub(crate) fn io(&self) -> &SocketIo {
+        self.io
+            .get()
+            .expect("app() sets the SocketIo before serving")
+    }
+
+    /// The metrics, for embedding programs.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Rooms this process follows on workers right now.
+    pub fn followed_rooms(&self) -> usize {
+        self.followers.len()
+    }
+}
+
+/// CORS: which browser origins may connect. Empty means any origin, which suits token-based
+/// auth (no cookies are involved), but production deployments should name their app's origins.
+pub fn cors_layer(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([http::Method::GET, http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    let values: Vec<HeaderValue> = origins
+        .iter()
+        .filter(|o| o.as_str() != "*")
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if values.is_empty() {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(values)
+    }
+}
+
+/// The whole HTTP application: Socket.IO at `/socket.io/`, `/healthz`, `/metrics`.
+pub fn app(state: Arc<Signalling>, cors_origins: &[String]) -> Router {
+    let (layer, io) = SocketIo::builder()
+        .with_state(state.clone())
+        .max_payload(state.limits.max_packet_bytes)
+        .build_layer();
+    // app() is called once per state; a second call would serve a second SocketIo the
+    // handlers do not know, so refuse it loudly.
+    assert!(
+        state.io.set(io.clone()).is_ok(),
+        "app() called twice on one Signalling"
+    );
+    io.ns("/", on_connect.with(authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(layer)
+        .layer(cors_layer(cors_origins))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(HttpState(state): HttpState<Arc<Signalling>>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Why a connection was refused, as `connect_error`'s message: `CODE: sentence`, so that
+/// `socket.on("connect_error", err => err.message)` shows both.
+#[derive(Debug)]
+pub struct ConnectRefusal(pub SignallingError);
+
+impl std::fmt::Display for ConnectRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code(), self.0)
+    }
+}
+
+/// Connect middleware: verifies the token before the socket joins the namespace.
+async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(app): State<Arc<Signalling>>,
+) -> std::result::Result<(), ConnectRefusal> {
+    let parts = socket.req_parts();
+    let identity = find_token(auth.as_ref().ok(), &parts.headers, parts.uri.query())
+        .and_then(|token| app.verifier.verify(&token));
+    match identity {
+        Ok(identity) => {
+            let connection = Arc::new(Connection::new(identity, &app.limits));
+            socket.extensions.insert(connection.clone());
+            // Everything a connection needs is set up here, before socketioxide sends the
+            // connect packet: the connect handler runs as a separate task after it, and a
+            // client that emits right after connecting would race handlers registered there.
+            app.metrics.connections.inc();
+            socket.join(socket.id);
+            register_requests(&socket);
+            socket.on_disconnect(
+                async |socket: SocketRef, State(app): State<Arc<Signalling>>| {
+                    app.disconnected(socket).await;
+                },
+            );
+            end_at_expiry(&app, &socket, &connection);
+            tracing::debug!(sid = %socket.id, user = connection.identity.user_id, "connected");
+            Ok(())
+        }
+        Err(error) => {
+            app.metrics
+                .refused
+                .get_or_create(&RefusalLabels {
+                    code: error.code().to_owned(),
+                })
+                .inc();
+            tracing::debug!(code = error.code(), "connection refused");
+            Err(ConnectRefusal(error))
+        }
+    }
+}
+
+/// The connect handler proper has nothing left to do: see [`authenticate`] for why the
+/// setup happens before the connect packet.
+async fn on_connect() {}
+
+/// A token that expires during a session ends it, with the reason on the `error` event.
+fn end_at_expiry(app: &Arc<Signalling>, socket: &SocketRef, connection: &Connection) {
+    let now = jsonwebtoken::get_current_timestamp();
+    let left = Duration::from_secs(connection.identity.expires_at.saturating_sub(now))
+        // The verifier's own tolerance: a session does not end before its token would be refused.
+        + Duration::from_secs(app.verifier.leeway_seconds());
+    let io = app.io().clone();
+    let sid = socket.id;
+    // Looked up by id at expiry rather than holding the socket, so a closed connection is not
+    // kept alive by its timer.
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(left).await;
+        if let Some(socket) = io.get_socket(sid) {
+            let _ = socket.emit(
+                "error",
+                &SignallingError::TokenExpired.to_event("connection"),
+            );
+            let _ = socket.disconnect();
+        }
+    });
+    *connection.expiry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+}
+
+impl Signalling {
+    /// Cleanup when a socket goes: leave its room on the worker (which closes its transports,
+    /// producers and consumers and tells the others) and stop following an emptied room.
+    async fn disconnected(&self, socket: SocketRef) {
+        self.metrics.connections.dec();
+        let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
+            return;
+        };
+        if let Some(task) = connection
+            .expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        // A join still in flight sees the socket disconnected and cleans up after itself.
+        let membership = std::mem::take(&mut *connection.membership());
+        if let Membership::Joined(session) = membership {
+            if let Err(error) = self
+                .backend
+                .leave(&session.location.endpoint, &session.room, &session.peer)
+                .await
+            {
+                tracing::warn!(room = session.room, %error, "leaving the room on disconnect failed");
+            }
+            self.followers.release(&session.room);
+        }
+    }
+
+    /// Rate and size checks every request passes before its handler runs.
+    fn admit(
+        &self,
+        connection: &Connection,
+        event: &str,
+        data: std::result::Result<Value, impl std::fmt::Display>,
+    ) -> Result<Value> {
+        connection
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(Instant::now())?;
+        let data = match data {
+            Ok(value) => value,
+            // No payload at all: requests whose fields are all optional still work.
+            Err(_) => Value::Object(Default::default()),
+        };
+        let size = json_size(&data);
+        if size > self.limits.max_event_bytes {
+            return Err(SignallingError::PayloadTooLarge {
+                size,
+                limit: self.limits.max_event_bytes,
+            });
+        }
+        if !data.is_object() {
+            return Err(SignallingError::InvalidPayload {
+                event: event.to_owned(),
+                reason: "the payload must be a JSON object".to_owned(),
+            });
+        }
+        Ok(data)
+    }
+}
+
+/// The serialised size of a JSON value, without building the string.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// A request handler: the state, the socket, its connection, the admitted payload.
+trait Request:
+    Fn(Arc<Signalling>, SocketRef, Arc<Connection>, Value) -> Self::Answer
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    type Answer: Future<Output = Result<Value>> + Send + 'static;
+}
+
+impl<F, Fut> Request for F
+where
+    F: Fn(Arc<Signalling>, SocketRef, Arc<Connection>, Value) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = Result<Value>> + Send + 'static,
+{
+    type Answer = Fut;
+}
+
+fn register_requests(socket: &SocketRef) {
+    for &(event, response) in REQUESTS {
+        match event {
+            "join-room" => on_request(socket, event, response, Signalling::join_room),
+            "leave-room" => on_request(socket, event, response, Signalling::leave_room),
+            "get-participants" => on_request(socket, event, response, Signalling::get_participants),
+            "webrtc-offer" => on_request(socket, event, response, Signalling::relay_offer),
+            "webrtc-answer" => on_request(socket, event, response, Signalling::relay_answer),
+            "ice-candidate" => on_request(socket, event, response, Signalling::relay_ice_candidate),
+            "create-transport" => on_request(socket, event, response, Signalling::create_transport),
+            "connect-transport" => {
+                on_request(socket, event, response, Signalling::connect_transport)
+            }
+            "restart-ice" => on_request(socket, event, response, Signalling::restart_ice),
+            "produce" => on_request(socket, event, response, Signalling::produce),
+            "consume" => on_request(socket, event, response, Signalling::consume),
+            "pause-producer" => on_request(socket, event, response, Signalling::pause_producer),
+            "resume-producer" => on_request(socket, event, response, Signalling::resume_producer),
+            "close-producer" => on_request(socket, event, response, Signalling::close_producer),
+            "pause-consumer" => on_request(socket, event, response, Signalling::pause_consumer),
+            "resume-consumer" => on_request(socket, event, response, Signalling::resume_consumer),
+            "close-consumer" => on_request(socket, event, response, Signalling::close_consumer),
+            "get-room-info" => on_request(socket, event, response, Signalling::get_room_info),
+            other => unreachable!("request {other} in REQUESTS has no handler"),
+        }
+    }
+}
+
+/// Registers one request event: admit, handle, then answer both ways (the ack when the client
+/// asked for one, and the named response event), or refuse both ways (the ack gets
+/// `{error}`, the socket an `error` event).
+fn on_request<H: Request>(
+    socket: &SocketRef,
+    event: &'static str,
+    response: Option<&'static str>,
+    handler: H,
+) {
+    socket.on(
+        event,
+        move |socket: SocketRef,
+              TryData(data): TryData<Value>,
+              ack: AckSender,
+              State(app): State<Arc<Signalling>>| {
+            let handler = handler.clone();
+            async move {
+                let started = Instant::now();
+                let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
+                    return;
+                };
+                let outcome = match app.admit(&connection, event, data) {
+                    Ok(payload) => handler(app.clone(), socket.clone(), connection, payload).await,
+                    Err(error) => Err(error),
+                };
+                let code = outcome.as_ref().err().map_or("ok", |e| e.code()).to_owned();
+                app.metrics.observe(event, &code, started.elapsed());
+                match outcome {
+                    Ok(body) => {
+                        let _ = ack.send(&body);
+                        if let Some(response) = response {
+                            let _ = socket.emit(response, &body);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(event, code = error.code(), %error, "request refused");
+                        let _ = ack.send(&error.to_ack());
+                        let _ = socket.emit("error", &error.to_event(event));
+                    }
+                }
+            }
+        },
+    );
+}

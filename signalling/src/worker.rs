@@ -1,0 +1,343 @@
+//! The calls signalling makes to media workers, behind a trait so handlers can be tested with
+//! a fake ([`MediaBackend`]), and its implementation over the worker crate's typed REST client
+//! ([`WorkerBackend`]).
+//!
+//! Every call names the worker (`endpoint`, from the [`Placement`](crate::placement::Placement))
+//! because rooms live on different workers.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo};
+use fanout_worker::client::{ClientError, WorkerClient};
+use fanout_worker::room::{
+    ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
+    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId,
+};
+use fanout_worker::rtp::RtpCapabilities;
+use futures::stream::BoxStream;
+
+use crate::error::{Result, SignallingError};
+
+/// A room's event stream: ends after `roomClosed` or with an error (lagged, broken).
+pub type RoomEvents = BoxStream<'static, Result<RoomEvent>>;
+
+/// One method per worker call signalling needs (DESIGN.md section 5).
+#[async_trait]
+pub trait MediaBackend: Send + Sync + 'static {
+    /// Opens the room with the worker's default codecs if needed; its router capabilities.
+    async fn ensure_room(&self, endpoint: &str, room: &str) -> Result<RtpCapabilities>;
+    /// Joins a peer; identity in `join` comes from the token.
+    async fn join(&self, endpoint: &str, room: &str, join: &JoinRequest) -> Result<JoinResponse>;
+    /// Removes a peer with its transports, producers and consumers.
+    async fn leave(&self, endpoint: &str, room: &str, peer: &PeerId) -> Result<()>;
+    /// A WebRTC transport for `peer`.
+    async fn create_transport(
+        &self,
+        endpoint: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+    ) -> Result<TransportCreated>;
+    /// The client's DTLS parameters for a transport.
+    async fn connect_transport(
+        &self,
+        endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+        dtls_parameters: &DtlsParameters,
+    ) -> Result<()>;
+    /// New ICE credentials for a transport.
+    async fn restart_ice(
+        &self,
+        endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+    ) -> Result<IceParameters>;
+    /// A producer on one of the peer's send transports.
+    async fn produce(
+        &self,
+        endpoint: &str,
+        room: &str,
+        produce: &ProduceRequest,
+    ) -> Result<ProducerCreated>;
+    /// A consumer on one of the peer's recv transports.
+    async fn consume(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consume: &ConsumeRequest,
+    ) -> Result<ConsumerCreated>;
+    /// Pauses a producer.
+    async fn pause_producer(&self, endpoint: &str, room: &str, producer: &ProducerId)
+    -> Result<()>;
+    /// Resumes a producer.
+    async fn resume_producer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()>;
+    /// Closes a producer and its consumers.
+    async fn close_producer(&self, endpoint: &str, room: &str, producer: &ProducerId)
+    -> Result<()>;
+    /// Pauses a consumer.
+    async fn pause_consumer(&self, endpoint: &str, room: &str, consumer: &ConsumerId)
+    -> Result<()>;
+    /// Resumes a consumer.
+    async fn resume_consumer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()>;
+    /// Closes a consumer.
+    async fn close_consumer(&self, endpoint: &str, room: &str, consumer: &ConsumerId)
+    -> Result<()>;
+    /// Everything open in the room.
+    async fn room_info(&self, endpoint: &str, room: &str) -> Result<RoomInfo>;
+    /// The room's events from now on; returns once the worker accepted the subscription.
+    async fn events(&self, endpoint: &str, room: &str) -> Result<RoomEvents>;
+}
+
+/// [`MediaBackend`] over HTTP: the worker crate's [`WorkerClient`] (pooled keep-alive
+/// connections, per-request timeout, the shared bearer token).
+#[derive(Clone)]
+pub struct WorkerBackend {
+    client: WorkerClient,
+}
+
+impl WorkerBackend {
+    /// A backend authenticating with the workers' shared `token`, each call bounded by `timeout`.
+    pub fn new(token: Option<String>, timeout: Duration) -> Self {
+        WorkerBackend {
+            client: WorkerClient::new(token, timeout),
+        }
+    }
+}
+
+/// Maps a client failure onto what the participant is told; the details go to the log.
+pub fn worker_error(error: ClientError) -> SignallingError {
+    if error.is_unavailable() {
+        tracing::warn!(%error, "worker unavailable");
+        return SignallingError::WorkerUnavailable;
+    }
+    match error {
+        ClientError::Api { code, message, .. } => SignallingError::Worker { code, message },
+        error => {
+            tracing::error!(%error, "worker call failed");
+            SignallingError::Internal
+        }
+    }
+}
+
+#[async_trait]
+impl MediaBackend for WorkerBackend {
+    async fn ensure_room(&self, endpoint: &str, room: &str) -> Result<RtpCapabilities> {
+        self.client
+            .ensure_room(endpoint, room, &[])
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn join(&self, endpoint: &str, room: &str, join: &JoinRequest) -> Result<JoinResponse> {
+        self.client
+            .join(endpoint, room, join)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn leave(&self, endpoint: &str, room: &str, peer: &PeerId) -> Result<()> {
+        self.client
+            .leave(endpoint, room, peer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn create_transport(
+        &self,
+        endpoint: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+    ) -> Result<TransportCreated> {
+        self.client
+            .create_transport(endpoint, room, peer, direction)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn connect_transport(
+        &self,
+        endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+        dtls_parameters: &DtlsParameters,
+    ) -> Result<()> {
+        self.client
+            .connect_transport(endpoint, room, transport, dtls_parameters)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn restart_ice(
+        &self,
+        endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+    ) -> Result<IceParameters> {
+        self.client
+            .restart_ice(endpoint, room, transport)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn produce(
+        &self,
+        endpoint: &str,
+        room: &str,
+        produce: &ProduceRequest,
+    ) -> Result<ProducerCreated> {
+        self.client
+            .produce(endpoint, room, produce)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn consume(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consume: &ConsumeRequest,
+    ) -> Result<ConsumerCreated> {
+        self.client
+            .consume(endpoint, room, consume)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn pause_producer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()> {
+        self.client
+            .pause_producer(endpoint, room, producer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn resume_producer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()> {
+        self.client
+            .resume_producer(endpoint, room, producer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn close_producer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()> {
+        self.client
+            .close_producer(endpoint, room, producer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn pause_consumer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()> {
+        self.client
+            .pause_consumer(endpoint, room, consumer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn resume_consumer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()> {
+        self.client
+            .resume_consumer(endpoint, room, consumer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn close_consumer(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()> {
+        self.client
+            .close_consumer(endpoint, room, consumer)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn room_info(&self, endpoint: &str, room: &str) -> Result<RoomInfo> {
+        self.client
+            .room_info(endpoint, room)
+            .await
+            .map_err(worker_error)
+    }
+
+    async fn events(&self, endpoint: &str, room: &str) -> Result<RoomEvents> {
+        use futures::StreamExt as _;
+        let stream = self
+            .client
+            .events(endpoint, room)
+            .await
+            .map_err(worker_error)?;
+        Ok(stream.map(|item| item.map_err(worker_error)).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_worker_is_worker_unavailable() {
+        let error = worker_error(ClientError::Unavailable {
+            endpoint: "http://10.0.0.1:3000".into(),
+            reason: "connection refused".into(),
+        });
+        assert_eq!(error.code(), "WORKER_UNAVAILABLE");
+        // The worker's address is an internal detail.
+        assert!(!error.to_string().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_worker_refusal_keeps_its_code_and_message() {
+        let error = worker_error(ClientError::Api {
+            status: 400,
+            code: "UNSUPPORTED_CODEC".into(),
+            message: "no codec matches".into(),
+        });
+        assert_eq!(error.code(), "UNSUPPORTED_CODEC");
+        assert_eq!(error.to_string(), "no codec matches");
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_internal() {
+        let error = worker_error(ClientError::Protocol {
+            endpoint: "http://w".into(),
+            reason: "not json".into(),
+        });
+        assert_eq!(error.code(), "INTERNAL");
+    }
+}
