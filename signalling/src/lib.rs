@@ -10,6 +10,7 @@
 //! response event. Refusals carry a stable code ([`error::SignallingError::code`]).
 
 pub mod auth;
+pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod followers;

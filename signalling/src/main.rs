@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
+use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{MediaBackend, WorkerBackend};
 use fanout_signalling::{Limits, Signalling, app};
@@ -76,6 +77,18 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Embedded mode: IP the in-process worker's UDP sockets use and announce to browsers.
+    #[arg(long, env = "FANOUT_RTC_IP", default_value = "127.0.0.1")]
+    rtc_ip: std::net::IpAddr,
+    /// Embedded mode: first UDP port of the in-process worker.
+    #[arg(long, env = "FANOUT_RTC_MIN_PORT", default_value_t = 40000)]
+    rtc_min_port: u16,
+    /// Embedded mode: last UDP port of the in-process worker.
+    #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = 40999)]
+    rtc_max_port: u16,
+    /// Embedded mode: folder of the built web client (the demo page).
+    #[arg(long, env = "FANOUT_WEB_ROOT", default_value = "web/dist")]
+    web_root: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,20 +113,36 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
 
+    // Embedded mode (the local default): no worker URL, so run one in this process.
+    let embedded = match &args.worker_url {
+        Some(_) => None,
+        None => {
+            let options = EmbeddedOptions {
+                rtc_ip: args.rtc_ip,
+                rtc_ports: (args.rtc_min_port, args.rtc_max_port),
+                web_root: args.web_root.clone(),
+            };
+            Some(embedded::start_worker(&options, args.jwt_secret.clone()).await.context("starting the embedded worker")?)
+        }
+    };
+    let mut args = args;
+    if let Some(embedded) = &embedded {
+        tracing::warn!(
+            "DEVELOPMENT MODE: no --worker-url, so a worker runs inside this process and \
+             GET /dev/token hands out tokens to anyone. Never expose this to a network you do not trust."
+        );
+        if args.jwt_public_key_file.is_none() {
+            args.jwt_secret = Some(embedded.jwt_secret.clone());
+        }
+        args.worker_token = Some(embedded.worker_token.clone());
+    }
     let verifier = JwtVerifier::new(&jwt_config(&args)?)
         .map_err(anyhow::Error::msg)
         .context("JWT configuration")?;
-
-    let Some(worker_url) = args.worker_url.clone() else {
-        // TODO(embedded mode): with neither a worker URL nor Kubernetes, start the worker
-        // in-process on loopback and use StaticPlacement pointing at it (the signalling
-        // issue's "embedded mode"). That needs the worker binary's startup code as a library
-        // call; until it exists, refuse clearly. The Kubernetes placement (a Room reflector)
-        // also plugs in here, before this fallback.
-        bail!(
-            "--worker-url (FANOUT_WORKER_URL) is required: embedded mode (an in-process worker) \
-             and Kubernetes placement are not available yet"
-        );
+    let worker_url = match (&args.worker_url, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(embedded)) => embedded.worker.endpoint(),
+        (None, None) => bail!("no worker: set --worker-url (FANOUT_WORKER_URL)"),
     };
     let placement: Arc<dyn Placement> =
         Arc::new(StaticPlacement::new(worker_url.clone()).with_publishers(args.publishers.clone()));
@@ -128,17 +157,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let state = Signalling::new(verifier, placement, backend, limits);
-    let router = app(state, &args.cors_origins);
+    let mut router = app(state, &args.cors_origins);
+    if let Some(embedded) = &embedded {
+        router = router.merge(embedded::routes(embedded, args.web_root.clone()));
+    }
 
     let addr = SocketAddr::new(args.listen_addr, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, worker = worker_url, "signalling listening");
+    if embedded.is_some() {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.port);
+        println!("Fanout is running: open http://localhost:{port}/ in two browser tabs to make a call.");
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    if let Some(embedded) = embedded {
+        embedded.worker.shutdown().await;
+    }
     Ok(())
 }
 

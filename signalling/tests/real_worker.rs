@@ -1,13 +1,6 @@
-//! Signalling in front of a real worker process, through the worker crate's HTTP client.
-//!
-//! Ignored by default because it needs a running worker; run it with
-//!
-//! ```text
-//! cargo run -p fanout-worker -- --listen-ip 127.0.0.1 --http-port 3999 --api-token t \
-//!     --rtc-min-port 45000 --rtc-max-port 45100 &
-//! FANOUT_TEST_WORKER_URL=http://127.0.0.1:3999 FANOUT_TEST_WORKER_TOKEN=t \
-//!     cargo test -p fanout-signalling --test real_worker -- --ignored
-//! ```
+//! Signalling in front of a real worker, through the worker crate's HTTP client: the worker
+//! runs in-process as in embedded mode (or, with FANOUT_TEST_WORKER_URL and
+//! FANOUT_TEST_WORKER_TOKEN set, a worker you started yourself).
 
 mod common;
 
@@ -22,10 +15,26 @@ use fanout_signalling::{Limits, Signalling, app};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a running worker: set FANOUT_TEST_WORKER_URL"]
 async fn a_participant_joins_publishes_and_leaves_on_a_real_worker() {
-    let worker = std::env::var("FANOUT_TEST_WORKER_URL").expect("FANOUT_TEST_WORKER_URL");
-    let token_env = std::env::var("FANOUT_TEST_WORKER_TOKEN").ok();
+    let embedded = match std::env::var("FANOUT_TEST_WORKER_URL") {
+        Ok(_) => None,
+        Err(_) => {
+            let options = fanout_signalling::embedded::EmbeddedOptions {
+                rtc_ip: [127, 0, 0, 1].into(),
+                rtc_ports: (45000, 45099),
+                web_root: "web/dist".into(),
+            };
+            Some(fanout_signalling::embedded::start_worker(&options, None).await.expect("embedded worker starts"))
+        }
+    };
+    let worker = match &embedded {
+        Some(e) => e.worker.endpoint(),
+        None => std::env::var("FANOUT_TEST_WORKER_URL").unwrap(),
+    };
+    let token_env = match &embedded {
+        Some(e) => Some(e.worker_token.clone()),
+        None => std::env::var("FANOUT_TEST_WORKER_TOKEN").ok(),
+    };
     let backend = Arc::new(WorkerBackend::new(token_env, Duration::from_secs(5)));
     let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
     let state = Signalling::new(
@@ -102,4 +111,30 @@ async fn a_participant_joins_publishes_and_leaves_on_a_real_worker() {
         publisher_id
     );
     watcher.request("leave-room", json!({})).await;
+}
+
+/// Embedded mode's extra routes: development tokens that signalling accepts, and the
+/// in-process worker's stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_issues_tokens_signalling_accepts_and_serves_worker_stats() {
+    let options = fanout_signalling::embedded::EmbeddedOptions {
+        rtc_ip: [127, 0, 0, 1].into(),
+        rtc_ports: (45100, 45199),
+        web_root: "web/dist".into(),
+    };
+    let embedded = fanout_signalling::embedded::start_worker(&options, None).await.unwrap();
+    let routes = fanout_signalling::embedded::routes(&embedded, "web/dist".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
+
+    let answer: serde_json::Value = reqwest::get(format!("{base}/dev/token?name=Ada&role=teacher")).await.unwrap().json().await.unwrap();
+    let token = answer["token"].as_str().expect("a token");
+    let verifier = JwtVerifier::new(&JwtConfig::hs256(embedded.jwt_secret.as_bytes())).unwrap();
+    let identity = verifier.verify(token).expect("the token verifies with the run's secret");
+    assert_eq!((identity.name.as_str(), identity.role.as_str()), ("Ada", "teacher"));
+
+    let stats: serde_json::Value = reqwest::get(format!("{base}/dev/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["rooms"], 0);
+    embedded.worker.shutdown().await;
 }

@@ -1,0 +1,126 @@
+//! Embedded mode, the local default: with no worker URL and no Kubernetes, one `signalling`
+//! process also runs a worker in-process on loopback, serves the demo page, and issues
+//! development tokens, so anyone can try a call on a laptop with one command.
+//!
+//! Development only: the token endpoint hands a valid token to anyone who asks. It exists only
+//! in this mode, and the process says so loudly in its log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use axum::Router;
+use fanout_worker::client::WorkerClient;
+use fanout_worker::server::{start, RunningWorker, WorkerConfig};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use rand::Rng;
+use serde::Deserialize;
+use tower_http::services::{ServeDir, ServeFile};
+
+/// How an embedded worker listens.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// IP the worker's UDP sockets bind to and announce (loopback unless other machines on
+    /// the network should join).
+    pub rtc_ip: std::net::IpAddr,
+    pub rtc_ports: (u16, u16),
+    /// Where the built web client is (`web/dist`).
+    pub web_root: PathBuf,
+}
+
+/// A running embedded worker and what signalling needs to use it.
+pub struct Embedded {
+    pub worker: RunningWorker,
+    /// Bearer token of the in-process worker's API (random per run).
+    pub worker_token: String,
+    /// HS256 secret of the development tokens.
+    pub jwt_secret: String,
+}
+
+/// A random secret for this run.
+pub fn random_secret() -> String {
+    let mut rng = rand::rng();
+    (0..32).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+}
+
+/// Starts the in-process worker.
+pub async fn start_worker(options: &EmbeddedOptions, jwt_secret: Option<String>) -> anyhow::Result<Embedded> {
+    let worker_token = random_secret();
+    let worker = start(WorkerConfig {
+        http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen_ip: options.rtc_ip,
+        announced_ip: options.rtc_ip,
+        rtc_ports: options.rtc_ports,
+        media_threads: 1,
+        api_token: Some(worker_token.clone()),
+    })
+    .await?;
+    Ok(Embedded { worker, worker_token, jwt_secret: jwt_secret.unwrap_or_else(random_secret) })
+}
+
+#[derive(Clone)]
+struct DevState {
+    secret: String,
+    worker_endpoint: String,
+    worker: WorkerClient,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    name: Option<String>,
+    role: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct DevClaims {
+    sub: String,
+    name: String,
+    email: String,
+    role: String,
+    exp: u64,
+}
+
+/// `GET /dev/token?name=Ada&role=teacher`: a token valid for 12 hours.
+async fn dev_token(State(state): State<DevState>, Query(query): Query<TokenQuery>) -> impl IntoResponse {
+    let name = query.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Guest".into());
+    let sub = format!("dev-{}", &random_secret()[..12]);
+    let claims = DevClaims {
+        email: format!("{sub}@dev.local"),
+        sub,
+        name,
+        role: query.role.unwrap_or_else(|| "participant".into()),
+        exp: jsonwebtoken::get_current_timestamp() + 12 * 3600,
+    };
+    match encode(&Header::default(), &claims, &EncodingKey::from_secret(state.secret.as_bytes())) {
+        Ok(token) => (StatusCode::OK, Json(serde_json::json!({ "token": token }))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": {"code": "INTERNAL", "message": e.to_string()}})))
+            .into_response(),
+    }
+}
+
+/// `GET /dev/stats`: the embedded worker's `/v1/stats` (rooms, peers, transports...).
+async fn dev_stats(State(state): State<DevState>) -> impl IntoResponse {
+    match state.worker.stats(&state.worker_endpoint).await {
+        Ok(stats) => (StatusCode::OK, Json(serde_json::to_value(stats).unwrap_or_default())).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, Json(serde_json::json!({"error": {"code": "WORKER_UNAVAILABLE", "message": e.to_string()}})))
+            .into_response(),
+    }
+}
+
+/// The routes embedded mode adds: development tokens, worker stats, and the web client.
+pub fn routes(embedded: &Embedded, web_root: PathBuf) -> Router {
+    let state = DevState {
+        secret: embedded.jwt_secret.clone(),
+        worker_endpoint: embedded.worker.endpoint(),
+        worker: WorkerClient::new(Some(embedded.worker_token.clone()), Duration::from_secs(5)),
+    };
+    let index = web_root.join("index.html");
+    Router::new()
+        .route("/dev/token", get(dev_token))
+        .route("/dev/stats", get(dev_stats))
+        .with_state(state)
+        .fallback_service(ServeDir::new(web_root).fallback(ServeFile::new(index)))
+}
