@@ -74,6 +74,12 @@ pub enum SignallingError {
     /// The room has no placement (unknown room, or not placed yet).
     #[error("room {0} does not exist or has not been placed on a media worker yet")]
     RoomNotFound(String),
+    /// The room exists but no worker could take it yet (all full, none ready...).
+    #[error("room {room} is waiting for a media worker: {reason}")]
+    RoomPending { room: String, reason: String },
+    /// A room id that cannot name a Room object (Kubernetes names are DNS labels).
+    #[error("room id {0:?} is not valid: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit")]
+    InvalidRoomId(String),
     /// The room's worker cannot be reached or is shutting down.
     #[error("the media worker for this room is unavailable; try again shortly")]
     WorkerUnavailable,
@@ -107,6 +113,8 @@ impl SignallingError {
             SignallingError::ProducerNotFound(_) => "PRODUCER_NOT_FOUND",
             SignallingError::ConsumerNotFound(_) => "CONSUMER_NOT_FOUND",
             SignallingError::RoomNotFound(_) => "ROOM_NOT_FOUND",
+            SignallingError::RoomPending { .. } => "ROOM_PENDING",
+            SignallingError::InvalidRoomId(_) => "INVALID_ROOM_ID",
             SignallingError::WorkerUnavailable => "WORKER_UNAVAILABLE",
             SignallingError::Worker { code, .. } => code,
             SignallingError::Internal => "INTERNAL",

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod embedded;
+pub mod kube_placement;
 pub mod error;
 pub mod events;
 pub mod followers;
@@ -22,4 +23,4 @@ pub mod session;
 pub mod worker;
 
 pub use error::{Result, SignallingError};
-pub use server::{Limits, Signalling, app};
+pub use server::{Limits, Signalling, app, app_with};

@@ -11,13 +11,20 @@ use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
 use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{MediaBackend, WorkerBackend};
-use fanout_signalling::{Limits, Signalling, app};
+use fanout_signalling::{Limits, Signalling, app_with};
 
 /// Algorithms of a public key file.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PublicKeyAlgorithm {
     Rs256,
     Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlacementMode {
+    Static,
+    Kubernetes,
+    Embedded,
 }
 
 /// Fanout's Socket.IO signalling server.
@@ -77,6 +84,24 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Where rooms live: `static` (--worker-url), `kubernetes` (Room objects placed by the
+    /// operator), `embedded` (a worker in this process). Default: static with a worker URL,
+    /// kubernetes inside a cluster, embedded otherwise.
+    #[arg(long, env = "FANOUT_PLACEMENT", value_enum)]
+    placement: Option<PlacementMode>,
+    /// Kubernetes placement: namespace of the Room objects.
+    #[arg(long, env = "FANOUT_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Kubernetes placement: create a Room object for an unknown room id (deleted by the
+    /// operator after --auto-create-empty-timeout-seconds without peers).
+    #[arg(long, env = "FANOUT_AUTO_CREATE_ROOMS", default_value_t = false)]
+    auto_create_rooms: bool,
+    /// Kubernetes placement: how long an auto-created Room may stay empty.
+    #[arg(long, env = "FANOUT_AUTO_CREATE_EMPTY_TIMEOUT_SECONDS", default_value_t = 300)]
+    auto_create_empty_timeout_seconds: i64,
+    /// Kubernetes placement: how long a join waits for the operator to place a room.
+    #[arg(long, env = "FANOUT_PLACEMENT_WAIT_SECONDS", default_value_t = 10)]
+    placement_wait_seconds: u64,
     /// Embedded mode: IP the in-process worker's UDP sockets use and announce to browsers.
     #[arg(long, env = "FANOUT_RTC_IP", default_value = "127.0.0.1")]
     rtc_ip: std::net::IpAddr,
@@ -113,10 +138,16 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
 
-    // Embedded mode (the local default): no worker URL, so run one in this process.
-    let embedded = match &args.worker_url {
-        Some(_) => None,
-        None => {
+    let mode = args.placement.unwrap_or(if args.worker_url.is_some() {
+        PlacementMode::Static
+    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        PlacementMode::Kubernetes
+    } else {
+        PlacementMode::Embedded
+    });
+    // Embedded mode (the local default): a worker in this process.
+    let embedded = match mode {
+        PlacementMode::Embedded => {
             let options = EmbeddedOptions {
                 rtc_ip: args.rtc_ip,
                 rtc_ports: (args.rtc_min_port, args.rtc_max_port),
@@ -124,12 +155,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             Some(embedded::start_worker(&options, args.jwt_secret.clone()).await.context("starting the embedded worker")?)
         }
+        _ => None,
     };
     let mut args = args;
     if let Some(embedded) = &embedded {
         tracing::warn!(
-            "DEVELOPMENT MODE: no --worker-url, so a worker runs inside this process and \
-             GET /dev/token hands out tokens to anyone. Never expose this to a network you do not trust."
+            "DEVELOPMENT MODE: no --worker-url and no Kubernetes, so a worker runs inside this process \
+             and GET /dev/token hands out tokens to anyone. Never expose this to a network you do not trust."
         );
         if args.jwt_public_key_file.is_none() {
             args.jwt_secret = Some(embedded.jwt_secret.clone());
@@ -139,13 +171,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let verifier = JwtVerifier::new(&jwt_config(&args)?)
         .map_err(anyhow::Error::msg)
         .context("JWT configuration")?;
-    let worker_url = match (&args.worker_url, &embedded) {
-        (Some(url), _) => url.clone(),
-        (None, Some(embedded)) => embedded.worker.endpoint(),
-        (None, None) => bail!("no worker: set --worker-url (FANOUT_WORKER_URL)"),
+    let (placement, worker_url): (Arc<dyn Placement>, String) = match (mode, &embedded) {
+        (PlacementMode::Kubernetes, _) => {
+            // kube uses rustls with ring: one process-wide provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default()
+                .await
+                .context("Kubernetes placement needs in-cluster configuration or a kubeconfig")?;
+            let rooms = fanout_signalling::kube_placement::watch_rooms(client.clone(), &args.namespace).await;
+            let creator: Option<Arc<dyn fanout_signalling::kube_placement::RoomCreator>> = args.auto_create_rooms.then(|| {
+                Arc::new(fanout_signalling::kube_placement::ApiRoomCreator {
+                    client: client.clone(),
+                    empty_timeout_seconds: args.auto_create_empty_timeout_seconds,
+                }) as Arc<dyn fanout_signalling::kube_placement::RoomCreator>
+            });
+            let placement = fanout_signalling::kube_placement::KubePlacement::new(
+                rooms,
+                args.namespace.clone(),
+                creator,
+                Duration::from_secs(args.placement_wait_seconds),
+            );
+            placement.spawn_migration_watch();
+            (placement as Arc<dyn Placement>, format!("Room objects in namespace {}", args.namespace))
+        }
+        (_, Some(embedded)) => {
+            let url = embedded.worker.endpoint();
+            (Arc::new(StaticPlacement::new(url.clone()).with_publishers(args.publishers.clone())), url)
+        }
+        (_, None) => {
+            let Some(url) = args.worker_url.clone() else {
+                bail!("static placement needs --worker-url (FANOUT_WORKER_URL)");
+            };
+            (Arc::new(StaticPlacement::new(url.clone()).with_publishers(args.publishers.clone())), url)
+        }
     };
-    let placement: Arc<dyn Placement> =
-        Arc::new(StaticPlacement::new(worker_url.clone()).with_publishers(args.publishers.clone()));
     let backend: Arc<dyn MediaBackend> = Arc::new(WorkerBackend::new(
         args.worker_token.clone(),
         Duration::from_millis(args.worker_timeout_ms),
@@ -157,10 +216,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let state = Signalling::new(verifier, placement, backend, limits);
-    let mut router = app(state, &args.cors_origins);
-    if let Some(embedded) = &embedded {
-        router = router.merge(embedded::routes(embedded, args.web_root.clone()));
-    }
+    let extra = match &embedded {
+        Some(embedded) => embedded::routes(embedded, args.web_root.clone()),
+        None => axum::Router::new(),
+    };
+    let router = app_with(state, &args.cors_origins, extra);
 
     let addr = SocketAddr::new(args.listen_addr, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -4,12 +4,8 @@
 //! (DESIGN.md section 3, the signalling issue):
 //!
 //! - [`StaticPlacement`]: one worker for every room. Embedded mode and tests.
-//! - Kubernetes (next step, not here yet): a kube reflector over Room objects, so a lookup is
-//!   a memory read of `Room.status.placement.endpoint` and `Room.spec.publishers`; an unknown
-//!   room is created when auto-create is on and awaited (bounded) until the operator places
-//!   it, otherwise `ROOM_NOT_FOUND`. It will also report placement changes so the room's
-//!   sockets get `room-migrated`; that needs a `watch`-style method added to this trait (or a
-//!   separate stream) and is the seam to extend.
+//! - [`crate::kube_placement::KubePlacement`]: a watch cache of Room objects (the operator
+//!   writes each room's worker into its status), with auto-create and `room-migrated`.
 
 use async_trait::async_trait;
 
@@ -33,11 +29,23 @@ impl RoomLocation {
     }
 }
 
+/// A room that moved to another worker: its sockets are told `room-migrated` and rejoin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub room: String,
+    pub endpoint: String,
+}
+
 /// Finds a room's worker. Implementations must be cheap to call on every join.
 #[async_trait]
 pub trait Placement: Send + Sync + 'static {
     /// The room's location, or `ROOM_NOT_FOUND` when it has none (and cannot be given one).
     async fn locate(&self, room: &str) -> Result<RoomLocation>;
+
+    /// Rooms moving between workers, for placements where that happens.
+    fn migrations(&self) -> Option<tokio::sync::broadcast::Receiver<Migration>> {
+        None
+    }
 }
 
 /// Every room on one worker: embedded mode and tests.

@@ -159,6 +159,13 @@ pub fn cors_layer(origins: &[String]) -> CorsLayer {
 
 /// The whole HTTP application: Socket.IO at `/socket.io/`, `/healthz`, `/metrics`.
 pub fn app(state: Arc<Signalling>, cors_origins: &[String]) -> Router {
+    app_with(state, cors_origins, Router::new())
+}
+
+/// [`app`] with more routes (embedded mode's pages and development endpoints). They are merged
+/// under the Socket.IO layer, so `/socket.io/` keeps reaching Socket.IO even when `extra` has a
+/// fallback (such as the web client's files).
+pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) -> Router {
     let (layer, io) = SocketIo::builder()
         .with_state(state.clone())
         .max_payload(state.limits.max_packet_bytes)
@@ -170,10 +177,21 @@ pub fn app(state: Arc<Signalling>, cors_origins: &[String]) -> Router {
         "app() called twice on one Signalling"
     );
     io.ns("/", on_connect.with(authenticate));
+    // Rooms the placement moved to another worker: their clients rejoin on `room-migrated`.
+    if let (Some(mut moved), Ok(runtime)) = (state.placement.migrations(), tokio::runtime::Handle::try_current()) {
+        let io = io.clone();
+        runtime.spawn(async move {
+            while let Ok(migration) = moved.recv().await {
+                let payload = serde_json::json!({"roomId": migration.room, "reason": "the room moved to another media worker; join again"});
+                let _ = io.to(crate::followers::room_channel(&migration.room)).emit("room-migrated", &payload).await;
+            }
+        });
+    }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(extra)
         .layer(layer)
         .layer(cors_layer(cors_origins))
 }

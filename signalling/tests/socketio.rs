@@ -625,3 +625,33 @@ async fn healthz_and_metrics_are_served_next_to_socket_io() {
         "{metrics}"
     );
 }
+
+/// A placement whose rooms the test moves between workers, as the operator does when a
+/// worker is lost.
+struct MovingPlacement {
+    moves: tokio::sync::broadcast::Sender<fanout_signalling::placement::Migration>,
+}
+
+#[async_trait::async_trait]
+impl fanout_signalling::placement::Placement for MovingPlacement {
+    async fn locate(&self, _room: &str) -> fanout_signalling::Result<fanout_signalling::placement::RoomLocation> {
+        Ok(fanout_signalling::placement::RoomLocation { endpoint: common::WORKER.into(), publishers: vec![], max_peers: None })
+    }
+
+    fn migrations(&self) -> Option<tokio::sync::broadcast::Receiver<fanout_signalling::placement::Migration>> {
+        Some(self.moves.subscribe())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moved_to_another_worker_tells_its_participants_room_migrated() {
+    let (moves, _) = tokio::sync::broadcast::channel(4);
+    let placement = std::sync::Arc::new(MovingPlacement { moves: moves.clone() });
+    let server = common::Server::start_placed(placement, fanout_signalling::Limits::default(), fanout_signalling::auth::JwtConfig::hs256(common::SECRET)).await;
+    let (mut ada, _) = server.joined("ada", "teacher", "maths").await;
+    let (mut bob, _) = server.joined("bob", "student", "physics").await;
+    moves.send(fanout_signalling::placement::Migration { room: "maths".into(), endpoint: "http://10.0.0.2:3000".into() }).unwrap();
+    let event = ada.next_event("room-migrated").await;
+    assert_eq!(event["roomId"], "maths");
+    assert!(!bob.receives("room-migrated", std::time::Duration::from_millis(300)).await, "other rooms are not told");
+}

@@ -425,9 +425,18 @@ impl Server {
         limits: Limits,
         jwt: JwtConfig,
     ) -> Server {
+        Server::start_placed(Arc::new(placement), limits, jwt).await
+    }
+
+    /// With any placement (Kubernetes-like ones, moving rooms).
+    pub async fn start_placed(
+        placement: Arc<dyn fanout_signalling::placement::Placement>,
+        limits: Limits,
+        jwt: JwtConfig,
+    ) -> Server {
         let backend = FakeBackend::new();
         let verifier = JwtVerifier::new(&jwt).unwrap();
-        let state = Signalling::new(verifier, Arc::new(placement), backend.clone(), limits);
+        let state = Signalling::new(verifier, placement, backend.clone(), limits);
         let router = app(state.clone(), &[]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
