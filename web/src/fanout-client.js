@@ -1,0 +1,546 @@
+// Fanout's browser client: socket.io-client + mediasoup-client for the Fanout protocol
+// (DESIGN.md section 6), so an app can join a room, publish its camera and microphone and get
+// every other participant's tracks without knowing the event names.
+//
+//   import { connect } from './fanout-client.js';
+//
+//   const client = await connect({ url: 'https://sfu.example.com', token });
+//   client.on('remote-track', ({ participantId, track, kind }) => show(participantId, track));
+//   client.on('remote-track-ended', ({ producerId }) => hide(producerId));
+//   const { participantId, participants } = await client.join('maths-101');
+//   const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+//   for (const track of stream.getTracks()) await client.publish(track);
+//   ...
+//   await client.leave();
+//
+// Requests use Socket.IO acknowledgements; a refusal rejects with a FanoutError carrying the
+// server's stable `code` (e.g. ROOM_NOT_ALLOWED, WORKER_UNAVAILABLE) and a sentence to show.
+// Work the client does on its own (subscribing to new producers, rejoining after a migration
+// or a reconnect) reports failures through the 'error' event instead.
+//
+// Events (client.on(name, listener)):
+//   'remote-track'         {participantId, producerId, consumerId, kind, track, appData, paused, consumer}
+//   'remote-track-ended'   {participantId, producerId, consumerId, kind, reason}
+//   'remote-track-paused'  {participantId, producerId, kind}     the sender muted it
+//   'remote-track-resumed' {participantId, producerId, kind}
+//   'participant-joined'   {participantId, userId, fullName, role, appData}
+//   'participant-left'     {participantId}
+//   'joined'               the join answer, also after an automatic rejoin
+//   'rejoining'            {reason: 'room-migrated' | 'reconnected'}
+//   'left'                 {roomId, reason}
+//   'disconnected'         {reason}            the connection ended and will not come back
+//   'error'                FanoutError         something the client did on its own failed
+
+import { io } from 'socket.io-client';
+import { Device } from 'mediasoup-client';
+
+/** Default time to wait for a request's acknowledgement. */
+const REQUEST_TIMEOUT_MS = 15000;
+
+/** A refusal from the server, or a failure of the client, with a stable code. */
+export class FanoutError extends Error {
+  /**
+   * @param {string} code stable code, e.g. TOKEN_INVALID_SIGNATURE, ROOM_NOT_FOUND
+   * @param {string} message a sentence a person can act on
+   * @param {string} [event] the request that failed (e.g. 'join-room'), or 'connection'
+   */
+  constructor(code, message, event) {
+    super(message);
+    this.name = 'FanoutError';
+    this.code = code;
+    this.event = event;
+  }
+}
+
+/**
+ * A refused connection's `connect_error` message is `CODE: sentence`; anything else (the
+ * server is down, a proxy answered) has no code of ours.
+ */
+export function connectErrorToFanoutError(err) {
+  const message = String(err?.message ?? err);
+  const match = /^([A-Z][A-Z0-9_]+): (.*)$/s.exec(message);
+  if (match) return new FanoutError(match[1], match[2], 'connection');
+  if (err?.type === 'TransportError' || /xhr poll error|websocket error|timeout/i.test(message)) {
+    return new FanoutError('SERVER_UNREACHABLE', `cannot reach the signalling server (${message})`, 'connection');
+  }
+  return new FanoutError('CONNECTION_REFUSED', message, 'connection');
+}
+
+/** Connects and resolves with a ready {@link FanoutClient}; rejects with a FanoutError. */
+export async function connect(options) {
+  const client = new FanoutClient();
+  await client.connect(options);
+  return client;
+}
+
+/** A participant's connection to Fanout: at most one room at a time. */
+export class FanoutClient {
+  constructor() {
+    /** @type {import('socket.io-client').Socket | null} */
+    this.socket = null;
+    /** @type {Device | null} */
+    this.device = null;
+    /** The joined room's id, or null. */
+    this.roomId = null;
+    /** This participant's id in the room (the server's), or null. */
+    this.participantId = null;
+    /** Everybody in the room by participant id, this participant included. */
+    this.participants = new Map();
+    /** Own producers by producer id. */
+    this.producers = new Map();
+    /** Remote tracks by producer id: {consumer, participantId, kind, appData}. */
+    this.consumers = new Map();
+    this._listeners = new Map();
+    this._sendTransport = null;
+    this._recvTransport = null;
+    this._sendTransportPromise = null;
+    this._recvTransportPromise = null;
+    // Local tracks published, so a rejoin can publish them again.
+    this._published = new Map();
+    this._displayName = undefined;
+    this._wasConnected = false;
+    this._rejoining = null;
+    // Bumped on every join and leave: work started for an older session drops its result.
+    this._session = 0;
+  }
+
+  // ---- events ------------------------------------------------------------------------
+
+  /** Adds a listener; returns a function that removes it. */
+  on(event, listener) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(listener);
+    return () => this.off(event, listener);
+  }
+
+  off(event, listener) {
+    this._listeners.get(event)?.delete(listener);
+  }
+
+  _emit(event, payload) {
+    for (const listener of [...(this._listeners.get(event) ?? [])]) {
+      try {
+        listener(payload);
+      } catch (err) {
+        console.error(`fanout: a '${event}' listener threw`, err);
+      }
+    }
+  }
+
+  _fail(error) {
+    const err = error instanceof FanoutError ? error : new FanoutError('CLIENT_ERROR', String(error?.message ?? error));
+    if (this._listeners.get('error')?.size) this._emit('error', err);
+    else console.error('fanout:', err);
+  }
+
+  // ---- connection --------------------------------------------------------------------
+
+  /**
+   * Opens the Socket.IO connection with a JWT from the app's backend.
+   * @param {{url?: string, token: string, socketOptions?: object, timeoutMs?: number}} options
+   *   `url` defaults to the page's origin; `socketOptions` go to socket.io-client's `io()`.
+   */
+  connect({ url, token, socketOptions = {}, timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
+    if (this.socket) throw new FanoutError('ALREADY_CONNECTED', 'this client is connected already; create another one');
+    this.requestTimeoutMs = timeoutMs;
+    const socket = io(url ?? globalThis.location?.origin, {
+      auth: { token },
+      // WebSocket first (one round trip less); long polling where a proxy blocks WebSockets.
+      transports: ['websocket', 'polling'],
+      tryAllTransports: true,
+      ...socketOptions,
+    });
+    this.socket = socket;
+    this._listenToServer(socket);
+    return new Promise((resolve, reject) => {
+      const onConnect = () => {
+        socket.off('connect_error', onError);
+        resolve(this);
+      };
+      const onError = (err) => {
+        socket.off('connect', onConnect);
+        // A refused token will be refused again: do not let socket.io retry in the background.
+        socket.disconnect();
+        this.socket = null;
+        reject(connectErrorToFanoutError(err));
+      };
+      socket.once('connect', onConnect);
+      socket.once('connect_error', onError);
+    });
+  }
+
+  _listenToServer(socket) {
+    socket.on('connect', () => {
+      if (this._wasConnected && this.roomId) {
+        // A new connection is a new participant to the server; the old one has left.
+        this._rejoin('reconnected');
+      }
+      this._wasConnected = true;
+    });
+    socket.on('disconnect', (reason) => {
+      // 'io server disconnect' (e.g. the token expired) and 'io client disconnect' are final;
+      // socket.io reconnects by itself after the others.
+      if (reason === 'io server disconnect' || reason === 'io client disconnect') {
+        this._dropRoomState('disconnected');
+        this._emit('disconnected', { reason });
+      }
+    });
+    socket.on('error', (payload) => {
+      // Refusals of our own requests arrive through their acks too; only session-level errors
+      // (e.g. TOKEN_EXPIRED) need reporting from here.
+      if (payload?.event === 'connection') {
+        this._fail(new FanoutError(payload.code, payload.message, payload.event));
+      }
+    });
+    socket.on('participant-joined', (p) => {
+      if (!this._inRoom(p)) return;
+      this.participants.set(p.participantId, p);
+      this._emit('participant-joined', p);
+    });
+    socket.on('participant-left', (p) => {
+      if (!this._inRoom(p)) return;
+      for (const [producerId, entry] of this.consumers) {
+        if (entry.participantId === p.participantId) this._dropConsumer(producerId, 'participant-left');
+      }
+      this.participants.delete(p.participantId);
+      this._emit('participant-left', { participantId: p.participantId });
+    });
+    socket.on('new-producer', (p) => {
+      if (!this._inRoom(p) || p.participantId === this.participantId) return;
+      this._subscribe(p, this._session);
+    });
+    socket.on('producer-closed', (p) => {
+      if (!this._inRoom(p)) return;
+      if (this.consumers.has(p.producerId)) this._dropConsumer(p.producerId, 'producer-closed');
+    });
+    socket.on('consumer-closed', (p) => {
+      if (!this._inRoom(p)) return;
+      if (this.consumers.has(p.producerId)) this._dropConsumer(p.producerId, p.reason ?? 'consumer-closed');
+    });
+    socket.on('producer-paused', (p) => this._remotePaused(p, true));
+    socket.on('producer-resumed', (p) => this._remotePaused(p, false));
+    socket.on('room-migrated', (p) => {
+      if (this._inRoom(p)) this._rejoin('room-migrated');
+    });
+    socket.on('room-closed', (p) => {
+      if (!this._inRoom(p)) return;
+      const roomId = this.roomId;
+      this._dropRoomState('room-closed');
+      this._emit('left', { roomId, reason: 'room-closed' });
+    });
+  }
+
+  _inRoom(payload) {
+    return this.roomId !== null && (payload?.roomId === undefined || payload.roomId === this.roomId);
+  }
+
+  _remotePaused(p, paused) {
+    if (!this._inRoom(p)) return;
+    const entry = this.consumers.get(p.producerId);
+    if (!entry) return;
+    entry.remotelyPaused = paused;
+    this._emit(paused ? 'remote-track-paused' : 'remote-track-resumed', {
+      participantId: entry.participantId,
+      producerId: p.producerId,
+      kind: entry.kind,
+    });
+  }
+
+  /**
+   * Emits a request and resolves with its acknowledgement; rejects with a FanoutError when the
+   * server refuses it (`{error: {code, message}}`) or does not answer in time.
+   */
+  async request(event, payload = {}) {
+    if (!this.socket) throw new FanoutError('NOT_CONNECTED', 'connect() first', event);
+    let answer;
+    try {
+      answer = await this.socket.timeout(this.requestTimeoutMs ?? REQUEST_TIMEOUT_MS).emitWithAck(event, payload);
+    } catch {
+      throw new FanoutError('TIMEOUT', `the server did not answer '${event}' in time`, event);
+    }
+    if (answer && typeof answer === 'object' && answer.error) {
+      throw new FanoutError(answer.error.code ?? 'UNKNOWN', answer.error.message ?? 'refused', event);
+    }
+    return answer;
+  }
+
+  // ---- room --------------------------------------------------------------------------
+
+  /**
+   * Joins a room, loads the mediasoup Device with the room's router capabilities, and
+   * subscribes to everything already published there (and, from then on, to everything new).
+   *
+   * Who the participant is (user id, name, role) comes from the token; `displayName` is sent
+   * as the seed's `fullName` for servers that take it from the payload, and ours ignore it.
+   * @returns the join answer: {roomId, participantId, participants, mediasoup}
+   */
+  async join(roomId, { displayName, roomName, isProducer = true } = {}) {
+    if (this.roomId) throw new FanoutError('ALREADY_IN_ROOM', `already in room ${this.roomId}; leave() first`, 'join-room');
+    this._displayName = displayName;
+    const session = ++this._session;
+    const joined = await this.request('join-room', {
+      roomId,
+      roomName,
+      isProducer,
+      ...(displayName ? { fullName: displayName } : {}),
+    });
+    if (session !== this._session) throw new FanoutError('LEFT', 'left the room while joining', 'join-room');
+    await this._enter(joined, session);
+    return joined;
+  }
+
+  async _enter(joined, session) {
+    this.roomId = joined.roomId;
+    this.participantId = joined.participantId;
+    this.participants = new Map((joined.participants ?? []).map((p) => [p.participantId, p]));
+    const device = await Device.factory();
+    await device.load({ routerRtpCapabilities: joined.mediasoup.rtpCapabilities });
+    if (session !== this._session) return;
+    this.device = device;
+    this._emit('joined', joined);
+    for (const producer of joined.mediasoup.producers ?? []) {
+      const participantId = producer.participantId ?? producer.peerId;
+      if (participantId === this.participantId) continue;
+      this._subscribe({ ...producer, participantId }, session);
+    }
+  }
+
+  /** Leaves the room: closes every transport, producer and consumer of this participant. */
+  async leave() {
+    if (!this.roomId) return;
+    const roomId = this.roomId;
+    this._published.clear();
+    this._dropRoomState('left');
+    try {
+      await this.request('leave-room', { roomId });
+    } finally {
+      this._emit('left', { roomId, reason: 'left' });
+    }
+  }
+
+  /** Leaves the room if in one and closes the connection. */
+  async close() {
+    try {
+      if (this.socket?.connected) await this.leave();
+    } finally {
+      this.socket?.disconnect();
+      this.socket = null;
+    }
+  }
+
+  /** Closes the room's local objects; the server side is the caller's business. */
+  _dropRoomState(reason) {
+    this._session++;
+    for (const producerId of [...this.consumers.keys()]) this._dropConsumer(producerId, reason);
+    for (const producer of this.producers.values()) producer.close();
+    this.producers.clear();
+    this._sendTransport?.close();
+    this._recvTransport?.close();
+    this._sendTransport = this._recvTransport = null;
+    this._sendTransportPromise = this._recvTransportPromise = null;
+    this.device = null;
+    this.roomId = null;
+    this.participantId = null;
+    this.participants = new Map();
+  }
+
+  /** After a migration or a reconnect: join again and publish the same tracks again. */
+  _rejoin(reason) {
+    if (this._rejoining) return this._rejoining;
+    const roomId = this.roomId;
+    const published = [...this._published.values()];
+    const displayName = this._displayName;
+    this._emit('rejoining', { reason });
+    this._rejoining = (async () => {
+      this._dropRoomState(reason);
+      try {
+        await this.join(roomId, { displayName });
+        for (const { track, options } of published) {
+          if (track.readyState === 'live') await this.publish(track, options);
+        }
+      } catch (err) {
+        this._fail(err);
+      } finally {
+        this._rejoining = null;
+      }
+    })();
+    return this._rejoining;
+  }
+
+  // ---- transports --------------------------------------------------------------------
+
+  _transport(direction) {
+    const key = direction === 'send' ? '_sendTransportPromise' : '_recvTransportPromise';
+    if (!this[key]) {
+      this[key] = this._createTransport(direction).catch((err) => {
+        this[key] = null;
+        throw err;
+      });
+    }
+    return this[key];
+  }
+
+  async _createTransport(direction) {
+    const roomId = this.roomId;
+    const device = this.device;
+    if (!device) throw new FanoutError('NOT_IN_ROOM', 'join a room first', 'create-transport');
+    const created = await this.request('create-transport', { roomId, direction });
+    if (device !== this.device) throw new FanoutError('LEFT', 'left the room meanwhile', 'create-transport');
+    const options = {
+      id: created.transportId ?? created.id,
+      iceParameters: created.iceParameters,
+      iceCandidates: created.iceCandidates,
+      dtlsParameters: created.dtlsParameters,
+    };
+    const transport = direction === 'send' ? device.createSendTransport(options) : device.createRecvTransport(options);
+    transport.on('connect', ({ dtlsParameters }, callback, errback) => {
+      this.request('connect-transport', { roomId, transportId: transport.id, dtlsParameters })
+        .then(() => callback())
+        .catch(errback);
+    });
+    if (direction === 'send') {
+      transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
+        this.request('produce', { roomId, transportId: transport.id, kind, rtpParameters, appData })
+          .then((answer) => callback({ id: answer.id ?? answer.producerId }))
+          .catch(errback);
+      });
+    }
+    transport.on('connectionstatechange', (state) => {
+      if (state === 'failed') {
+        this._fail(new FanoutError('TRANSPORT_FAILED', `the ${direction} media connection failed (ICE/DTLS); check UDP reachability of the media worker`));
+      }
+    });
+    if (direction === 'send') this._sendTransport = transport;
+    else this._recvTransport = transport;
+    return transport;
+  }
+
+  // ---- publishing --------------------------------------------------------------------
+
+  /**
+   * Publishes a local track (camera, microphone, screen).
+   * @param {MediaStreamTrack} track
+   * @param {object} [options] `appData` (shown to the others, e.g. {source: 'screen'}), and any
+   *   mediasoup-client produce option: `codec` (one of `device.sendRtpCapabilities.codecs`),
+   *   `encodings`, `codecOptions`.
+   * @returns {Promise<import('mediasoup-client').types.Producer>}
+   */
+  async publish(track, options = {}) {
+    const { appData = {}, ...produceOptions } = options;
+    const transport = await this._transport('send');
+    const producer = await transport.produce({ track, appData, stopTracks: false, ...produceOptions });
+    this.producers.set(producer.id, producer);
+    this._published.set(producer.id, { track, options });
+    producer.observer.on('close', () => {
+      this.producers.delete(producer.id);
+    });
+    return producer;
+  }
+
+  /** The codec capability of this device matching a MIME type (e.g. 'video/VP9'), for publish({codec}). */
+  sendCodec(mimeType) {
+    return this.device?.sendRtpCapabilities.codecs.find((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase());
+  }
+
+  /** Stops publishing a track: the others see 'remote-track-ended'. */
+  async unpublish(producer) {
+    this._published.delete(producer.id);
+    producer.close();
+    this.producers.delete(producer.id);
+    await this.request('close-producer', { roomId: this.roomId, producerId: producer.id });
+  }
+
+  /** Mutes a published track for everyone (the producer stops sending). */
+  async pause(producer) {
+    producer.pause();
+    await this.request('pause-producer', { roomId: this.roomId, producerId: producer.id });
+  }
+
+  /** Unmutes a track muted with {@link pause}. */
+  async resume(producer) {
+    producer.resume();
+    await this.request('resume-producer', { roomId: this.roomId, producerId: producer.id });
+  }
+
+  // ---- subscribing -------------------------------------------------------------------
+
+  async _subscribe({ producerId, participantId, kind, appData = {}, paused = false }, session) {
+    if (this.consumers.has(producerId)) return;
+    // Reserved before any await so a duplicate notification does not consume twice.
+    this.consumers.set(producerId, { pending: true, participantId, kind, appData });
+    try {
+      const transport = await this._transport('recv');
+      if (session !== this._session) return;
+      const created = await this.request('consume', {
+        roomId: this.roomId,
+        transportId: transport.id,
+        producerId,
+        rtpCapabilities: this.device.recvRtpCapabilities,
+        paused: true,
+      });
+      if (session !== this._session) return;
+      const consumer = await transport.consume({
+        id: created.id,
+        producerId: created.producerId ?? producerId,
+        kind: created.kind,
+        rtpParameters: created.rtpParameters,
+        appData: { participantId, ...appData },
+      });
+      if (session !== this._session || !this.consumers.has(producerId)) {
+        consumer.close();
+        return;
+      }
+      const entry = {
+        consumer,
+        participantId,
+        kind: consumer.kind,
+        appData,
+        remotelyPaused: Boolean(created.producerPaused ?? paused),
+      };
+      this.consumers.set(producerId, entry);
+      consumer.on('transportclose', () => this._dropConsumer(producerId, 'transport-closed'));
+      // Paused on the server until the local consumer exists, so the first packet is usable.
+      await this.request('resume-consumer', { roomId: this.roomId, consumerId: consumer.id });
+      this._emit('remote-track', {
+        participantId,
+        producerId,
+        consumerId: consumer.id,
+        kind: consumer.kind,
+        track: consumer.track,
+        appData,
+        paused: entry.remotelyPaused,
+        consumer,
+      });
+    } catch (err) {
+      const entry = this.consumers.get(producerId);
+      if (entry) {
+        this.consumers.delete(producerId);
+        entry.consumer?.close();
+      }
+      // A producer that closed while we were subscribing is not worth an error.
+      if (session === this._session && err?.code !== 'PRODUCER_NOT_FOUND') this._fail(err);
+    }
+  }
+
+  _dropConsumer(producerId, reason) {
+    const entry = this.consumers.get(producerId);
+    if (!entry) return;
+    this.consumers.delete(producerId);
+    if (entry.pending) return;
+    entry.consumer.close();
+    this._emit('remote-track-ended', {
+      participantId: entry.participantId,
+      producerId,
+      consumerId: entry.consumer.id,
+      kind: entry.kind,
+      reason,
+    });
+  }
+
+  /** Remote tracks now: [{participantId, producerId, kind, track, consumer}]. */
+  remoteTracks() {
+    return [...this.consumers.entries()]
+      .filter(([, e]) => !e.pending)
+      .map(([producerId, e]) => ({ participantId: e.participantId, producerId, kind: e.kind, track: e.consumer.track, consumer: e.consumer }));
+  }
+}

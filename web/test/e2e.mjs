@@ -1,0 +1,236 @@
+// End-to-end calls in real Chromium through the locally started product (issue 5):
+// the demo page, the client library, signalling and the worker, with real media.
+//
+//   node --test web/test/          (scripts/test-web.sh installs and builds what it needs)
+//
+// Environment: see web/testing/product.mjs (FANOUT_E2E_MODE, FANOUT_E2E_WORKER_URL, ...).
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+
+import { Participant, assertReceivesFrom, eventually, launchBrowser, launchKillableBrowser, sleep } from '../testing/browser.mjs';
+import { signJwt, startProduct } from '../testing/product.mjs';
+
+/** How long an abruptly closed participant may stay visible to the others. */
+const GONE_WITHIN_MS = 30000;
+
+let product;
+let browser;
+
+before(
+  async () => {
+    product = await startProduct();
+    browser = await launchBrowser();
+    console.log(`product (${product.mode}) at ${product.baseUrl}; logs in ${product.logDir}`);
+  },
+  { timeout: 20 * 60 * 1000 },
+);
+
+after(async () => {
+  await browser?.close();
+  await product?.stop();
+});
+
+const room = (label) => `e2e-${label}-${randomBytes(3).toString('hex')}`;
+
+function figure(name, value, unit) {
+  console.log(`figure: ${name} = ${value === null || value === undefined ? 'n/a' : `${Math.round(value)} ${unit}`}`);
+}
+
+/**
+ * One scenario: `body(open)` opens participants with `open(name, params)`; all are closed
+ * afterwards, and a failure carries their consoles and the product's log.
+ */
+function scenario(name, body, timeoutMs = 120000) {
+  test(name, { timeout: timeoutMs }, async () => {
+    const participants = [];
+    const open = async (who, params, inBrowser = browser) => {
+      const p = await Participant.open(inBrowser, product, who, params);
+      participants.push(p);
+      return p;
+    };
+    try {
+      await body(open);
+    } catch (err) {
+      err.message += `\n${participants.map((p) => p.diagnostics()).join('\n')}\n${product.logs()}`;
+      throw err;
+    } finally {
+      await Promise.all(participants.map((p) => p.close()));
+    }
+  });
+}
+
+/** The worker's counters that a leaving participant must bring back down. */
+const counters = ({ peers, transports, producers, consumers }) => ({ peers, transports, producers, consumers });
+
+async function countersReturnTo(baseline, what) {
+  let now;
+  await eventually(
+    async () => {
+      now = counters(await product.workerStats());
+      return JSON.stringify(now) === JSON.stringify(baseline);
+    },
+    { timeoutMs: 15000, describe: () => `${what}: worker counters ${JSON.stringify(now)}, expected ${JSON.stringify(baseline)}` },
+  );
+}
+
+scenario('two participants each decode the other one video and receive their audio', async (open) => {
+  const name = room('pair');
+  const ada = await open('ada', { room: name });
+  await ada.join();
+  const bob = await open('bob', { room: name });
+  await bob.join();
+
+  const atBob = await assertReceivesFrom(bob, [ada]);
+  const atAda = await assertReceivesFrom(ada, [bob]);
+  assert.ok(await ada.showsVideoOf(await bob.participantId()), "ada's page shows bob's video");
+  assert.ok(await bob.showsVideoOf(await ada.participantId()), "bob's page shows ada's video");
+  const video = atBob.find((r) => r.kind === 'video');
+  assert.ok(video.frameWidth > 0 && video.frameHeight > 0, `decoded frames have a size: ${JSON.stringify(video)}`);
+  for (const r of atAda) {
+    const what = r.kind === 'video' ? `${r.framesDecoded} frames decoded` : `${r.packetsReceived} packets, level ${r.audioLevel}`;
+    console.log(`ada receives bob's ${r.kind} (${r.codec}): ${what}`);
+  }
+  figure('join-to-first-remote-frame (second participant)', await bob.joinToFirstRemoteFrameMs(), 'ms');
+});
+
+scenario('a participant joining late receives both existing producers of everyone', async (open) => {
+  const name = room('late');
+  const ada = await open('ada', { room: name });
+  await ada.join();
+  const bob = await open('bob', { room: name });
+  await bob.join();
+  await assertReceivesFrom(ada, [bob]);
+
+  const cleo = await open('cleo', { room: name });
+  await cleo.join();
+  const rows = await assertReceivesFrom(cleo, [ada, bob]);
+  assert.equal(rows.length, 4, `cleo receives exactly 2 participants × (audio + video): ${JSON.stringify(rows)}`);
+  // And the early ones get the newcomer.
+  await assertReceivesFrom(ada, [cleo]);
+  await assertReceivesFrom(bob, [cleo]);
+  figure('join-to-first-remote-frame (late joiner)', await cleo.joinToFirstRemoteFrameMs(), 'ms');
+});
+
+scenario('closing a producer removes the remote video; leaving brings the worker counters back down', async (open) => {
+  const baseline = counters(await product.workerStats());
+  const name = room('close');
+  const ada = await open('ada', { room: name });
+  await ada.join();
+  const bob = await open('bob', { room: name });
+  await bob.join();
+  await assertReceivesFrom(bob, [ada]);
+  await assertReceivesFrom(ada, [bob]);
+  const during = counters(await product.workerStats());
+  assert.deepEqual(
+    during,
+    {
+      peers: baseline.peers + 2,
+      transports: baseline.transports + 4,
+      producers: baseline.producers + 4,
+      consumers: baseline.consumers + 4,
+    },
+    'two participants: 2 peers, a send and a recv transport each, audio and video each, each consuming the other',
+  );
+
+  const adaId = await ada.participantId();
+  const producerId = await ada.unpublish('video');
+  await eventually(
+    async () => !(await bob.showsVideoOf(adaId)) && !(await bob.stats()).some((r) => r.producerId === producerId),
+    { timeoutMs: 10000, describe: async () => `bob still has ada's video ${producerId}: ${JSON.stringify(await bob.stats())}` },
+  );
+  // Her audio goes on.
+  const audio = await eventually(async () => (await bob.stats()).find((r) => r.participantId === adaId && r.kind === 'audio'));
+  await sleep(1000);
+  const later = (await bob.stats()).find((r) => r.producerId === audio.producerId);
+  assert.ok(later && later.packetsReceived > audio.packetsReceived, "ada's audio still reaches bob");
+  const afterClose = counters(await product.workerStats());
+  assert.equal(afterClose.producers, baseline.producers + 3, 'the closed producer is gone from the worker');
+  assert.equal(afterClose.consumers, baseline.consumers + 3, "and bob's consumer of it");
+
+  await ada.leave();
+  await eventually(async () => !(await bob.participantList()).includes(adaId), {
+    timeoutMs: 10000,
+    describe: () => 'bob still lists ada after she left',
+  });
+  await bob.leave();
+  await countersReturnTo(baseline, 'after both left');
+});
+
+for (const codec of ['VP8', 'VP9', 'H264']) {
+  scenario(`${codec} carries video end to end`, async (open) => {
+    const name = room(codec.toLowerCase());
+    const ada = await open('ada', { room: name, codec });
+    await ada.join();
+    const bob = await open('bob', { room: name, codec });
+    await bob.join();
+    const rows = await assertReceivesFrom(bob, [ada], { videoCodec: `video/${codec}` });
+    await assertReceivesFrom(ada, [bob], { videoCodec: `video/${codec}` });
+    const video = rows.find((r) => r.kind === 'video');
+    assert.ok(video.frameWidth > 0, `${codec} frames decoded with a size: ${JSON.stringify(video)}`);
+    console.log(`${codec}: bob decoded ${video.framesDecoded} frames ${video.frameWidth}x${video.frameHeight}`);
+  });
+}
+
+scenario('a bad token is refused with a visible error and nothing is created on the worker', async (open) => {
+  const before = await product.workerStats();
+  const forged = signJwt(
+    { sub: 'mallory', name: 'Mallory', role: 'participant', exp: Math.floor(Date.now() / 1000) + 3600 },
+    randomBytes(32).toString('hex'),
+  );
+  for (const [token, code] of [
+    ['not-a-jwt', /TOKEN_MALFORMED|TOKEN_INVALID/],
+    [forged, /TOKEN_INVALID_SIGNATURE/],
+  ]) {
+    const mallory = await open('mallory', { room: room('badtoken'), token });
+    const state = await mallory.join({ expectError: true });
+    assert.equal(state, 'error', 'the page is not in the room');
+    const message = await mallory.message();
+    assert.match(message, /token was refused/i, 'the message says what went wrong');
+    assert.match(message, code, 'and names the code');
+    assert.ok(await mallory.page.isVisible('#message'), 'the message is visible');
+    assert.ok(await mallory.page.isHidden('#call'), 'no call view');
+  }
+  const now = await product.workerStats();
+  assert.deepEqual(
+    { rooms: now.rooms, ...counters(now) },
+    { rooms: before.rooms, ...counters(before) },
+    'the worker has no new room, peer or transport',
+  );
+});
+
+scenario('a participant whose page is closed abruptly disappears from the others', async (open) => {
+  const baseline = counters(await product.workerStats());
+  const name = room('crash');
+  const ada = await open('ada', { room: name });
+  await ada.join();
+  const bob = await open('bob', { room: name });
+  await bob.join();
+  // Dan has a browser of his own, so that it can die alone.
+  const dansBrowser = await launchKillableBrowser();
+  try {
+    const dan = await open('dan', { room: name }, dansBrowser.browser);
+    await dan.join();
+    const danId = await dan.participantId();
+    await assertReceivesFrom(ada, [dan]);
+    await assertReceivesFrom(bob, [dan]);
+
+    const started = Date.now();
+    dansBrowser.kill();
+    const gone = async (viewer) =>
+      !(await viewer.participantList()).includes(danId) && !(await viewer.tiles()).includes(danId);
+    await eventually(async () => (await gone(ada)) && (await gone(bob)), {
+      timeoutMs: GONE_WITHIN_MS,
+      intervalMs: 100,
+      describe: async () => `ada lists ${await ada.participantList()}, bob lists ${await bob.participantList()}`,
+    });
+    figure('abruptly closed participant gone from the others after', Date.now() - started, 'ms');
+    await countersReturnTo(
+      { ...baseline, peers: baseline.peers + 2, transports: baseline.transports + 4, producers: baseline.producers + 4, consumers: baseline.consumers + 4 },
+      "after dan's browser died",
+    );
+  } finally {
+    await dansBrowser.close();
+  }
+});
