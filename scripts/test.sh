@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite (README: "Run all tests"). Installs what it needs first.
+# The whole test suite (README: "Run all tests"). Installs what it needs first: libssl-dev and
+# pkg-config (apt) for the Socket.IO test client, chromium (apt) and the web client's npm
+# packages for the browser tests.
 # CI runs exactly this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +22,7 @@ fi
 cargo test --workspace --no-fail-fast
 # Benchmarks are run on demand (README), but must keep compiling.
 cargo check --workspace --benches --quiet
+
+# Browser end-to-end calls in Debian's Chromium with mediasoup-client (installs chromium via
+# apt and the web client's npm packages).
+./scripts/test-web.sh

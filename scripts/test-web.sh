@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The browser side's tests (issue 5): end-to-end calls in Debian's Chromium, driven by
+# playwright-core, through the product started locally (web/testing/product.mjs says how;
+# FANOUT_E2E_MODE=split|external choose other ways of starting it).
+# Installs what it needs: Chromium (apt), the web dependencies (npm ci), the demo build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: chromium is missing and installing it needs root: apt-get install -y chromium" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "error: Node.js (20 or newer) and npm are needed for the browser tests" >&2
+  exit 1
+fi
+
+(cd web && npm ci --no-audit --no-fund && npm run build)
+
+# The product as the README's run command starts it (signalling in embedded mode), but from
+# the debug build the Rust tests already made, so CI does not build everything twice.
+if [ "${FANOUT_E2E_MODE:-local}" = local ] && [ -z "${FANOUT_E2E_RUN_COMMAND:-}" ]; then
+  cargo build -p fanout-signalling
+  export FANOUT_E2E_RUN_COMMAND="FANOUT_WEB_ROOT=$PWD/web/dist exec $PWD/target/debug/fanout-signalling"
+fi
+
+node --test web/test/
