@@ -500,6 +500,10 @@ impl ControlPlane {
     /// Applies one notice from the engine: a transport it closed is closed in the graph (with
     /// its producers and consumers, and their events). A transport already gone (closed by a
     /// request in the meantime) is ignored.
+    ///
+    /// When that was the peer's last transport, the peer leaves too: its browser is gone (ICE
+    /// consent lost on everything it had). Without this, peers whose signalling connection was
+    /// lost without a leave (a signalling restart) would stay in the room for good.
     pub fn handle_notice(&self, notice: EngineNotice) {
         match notice {
             EngineNotice::TransportClosed {
@@ -508,9 +512,22 @@ impl ControlPlane {
                 reason,
             } => {
                 let mut state = self.lock();
+                let peer = state
+                    .rooms
+                    .room(&room)
+                    .and_then(|r| r.transport(&transport))
+                    .map(|t| t.peer_id.clone());
                 match state.rooms.close_transport(&room, &transport) {
                     Ok(()) => {
                         tracing::info!(%room, %transport, %reason, "the media engine closed a transport");
+                        let abandoned = peer.filter(|peer| {
+                            state.rooms.room(&room).is_some_and(|r| !r.transports().iter().any(|t| &t.peer_id == peer))
+                        });
+                        if let Some(peer) = abandoned {
+                            if state.rooms.leave(&room, &peer).is_ok() {
+                                tracing::info!(%room, %peer, "peer lost its last transport; it left the room");
+                            }
+                        }
                         self.follow(&mut state, &room, Routing::MayHaveChanged);
                     }
                     Err(error) => {

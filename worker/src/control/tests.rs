@@ -307,7 +307,9 @@ fn an_engine_notice_closes_the_transport_and_publishes_the_cascade() {
         reason: "ICE consent lost".to_owned(),
     });
     let heard = drain(&mut events);
-    assert_eq!(heard.len(), 3, "{heard:?}");
+    // The cascade, then Alice leaves: that was her only transport.
+    assert_eq!(heard.len(), 4, "{heard:?}");
+    assert!(matches!(&heard[3], RoomEvent::PeerLeft { peer_id } if peer_id.as_str() == "alice"));
     assert!(
         matches!(&heard[0], RoomEvent::ConsumerClosed { consumer_id, .. } if *consumer_id == consumer)
     );
@@ -383,4 +385,19 @@ fn shutdown_closes_every_room_and_refuses_new_ones() {
         Err(ControlError::ShuttingDown)
     );
     assert!(s.control.is_shutting_down());
+}
+
+#[test]
+fn a_peer_whose_last_transport_the_engine_closed_leaves_the_room() {
+    let s = setup(40000..=40009);
+    let (send, recv, _, _) = s.alice_sends_bob_receives();
+    let mut events = s.control.subscribe(&room()).expect("subscribes");
+    // Bob's browser is gone: the engine closes his only transport (consent lost).
+    s.control.handle_notice(EngineNotice::TransportClosed { room: room(), transport: recv, reason: "ICE consent lost".into() });
+    let heard = drain(&mut events);
+    assert!(heard.iter().any(|e| matches!(e, RoomEvent::PeerLeft { peer_id, .. } if peer_id.as_str() == "bob")), "{heard:?}");
+    assert_eq!(s.control.stats().peers, 1, "alice stays");
+    // Alice keeps her send transport: one engine-closed transport alone does not evict a peer
+    // that still has others.
+    let _ = send;
 }
