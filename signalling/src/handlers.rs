@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest};
-use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId};
+use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId, PeerInfo};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
@@ -180,10 +180,12 @@ impl Signalling {
         let identity = &connection.identity;
         let request = JoinRequest {
             peer_id: peer.clone(),
-            user_id: identity.user_id.clone(),
-            display_name: identity.name.clone(),
-            role: identity.role.clone(),
-            app_data: AppData::new(),
+            info: PeerInfo {
+                user_id: identity.user_id.clone(),
+                display_name: identity.name.clone(),
+                role: identity.role.clone(),
+                app_data: AppData::new(),
+            },
         };
         match self.backend.join(&location.endpoint, room, &request).await {
             Ok(response) => Ok((location, response)),
@@ -453,17 +455,8 @@ impl Signalling {
         connection: Arc<Connection>,
         payload: Value,
     ) -> Result<Value> {
-        let request: ProducerRequest = parse("pause-producer", payload)?;
-        let session = connection.session(request.room_id.as_deref())?;
-        session.check_producer(&request.producer_id)?;
-        self.backend
-            .pause_producer(
-                &session.location.endpoint,
-                &session.room,
-                &request.producer_id,
-            )
-            .await?;
-        Ok(json!({"producerId": request.producer_id}))
+        self.producer_lifecycle(&connection, "pause-producer", payload, Lifecycle::Pause)
+            .await
     }
 
     pub(crate) async fn resume_producer(
@@ -472,17 +465,8 @@ impl Signalling {
         connection: Arc<Connection>,
         payload: Value,
     ) -> Result<Value> {
-        let request: ProducerRequest = parse("resume-producer", payload)?;
-        let session = connection.session(request.room_id.as_deref())?;
-        session.check_producer(&request.producer_id)?;
-        self.backend
-            .resume_producer(
-                &session.location.endpoint,
-                &session.room,
-                &request.producer_id,
-            )
-            .await?;
-        Ok(json!({"producerId": request.producer_id}))
+        self.producer_lifecycle(&connection, "resume-producer", payload, Lifecycle::Resume)
+            .await
     }
 
     pub(crate) async fn close_producer(
@@ -491,18 +475,8 @@ impl Signalling {
         connection: Arc<Connection>,
         payload: Value,
     ) -> Result<Value> {
-        let request: ProducerRequest = parse("close-producer", payload)?;
-        let session = connection.session(request.room_id.as_deref())?;
-        session.check_producer(&request.producer_id)?;
-        self.backend
-            .close_producer(
-                &session.location.endpoint,
-                &session.room,
-                &request.producer_id,
-            )
-            .await?;
-        connection.update(&session, |s| s.remove_producer(&request.producer_id));
-        Ok(json!({"producerId": request.producer_id}))
+        self.producer_lifecycle(&connection, "close-producer", payload, Lifecycle::Close)
+            .await
     }
 
     pub(crate) async fn pause_consumer(
@@ -511,17 +485,8 @@ impl Signalling {
         connection: Arc<Connection>,
         payload: Value,
     ) -> Result<Value> {
-        let request: ConsumerRequest = parse("pause-consumer", payload)?;
-        let session = connection.session(request.room_id.as_deref())?;
-        session.check_consumer(&request.consumer_id)?;
-        self.backend
-            .pause_consumer(
-                &session.location.endpoint,
-                &session.room,
-                &request.consumer_id,
-            )
-            .await?;
-        Ok(json!({"consumerId": request.consumer_id}))
+        self.consumer_lifecycle(&connection, "pause-consumer", payload, Lifecycle::Pause)
+            .await
     }
 
     pub(crate) async fn resume_consumer(
@@ -530,17 +495,8 @@ impl Signalling {
         connection: Arc<Connection>,
         payload: Value,
     ) -> Result<Value> {
-        let request: ConsumerRequest = parse("resume-consumer", payload)?;
-        let session = connection.session(request.room_id.as_deref())?;
-        session.check_consumer(&request.consumer_id)?;
-        self.backend
-            .resume_consumer(
-                &session.location.endpoint,
-                &session.room,
-                &request.consumer_id,
-            )
-            .await?;
-        Ok(json!({"consumerId": request.consumer_id}))
+        self.consumer_lifecycle(&connection, "resume-consumer", payload, Lifecycle::Resume)
+            .await
     }
 
     pub(crate) async fn close_consumer(
@@ -549,19 +505,71 @@ impl Signalling {
         connection: Arc<Connection>,
         payload: Value,
     ) -> Result<Value> {
-        let request: ConsumerRequest = parse("close-consumer", payload)?;
+        self.consumer_lifecycle(&connection, "close-consumer", payload, Lifecycle::Close)
+            .await
+    }
+
+    /// Pause, resume or close one of the participant's own producers on its worker.
+    async fn producer_lifecycle(
+        &self,
+        connection: &Connection,
+        event: &str,
+        payload: Value,
+        action: Lifecycle,
+    ) -> Result<Value> {
+        let request: ProducerRequest = parse(event, payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_producer(&request.producer_id)?;
+        let (endpoint, room, id) = (
+            &session.location.endpoint,
+            &session.room,
+            &request.producer_id,
+        );
+        match action {
+            Lifecycle::Pause => self.backend.pause_producer(endpoint, room, id).await?,
+            Lifecycle::Resume => self.backend.resume_producer(endpoint, room, id).await?,
+            Lifecycle::Close => {
+                self.backend.close_producer(endpoint, room, id).await?;
+                connection.update(&session, |s| s.remove_producer(id));
+            }
+        }
+        Ok(json!({"producerId": id}))
+    }
+
+    /// Pause, resume or close one of the participant's own consumers on its worker.
+    async fn consumer_lifecycle(
+        &self,
+        connection: &Connection,
+        event: &str,
+        payload: Value,
+        action: Lifecycle,
+    ) -> Result<Value> {
+        let request: ConsumerRequest = parse(event, payload)?;
         let session = connection.session(request.room_id.as_deref())?;
         session.check_consumer(&request.consumer_id)?;
-        self.backend
-            .close_consumer(
-                &session.location.endpoint,
-                &session.room,
-                &request.consumer_id,
-            )
-            .await?;
-        connection.update(&session, |s| s.remove_consumer(&request.consumer_id));
-        Ok(json!({"consumerId": request.consumer_id}))
+        let (endpoint, room, id) = (
+            &session.location.endpoint,
+            &session.room,
+            &request.consumer_id,
+        );
+        match action {
+            Lifecycle::Pause => self.backend.pause_consumer(endpoint, room, id).await?,
+            Lifecycle::Resume => self.backend.resume_consumer(endpoint, room, id).await?,
+            Lifecycle::Close => {
+                self.backend.close_consumer(endpoint, room, id).await?;
+                connection.update(&session, |s| s.remove_consumer(id));
+            }
+        }
+        Ok(json!({"consumerId": id}))
     }
+}
+
+/// What a pause/resume/close request does to a producer or consumer.
+#[derive(Debug, Clone, Copy)]
+enum Lifecycle {
+    Pause,
+    Resume,
+    Close,
 }
 
 #[cfg(test)]

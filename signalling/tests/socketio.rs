@@ -158,9 +158,9 @@ async fn identity_comes_from_the_token_and_payload_identity_is_ignored() {
     else {
         unreachable!()
     };
-    assert_eq!(request.user_id, "u1");
-    assert_eq!(request.role, "student");
-    assert_eq!(request.display_name, "u1 name");
+    assert_eq!(request.info.user_id, "u1");
+    assert_eq!(request.info.role, "student");
+    assert_eq!(request.info.display_name, "u1 name");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

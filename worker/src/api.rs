@@ -149,43 +149,20 @@ pub struct ConsumerSummary {
 pub struct JoinRequest {
     /// The peer's id in the room, chosen by signalling.
     pub peer_id: PeerId,
-    /// The user id from the token.
-    #[serde(default)]
-    pub user_id: String,
-    /// The name to show to other participants.
-    #[serde(default)]
-    pub display_name: String,
-    /// The user's role in the room.
-    #[serde(default)]
-    pub role: String,
-    /// Anything else other peers should see.
-    #[serde(default)]
-    pub app_data: AppData,
+    /// Who the peer is (user id, name, role from the token; app data), as the room keeps it.
+    #[serde(flatten)]
+    pub info: PeerInfo,
 }
 
 impl JoinRequest {
     /// A request with only a peer id.
     pub fn new(peer_id: impl Into<PeerId>) -> Self {
-        JoinRequest {
-            peer_id: peer_id.into(),
-            user_id: String::new(),
-            display_name: String::new(),
-            role: String::new(),
-            app_data: AppData::new(),
-        }
+        JoinRequest { peer_id: peer_id.into(), info: PeerInfo::default() }
     }
 
     /// The peer id and who the peer is, as the room graph takes them.
     pub fn into_parts(self) -> (PeerId, PeerInfo) {
-        (
-            self.peer_id,
-            PeerInfo {
-                user_id: self.user_id,
-                display_name: self.display_name,
-                role: self.role,
-                app_data: self.app_data,
-            },
-        )
+        (self.peer_id, self.info)
     }
 }
 
