@@ -111,13 +111,15 @@ struct Args {
     /// Embedded mode: last UDP port of the in-process worker.
     #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = 40999)]
     rtc_max_port: u16,
-    /// Embedded mode: folder of the built web client (the demo page).
+    /// Folder of the built web client (the demo page). Embedded mode always serves it; the
+    /// other modes serve its files when the folder exists (the container image has them).
     #[arg(long, env = "FANOUT_WEB_ROOT", default_value = "web/dist")]
     web_root: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -218,6 +220,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let state = Signalling::new(verifier, placement, backend, limits);
     let extra = match &embedded {
         Some(embedded) => embedded::routes(embedded, args.web_root.clone()),
+        // Only the files: no index.html for unknown paths, so the demo page's request for a
+        // development token gets a 404 and tells the user to paste a token instead.
+        None if args.web_root.is_dir() => {
+            tracing::info!(web_root = %args.web_root.display(), "serving the demo page");
+            axum::Router::new().fallback_service(tower_http::services::ServeDir::new(&args.web_root))
+        }
         None => axum::Router::new(),
     };
     let router = app_with(state, &args.cors_origins, extra);
@@ -239,6 +247,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         embedded.worker.shutdown().await;
     }
     Ok(())
+}
+
+/// Every connection holds a socket, and the usual soft limit of 1,024 open files would refuse
+/// connections long before memory runs out: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit and setrlimit with a pointer to a local struct.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn jwt_config(args: &Args) -> anyhow::Result<JwtConfig> {
