@@ -28,6 +28,10 @@ use crate::crd::{labels, AnnouncedAddressSource, SfuWorker, SfuWorkerSpec};
 /// downward-API file that the kubelet refreshes when the pod's annotation changes.
 pub const ANNOUNCED_IP_FILE: &str = "/etc/fanout/podinfo/announced-ip";
 
+/// The program a worker container runs, looked up on the image's PATH. Named explicitly so that
+/// one image can carry all of Fanout's programs (see the Dockerfile).
+pub const WORKER_COMMAND: &str = "fanout-worker";
+
 /// Name of the pod for `ordinal` in `pool`.
 pub fn pod_name(pool: &str, ordinal: u32) -> String {
     format!("{pool}-{ordinal}")
@@ -161,6 +165,7 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
         name: "worker".into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.clone(),
+        command: Some(vec![WORKER_COMMAND.into()]),
         args: Some(args),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -309,6 +314,13 @@ pub(crate) mod tests {
         for expected in ["--http-port=3100", "--rtc-min-port=41000", "--rtc-max-port=41999", "--media-threads=4"] {
             assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
         }
+    }
+
+    #[test]
+    fn worker_container_runs_the_worker_program_whatever_the_image_entrypoint() {
+        let pod = worker_pod(&pool("sfu", 1), 0);
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.command.as_deref(), Some(&[WORKER_COMMAND.to_string()][..]));
     }
 
     #[test]

@@ -22,3 +22,14 @@ pub mod rtp;
 pub mod server;
 #[doc(hidden)]
 pub mod testing;
+
+/// Defaults of the `fanout-worker` binary's flags. The operator's SfuWorker defaults use them,
+/// and a test checks the Helm chart's values against them.
+pub mod defaults {
+    /// TCP port of the REST API and `/healthz`.
+    pub const HTTP_PORT: u16 = 3000;
+    /// First UDP port for WebRTC transports.
+    pub const RTC_MIN_PORT: u16 = 40000;
+    /// Last UDP port for WebRTC transports (inclusive).
+    pub const RTC_MAX_PORT: u16 = 49999;
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use fanout_worker::defaults;
 use fanout_worker::server::{start, WorkerConfig};
 
 /// Fanout's SFU worker: WebRTC media for mediasoup-client browsers, with an internal REST API.
@@ -14,16 +15,16 @@ use fanout_worker::server::{start, WorkerConfig};
 #[command(version)]
 struct Args {
     /// TCP port of the REST API and /healthz.
-    #[arg(long, env = "FANOUT_HTTP_PORT", default_value_t = 3000)]
+    #[arg(long, env = "FANOUT_HTTP_PORT", default_value_t = defaults::HTTP_PORT)]
     http_port: u16,
     /// IP the REST API and the UDP sockets listen on.
     #[arg(long, env = "FANOUT_LISTEN_IP", default_value = "0.0.0.0")]
     listen_ip: IpAddr,
     /// First UDP port for WebRTC transports.
-    #[arg(long, env = "FANOUT_RTC_MIN_PORT", default_value_t = 40000)]
+    #[arg(long, env = "FANOUT_RTC_MIN_PORT", default_value_t = defaults::RTC_MIN_PORT)]
     rtc_min_port: u16,
     /// Last UDP port for WebRTC transports (inclusive).
-    #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = 49999)]
+    #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = defaults::RTC_MAX_PORT)]
     rtc_max_port: u16,
     /// IP announced to browsers in ICE candidates (the node's address in Kubernetes).
     #[arg(long, env = "FANOUT_ANNOUNCED_IP")]

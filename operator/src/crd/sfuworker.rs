@@ -6,6 +6,20 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Default `spec.replicas`.
+pub const DEFAULT_REPLICAS: i32 = 1;
+/// Default `spec.httpPort`: the worker binary's own default.
+pub const DEFAULT_HTTP_PORT: i32 = fanout_worker::defaults::HTTP_PORT as i32;
+/// Default `spec.rtcPorts`: the worker binary's own default range.
+pub const DEFAULT_RTC_PORTS: RtcPortRange = RtcPortRange {
+    min: fanout_worker::defaults::RTC_MIN_PORT as i32,
+    max: fanout_worker::defaults::RTC_MAX_PORT as i32,
+};
+/// Default `spec.capacity`.
+pub const DEFAULT_CAPACITY: WorkerCapacity = WorkerCapacity { max_peers: 500, max_rooms: 50 };
+/// Default `spec.drainTimeoutSeconds`.
+pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i64 = 1800;
+
 /// A pool of Fanout SFU worker pods.
 ///
 /// Each replica is a Pod named `<name>-<ordinal>` running on the host network of its node, so
@@ -42,7 +56,7 @@ pub struct SfuWorkerSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
 
-    /// Container image with the `fanout-worker` binary.
+    /// Container image with the `fanout-worker` program on its PATH (Fanout's image has it).
     #[schemars(length(min = 1))]
     pub image: String,
 
@@ -112,7 +126,7 @@ pub struct RtcPortRange {
 
 impl Default for RtcPortRange {
     fn default() -> Self {
-        RtcPortRange { min: 40000, max: 49999 }
+        DEFAULT_RTC_PORTS
     }
 }
 
@@ -140,7 +154,7 @@ pub struct WorkerCapacity {
 
 impl Default for WorkerCapacity {
     fn default() -> Self {
-        WorkerCapacity { max_peers: 500, max_rooms: 50 }
+        DEFAULT_CAPACITY
     }
 }
 
@@ -232,11 +246,11 @@ pub struct WorkerReplicaStatus {
 }
 
 fn default_replicas() -> i32 {
-    1
+    DEFAULT_REPLICAS
 }
 fn default_http_port() -> i32 {
-    3000
+    DEFAULT_HTTP_PORT
 }
 fn default_drain_timeout() -> i64 {
-    1800
+    DEFAULT_DRAIN_TIMEOUT_SECONDS
 }
