@@ -12,6 +12,8 @@ pub mod control;
 pub mod engine;
 #[cfg(feature = "media")]
 pub mod http;
+#[cfg(all(feature = "media", feature = "client"))]
+pub mod load;
 #[cfg(feature = "media")]
 pub mod media;
 pub mod room;

@@ -1,0 +1,222 @@
+//! `fanout-load`: the media benchmark (README, "Performance"). Starts a worker (or uses a
+//! running one), drives it with synthetic publishers and N real subscribers, and prints what it
+//! cost the worker per forwarded packet next to what a minimal relay costs on this machine.
+//!
+//! `cargo build --release -p fanout-worker --bins && target/release/fanout-load --sweep`
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use fanout_worker::load::procfs::{pin_this_thread, raise_fd_limit};
+use fanout_worker::load::relay::{run_relay, RelayRun};
+use fanout_worker::load::report::{row, table, video_packets_per_second, Row};
+use fanout_worker::load::worker_run::{run_worker, WorkerRun, WorkerTarget};
+
+/// Media benchmark: forwarding cost of a Fanout worker against this machine's own limit.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Subscribers of a single run (each consumes every publisher's video and audio).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Run several subscriber counts and print a table (default 10,100,500,1000,2000).
+    #[arg(long, num_args = 0..=1, default_missing_value = "10,100,500,1000,2000", value_delimiter = ',')]
+    sweep: Option<Vec<usize>>,
+    /// Publishers, each sending a 1 Mbps VP8-like video and an opus-like audio stream.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Seconds of media before measuring (keyframes reach new consumers, queues settle).
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    window_secs: u64,
+    /// A running worker's REST endpoint instead of starting one (needs --worker-pid).
+    #[arg(long, requires = "worker_pid")]
+    worker_url: Option<String>,
+    /// The running worker's process id, for its CPU and memory accounting.
+    #[arg(long)]
+    worker_pid: Option<u32>,
+    /// Bearer token of the running worker's API.
+    #[arg(long, env = "FANOUT_API_TOKEN")]
+    api_token: Option<String>,
+    /// The worker binary to start (default: fanout-worker next to this program).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// First UDP port of the started worker's range.
+    #[arg(long, default_value_t = 20000)]
+    rtc_min_port: u16,
+    /// Skip the in-process relay (the machine's limit).
+    #[arg(long)]
+    no_relay: bool,
+    /// Don't pin the worker and the load program to separate cores.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+/// Worker started for one run, on its own core when there is one to spare.
+struct StartedWorker {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for StartedWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result<StartedWorker> {
+    let bin = match &args.worker_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("fanout-worker"),
+    };
+    if !bin.exists() {
+        bail!("{} not found: build it with `cargo build --release -p fanout-worker --bins`, or pass --worker-bin", bin.display());
+    }
+    let http_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let max_port = args.rtc_min_port as usize + ports + 16;
+    if max_port > u16::MAX as usize {
+        bail!("--rtc-min-port {} leaves no room for {ports} transports", args.rtc_min_port);
+    }
+    let mut command = Command::new(&bin);
+    command
+        .args(["--listen-ip", "127.0.0.1", "--http-port", &http_port.to_string()])
+        .args(["--rtc-min-port", &args.rtc_min_port.to_string(), "--rtc-max-port", &max_port.to_string()])
+        .args(["--media-threads", "1"])
+        .env_remove("FANOUT_API_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(cpu) = cpu {
+        // SAFETY: only an async-signal-safe system call between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                pin_this_thread(cpu);
+                Ok(())
+            });
+        }
+    }
+    let child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
+    let endpoint = format!("http://127.0.0.1:{http_port}");
+    let worker = StartedWorker { child, endpoint };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the worker did not open its HTTP port within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(worker)
+}
+
+fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
+    let rec = &w.receiver;
+    eprintln!(
+        "  worker: {} forwarded in {:.1} s, process CPU {:.2} s (media threads {}), setup {:.1} s",
+        w.forwarded,
+        w.window.as_secs_f64(),
+        w.cpu_seconds,
+        w.media_cpu_seconds.map_or("-".into(), |s| format!("{s:.2} s, {:.2} µs/pkt", s * 1e6 / w.forwarded.max(1) as f64)),
+        w.setup.as_secs_f64()
+    );
+    eprintln!(
+        "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}",
+        rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops
+    );
+    eprintln!(
+        "  worker RSS {} KiB with the publishers, {} KiB with {} subscribers: {:.1} KiB per subscriber, {:.1} KiB per consumer",
+        w.rss_before_kib, w.rss_after_kib, w.subscribers, r.rss_per_subscriber_kib, r.rss_per_consumer_kib
+    );
+    if let Some(relay) = relay {
+        eprintln!(
+            "  relay: {} forwarded, thread CPU {:.2} s; subscribers lost {}, latency p50 {:.2} ms p99 {:.2} ms",
+            relay.forwarded,
+            relay.cpu_seconds,
+            relay.receiver.counts.lost,
+            relay.receiver.latency.quantile_ms(0.5),
+            relay.receiver.latency.quantile_ms(0.99)
+        );
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    raise_fd_limit();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The worker gets core 1 and the load program core 0, so neither's work shows in the
+    // other's accounting and the relay later runs on the same core the worker had.
+    let (load_cpu, worker_cpu) = if cores >= 2 && !args.no_pin { (Some(0), Some(1)) } else { (None, None) };
+    if let Some(cpu) = load_cpu {
+        pin_this_thread(cpu);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let counts = args.sweep.clone().unwrap_or_else(|| vec![args.subscribers]);
+    eprintln!(
+        "fanout-load: {} publisher(s) of ~1 Mbps VP8-like video ({:.0} pkt/s) + opus-like audio (50 pkt/s); subscribers {:?}; warm-up {} s, window {} s; {} cores{}",
+        args.publishers,
+        video_packets_per_second(),
+        counts,
+        args.warmup_secs,
+        args.window_secs,
+        cores,
+        if worker_cpu.is_some() { " (worker pinned to core 1, load program to core 0)" } else { "" }
+    );
+    let (warmup, window) = (Duration::from_secs(args.warmup_secs), Duration::from_secs(args.window_secs));
+    let mut rows = Vec::new();
+    for &n in &counts {
+        eprintln!("\n{n} subscribers:");
+        let (target, _started) = match (&args.worker_url, args.worker_pid) {
+            (Some(url), Some(pid)) => (WorkerTarget { endpoint: url.clone(), pid, api_token: args.api_token.clone() }, None),
+            _ => {
+                let started = start_worker(&args, n + args.publishers, worker_cpu)?;
+                let pid = started.child.id();
+                (WorkerTarget { endpoint: started.endpoint.clone(), pid, api_token: None }, Some(started))
+            }
+        };
+        let worker = runtime.block_on(run_worker(&target, n, args.publishers, warmup, window))?;
+        drop(_started);
+        let relay = if args.no_relay { None } else { Some(run_relay(n, args.publishers, warmup, window, worker_cpu)?) };
+        let r = row(&worker, relay.as_ref());
+        describe(&worker, &r, relay.as_ref());
+        rows.push(r);
+    }
+    println!("\n{}", table(&rows));
+    summary(&rows);
+    Ok(())
+}
+
+/// The figures against the targets of the media benchmark issue.
+fn summary(rows: &[Row]) {
+    let Some(heaviest) = rows.iter().max_by_key(|r| r.subscribers) else { return };
+    println!("Targets (one media thread on this machine):");
+    println!(
+        "- forwarded packets per second per core: {:.0} at {} subscribers (target 300,000), i.e. {:.0} consumers of a 1 Mbps stream",
+        heaviest.packets_per_second_per_core, heaviest.subscribers, heaviest.video_consumers_per_core
+    );
+    if let Some(worst) = rows.iter().filter_map(|r| r.ratio_to_relay).reduce(f64::max) {
+        println!("- worker cost / minimal relay cost: at most {worst:.2}x over the sweep (target 1.5x)");
+    }
+    let half = rows
+        .iter()
+        .filter(|r| r.media_thread_load.is_some())
+        .min_by(|a, b| (a.media_thread_load.unwrap_or(0.0) - 0.5).abs().total_cmp(&(b.media_thread_load.unwrap_or(0.0) - 0.5).abs()));
+    if let Some(h) = half {
+        println!(
+            "- nearest to half load ({} subscribers, media thread {:.0}% busy): latency p99 {:.2} ms (target 2 ms), loss {:.3}% (target 0)",
+            h.subscribers,
+            h.media_thread_load.unwrap_or(0.0) * 100.0,
+            h.latency_p99_ms,
+            h.loss_percent
+        );
+    }
+    if let Some(mem) = rows.iter().map(|r| r.rss_per_consumer_kib).reduce(f64::max) {
+        println!("- worker memory per consumer: at most {mem:.1} KiB (target 64 KiB)");
+    }
+}

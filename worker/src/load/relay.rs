@@ -1,0 +1,159 @@
+//! The machine's limit for forwarding: a minimal relay that does only what no SFU can avoid
+//! per packet. It receives a datagram, SRTP-decrypts it once, then SRTP-encrypts and sends it
+//! once per subscriber, each from its own socket as the worker's transports do. No routing
+//! table, no rewriting, no RTCP. The worker's cost is reported as a ratio to this one,
+//! measured in the same run with the same publishers and the same receiving subscribers.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+
+use crate::load::net::{self, local};
+use crate::load::procfs::{pin_this_thread, this_thread_cpu_seconds};
+use crate::load::publisher::{publish_loop, Publisher, PublisherReport};
+use crate::load::receiver::{receive_loop, ReceiverReport, Subscriber};
+use crate::load::reception::StreamReception;
+use crate::load::synthetic::{AudioSource, VideoSource};
+use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
+use crate::media::dtls::SrtpSession;
+
+/// The relay's figures over the measuring window.
+#[derive(Debug, Clone)]
+pub struct RelayRun {
+    pub subscribers: usize,
+    pub window: Duration,
+    /// Copies sent.
+    pub forwarded: u64,
+    /// CPU seconds of the relay thread (user + system, so the kernel's UDP work counts).
+    pub cpu_seconds: f64,
+    pub receiver: ReceiverReport,
+    pub publisher: PublisherReport,
+}
+
+/// Two SRTP contexts sharing random keys: one seals, the other opens.
+fn context_pair(profile: ProtectionProfile) -> Result<(Context, Context), LoadError> {
+    let provider = rtc::crypto::default_provider().map_err(|e| LoadError::Srtp(e.to_string()))?;
+    let mut key = vec![0u8; profile.key_len()];
+    let mut salt = vec![0u8; profile.salt_len()];
+    rand::rng().fill_bytes(&mut key);
+    rand::rng().fill_bytes(&mut salt);
+    let make = || Context::new(&key, &salt, profile, None, None, provider.crypto()).map_err(|e| LoadError::Srtp(e.to_string()));
+    Ok((make()?, make()?))
+}
+
+/// Runs the relay with `subscribers` receivers of `publishers` publishers: `warmup`, then the
+/// measuring `window`. The relay thread runs on `relay_cpu` when given.
+pub fn run_relay(
+    subscribers: usize,
+    publishers: usize,
+    warmup: Duration,
+    window: Duration,
+    relay_cpu: Option<usize>,
+) -> Result<RelayRun, LoadError> {
+    let profile = ProtectionProfile::AeadAes128Gcm;
+    let relay_in = UdpSocket::bind("127.0.0.1:0")?;
+    let receive = UdpSocket::bind("127.0.0.1:0")?;
+    net::set_receive_buffer(&receive, RECEIVE_BUFFER);
+    let client = local(&receive);
+
+    let mut senders = Vec::new();
+    let mut inbound = Vec::new();
+    for i in 0..publishers {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let (seal, open) = context_pair(profile)?;
+        // The relay sends no RTCP; the publisher still needs something to open it with.
+        let (_, rtcp_open) = context_pair(profile)?;
+        inbound.push((local(&socket).port(), open));
+        let ssrc = 0x1000_0000 + 2 * i as u32;
+        senders.push(Publisher {
+            socket,
+            remote: local(&relay_in),
+            srtp: SrtpSession { profile, inbound: rtcp_open, outbound: seal },
+            video: VideoSource::new(ssrc, 96, "1"),
+            audio: AudioSource::new(ssrc + 1, 111, "0"),
+            consent: None,
+        });
+    }
+    let mut outputs = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..subscribers {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let (seal, open) = context_pair(profile)?;
+        receivers.push(Subscriber {
+            source_port: local(&socket).port(),
+            inbound: open,
+            streams: senders.iter().flat_map(|p| [(p.video.ssrc, StreamReception::default()), (p.audio.ssrc, StreamReception::default())]).collect(),
+            consent: None,
+        });
+        outputs.push((socket, seal));
+    }
+
+    let phase = Arc::new(AtomicU8::new(Phase::Warmup as u8));
+    let receiver = {
+        let phase = phase.clone();
+        std::thread::Builder::new().name("load-receive".into()).spawn(move || receive_loop(receive, receivers, phase))?
+    };
+    let relay = {
+        let phase = phase.clone();
+        std::thread::Builder::new().name("load-relay".into()).spawn(move || {
+            if let Some(cpu) = relay_cpu {
+                pin_this_thread(cpu);
+            }
+            relay_loop(relay_in, inbound, outputs, client, phase)
+        })?
+    };
+    let publisher = {
+        let phase = phase.clone();
+        std::thread::Builder::new().name("load-publish".into()).spawn(move || publish_loop(senders, phase))?
+    };
+    std::thread::sleep(warmup);
+    phase.store(Phase::Measure as u8, Ordering::Release);
+    std::thread::sleep(window);
+    phase.store(Phase::Stop as u8, Ordering::Release);
+    let joined = |what: &str| LoadError::Thread(what.to_string());
+    let (forwarded, cpu_seconds) = relay.join().map_err(|_| joined("relay"))?;
+    let publisher = publisher.join().map_err(|_| joined("publisher"))?;
+    let receiver = receiver.join().map_err(|_| joined("receiver"))?;
+    Ok(RelayRun { subscribers, window, forwarded, cpu_seconds, receiver, publisher })
+}
+
+/// The relay itself. Returns the copies sent and the thread's CPU seconds in the window.
+fn relay_loop(
+    socket: UdpSocket,
+    mut inbound: Vec<(u16, Context)>,
+    mut outputs: Vec<(UdpSocket, Context)>,
+    client: SocketAddr,
+    phase: Arc<AtomicU8>,
+) -> (u64, f64) {
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 2048];
+    let (mut forwarded, mut measuring) = (0u64, false);
+    let (mut forwarded_at_start, mut cpu_at_start) = (0, 0.0);
+    loop {
+        match Phase::from(phase.load(Ordering::Acquire)) {
+            Phase::Stop => break,
+            Phase::Measure if !measuring => {
+                measuring = true;
+                forwarded_at_start = forwarded;
+                cpu_at_start = this_thread_cpu_seconds();
+            }
+            _ => {}
+        }
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let Some((_, open)) = inbound.iter_mut().find(|(port, _)| *port == from.port()) else { continue };
+        let Ok(plain) = open.decrypt_rtp(&buf[..n]) else { continue };
+        for (out, seal) in outputs.iter_mut() {
+            if let Ok(sealed) = seal.encrypt_rtp(&plain) {
+                if out.send_to(&sealed, client).is_ok() {
+                    forwarded += 1;
+                }
+            }
+        }
+    }
+    (forwarded - forwarded_at_start, this_thread_cpu_seconds() - cpu_at_start)
+}
