@@ -130,6 +130,12 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
         "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}",
         rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops
     );
+    let busy = rec.cpu_seconds / w.window.as_secs_f64();
+    eprintln!(
+        "  the load program's receiving thread was {:.0}% busy{}",
+        busy * 100.0,
+        if busy > 0.8 { ": near saturation, so latency and loss here are partly the load program's" } else { "" }
+    );
     eprintln!(
         "  worker RSS {} KiB with the publishers, {} KiB with {} subscribers: {:.1} KiB per subscriber, {:.1} KiB per consumer",
         w.rss_before_kib, w.rss_after_kib, w.subscribers, r.rss_per_subscriber_kib, r.rss_per_consumer_kib

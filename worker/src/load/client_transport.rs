@@ -81,6 +81,13 @@ impl ClientTransport {
                     Err(_) => {}
                 }
             }
+            Some(128..=191) if !data.get(1).is_some_and(|pt| (192..=223).contains(pt)) => {
+                // Media before the measuring loop takes over: open it anyway, as a browser
+                // would, so the SRTP rollover counter follows a sequence wrap in the meantime.
+                if let Some(srtp) = self.srtp.as_mut() {
+                    let _ = srtp.inbound.decrypt_rtp(data);
+                }
+            }
             _ => {}
         }
     }

@@ -45,6 +45,9 @@ pub struct ReceiverReport {
     /// Datagrams the kernel dropped for the receive socket (its buffer was full): loss caused
     /// by the load program, not the worker.
     pub socket_drops: u64,
+    /// CPU seconds the receiving thread used in the window: near the window's length, the
+    /// load program, not the worker, limits what the subscribers see.
+    pub cpu_seconds: f64,
 }
 
 /// Receives until `phase` says stop; counts only while it says measure.
@@ -59,6 +62,7 @@ pub fn receive_loop(socket: UdpSocket, mut subscribers: Vec<Subscriber>, phase: 
     let mut report = ReceiverReport::default();
     let mut measuring = false;
     let mut drops_at_start = 0;
+    let mut cpu_at_start = 0.0;
     let mut next_consent = 0usize;
     let mut consent_started = Instant::now();
     loop {
@@ -68,6 +72,7 @@ pub fn receive_loop(socket: UdpSocket, mut subscribers: Vec<Subscriber>, phase: 
                 measuring = true;
                 report = ReceiverReport::default();
                 drops_at_start = net::socket_drops(&socket).unwrap_or(0);
+                cpu_at_start = crate::load::procfs::this_thread_cpu_seconds();
                 for s in &mut subscribers {
                     for (_, stream) in &mut s.streams {
                         stream.restart_window();
@@ -136,6 +141,7 @@ pub fn receive_loop(socket: UdpSocket, mut subscribers: Vec<Subscriber>, phase: 
             report.counts += stream.counts();
         }
     }
+    report.cpu_seconds = crate::load::procfs::this_thread_cpu_seconds() - cpu_at_start;
     report.socket_drops = net::socket_drops(&socket).unwrap_or(0).saturating_sub(drops_at_start);
     report
 }

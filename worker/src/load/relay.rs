@@ -21,6 +21,7 @@ use crate::load::reception::StreamReception;
 use crate::load::synthetic::{AudioSource, VideoSource};
 use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
 use crate::media::dtls::SrtpSession;
+use crate::media::srtp::GcmRtpSealer;
 
 /// The relay's figures over the measuring window.
 #[derive(Debug, Clone)]
@@ -35,15 +36,33 @@ pub struct RelayRun {
     pub publisher: PublisherReport,
 }
 
-/// Two SRTP contexts sharing random keys: one seals, the other opens.
-fn context_pair(profile: ProtectionProfile) -> Result<(Context, Context), LoadError> {
-    let provider = rtc::crypto::default_provider().map_err(|e| LoadError::Srtp(e.to_string()))?;
-    let mut key = vec![0u8; profile.key_len()];
-    let mut salt = vec![0u8; profile.salt_len()];
-    rand::rng().fill_bytes(&mut key);
-    rand::rng().fill_bytes(&mut salt);
-    let make = || Context::new(&key, &salt, profile, None, None, provider.crypto()).map_err(|e| LoadError::Srtp(e.to_string()));
-    Ok((make()?, make()?))
+const PROFILE: ProtectionProfile = ProtectionProfile::AeadAes128Gcm;
+
+/// Random SRTP master keys for one direction.
+struct Keys {
+    key: Vec<u8>,
+    salt: Vec<u8>,
+}
+
+impl Keys {
+    fn random() -> Self {
+        let mut key = vec![0u8; PROFILE.key_len()];
+        let mut salt = vec![0u8; PROFILE.salt_len()];
+        rand::rng().fill_bytes(&mut key);
+        rand::rng().fill_bytes(&mut salt);
+        Keys { key, salt }
+    }
+
+    fn context(&self) -> Result<Context, LoadError> {
+        let provider = rtc::crypto::default_provider().map_err(|e| LoadError::Srtp(e.to_string()))?;
+        Context::new(&self.key, &self.salt, PROFILE, None, None, provider.crypto()).map_err(|e| LoadError::Srtp(e.to_string()))
+    }
+
+    /// The in-place sealer the worker's forwarding path uses, so both pay the same crypto.
+    fn sealer(&self) -> Result<GcmRtpSealer, LoadError> {
+        let provider = rtc::crypto::default_provider().map_err(|e| LoadError::Srtp(e.to_string()))?;
+        GcmRtpSealer::new(provider.crypto(), &self.key, &self.salt).map_err(|e| LoadError::Srtp(e.to_string()))
+    }
 }
 
 /// Runs the relay with `subscribers` receivers of `publishers` publishers: `warmup`, then the
@@ -55,7 +74,6 @@ pub fn run_relay(
     window: Duration,
     relay_cpu: Option<usize>,
 ) -> Result<RelayRun, LoadError> {
-    let profile = ProtectionProfile::AeadAes128Gcm;
     let relay_in = UdpSocket::bind("127.0.0.1:0")?;
     let receive = UdpSocket::bind("127.0.0.1:0")?;
     net::set_receive_buffer(&receive, RECEIVE_BUFFER);
@@ -65,15 +83,14 @@ pub fn run_relay(
     let mut inbound = Vec::new();
     for i in 0..publishers {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
-        let (seal, open) = context_pair(profile)?;
-        // The relay sends no RTCP; the publisher still needs something to open it with.
-        let (_, rtcp_open) = context_pair(profile)?;
-        inbound.push((local(&socket).port(), open));
+        let keys = Keys::random();
+        inbound.push((local(&socket).port(), keys.context()?));
         let ssrc = 0x1000_0000 + 2 * i as u32;
         senders.push(Publisher {
             socket,
             remote: local(&relay_in),
-            srtp: SrtpSession { profile, inbound: rtcp_open, outbound: seal },
+            // The relay sends no RTCP; the publisher still needs something to open it with.
+            srtp: SrtpSession { profile: PROFILE, inbound: Keys::random().context()?, outbound: keys.context()?, rtp_sealer: None },
             video: VideoSource::new(ssrc, 96, "1"),
             audio: AudioSource::new(ssrc + 1, 111, "0"),
             consent: None,
@@ -83,14 +100,14 @@ pub fn run_relay(
     let mut receivers = Vec::new();
     for _ in 0..subscribers {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
-        let (seal, open) = context_pair(profile)?;
+        let keys = Keys::random();
         receivers.push(Subscriber {
             source_port: local(&socket).port(),
-            inbound: open,
+            inbound: keys.context()?,
             streams: senders.iter().flat_map(|p| [(p.video.ssrc, StreamReception::default()), (p.audio.ssrc, StreamReception::default())]).collect(),
             consent: None,
         });
-        outputs.push((socket, seal));
+        outputs.push((socket, keys.sealer()?));
     }
 
     let phase = Arc::new(AtomicU8::new(Phase::Warmup as u8));
@@ -126,12 +143,13 @@ pub fn run_relay(
 fn relay_loop(
     socket: UdpSocket,
     mut inbound: Vec<(u16, Context)>,
-    mut outputs: Vec<(UdpSocket, Context)>,
+    mut outputs: Vec<(UdpSocket, GcmRtpSealer)>,
     client: SocketAddr,
     phase: Arc<AtomicU8>,
 ) -> (u64, f64) {
     let _ = socket.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 2048];
+    let mut copy = Vec::with_capacity(2048);
     let (mut forwarded, mut measuring) = (0u64, false);
     let (mut forwarded_at_start, mut cpu_at_start) = (0, 0.0);
     loop {
@@ -147,11 +165,11 @@ fn relay_loop(
         let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
         let Some((_, open)) = inbound.iter_mut().find(|(port, _)| *port == from.port()) else { continue };
         let Ok(plain) = open.decrypt_rtp(&buf[..n]) else { continue };
-        for (out, seal) in outputs.iter_mut() {
-            if let Ok(sealed) = seal.encrypt_rtp(&plain) {
-                if out.send_to(&sealed, client).is_ok() {
-                    forwarded += 1;
-                }
+        for (out, sealer) in outputs.iter_mut() {
+            copy.clear();
+            copy.extend_from_slice(&plain);
+            if sealer.seal(&mut copy).is_ok() && out.send_to(&copy, client).is_ok() {
+                forwarded += 1;
             }
         }
     }

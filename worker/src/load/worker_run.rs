@@ -91,7 +91,7 @@ pub async fn run_worker(
         let mut transport = ClientTransport::new(&created, identity.clone(), Instant::now())
             .ok_or_else(|| LoadError::Worker("the transport has no candidate".into()))?;
         client.connect_transport(endpoint, &room, &created.id, &transport.dtls_parameters()).await.map_err(api)?;
-        let socket = tokio::task::spawn_blocking(move || handshake(&socket, std::slice::from_mut(&mut transport)).map(|_| (socket, transport)))
+        let socket = tokio::task::spawn_blocking(move || handshake(&socket, std::slice::from_mut(&mut transport), 1).map(|_| (socket, transport)))
             .await
             .map_err(|_| LoadError::Thread("handshake".into()))??;
         let (socket, mut transport) = socket;
@@ -169,9 +169,7 @@ pub async fn run_worker(
     let receive = UdpSocket::bind("127.0.0.1:0")?;
     net::set_receive_buffer(&receive, RECEIVE_BUFFER);
     let (receive, transports) = tokio::task::spawn_blocking(move || {
-        for chunk in transports.chunks_mut(HANDSHAKE_CHUNK) {
-            handshake(&receive, chunk)?;
-        }
+        handshake(&receive, &mut transports, HANDSHAKE_CHUNK)?;
         Ok::<_, LoadError>((receive, transports))
     })
     .await
@@ -245,16 +243,21 @@ async fn forwarded_packets(endpoint: &str) -> Result<u64, LoadError> {
         .ok_or_else(|| LoadError::Worker("no fanout_worker_packets_forwarded_total in /metrics".into()))
 }
 
-/// Runs ICE and DTLS for `transports` over one socket until all are connected.
-pub fn handshake(socket: &UdpSocket, transports: &mut [ClientTransport]) -> Result<(), LoadError> {
+/// Runs ICE and DTLS for `transports` over one socket until all are connected, at most
+/// `at_once` handshakes in flight. Media reaching connected ones meanwhile is opened too.
+pub fn handshake(socket: &UdpSocket, transports: &mut [ClientTransport], at_once: usize) -> Result<(), LoadError> {
     let by_port: HashMap<u16, usize> = transports.iter().enumerate().map(|(i, t)| (t.remote.port(), i)).collect();
     socket.set_read_timeout(Some(Duration::from_millis(5)))?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut batch = BatchReceiver::default();
     let mut out = Vec::new();
+    let mut started = 0;
     loop {
         let now = Instant::now();
-        for t in transports.iter_mut().filter(|t| !t.is_connected()) {
+        while started < transports.len() && transports[..started].iter().filter(|t| !t.is_connected()).count() < at_once.max(1) {
+            started += 1;
+        }
+        for t in transports[..started].iter_mut().filter(|t| !t.is_connected()) {
             t.poll_transmit(now, &mut out);
             for datagram in out.drain(..) {
                 socket.send_to(&datagram, t.remote)?;

@@ -26,6 +26,7 @@ use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 
+use crate::media::srtp::GcmRtpSealer;
 use crate::room::{DtlsFingerprint, DtlsParameters, DtlsRole};
 
 /// The fixed address the DTLS endpoint knows the peer by (see the module docs).
@@ -90,6 +91,27 @@ pub struct SrtpSession {
     pub inbound: Context,
     /// Encrypts what we send.
     pub outbound: Context,
+    /// Encrypts the RTP we send in place, for AEAD_AES_128_GCM (the forwarding path); with
+    /// another profile, RTP goes through `outbound`. Only one of them sees a given SSRC's RTP,
+    /// so each keeps its rollover counters right.
+    pub rtp_sealer: Option<GcmRtpSealer>,
+}
+
+impl SrtpSession {
+    /// Encrypts an RTP packet in `packet`, replacing it with the SRTP packet.
+    pub fn seal_rtp(&mut self, packet: &mut Vec<u8>) -> bool {
+        match self.rtp_sealer.as_mut() {
+            Some(sealer) => sealer.seal(packet).is_ok(),
+            None => match self.outbound.encrypt_rtp(packet) {
+                Ok(sealed) => {
+                    packet.clear();
+                    packet.extend_from_slice(&sealed);
+                    true
+                }
+                Err(_) => false,
+            },
+        }
+    }
 }
 
 /// Something the DTLS session reports.
@@ -243,6 +265,12 @@ impl DtlsSession {
             crypto,
         )
         .map_err(|e| DtlsError::Srtp(e.to_string()))?;
-        Ok(SrtpSession { profile, inbound, outbound })
+        let rtp_sealer = match profile {
+            ProtectionProfile::AeadAes128Gcm => Some(
+                GcmRtpSealer::new(crypto, &keys.local_master_key, &keys.local_master_salt).map_err(|e| DtlsError::Srtp(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok(SrtpSession { profile, inbound, outbound, rtp_sealer })
     }
 }

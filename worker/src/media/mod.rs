@@ -3,6 +3,8 @@
 //! - [`ice`]: the ICE-lite STUN responder (sans-IO).
 //! - [`dtls`]: DTLS sessions and the SRTP keys they yield.
 //! - [`transport`]: one WebRTC transport as a sans-IO state machine (ICE, DTLS, SRTP).
+//! - [`srtp`]: in-place AEAD_AES_128_GCM sealing for forwarded RTP.
+//! - [`router`]: where a packet is forwarded (sans-IO); [`udp`]: sockets and media threads.
 
 pub mod dtls;
 pub mod ice;
@@ -10,5 +12,6 @@ pub mod peer;
 pub mod ports;
 pub mod router;
 pub mod rtp_packet;
+pub mod srtp;
 pub mod transport;
 pub mod udp;

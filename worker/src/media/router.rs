@@ -47,6 +47,10 @@ pub const WORKER_SSRC: u32 = 0xFA_0000_01;
 /// Largest RTP packet the worker handles (a browser's MTU-sized packet plus RTX's 2 bytes).
 const MAX_PACKET: usize = 1500;
 
+/// Receives each forwarded copy: the transport's handle, its id, and the copy in the clear
+/// (to be encrypted in place).
+pub type Emit<'a> = dyn FnMut(Option<usize>, &TransportId, &mut Vec<u8>) + 'a;
+
 /// A packet for one transport, in the clear (the transport encrypts it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -59,6 +63,9 @@ pub struct Outgoing {
 struct ProducerStream {
     transport: TransportId,
     ssrc: Ssrc,
+    /// One entry per target of the table stream, in their order: the fan-out walks both side
+    /// by side, without a lookup per copy.
+    fanout: Vec<FanoutEntry>,
     stats: ReceiverStats,
     /// Video only: audio is not retransmitted (opus has in-band FEC) nor keyframed.
     repair: Option<VideoRepair>,
@@ -70,8 +77,18 @@ struct VideoRepair {
     keyframes: KeyframeRequester,
 }
 
+/// Where a target's state and transport are.
+#[derive(Debug, Clone, Copy)]
+struct FanoutEntry {
+    /// Index in [`Router::consumers`].
+    consumer: usize,
+    /// The I/O shell's handle for the target's transport ([`Router::set_transport_handles`]).
+    transport: Option<usize>,
+}
+
 /// State of one consumer stream.
 struct ConsumerStream {
+    id: ConsumerId,
     transport: TransportId,
     ssrc: Ssrc,
     rtx: Option<(Ssrc, PayloadType)>,
@@ -90,8 +107,11 @@ struct ConsumerStream {
 pub struct Router {
     table: ForwardingTable,
     producers: HashMap<(TransportId, Ssrc), ProducerStream>,
-    consumers: HashMap<ConsumerId, ConsumerStream>,
+    /// Consumer streams, flat; rebuilt on every table update (rare), walked per packet (often).
+    consumers: Vec<ConsumerStream>,
     next_report: Option<Instant>,
+    /// The copy being rewritten: one buffer for every copy of every packet.
+    scratch: Vec<u8>,
     /// Packets forwarded, for stats.
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
@@ -115,6 +135,8 @@ impl Router {
         let mut out = Vec::new();
         let mut live_producers = BTreeSet::new();
         let mut live_consumers = BTreeSet::new();
+        let mut consumers: HashMap<ConsumerId, ConsumerStream> =
+            std::mem::take(&mut self.consumers).into_iter().map(|c| (c.id.clone(), c)).collect();
         for ((transport, ssrc), stream) in table.streams() {
             if stream.rtx {
                 continue;
@@ -125,6 +147,7 @@ impl Router {
             self.producers.entry(key.clone()).or_insert_with(|| ProducerStream {
                 transport: transport.clone(),
                 ssrc: *ssrc,
+                fanout: Vec::new(),
                 stats: ReceiverStats::new(clock_rate),
                 repair: (stream.kind == MediaKind::Video).then(|| VideoRepair {
                     buffer: RetransmissionBuffer::with_defaults(),
@@ -134,7 +157,8 @@ impl Router {
             });
             for target in &stream.targets {
                 live_consumers.insert(target.consumer_id.clone());
-                let consumer = self.consumers.entry(target.consumer_id.clone()).or_insert_with(|| ConsumerStream {
+                let consumer = consumers.entry(target.consumer_id.clone()).or_insert_with(|| ConsumerStream {
+                    id: target.consumer_id.clone(),
                     transport: target.transport_id.clone(),
                     ssrc: target.ssrc,
                     rtx: target.rtx,
@@ -164,9 +188,39 @@ impl Router {
             }
         }
         self.producers.retain(|k, _| live_producers.contains(k));
-        self.consumers.retain(|k, _| live_consumers.contains(k));
+        consumers.retain(|k, _| live_consumers.contains(k));
+        // Flatten, and point each producer stream's targets at their consumers' slots.
+        let mut index = HashMap::new();
+        for (i, (id, consumer)) in consumers.into_iter().enumerate() {
+            index.insert(id, i);
+            self.consumers.push(consumer);
+        }
+        for (key, producer) in self.producers.iter_mut() {
+            producer.fanout = table
+                .stream(&key.0, key.1)
+                .map(|stream| {
+                    stream
+                        .targets
+                        .iter()
+                        .filter_map(|t| index.get(&t.consumer_id).map(|&consumer| FanoutEntry { consumer, transport: None }))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
         self.table = table;
         out
+    }
+
+    /// Records the I/O shell's handle (an index into its own table of transports) for every
+    /// target's transport, passed back with each copy so the shell needs no lookup either.
+    /// Call it after [`Router::update`] and whenever the shell's handles change.
+    pub fn set_transport_handles(&mut self, handle: &dyn Fn(&TransportId) -> Option<usize>) {
+        for (key, producer) in self.producers.iter_mut() {
+            let Some(stream) = self.table.stream(&key.0, key.1) else { continue };
+            for (target, entry) in stream.targets.iter().zip(producer.fanout.iter_mut()) {
+                entry.transport = handle(&target.transport_id);
+            }
+        }
     }
 
     pub fn table(&self) -> &ForwardingTable {
@@ -179,7 +233,7 @@ impl Router {
     pub fn on_transport_connected(&mut self, transport: &TransportId, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let mut sources = Vec::new();
-        for consumer in self.consumers.values_mut().filter(|c| &c.transport == transport && c.video && c.active) {
+        for consumer in self.consumers.iter_mut().filter(|c| &c.transport == transport && c.video && c.active) {
             consumer.gate.close();
             consumer.seq.resync();
             sources.push(consumer.source.clone());
@@ -198,68 +252,83 @@ impl Router {
 
     /// A decrypted RTP packet arrived on `from`: the copies to send.
     pub fn on_rtp(&mut self, from: &TransportId, packet: &[u8], now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        self.route_rtp(from, packet, now, &mut |_, transport, copy| {
+            out.push(Outgoing { transport: transport.clone(), packet: copy.clone(), rtcp: false })
+        });
+        out
+    }
+
+    /// The forwarding hot path: like [`Router::on_rtp`], but each copy is handed to `emit`
+    /// (which encrypts and sends it, in place) in a buffer reused for every copy, so
+    /// forwarding allocates nothing per copy. `emit` gets the transport's handle (see
+    /// [`Router::set_transport_handles`]) and id. Returns the number of copies.
+    pub fn route_rtp(&mut self, from: &TransportId, packet: &[u8], now: Instant, emit: &mut Emit<'_>) -> usize {
         if RtpView::parse(packet).is_none() {
-            return Vec::new();
+            return 0;
         }
         let ssrc = Ssrc(RtpView::ssrc(packet));
-        let Some(stream) = self.table.stream(from, ssrc) else { return Vec::new() };
+        let Some(stream) = self.table.stream(from, ssrc) else { return 0 };
         if !stream.rtx {
-            return self.on_media(from, packet, now);
+            return self.on_media(from, packet, now, emit);
         }
         // A producer retransmission: restore the original and treat it as media, so each
         // consumer gets it under its own numbering.
         let (Some(media_ssrc), Some(apt)) = (stream.repairs, stream.codecs.get(&PayloadType(RtpView::payload_type(packet))).and_then(|c| c.apt))
         else {
-            return Vec::new();
+            return 0;
         };
         let mut restored = [0u8; MAX_PACKET];
         match unwrap_rtx(packet, media_ssrc, apt, &mut restored) {
-            Ok((len, _)) => {
-                let restored = restored[..len].to_vec();
-                self.on_media(from, &restored, now)
-            }
-            Err(_) => Vec::new(),
+            Ok((len, _)) => self.on_media(from, &restored[..len], now, emit),
+            Err(_) => 0,
         }
     }
 
-    fn on_media(&mut self, from: &TransportId, packet: &[u8], now: Instant) -> Vec<Outgoing> {
-        let Some(view) = RtpView::parse(packet) else { return Vec::new() };
+    fn on_media(&mut self, from: &TransportId, packet: &[u8], now: Instant, emit: &mut Emit<'_>) -> usize {
+        let Some(view) = RtpView::parse(packet) else { return 0 };
         let ssrc = Ssrc(RtpView::ssrc(packet));
         let pt = PayloadType(RtpView::payload_type(packet));
         let (seq, ts) = (RtpView::sequence(packet), RtpView::timestamp(packet));
-        let Some(stream) = self.table.stream(from, ssrc) else { return Vec::new() };
+        let Some(stream) = self.table.stream(from, ssrc) else { return 0 };
         let keyframe = video_codec(stream, pt).is_some_and(|codec| is_keyframe(codec, view.payload(packet)));
-        if let Some(producer) = self.producers.get_mut(&(from.clone(), ssrc)) {
-            producer.stats.on_packet(seq, ts, now);
-            if let Some(repair) = producer.repair.as_mut() {
-                repair.nack.on_packet(seq, now);
-                let _ = repair.buffer.insert(packet, now);
-                if keyframe {
-                    repair.keyframes.on_keyframe();
-                }
+        let Some(producer) = self.producers.get_mut(&(from.clone(), ssrc)) else { return 0 };
+        producer.stats.on_packet(seq, ts, now);
+        if let Some(repair) = producer.repair.as_mut() {
+            repair.nack.on_packet(seq, now);
+            let _ = repair.buffer.insert(packet, now);
+            if keyframe {
+                repair.keyframes.on_keyframe();
             }
         }
-        let mut out = Vec::new();
-        for forward in self.table.forward(from, ssrc, pt) {
-            let Some(target) = stream.targets.iter().find(|t| t.consumer_id == forward.consumer_id) else { continue };
-            let Some(consumer) = self.consumers.get_mut(&forward.consumer_id) else { continue };
+        if stream.producer_paused {
+            return 0;
+        }
+        let payload_len = view.payload(packet).len();
+        let mut copies = 0;
+        for (target, entry) in stream.targets.iter().zip(&producer.fanout) {
+            let Some(payload_type) = target.receives(pt) else { continue };
+            let Some(consumer) = self.consumers.get_mut(entry.consumer) else { continue };
             if !consumer.gate.admit(keyframe) {
                 continue;
             }
             let Some(rewritten) = consumer.seq.rewrite(seq, ts) else { continue };
-            let mut copy = packet.to_vec();
-            RtpView::set_ssrc(&mut copy, forward.ssrc.0);
-            RtpView::set_payload_type(&mut copy, forward.payload_type.0);
-            RtpView::set_sequence(&mut copy, rewritten.sequence_number);
-            RtpView::set_timestamp(&mut copy, rewritten.timestamp);
-            view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
-            set_mid(&mut copy, target);
-            consumer.reports.on_packet_sent(view.payload(packet).len());
+            let copy = &mut self.scratch;
+            copy.clear();
+            copy.extend_from_slice(packet);
+            RtpView::set_ssrc(copy, target.ssrc.0);
+            RtpView::set_payload_type(copy, payload_type.0);
+            RtpView::set_sequence(copy, rewritten.sequence_number);
+            RtpView::set_timestamp(copy, rewritten.timestamp);
+            view.rewrite_extension_ids(copy, &target.header_extension_ids);
+            set_mid(copy, target);
+            consumer.reports.on_packet_sent(payload_len);
             self.forwarded_packets += 1;
             self.forwarded_bytes += copy.len() as u64;
-            out.push(Outgoing { transport: forward.transport_id, packet: copy, rtcp: false });
+            copies += 1;
+            emit(entry.transport, &target.transport_id, copy);
         }
-        out
+        copies
     }
 
     /// A decrypted RTCP compound packet arrived on `from`.
@@ -284,7 +353,7 @@ impl Router {
                 let key = (from.clone(), Ssrc(sr.ssrc));
                 if let Some(producer) = self.producers.get_mut(&key) {
                     producer.stats.on_sender_report(sr.ntp_time, now);
-                    for consumer in self.consumers.values_mut().filter(|c| c.source == key) {
+                    for consumer in self.consumers.iter_mut().filter(|c| c.source == key) {
                         consumer.reports.on_producer_sender_report(sr.ntp_time, sr.rtp_time, now);
                     }
                 }
@@ -294,7 +363,7 @@ impl Router {
     }
 
     fn consumer_on(&mut self, transport: &TransportId, ssrc: Ssrc) -> Option<&mut ConsumerStream> {
-        self.consumers.values_mut().find(|c| &c.transport == transport && c.ssrc == ssrc)
+        self.consumers.iter_mut().find(|c| &c.transport == transport && c.ssrc == ssrc)
     }
 
     /// A consumer asked for a keyframe: ask its producer, at most once per interval.
@@ -309,7 +378,7 @@ impl Router {
     /// Resends the packet a consumer knows as `consumer_seq`, if the producer stream's buffer
     /// still has it: on the consumer's RTX stream when it has one.
     fn retransmit(&mut self, transport: &TransportId, consumer_ssrc: Ssrc, consumer_seq: u16, now: Instant, out: &mut Vec<Outgoing>) {
-        let Some(consumer) = self.consumers.values_mut().find(|c| &c.transport == transport && c.ssrc == consumer_ssrc) else { return };
+        let Some(consumer) = self.consumers.iter_mut().find(|c| &c.transport == transport && c.ssrc == consumer_ssrc) else { return };
         let Some(producer_seq) = consumer.seq.producer_seq(consumer_seq) else { return };
         let Some(producer) = self.producers.get(&consumer.source) else { return };
         let Some(original) = producer.repair.as_ref().and_then(|r| r.buffer.lookup(producer_seq, now)) else { return };
@@ -367,7 +436,7 @@ impl Router {
                     push_rtcp(&mut out, &producer.transport, &[Box::new(rr)]);
                 }
             }
-            for consumer in self.consumers.values_mut().filter(|c| c.active) {
+            for consumer in self.consumers.iter_mut().filter(|c| c.active) {
                 if let Some(sr) = consumer.reports.sender_report(consumer.seq.timestamp_offset(), now) {
                     push_rtcp(&mut out, &consumer.transport, &[Box::new(sr)]);
                 }
@@ -460,6 +529,23 @@ mod tests {
         assert_eq!(view.extension(p, 5), None, "an extension the producer did not negotiate is removed");
         assert_eq!(view.payload(p), KEYFRAME);
         assert_eq!(router.forwarded_packets, 1);
+    }
+
+    #[test]
+    fn each_copy_comes_with_the_shells_handle_for_its_transport() {
+        let call = video_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let keyframe = packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME);
+        let mut seen = Vec::new();
+        let mut emit = |handle: Option<usize>, transport: &TransportId, _: &mut Vec<u8>| seen.push((handle, transport.clone()));
+        assert_eq!(router.route_rtp(&call.alice_send, &keyframe, now, &mut emit), 1);
+        router.set_transport_handles(&|id| (id == &call.bob_recv).then_some(7));
+        router.route_rtp(&call.alice_send, &packet(96, 2, 1, CHROME_VP8_SSRC, &[], DELTA), now, &mut emit);
+        // A table update keeps no stale handles: the shell gives them again.
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        router.route_rtp(&call.alice_send, &packet(96, 3, 1, CHROME_VP8_SSRC, &[], DELTA), now, &mut emit);
+        assert_eq!(seen, vec![(None, call.bob_recv.clone()), (Some(7), call.bob_recv.clone()), (None, call.bob_recv.clone())]);
     }
 
     #[test]

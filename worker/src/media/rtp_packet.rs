@@ -90,6 +90,11 @@ impl RtpView {
         u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
     }
 
+    /// Bytes before the payload: the fixed header, CSRCs and header extensions.
+    pub fn header_len(&self) -> usize {
+        self.payload_start
+    }
+
     pub fn payload<'a>(&self, packet: &'a [u8]) -> &'a [u8] {
         &packet[self.payload_start..self.payload_end]
     }

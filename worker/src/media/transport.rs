@@ -275,10 +275,24 @@ impl WebRtcTransport {
         self.send(packet, true)
     }
 
+    /// The forwarding hot path: encrypts an RTP packet in `buffer` (which then holds the SRTP
+    /// packet) and says where to send it, without queueing. `None` when not connected.
+    pub fn seal_rtp(&mut self, buffer: &mut Vec<u8>) -> Option<SocketAddr> {
+        let (Some(srtp), Some(to)) = (self.srtp.as_mut(), self.ice.selected()) else { return None };
+        srtp.seal_rtp(buffer).then_some(to)
+    }
+
     fn send(&mut self, packet: &[u8], rtcp: bool) -> bool {
         let (Some(srtp), Some(to)) = (self.srtp.as_mut(), self.ice.selected()) else { return false };
-        let sealed = if rtcp { srtp.outbound.encrypt_rtcp(packet) } else { srtp.outbound.encrypt_rtp(packet) };
-        match sealed {
+        if !rtcp {
+            let mut data = packet.to_vec();
+            if !srtp.seal_rtp(&mut data) {
+                return false;
+            }
+            self.outputs.push_back(Output::Transmit { to, data });
+            return true;
+        }
+        match srtp.outbound.encrypt_rtcp(packet) {
             Ok(data) => {
                 self.outputs.push_back(Output::Transmit { to, data: data.to_vec() });
                 true

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::Rng;
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine};
@@ -262,20 +263,117 @@ impl MediaEngine for UdpEngine {
     }
 }
 
+/// Sends a datagram without waiting: a full socket buffer drops it, as a congested network
+/// would. A direct `sendto` on the non-blocking socket, skipping tokio's readiness
+/// bookkeeping, which costs as much as the rest of the copy's user-space work.
+fn send_now(fd: std::os::fd::RawFd, data: &[u8], to: SocketAddr) -> bool {
+    // SAFETY: the address structs are plain data filled below and outlive the call; `data`
+    // is a valid slice; `fd` is the socket of a slot that is open, so it is alive.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match to {
+            SocketAddr::V4(a) => {
+                let sin = &mut *(&mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr_in);
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6);
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        let sent = libc::sendto(
+            fd,
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            libc::MSG_DONTWAIT,
+            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len as libc::socklen_t,
+        );
+        sent >= 0
+    }
+}
+
 /// One transport on a media thread.
 struct Slot {
     room: RoomId,
     socket: Rc<tokio::net::UdpSocket>,
+    /// The socket's descriptor, for sends that bypass tokio ([`send_now`]).
+    fd: std::os::fd::RawFd,
     transport: WebRtcTransport,
     /// Wakes the receive task when its timer may have changed, or to stop it.
     wake: Rc<Notify>,
     closed: bool,
 }
 
+/// A media thread's transports. Each keeps its index (its handle) while it is open, so the
+/// routers can hand each forwarded copy back with its transport's handle and the hot path
+/// needs no lookup by id; handles are given to the routers again whenever they change
+/// ([`MediaThread::refresh_handles`]).
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    by_id: FxHashMap<TransportId, usize>,
+}
+
+impl Slots {
+    fn insert(&mut self, id: TransportId, slot: Slot) {
+        if let Some(old) = self.remove(&id) {
+            drop(old);
+        }
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.by_id.insert(id, index);
+    }
+
+    fn remove(&mut self, id: &TransportId) -> Option<Slot> {
+        let index = self.by_id.remove(id)?;
+        self.free.push(index);
+        self.slots[index].take()
+    }
+
+    fn handle(&self, id: &TransportId) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    fn get(&self, id: &TransportId) -> Option<&Slot> {
+        self.slots[self.handle(id)?].as_ref()
+    }
+
+    fn get_mut(&mut self, id: &TransportId) -> Option<&mut Slot> {
+        let index = self.handle(id)?;
+        self.slots[index].as_mut()
+    }
+
+    fn at_mut(&mut self, handle: usize) -> Option<&mut Slot> {
+        self.slots.get_mut(handle)?.as_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&TransportId, &Slot)> {
+        self.by_id.iter().filter_map(|(id, &i)| self.slots[i].as_ref().map(|s| (id, s)))
+    }
+}
+
 /// Everything one media thread owns.
 struct MediaThread {
     identity: DtlsIdentity,
-    transports: HashMap<TransportId, Slot>,
+    transports: Slots,
     routers: HashMap<RoomId, Router>,
     notices: mpsc::UnboundedSender<EngineNotice>,
     counters: Arc<EngineCounters>,
@@ -297,7 +395,7 @@ fn media_thread(
         }
     };
     let local = tokio::task::LocalSet::new();
-    let state = Rc::new(RefCell::new(MediaThread { identity, transports: HashMap::new(), routers: HashMap::new(), notices, counters, ports }));
+    let state = Rc::new(RefCell::new(MediaThread { identity, transports: Slots::default(), routers: HashMap::new(), notices, counters, ports }));
     // Router timers (keyframe request repeats, NACKs, reports) for every room of this thread.
     let ticking = state.clone();
     local.spawn_local(async move {
@@ -328,13 +426,18 @@ fn media_thread(
                     };
                     let wake = Rc::new(Notify::new());
                     let identity = state.borrow().identity.clone();
-                    state.borrow_mut().transports.insert(transport.clone(), Slot {
-                        room,
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&*socket);
+                    let mut st = state.borrow_mut();
+                    st.transports.insert(transport.clone(), Slot {
+                        room: room.clone(),
                         socket: socket.clone(),
+                        fd,
                         transport: WebRtcTransport::new(ufrag, password, identity),
                         wake: wake.clone(),
                         closed: false,
                     });
+                    st.refresh_handles(&room);
+                    drop(st);
                     tokio::task::spawn_local(receive_loop(state.clone(), transport, socket, port, wake));
                 }
                 Command::Connect { transport, remote, role } => {
@@ -355,7 +458,8 @@ fn media_thread(
                 Command::Close { transport } => state.borrow_mut().close(&transport, now),
                 Command::Routes { room, table } => {
                     let mut st = state.borrow_mut();
-                    let out = st.routers.entry(room).or_default().update(table, now);
+                    let out = st.routers.entry(room.clone()).or_default().update(table, now);
+                    st.refresh_handles(&room);
                     for o in out {
                         st.deliver(o, now);
                     }
@@ -433,6 +537,7 @@ impl MediaThread {
                 *lock(&self.counters.drops_by_reason).entry(reason.as_str()).or_default() += 1;
             }
             let Some(output) = slot.transport.poll_output() else { return };
+            // Cheap next to what each output costs (a datagram, a decryption).
             let room = slot.room.clone();
             match output {
                 Output::Transmit { to, data } => {
@@ -441,13 +546,7 @@ impl MediaThread {
                         self.counters.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
                 }
-                Output::Rtp(packet) => {
-                    let copies = self.routers.get_mut(&room).map(|r| r.on_rtp(id, &packet, now)).unwrap_or_default();
-                    self.counters.packets_forwarded.fetch_add(copies.len() as u64, Ordering::Relaxed);
-                    for copy in copies {
-                        self.deliver(copy, now);
-                    }
-                }
+                Output::Rtp(packet) => self.forward(&room, id, &packet, now),
                 Output::Rtcp(packet) => {
                     let out = self.routers.get_mut(&room).map(|r| r.on_rtcp(id, &packet, now)).unwrap_or_default();
                     for o in out {
@@ -473,6 +572,30 @@ impl MediaThread {
         }
     }
 
+    /// Where a packet is forwarded: the room's router rewrites one copy per consumer, and
+    /// each is encrypted in place and sent on its consumer's transport right away (same
+    /// thread: same room), with no allocation or queue per copy.
+    fn forward(&mut self, room: &RoomId, from: &TransportId, packet: &[u8], now: Instant) {
+        let MediaThread { routers, transports, counters, .. } = self;
+        let Some(router) = routers.get_mut(room) else { return };
+        let (mut sent, mut bytes) = (0u64, 0u64);
+        let copies = router.route_rtp(from, packet, now, &mut |handle, transport, copy| {
+            let slot = match handle {
+                Some(handle) => transports.at_mut(handle),
+                None => transports.get_mut(transport),
+            };
+            let Some(slot) = slot else { return };
+            let Some(to) = slot.transport.seal_rtp(copy) else { return };
+            if send_now(slot.fd, copy, to) {
+                sent += 1;
+                bytes += copy.len() as u64;
+            }
+        });
+        counters.packets_forwarded.fetch_add(copies as u64, Ordering::Relaxed);
+        counters.packets_sent.fetch_add(sent, Ordering::Relaxed);
+        counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Encrypts and sends a routed packet on its transport (same thread: same room).
     fn deliver(&mut self, out: Outgoing, now: Instant) {
         let Some(slot) = self.transports.get_mut(&out.transport) else { return };
@@ -482,8 +605,18 @@ impl MediaThread {
         }
     }
 
+    /// Gives the room's router the current transport handles.
+    fn refresh_handles(&mut self, room: &RoomId) {
+        let MediaThread { routers, transports, .. } = self;
+        if let Some(router) = routers.get_mut(room) {
+            router.set_transport_handles(&|id| transports.handle(id));
+        }
+    }
+
     fn close(&mut self, id: &TransportId, now: Instant) {
         if let Some(mut slot) = self.transports.remove(id) {
+            // Before the handle can be reused by another transport.
+            self.refresh_handles(&slot.room);
             slot.transport.close(now);
             while let Some(output) = slot.transport.poll_output() {
                 if let Output::Transmit { to, data } = output {

@@ -92,6 +92,18 @@ pub struct ForwardTarget {
     pub paused: bool,
 }
 
+impl ForwardTarget {
+    /// The payload type a packet of the (unpaused) stream with `payload_type` gets for this
+    /// consumer, or `None` when the consumer does not receive it: it is paused, or its
+    /// device cannot decode that codec.
+    pub fn receives(&self, payload_type: PayloadType) -> Option<PayloadType> {
+        if self.paused {
+            return None;
+        }
+        self.payload_types.get(&payload_type).copied()
+    }
+}
+
 /// One copy of an incoming packet to send: where, and with which SSRC and payload type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
@@ -185,14 +197,13 @@ impl ForwardingTable {
         stream
             .targets
             .iter()
-            .filter(|target| !target.paused)
             .filter_map(|target| {
-                let mapped = target.payload_types.get(&payload_type)?;
+                let mapped = target.receives(payload_type)?;
                 Some(Forward {
                     consumer_id: target.consumer_id.clone(),
                     transport_id: target.transport_id.clone(),
                     ssrc: target.ssrc,
-                    payload_type: *mapped,
+                    payload_type: mapped,
                 })
             })
             .collect()
