@@ -14,7 +14,7 @@ use fanout_worker::server::{start, WorkerConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_receive_every_packet_through_the_worker_and_through_the_relay() {
     let worker = start(WorkerConfig::loopback((47400, 47419))).await.expect("worker starts");
-    let target = WorkerTarget { endpoint: worker.endpoint(), pid: std::process::id(), api_token: None };
+    let target = WorkerTarget { endpoint: worker.endpoint(), pid: std::process::id(), api_token: None, cpu: None };
     let run = run_worker(&target, 3, 1, Duration::from_millis(1500), Duration::from_secs(2)).await.expect("the load run completes");
 
     let received = &run.receiver;

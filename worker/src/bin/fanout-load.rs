@@ -119,10 +119,11 @@ fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result
 fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
     let rec = &w.receiver;
     eprintln!(
-        "  worker: {} forwarded in {:.1} s, process CPU {:.2} s (media threads {}), setup {:.1} s",
+        "  worker: {} forwarded in {:.1} s, process CPU {:.2} s, its core busy {}, media threads {}, setup {:.1} s",
         w.forwarded,
         w.window.as_secs_f64(),
         w.cpu_seconds,
+        w.core_busy_seconds.map_or("-".into(), |s| format!("{s:.2} s")),
         w.media_cpu_seconds.map_or("-".into(), |s| format!("{s:.2} s, {:.2} µs/pkt", s * 1e6 / w.forwarded.max(1) as f64)),
         w.setup.as_secs_f64()
     );
@@ -130,7 +131,7 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
         "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}",
         rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops
     );
-    let busy = rec.cpu_seconds / w.window.as_secs_f64();
+    let busy = rec.cpu_seconds / w.window.as_secs_f64().max(1e-9);
     eprintln!(
         "  the load program's receiving thread was {:.0}% busy{}",
         busy * 100.0,
@@ -142,9 +143,10 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
     );
     if let Some(relay) = relay {
         eprintln!(
-            "  relay: {} forwarded, thread CPU {:.2} s; subscribers lost {}, latency p50 {:.2} ms p99 {:.2} ms",
+            "  relay: {} forwarded, thread CPU {:.2} s, its core busy {}; subscribers lost {}, latency p50 {:.2} ms p99 {:.2} ms",
             relay.forwarded,
             relay.cpu_seconds,
+            relay.core_busy_seconds.map_or("-".into(), |s| format!("{s:.2} s")),
             relay.receiver.counts.lost,
             relay.receiver.latency.quantile_ms(0.5),
             relay.receiver.latency.quantile_ms(0.99)
@@ -179,14 +181,20 @@ fn main() -> anyhow::Result<()> {
     for &n in &counts {
         eprintln!("\n{n} subscribers:");
         let (target, _started) = match (&args.worker_url, args.worker_pid) {
-            (Some(url), Some(pid)) => (WorkerTarget { endpoint: url.clone(), pid, api_token: args.api_token.clone() }, None),
+            (Some(url), Some(pid)) => (WorkerTarget { endpoint: url.clone(), pid, api_token: args.api_token.clone(), cpu: None }, None),
             _ => {
                 let started = start_worker(&args, n + args.publishers, worker_cpu)?;
                 let pid = started.child.id();
-                (WorkerTarget { endpoint: started.endpoint.clone(), pid, api_token: None }, Some(started))
+                (WorkerTarget { endpoint: started.endpoint.clone(), pid, api_token: None, cpu: worker_cpu }, Some(started))
             }
         };
-        let worker = runtime.block_on(run_worker(&target, n, args.publishers, warmup, window))?;
+        let worker = match runtime.block_on(run_worker(&target, n, args.publishers, warmup, window)) {
+            Ok(worker) => worker,
+            Err(e) => {
+                eprintln!("  no figures for {n} subscribers: {e}");
+                continue;
+            }
+        };
         drop(_started);
         let relay = if args.no_relay { None } else { Some(run_relay(n, args.publishers, warmup, window, worker_cpu)?) };
         let r = row(&worker, relay.as_ref());
@@ -201,7 +209,7 @@ fn main() -> anyhow::Result<()> {
 /// The figures against the targets of the media benchmark issue.
 fn summary(rows: &[Row]) {
     let Some(heaviest) = rows.iter().max_by_key(|r| r.subscribers) else { return };
-    println!("Targets (one media thread on this machine):");
+    println!("Targets (one media thread, alone on its core):");
     println!(
         "- forwarded packets per second per core: {:.0} at {} subscribers (target 300,000), i.e. {:.0} consumers of a 1 Mbps stream",
         heaviest.packets_per_second_per_core, heaviest.subscribers, heaviest.video_consumers_per_core
@@ -215,7 +223,7 @@ fn summary(rows: &[Row]) {
         .min_by(|a, b| (a.media_thread_load.unwrap_or(0.0) - 0.5).abs().total_cmp(&(b.media_thread_load.unwrap_or(0.0) - 0.5).abs()));
     if let Some(h) = half {
         println!(
-            "- nearest to half load ({} subscribers, media thread {:.0}% busy): latency p99 {:.2} ms (target 2 ms), loss {:.3}% (target 0)",
+            "- nearest to half load ({} subscribers, worker core {:.0}% busy): latency p99 {:.2} ms (target 2 ms), loss {:.3}% (target 0)",
             h.subscribers,
             h.media_thread_load.unwrap_or(0.0) * 100.0,
             h.latency_p99_ms,

@@ -32,6 +32,9 @@ pub const RECEIVE_BUFFER: usize = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
+    /// Setting up: publishers only keep their ICE consent, so the handshakes of subscribers
+    /// joining later do not compete with forwarding to the earlier ones.
+    Quiet = 3,
     /// Media flows, nothing is counted (keyframes reach new consumers, queues settle).
     Warmup = 0,
     /// Everything is counted.
@@ -44,6 +47,7 @@ impl From<u8> for Phase {
         match v {
             0 => Phase::Warmup,
             1 => Phase::Measure,
+            3 => Phase::Quiet,
             _ => Phase::Stop,
         }
     }

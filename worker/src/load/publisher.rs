@@ -68,6 +68,12 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
                 }
             }
         }
+        if Phase::from(phase.load(Ordering::Acquire)) == Phase::Quiet {
+            // Media starts with the warm-up; its pace starts from there too.
+            (next_frame, next_audio) = (now, now);
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
         if now >= next_frame {
             next_frame += frame_interval;
             for p in &mut publishers {

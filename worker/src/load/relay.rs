@@ -32,6 +32,8 @@ pub struct RelayRun {
     pub forwarded: u64,
     /// CPU seconds of the relay thread (user + system, so the kernel's UDP work counts).
     pub cpu_seconds: f64,
+    /// Busy seconds of the relay's CPU, when it is pinned (see `WorkerRun::core_busy_seconds`).
+    pub core_busy_seconds: Option<f64>,
     pub receiver: ReceiverReport,
     pub publisher: PublisherReport,
 }
@@ -129,14 +131,17 @@ pub fn run_relay(
         std::thread::Builder::new().name("load-publish".into()).spawn(move || publish_loop(senders, phase))?
     };
     std::thread::sleep(warmup);
+    let core_before = relay_cpu.and_then(crate::load::procfs::cpu_busy_seconds);
     phase.store(Phase::Measure as u8, Ordering::Release);
     std::thread::sleep(window);
+    let core_after = relay_cpu.and_then(crate::load::procfs::cpu_busy_seconds);
     phase.store(Phase::Stop as u8, Ordering::Release);
     let joined = |what: &str| LoadError::Thread(what.to_string());
     let (forwarded, cpu_seconds) = relay.join().map_err(|_| joined("relay"))?;
     let publisher = publisher.join().map_err(|_| joined("publisher"))?;
     let receiver = receiver.join().map_err(|_| joined("receiver"))?;
-    Ok(RelayRun { subscribers, window, forwarded, cpu_seconds, receiver, publisher })
+    let core_busy_seconds = core_after.zip(core_before).map(|(a, b)| a - b);
+    Ok(RelayRun { subscribers, window, forwarded, cpu_seconds, core_busy_seconds, receiver, publisher })
 }
 
 /// The relay itself. Returns the copies sent and the thread's CPU seconds in the window.

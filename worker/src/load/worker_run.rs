@@ -33,6 +33,8 @@ pub struct WorkerTarget {
     /// Its process, for CPU and memory accounting.
     pub pid: u32,
     pub api_token: Option<String>,
+    /// The CPU the worker has to itself, if it is pinned: its busy time is then read too.
+    pub cpu: Option<usize>,
 }
 
 /// The worker's figures over the measuring window.
@@ -46,6 +48,9 @@ pub struct WorkerRun {
     /// CPU seconds of the whole worker process, and of its media threads alone.
     pub cpu_seconds: f64,
     pub media_cpu_seconds: Option<f64>,
+    /// Busy seconds of the worker's own CPU (process time plus the kernel's softirq work for
+    /// its packets), when it is pinned.
+    pub core_busy_seconds: Option<f64>,
     /// Worker RSS with the publishers only, and with every subscriber connected and receiving.
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
@@ -119,12 +124,15 @@ pub async fn run_worker(
             consent: Some((created.ice_parameters.username_fragment.clone(), created.ice_parameters.password.clone())),
         });
     }
-    let phase = Arc::new(AtomicU8::new(Phase::Warmup as u8));
+    let phase = Arc::new(AtomicU8::new(Phase::Quiet as u8));
     let publisher = {
         let phase = phase.clone();
         std::thread::Builder::new().name("load-publish".into()).spawn(move || publish_loop(senders, phase))?
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A second of media first, so the producer's own buffers are in the baseline.
+    phase.store(Phase::Warmup as u8, Ordering::Release);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    phase.store(Phase::Quiet as u8, Ordering::Release);
     let rss_before_kib = procfs::rss_kib(target.pid).ok_or(LoadError::Proc(target.pid))?;
 
     // Subscribers: join, a recv transport, connect, consume every producer.
@@ -190,16 +198,19 @@ pub async fn run_worker(
         std::thread::Builder::new().name("load-receive".into()).spawn(move || receive_loop(receive, receivers, phase))?
     };
 
+    phase.store(Phase::Warmup as u8, Ordering::Release);
     tokio::time::sleep(warmup).await;
     let read = |pid| -> Result<(f64, Option<f64>), LoadError> {
         Ok((procfs::process_cpu_seconds(pid).ok_or(LoadError::Proc(pid))?, procfs::threads_cpu_seconds(pid, "fanout-media")))
     };
     let forwarded_before = forwarded_packets(endpoint).await?;
     let (cpu_before, media_before) = read(target.pid)?;
+    let core_before = target.cpu.and_then(procfs::cpu_busy_seconds);
     phase.store(Phase::Measure as u8, Ordering::Release);
     let measuring = Instant::now();
     tokio::time::sleep(window).await;
     let (cpu_after, media_after) = read(target.pid)?;
+    let core_after = target.cpu.and_then(procfs::cpu_busy_seconds);
     let forwarded_after = forwarded_packets(endpoint).await?;
     let window = measuring.elapsed();
     let rss_after_kib = procfs::rss_kib(target.pid).ok_or(LoadError::Proc(target.pid))?;
@@ -214,6 +225,7 @@ pub async fn run_worker(
         forwarded: forwarded_after.saturating_sub(forwarded_before),
         cpu_seconds: cpu_after - cpu_before,
         media_cpu_seconds: media_after.zip(media_before).map(|(a, b)| a - b),
+        core_busy_seconds: core_after.zip(core_before).map(|(a, b)| a - b),
         rss_before_kib,
         rss_after_kib,
         setup,
