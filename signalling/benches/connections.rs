@@ -95,6 +95,7 @@ fn mint_token(secret: &str, i: usize) -> String {
 /// What one connection measured.
 #[derive(Default)]
 struct Outcome {
+    index: usize,
     connect: Option<Duration>,
     join: Option<Duration>,
     error: Option<String>,
@@ -102,13 +103,14 @@ struct Outcome {
 
 /// One client: connect, authenticate, join, then answer pings until told to stop.
 async fn client(
+    index: usize,
     url: String,
     token: String,
-    room: String,
+    room: Option<String>,
     results: Arc<Mutex<Vec<Outcome>>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome { index, ..Outcome::default() };
     let started = Instant::now();
     let (mut ws, _) =
         match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await {
@@ -147,11 +149,17 @@ async fn client(
             Some(format!("40{}", json!({ "token": token })))
         } else if text.starts_with("40") {
             outcome.connect = Some(started.elapsed());
-            join_sent = Some(Instant::now());
-            Some(format!(
-                "42{JOIN_ACK_ID}{}",
-                json!(["join-room", { "roomId": room }])
-            ))
+            if let Some(room) = &room {
+                join_sent = Some(Instant::now());
+                Some(format!(
+                    "42{JOIN_ACK_ID}{}",
+                    json!(["join-room", { "roomId": room }])
+                ))
+            } else {
+                results.lock().unwrap().push(std::mem::take(&mut outcome));
+                reported = true;
+                None
+            }
         } else if let Some(refusal) = text.strip_prefix("44") {
             outcome.error = Some(format!("connect refused: {refusal}"));
             break;
@@ -202,6 +210,8 @@ async fn main() {
     let rate = env_usize("RATE", 500).max(1);
     let idle_secs = env_usize("IDLE_SECS", 5) as u64;
     let per_room = connections.div_ceil(rooms);
+    // JOIN=0: connect and authenticate only (to tell connection memory from room memory).
+    let join = env_usize("JOIN", 1) != 0;
     let fd_limit = raise_fd_limit();
     assert!(
         fd_limit as usize > connections + 100,
@@ -214,7 +224,13 @@ async fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling"))
+    let wrapper = std::env::var("WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut server = match words.next() {
+        Some(w) => { let mut c = std::process::Command::new(w); c.args(words).arg(env!("CARGO_BIN_EXE_fanout-signalling")); c }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling")),
+    };
+    server
         .env("PORT", port.to_string())
         .env("FANOUT_LISTEN_ADDR", "127.0.0.1")
         .env("FANOUT_PLACEMENT", "embedded")
@@ -223,14 +239,15 @@ async fn main() {
         .env("FANOUT_RTC_MAX_PORT", "43999")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit());
+    let mut server = server
         .spawn()
         .expect("starts fanout-signalling");
     let pid = server.id();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut up = false;
-    for _ in 0..200 {
+    for _ in 0..2000 {
         if http
             .get(format!("{base}/healthz"))
             .send()
@@ -268,9 +285,10 @@ async fn main() {
     for (i, token) in tokens.into_iter().enumerate() {
         tokio::time::sleep_until(started + period * i as u32).await;
         tasks.push(tokio::spawn(client(
+            i,
             url.clone(),
             token,
-            format!("room-{}", i / per_room),
+            join.then(|| format!("room-{}", i / per_room)),
             results.clone(),
             stop_rx.clone(),
         )));
@@ -289,6 +307,12 @@ async fn main() {
         Err(_) => Value::Null,
     };
 
+    if std::env::var_os("BREAKDOWN").is_some() {
+        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        for line in metrics.lines().filter(|l| l.contains("join-room")) {
+            println!("  {line}");
+        }
+    }
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
@@ -330,6 +354,16 @@ async fn main() {
          joined and idle for {idle_secs} s (+{} KiB)",
         rss_idle.saturating_sub(rss_start)
     );
+    if std::env::var_os("BREAKDOWN").is_some() {
+        for position in 0..per_room {
+            let mut at: Vec<Duration> = results.iter().filter(|o| o.index % per_room == position).filter_map(|o| o.join).collect();
+            at.sort();
+            let slow = at.iter().filter(|d| **d > Duration::from_millis(20)).count();
+            println!("  position {position}: p50 {:.2} ms, p99 {:.2} ms, {slow} over 20 ms", ms(percentile(&at, 0.5)), ms(percentile(&at, 0.99)));
+        }
+        let slow: Vec<usize> = results.iter().filter(|o| o.join.is_some_and(|d| d > Duration::from_millis(20))).map(|o| o.index).collect();
+        println!("  slow indices: {:?}", &slow[..slow.len().min(60)]);
+    }
     println!();
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
     let all_joined = failed == 0 && joins.len() == connections;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use axum::serve::ListenerExt as _;
 use clap::{Parser, ValueEnum};
 use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
 use fanout_signalling::embedded::{self, EmbeddedOptions};
@@ -239,6 +240,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.port);
         println!("Fanout is running: open http://localhost:{port}/ in two browser tabs to make a call.");
     }
+    // Socket.IO frames are small and several often go out within a millisecond (an ack, its
+    // named response, room notifications): without TCP_NODELAY, Nagle's algorithm holds the
+    // later ones until the client acknowledges the first, up to its delayed-ACK timeout.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
