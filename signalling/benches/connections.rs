@@ -3,28 +3,32 @@
 //! latency (p50/p99/max) and the server's memory per idle connection, next to the targets
 //! (join p99 under 20 ms on loopback, under 30 KiB per idle connection).
 //!
-//! Run: `cargo bench -p fanout-signalling --bench connections`. The environment changes the
-//! defaults: `CONNECTIONS` (5000), `ROOMS` (500), `RATE` (arrivals per second, 500),
-//! `IDLE_SECS` (how long everyone sits idle before the memory reading, 5).
+//! Run: `cargo bench -p fanout-signalling --bench connections` (about 40 s after the build).
+//! The environment changes the defaults: `CONNECTIONS` (5000), `ROOMS` (500), `RATE`
+//! (arrivals per second, 500), `IDLE_SECS` (how long everyone sits idle before a memory
+//! reading, 5).
 //!
 //! How it runs:
 //! - The server is the release `fanout-signalling` binary in embedded mode, started as a child
-//!   process with a known `FANOUT_JWT_SECRET`, so its RSS (`/proc/<pid>/status`) is measured
-//!   apart from the clients'. Tokens are minted here (HS256, one user per connection, with the
-//!   claims the dev token endpoint gives), so no HTTP request inflates the server's baseline.
-//! - Clients are light: raw Engine.IO v4 / Socket.IO v5 text frames over tokio-tungstenite,
-//!   one task per connection (websocket transport directly, no polling), answering the
+//!   process with a known `FANOUT_JWT_SECRET`, so that its RSS (`/proc/<pid>/status`) is
+//!   measured apart from the clients'. Tokens are minted here (HS256, one user per connection,
+//!   the claims `/dev/token` gives), so no HTTP request inflates the server's baseline.
+//! - Clients are light: raw Engine.IO v4 / Socket.IO v5 text frames over tokio-tungstenite
+//!   (websocket transport from the start, no polling), one task per connection, answering the
 //!   server's pings while idle.
-//! - Arrival pattern: connections arrive at a steady `RATE` per second; each one connects,
-//!   authenticates (`40{"token":...}`), and at once emits `join-room` with an ack id. Rooms
-//!   fill one after another, like classes arriving: connection `i` joins room `i / 10`, so
-//!   the ten members of a room arrive within a few milliseconds of each other and each join
-//!   after the first also sends `participant-joined` to those already in.
-//! - Join latency: from writing `42<id>["join-room",{...}]` to reading its ack `43<id>[...]`,
-//!   over all joins.
-//! - Memory per idle connection: (server RSS with everyone connected, joined and idle for
-//!   `IDLE_SECS`) minus (server RSS before the first connection), over the number of
-//!   connections. It includes the embedded worker's peer per participant.
+//! - Arrival pattern, in two phases on the same server:
+//!   1. connect: connections arrive at a steady `RATE` per second; each opens a websocket and
+//!      authenticates (`40{"token":...}`). Everyone then sits idle for `IDLE_SECS`.
+//!   2. join: at the same steady rate, each connection emits `join-room` with an ack id.
+//!      Rooms fill one after another, like classes arriving: connection `i` joins room
+//!      `i / 10`, so a room's ten members arrive within 20 ms of each other, and each join
+//!      after the first also sends `participant-joined` to those already in. Everyone then
+//!      sits idle for `IDLE_SECS` again.
+//! - Join latency: from writing `42<id>["join-room",{...}]` to reading its ack `43<id>[...]`.
+//! - Memory per idle connection: (server RSS with everyone connected, joined and idle) minus
+//!   (server RSS before the first connection), over the number of connections. It includes the
+//!   embedded worker's peer and its share of a room. The same figure after phase 1 (connected
+//!   and authenticated, in no room) is printed too.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +39,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 const JOIN_ACK_ID: u32 = 1;
+const TARGET_P99: Duration = Duration::from_millis(20);
+const TARGET_KIB: f64 = 30.0;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -56,9 +62,9 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Raises this process's open-file soft limit to its hard limit (5,000 sockets need it).
+/// Raises this process's open-file soft limit to its hard limit (one socket per connection).
 fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    // SAFETY: getrlimit and setrlimit with a pointer to a local struct.
     unsafe {
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -95,84 +101,127 @@ fn mint_token(secret: &str, i: usize) -> String {
 /// What one connection measured.
 #[derive(Default)]
 struct Outcome {
-    index: usize,
+    /// Websocket handshake to the namespace's `40`.
     connect: Option<Duration>,
+    /// `join-room` to its ack.
     join: Option<Duration>,
+    /// Size of the join's ack frame.
+    ack_bytes: usize,
     error: Option<String>,
 }
 
-/// One client: connect, authenticate, join, then answer pings until told to stop.
+/// Shared between the driver and the connection tasks.
+struct Shared {
+    outcomes: Mutex<Vec<Outcome>>,
+    connected: std::sync::atomic::AtomicUsize,
+    /// Answers (ack or refusal) to joins.
+    answered: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    fn fail(&self, i: usize, error: String) {
+        let mut outcomes = self.outcomes.lock().unwrap();
+        if outcomes[i].error.is_none() {
+            outcomes[i].error = Some(error);
+            self.failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// The driver's signals: when phase 2 starts (joins are spread over it at the arrival rate),
+/// and when to close.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Connect,
+    Join(tokio::time::Instant),
+    Stop,
+}
+
+/// One client: connect and authenticate, join when its turn comes, answer pings until told
+/// to stop.
 async fn client(
-    index: usize,
+    i: usize,
     url: String,
     token: String,
-    room: Option<String>,
-    results: Arc<Mutex<Vec<Outcome>>>,
-    mut stop: watch::Receiver<bool>,
+    room: String,
+    join_offset: Duration,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
 ) {
-    let mut outcome = Outcome { index, ..Outcome::default() };
+    use std::sync::atomic::Ordering::SeqCst;
     let started = Instant::now();
     let (mut ws, _) =
         match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await {
             Ok(ws) => ws,
-            Err(e) => {
-                outcome.error = Some(format!("websocket: {e}"));
-                results.lock().unwrap().push(outcome);
-                return;
+            Err(e) => return shared.fail(i, format!("websocket: {e}")),
+        };
+    let mut join_at: Option<tokio::time::Instant> = None;
+    let mut join_sent: Option<Instant> = None;
+    loop {
+        let turn_at = join_at.filter(|_| join_sent.is_none());
+        let turn = async move {
+            match turn_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
-    let mut join_sent: Option<Instant> = None;
-    let mut reported = false;
-    loop {
         let message = tokio::select! {
             message = ws.next() => message,
-            _ = stop.wait_for(|s| *s) => break,
+            changed = phase.changed() => {
+                match (changed, *phase.borrow_and_update()) {
+                    (Ok(()), Phase::Join(start)) => join_at = Some(start + join_offset),
+                    _ => break,
+                }
+                continue;
+            }
+            () = turn => {
+                join_sent = Some(Instant::now());
+                let join = format!("42{JOIN_ACK_ID}{}", json!(["join-room", { "roomId": room }]));
+                if let Err(e) = ws.send(Message::Text(join.into())).await {
+                    shared.fail(i, format!("websocket: {e}"));
+                    break;
+                }
+                continue;
+            }
         };
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(_))) | None => {
-                outcome.error.get_or_insert_with(|| "closed by the server".into());
+                shared.fail(i, "closed by the server".into());
                 break;
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
-                outcome.error.get_or_insert_with(|| format!("websocket: {e}"));
+                shared.fail(i, format!("websocket: {e}"));
                 break;
             }
         };
         let text = text.as_str();
-        let reply: Option<String> = if text == "2" {
+        let reply = if text == "2" {
             // Engine.IO ping: answer, or the server closes the connection.
-            Some("3".into())
+            Some("3".to_owned())
         } else if text.starts_with('0') {
             // Engine.IO open: connect to the "/" namespace with the token.
             Some(format!("40{}", json!({ "token": token })))
         } else if text.starts_with("40") {
-            outcome.connect = Some(started.elapsed());
-            if let Some(room) = &room {
-                join_sent = Some(Instant::now());
-                Some(format!(
-                    "42{JOIN_ACK_ID}{}",
-                    json!(["join-room", { "roomId": room }])
-                ))
-            } else {
-                results.lock().unwrap().push(std::mem::take(&mut outcome));
-                reported = true;
-                None
-            }
+            shared.outcomes.lock().unwrap()[i].connect = Some(started.elapsed());
+            shared.connected.fetch_add(1, SeqCst);
+            None
         } else if let Some(refusal) = text.strip_prefix("44") {
-            outcome.error = Some(format!("connect refused: {refusal}"));
+            shared.fail(i, format!("connect refused: {refusal}"));
             break;
         } else if let Some(ack) = text.strip_prefix(&format!("43{JOIN_ACK_ID}")) {
             let elapsed = join_sent.map(|t| t.elapsed());
             let body: Value = serde_json::from_str(ack).unwrap_or(Value::Null);
             if body[0]["success"] == true {
-                outcome.join = elapsed;
+                let mut outcomes = shared.outcomes.lock().unwrap();
+                outcomes[i].join = elapsed;
+                outcomes[i].ack_bytes = text.len();
             } else {
-                outcome.error = Some(format!("join refused: {ack}"));
+                shared.fail(i, format!("join refused: {ack}"));
             }
-            results.lock().unwrap().push(std::mem::take(&mut outcome));
-            reported = true;
+            shared.answered.fetch_add(1, SeqCst);
             None
         } else {
             // joined-room, participant-joined...: nothing to do.
@@ -181,13 +230,9 @@ async fn client(
         if let Some(reply) = reply
             && let Err(e) = ws.send(Message::Text(reply.into())).await
         {
-            outcome.error = Some(format!("websocket: {e}"));
+            shared.fail(i, format!("websocket: {e}"));
             break;
         }
-    }
-    if !reported {
-        outcome.error.get_or_insert_with(|| "stopped before the join".into());
-        results.lock().unwrap().push(outcome);
     }
     let _ = ws.close(None).await;
 }
@@ -203,15 +248,29 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Waits until `done` holds or nothing has changed for 10 s; whether it holds.
+async fn wait_for(done: impl Fn() -> bool, progress: impl Fn() -> usize) -> bool {
+    let mut last = (progress(), Instant::now());
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = progress();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+    }
+    true
+}
+
 #[tokio::main]
 async fn main() {
-    let connections = env_usize("CONNECTIONS", 5000);
-    let rooms = env_usize("ROOMS", 500).max(1);
+    use std::sync::atomic::Ordering::SeqCst;
+    let connections = env_usize("CONNECTIONS", 5000).max(1);
+    let rooms = env_usize("ROOMS", 500).clamp(1, connections);
     let rate = env_usize("RATE", 500).max(1);
-    let idle_secs = env_usize("IDLE_SECS", 5) as u64;
+    let idle = Duration::from_secs(env_usize("IDLE_SECS", 5) as u64);
     let per_room = connections.div_ceil(rooms);
-    // JOIN=0: connect and authenticate only (to tell connection memory from room memory).
-    let join = env_usize("JOIN", 1) != 0;
     let fd_limit = raise_fd_limit();
     assert!(
         fd_limit as usize > connections + 100,
@@ -224,13 +283,7 @@ async fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let wrapper = std::env::var("WRAPPER").unwrap_or_default();
-    let mut words = wrapper.split_whitespace();
-    let mut server = match words.next() {
-        Some(w) => { let mut c = std::process::Command::new(w); c.args(words).arg(env!("CARGO_BIN_EXE_fanout-signalling")); c }
-        None => std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling")),
-    };
-    server
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling"))
         .env("PORT", port.to_string())
         .env("FANOUT_LISTEN_ADDR", "127.0.0.1")
         .env("FANOUT_PLACEMENT", "embedded")
@@ -239,15 +292,14 @@ async fn main() {
         .env("FANOUT_RTC_MAX_PORT", "43999")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit());
-    let mut server = server
+        .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("starts fanout-signalling");
     let pid = server.id();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut up = false;
-    for _ in 0..2000 {
+    for _ in 0..200 {
         if http
             .get(format!("{base}/healthz"))
             .send()
@@ -267,123 +319,137 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_start = rss_kib(pid);
 
+    let spread = Duration::from_secs_f64(connections as f64 / rate as f64);
     println!(
-        "signalling load: {connections} connections, {rooms} rooms x {per_room}, embedded worker, loopback"
+        "signalling load: {connections} connections, {rooms} rooms of {per_room}, embedded worker, loopback, pid {pid}"
     );
     println!(
-        "  arrival: steady {rate} connections/s ({:.1} s); each connects, authenticates and joins at once; \
-         connection i joins room i / {per_room} (rooms fill one after another)",
-        connections as f64 / rate as f64
+        "  arrival: phase 1, connections arrive at a steady {rate}/s ({:.1} s) and authenticate; idle {} s;",
+        spread.as_secs_f64(),
+        idle.as_secs()
+    );
+    println!(
+        "           phase 2, they emit join-room at a steady {rate}/s ({:.1} s), connection i into room i / {per_room}; idle {} s",
+        spread.as_secs_f64(),
+        idle.as_secs()
     );
 
+    // Phase 1: connect and authenticate.
     let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");
-    let results = Arc::new(Mutex::new(Vec::with_capacity(connections)));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        outcomes: Mutex::new((0..connections).map(|_| Outcome::default()).collect()),
+        connected: Default::default(),
+        answered: Default::default(),
+        failed: Default::default(),
+    });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tasks = Vec::with_capacity(connections);
     let started = tokio::time::Instant::now();
-    let period = Duration::from_secs_f64(1.0 / rate as f64);
     for (i, token) in tokens.into_iter().enumerate() {
         tokio::time::sleep_until(started + period * i as u32).await;
         tasks.push(tokio::spawn(client(
             i,
             url.clone(),
             token,
-            join.then(|| format!("room-{}", i / per_room)),
-            results.clone(),
-            stop_rx.clone(),
+            format!("room-{}", i / per_room),
+            period * i as u32,
+            shared.clone(),
+            phase_rx.clone(),
         )));
     }
-    // Every connection reports once, after its join's ack (or its failure).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while results.lock().unwrap().len() < connections && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let arrival_secs = started.elapsed().as_secs_f64();
+    let all_connected = wait_for(
+        || shared.connected.load(SeqCst) + shared.failed.load(SeqCst) >= connections,
+        || shared.connected.load(SeqCst) + shared.failed.load(SeqCst),
+    )
+    .await;
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(idle).await;
+    let rss_connected = rss_kib(pid);
 
-    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let rss_idle = rss_kib(pid);
+    // Phase 2: join.
+    let started = tokio::time::Instant::now();
+    phase_tx.send_replace(Phase::Join(started));
+    let all_answered = wait_for(
+        || shared.answered.load(SeqCst) + shared.failed.load(SeqCst) >= connections,
+        || shared.answered.load(SeqCst) + shared.failed.load(SeqCst),
+    )
+    .await;
+    let join_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(idle).await;
+    let rss_joined = rss_kib(pid);
     let stats: Value = match http.get(format!("{base}/dev/stats")).send().await {
         Ok(r) => r.json().await.unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
 
-    if std::env::var_os("BREAKDOWN").is_some() {
-        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        for line in metrics.lines().filter(|l| l.contains("join-room")) {
-            println!("  {line}");
-        }
-    }
-    let _ = stop_tx.send(true);
+    phase_tx.send_replace(Phase::Stop);
     for task in tasks {
         let _ = task.await;
     }
     let _ = server.kill();
     let _ = server.wait();
 
-    let results = std::mem::take(&mut *results.lock().unwrap());
-    let mut joins: Vec<Duration> = results.iter().filter_map(|o| o.join).collect();
-    let mut connects: Vec<Duration> = results.iter().filter_map(|o| o.connect).collect();
+    let outcomes = std::mem::take(&mut *shared.outcomes.lock().unwrap());
+    let mut joins: Vec<Duration> = outcomes.iter().filter_map(|o| o.join).collect();
+    let mut connects: Vec<Duration> = outcomes.iter().filter_map(|o| o.connect).collect();
     joins.sort();
     connects.sort();
-    let mut errors: Vec<&str> = results.iter().filter_map(|o| o.error.as_deref()).collect();
+    let mut errors: Vec<&str> = outcomes.iter().filter_map(|o| o.error.as_deref()).collect();
     errors.sort();
     errors.dedup();
-    let failed = results.iter().filter(|o| o.error.is_some()).count() + (connections - results.len());
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let ack_bytes = outcomes.iter().map(|o| o.ack_bytes).max().unwrap_or(0);
 
-    let per_conn = rss_idle.saturating_sub(rss_start) as f64 / connections as f64;
-    let p50 = percentile(&joins, 0.50);
-    let p99 = percentile(&joins, 0.99);
+    let per_connection = |rss: u64| rss.saturating_sub(rss_start) as f64 / connections as f64;
+    let (idle_connected, idle_joined) = (per_connection(rss_connected), per_connection(rss_joined));
+    let (p50, p99) = (percentile(&joins, 0.50), percentile(&joins, 0.99));
     let max = joins.last().copied().unwrap_or_default();
     println!(
-        "  all joined after {arrival_secs:.1} s; {} joined, {failed} failed; worker: {} rooms, {} peers",
-        joins.len(),
-        stats["rooms"],
-        stats["peers"]
-    );
-    for error in errors.iter().take(5) {
-        println!("  error: {error}");
-    }
-    println!(
-        "  connect + auth (websocket handshake to `40`): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "  phase 1: {} connected in {connect_secs:.1} s; websocket handshake to `40`: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        connects.len(),
         ms(percentile(&connects, 0.50)),
         ms(percentile(&connects, 0.99)),
         ms(connects.last().copied().unwrap_or_default())
     );
     println!(
-        "  server RSS: {rss_start} KiB before the first connection, {rss_idle} KiB with all connected, \
-         joined and idle for {idle_secs} s (+{} KiB)",
-        rss_idle.saturating_sub(rss_start)
+        "  phase 2: {} joined in {join_secs:.1} s ({failed} failed); worker: {} rooms, {} peers; join ack up to {ack_bytes} bytes",
+        joins.len(),
+        stats["rooms"],
+        stats["peers"]
     );
-    if std::env::var_os("BREAKDOWN").is_some() {
-        for position in 0..per_room {
-            let mut at: Vec<Duration> = results.iter().filter(|o| o.index % per_room == position).filter_map(|o| o.join).collect();
-            at.sort();
-            let slow = at.iter().filter(|d| **d > Duration::from_millis(20)).count();
-            println!("  position {position}: p50 {:.2} ms, p99 {:.2} ms, {slow} over 20 ms", ms(percentile(&at, 0.5)), ms(percentile(&at, 0.99)));
-        }
-        let slow: Vec<usize> = results.iter().filter(|o| o.join.is_some_and(|d| d > Duration::from_millis(20))).map(|o| o.index).collect();
-        println!("  slow indices: {:?}", &slow[..slow.len().min(60)]);
+    if !all_connected || !all_answered {
+        println!("  (gave up waiting: no progress for 10 s)");
     }
+    for error in errors.iter().take(5) {
+        println!("  error: {error}");
+    }
+    println!(
+        "  server RSS: {rss_start} KiB before the first connection, {rss_connected} KiB connected and idle, \
+         {rss_joined} KiB joined and idle"
+    );
     println!();
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
     let all_joined = failed == 0 && joins.len() == connections;
-    println!("  | measure                       | measured    | target    |      |");
-    println!("  |-------------------------------|-------------|-----------|------|");
-    println!("  | join-room latency p50         | {:>8.2} ms | -         |      |", ms(p50));
+    println!("  | measure                                   |     measured | target   |        |");
+    println!("  |-------------------------------------------|--------------|----------|--------|");
     println!(
-        "  | join-room latency p99         | {:>8.2} ms | < 20 ms   | {:<4} |",
-        ms(p99),
-        verdict(p99 < Duration::from_millis(20) && all_joined)
-    );
-    println!("  | join-room latency max         | {:>8.2} ms | -         |      |", ms(max));
-    println!(
-        "  | server memory per idle conn.  | {per_conn:>7.1} KiB | < 30 KiB  | {:<4} |",
-        verdict(per_conn < 30.0 && all_joined)
-    );
-    println!(
-        "  | connections joined            | {:>5} / {:<4}| all       | {:<4} |",
-        joins.len(),
-        connections,
+        "  | connections joined                        | {:>12} | all      | {:<6} |",
+        format!("{} / {connections}", joins.len()),
         verdict(all_joined)
+    );
+    println!("  | join-room latency p50                     | {:>9.2} ms |          |        |", ms(p50));
+    println!(
+        "  | join-room latency p99                     | {:>9.2} ms | < 20 ms  | {:<6} |",
+        ms(p99),
+        verdict(all_joined && p99 < TARGET_P99)
+    );
+    println!("  | join-room latency max                     | {:>9.2} ms |          |        |", ms(max));
+    println!(
+        "  | server memory per idle connection, joined | {idle_joined:>8.1} KiB | < 30 KiB | {:<6} |",
+        verdict(all_joined && idle_joined < TARGET_KIB)
+    );
+    println!(
+        "  |   (connected and authenticated, no room)  | {idle_connected:>8.1} KiB |          |        |"
     );
 }
