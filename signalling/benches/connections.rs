@@ -63,7 +63,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// Raises this process's open-file soft limit to its hard limit (one socket per connection).
-fn raise_fd_limit() -> u64 {
+fn raise_fd_limit() -> libc::rlim_t {
     // SAFETY: getrlimit and setrlimit with a pointer to a local struct.
     unsafe {
         let mut limit = libc::rlimit {
@@ -77,7 +77,7 @@ fn raise_fd_limit() -> u64 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
-        limit.rlim_cur as u64
+        limit.rlim_cur
     }
 }
 
