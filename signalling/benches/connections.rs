@@ -62,25 +62,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Raises this process's open-file soft limit to its hard limit (one socket per connection).
-fn raise_fd_limit() -> libc::rlim_t {
-    // SAFETY: getrlimit and setrlimit with a pointer to a local struct.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-        limit.rlim_cur
-    }
-}
-
 fn mint_token(secret: &str, i: usize) -> String {
     let sub = format!("bench-{i}");
     let claims = json!({
@@ -271,7 +252,7 @@ async fn main() {
     let rate = env_usize("RATE", 500).max(1);
     let idle = Duration::from_secs(env_usize("IDLE_SECS", 5) as u64);
     let per_room = connections.div_ceil(rooms);
-    let fd_limit = raise_fd_limit();
+    let fd_limit = fanout_worker::os::raise_open_file_limit().unwrap_or(0);
     assert!(
         fd_limit as usize > connections + 100,
         "the open-file limit ({fd_limit}) is too low for {connections} connections"

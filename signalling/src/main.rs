@@ -120,7 +120,9 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    raise_fd_limit();
+    // Every connection holds a socket, and the usual soft limit of 1,024 open files would refuse
+    // connections long before memory runs out.
+    fanout_worker::os::raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -254,20 +256,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         embedded.worker.shutdown().await;
     }
     Ok(())
-}
-
-/// Every connection holds a socket, and the usual soft limit of 1,024 open files would refuse
-/// connections long before memory runs out: raise the soft limit to the hard one.
-fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit and setrlimit with a pointer to a local struct.
-    unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 fn jwt_config(args: &Args) -> anyhow::Result<JwtConfig> {

@@ -16,6 +16,8 @@ pub mod http;
 pub mod load;
 #[cfg(feature = "media")]
 pub mod media;
+#[cfg(feature = "media")]
+pub mod os;
 pub mod room;
 #[cfg(feature = "media")]
 pub mod rtcp;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use fanout_worker::load::procfs::{pin_this_thread, raise_fd_limit};
+use fanout_worker::load::procfs::pin_this_thread;
+use fanout_worker::os::raise_open_file_limit;
 use fanout_worker::load::relay::{run_relay, RelayRun};
 use fanout_worker::load::report::{row, table, video_packets_per_second, Row};
 use fanout_worker::load::worker_run::{run_worker, WorkerRun, WorkerTarget};
@@ -156,7 +157,7 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    raise_fd_limit();
+    raise_open_file_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The worker gets core 1 and the load program core 0, so neither's work shows in the
     // other's accounting and the relay later runs on the same core the worker had.

@@ -100,18 +100,6 @@ pub fn pin_this_thread(cpu: usize) -> bool {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit (thousands of sockets).
-pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

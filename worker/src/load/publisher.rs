@@ -30,6 +30,11 @@ pub struct PublisherReport {
     pub nacks_received: u64,
 }
 
+/// Runs [`publish_loop`] on a thread of its own.
+pub fn spawn_publisher(publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> std::io::Result<std::thread::JoinHandle<PublisherReport>> {
+    std::thread::Builder::new().name("load-publish".into()).spawn(move || publish_loop(publishers, phase))
+}
+
 /// Sends until `phase` says stop.
 pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> PublisherReport {
     let mut report = PublisherReport::default();

@@ -50,6 +50,11 @@ pub struct ReceiverReport {
     pub cpu_seconds: f64,
 }
 
+/// Runs [`receive_loop`] on a thread of its own.
+pub fn spawn_receiver(socket: UdpSocket, subscribers: Vec<Subscriber>, phase: Arc<AtomicU8>) -> std::io::Result<std::thread::JoinHandle<ReceiverReport>> {
+    std::thread::Builder::new().name("load-receive".into()).spawn(move || receive_loop(socket, subscribers, phase))
+}
+
 /// Receives until `phase` says stop; counts only while it says measure.
 pub fn receive_loop(socket: UdpSocket, mut subscribers: Vec<Subscriber>, phase: Arc<AtomicU8>) -> ReceiverReport {
     let mut by_port = vec![u32::MAX; 65536];

@@ -15,8 +15,8 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::load::net::{self, local};
 use crate::load::procfs::{pin_this_thread, this_thread_cpu_seconds};
-use crate::load::publisher::{publish_loop, Publisher, PublisherReport};
-use crate::load::receiver::{receive_loop, ReceiverReport, Subscriber};
+use crate::load::publisher::{spawn_publisher, Publisher, PublisherReport};
+use crate::load::receiver::{spawn_receiver, ReceiverReport, Subscriber};
 use crate::load::reception::StreamReception;
 use crate::load::synthetic::{AudioSource, VideoSource};
 use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
@@ -113,10 +113,7 @@ pub fn run_relay(
     }
 
     let phase = Arc::new(AtomicU8::new(Phase::Warmup as u8));
-    let receiver = {
-        let phase = phase.clone();
-        std::thread::Builder::new().name("load-receive".into()).spawn(move || receive_loop(receive, receivers, phase))?
-    };
+    let receiver = spawn_receiver(receive, receivers, phase.clone())?;
     let relay = {
         let phase = phase.clone();
         std::thread::Builder::new().name("load-relay".into()).spawn(move || {
@@ -126,10 +123,7 @@ pub fn run_relay(
             relay_loop(relay_in, inbound, outputs, client, phase)
         })?
     };
-    let publisher = {
-        let phase = phase.clone();
-        std::thread::Builder::new().name("load-publish".into()).spawn(move || publish_loop(senders, phase))?
-    };
+    let publisher = spawn_publisher(senders, phase.clone())?;
     std::thread::sleep(warmup);
     let core_before = relay_cpu.and_then(crate::load::procfs::cpu_busy_seconds);
     phase.store(Phase::Measure as u8, Ordering::Release);

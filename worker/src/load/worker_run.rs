@@ -15,8 +15,8 @@ use crate::client::WorkerClient;
 use crate::load::client_transport::ClientTransport;
 use crate::load::net::{self, BatchReceiver};
 use crate::load::procfs;
-use crate::load::publisher::{publish_loop, Publisher, PublisherReport};
-use crate::load::receiver::{receive_loop, ReceiverReport, Subscriber};
+use crate::load::publisher::{spawn_publisher, Publisher, PublisherReport};
+use crate::load::receiver::{spawn_receiver, ReceiverReport, Subscriber};
 use crate::load::reception::StreamReception;
 use crate::load::synthetic::{AudioSource, VideoSource};
 use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
@@ -125,10 +125,7 @@ pub async fn run_worker(
         });
     }
     let phase = Arc::new(AtomicU8::new(Phase::Quiet as u8));
-    let publisher = {
-        let phase = phase.clone();
-        std::thread::Builder::new().name("load-publish".into()).spawn(move || publish_loop(senders, phase))?
-    };
+    let publisher = spawn_publisher(senders, phase.clone())?;
     // A second of media first, so the producer's own buffers are in the baseline.
     phase.store(Phase::Warmup as u8, Ordering::Release);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -193,10 +190,7 @@ pub async fn run_worker(
         })
         .collect();
     let setup = started.elapsed();
-    let receiver = {
-        let phase = phase.clone();
-        std::thread::Builder::new().name("load-receive".into()).spawn(move || receive_loop(receive, receivers, phase))?
-    };
+    let receiver = spawn_receiver(receive, receivers, phase.clone())?;
 
     phase.store(Phase::Warmup as u8, Ordering::Release);
     tokio::time::sleep(warmup).await;

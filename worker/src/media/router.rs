@@ -202,7 +202,9 @@ impl Router {
                     stream
                         .targets
                         .iter()
-                        .filter_map(|t| index.get(&t.consumer_id).map(|&consumer| FanoutEntry { consumer, transport: None }))
+                        // Every target's consumer was kept above, so each has an index and the
+                        // entries line up with the targets.
+                        .map(|t| FanoutEntry { consumer: index[&t.consumer_id], transport: None })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -301,13 +303,10 @@ impl Router {
                 repair.keyframes.on_keyframe();
             }
         }
-        if stream.producer_paused {
-            return 0;
-        }
         let payload_len = view.payload(packet).len();
         let mut copies = 0;
-        for (target, entry) in stream.targets.iter().zip(&producer.fanout) {
-            let Some(payload_type) = target.receives(pt) else { continue };
+        for (index, target, payload_type) in stream.receivers(pt) {
+            let Some(entry) = producer.fanout.get(index) else { continue };
             let Some(consumer) = self.consumers.get_mut(entry.consumer) else { continue };
             if !consumer.gate.admit(keyframe) {
                 continue;

@@ -326,9 +326,8 @@ struct Slots {
 
 impl Slots {
     fn insert(&mut self, id: TransportId, slot: Slot) {
-        if let Some(old) = self.remove(&id) {
-            drop(old);
-        }
+        // A transport opened again under the same id replaces the old one.
+        self.remove(&id);
         let index = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(slot);

@@ -92,6 +92,21 @@ pub struct ForwardTarget {
     pub paused: bool,
 }
 
+impl InboundStream {
+    /// The decision for a packet of this stream with `payload_type`: the targets that get it,
+    /// each with its index in [`InboundStream::targets`] and the payload type it gets. None
+    /// while the producer is paused. [`ForwardingTable::forward`] and the media plane's
+    /// forwarding path both go by it.
+    pub fn receivers(&self, payload_type: PayloadType) -> impl Iterator<Item = (usize, &ForwardTarget, PayloadType)> + '_ {
+        let paused = self.producer_paused;
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(move |_| !paused)
+            .filter_map(move |(index, target)| Some((index, target, target.receives(payload_type)?)))
+    }
+}
+
 impl ForwardTarget {
     /// The payload type a packet of the (unpaused) stream with `payload_type` gets for this
     /// consumer, or `None` when the consumer does not receive it: it is paused, or its
@@ -191,20 +206,13 @@ impl ForwardingTable {
         let Some(stream) = self.stream(transport_id, ssrc) else {
             return Vec::new();
         };
-        if stream.producer_paused {
-            return Vec::new();
-        }
         stream
-            .targets
-            .iter()
-            .filter_map(|target| {
-                let mapped = target.receives(payload_type)?;
-                Some(Forward {
-                    consumer_id: target.consumer_id.clone(),
-                    transport_id: target.transport_id.clone(),
-                    ssrc: target.ssrc,
-                    payload_type: mapped,
-                })
+            .receivers(payload_type)
+            .map(|(_, target, mapped)| Forward {
+                consumer_id: target.consumer_id.clone(),
+                transport_id: target.transport_id.clone(),
+                ssrc: target.ssrc,
+                payload_type: mapped,
             })
             .collect()
     }
