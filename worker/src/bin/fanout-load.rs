@@ -132,7 +132,7 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
         "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}",
         rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops
     );
-    let busy = rec.cpu_seconds / w.window.as_secs_f64().max(1e-9);
+    let busy = rec.busy_seconds / w.window.as_secs_f64().max(1e-9);
     eprintln!(
         "  the load program's receiving thread was {:.0}% busy{}",
         busy * 100.0,

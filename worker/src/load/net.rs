@@ -58,6 +58,18 @@ impl BatchReceiver {
     /// Waits (up to the socket's read timeout) for at least one datagram and takes what is
     /// queued, up to [`BATCH`]. IPv4 sockets only.
     pub fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+        self.receive_with(socket, libc::MSG_WAITFORONE)
+    }
+
+    /// Takes what is queued, up to [`BATCH`], without waiting: 0 when nothing is.
+    pub fn poll(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+        match self.receive_with(socket, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
+    }
+
+    fn receive_with(&mut self, socket: &UdpSocket, flags: libc::c_int) -> std::io::Result<usize> {
         let mut iovecs: Vec<libc::iovec> = self
             .buffers
             .iter_mut()
@@ -74,7 +86,7 @@ impl BatchReceiver {
         }
         // SAFETY: see above; vlen matches the array.
         let n = unsafe {
-            libc::recvmmsg(socket.as_raw_fd(), messages.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(socket.as_raw_fd(), messages.as_mut_ptr(), BATCH as libc::c_uint, flags, std::ptr::null_mut())
         };
         if n < 0 {
             return Err(std::io::Error::last_os_error());

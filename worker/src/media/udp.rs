@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine};
 use crate::media::dtls::DtlsIdentity;
+use crate::media::egress::{self, BatchSent, SegmentBatch};
 use crate::media::ports::PortPool;
 use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, WebRtcTransport};
@@ -263,50 +264,53 @@ impl MediaEngine for UdpEngine {
     }
 }
 
-/// Sends a datagram without waiting: a full socket buffer drops it, as a congested network
-/// would. A direct `sendto` on the non-blocking socket, skipping tokio's readiness
-/// bookkeeping, which costs as much as the rest of the copy's user-space work.
-fn send_now(fd: std::os::fd::RawFd, data: &[u8], to: SocketAddr) -> bool {
-    // SAFETY: the address structs are plain data filled below and outlive the call; `data`
-    // is a valid slice; `fd` is the socket of a slot that is open, so it is alive.
-    unsafe {
-        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match to {
-            SocketAddr::V4(a) => {
-                let sin = &mut *(&mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr_in);
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
-                std::mem::size_of::<libc::sockaddr_in>()
+/// Datagrams taken from a socket before the copies they made are sent: a keyframe's packets
+/// and then some.
+const RECEIVE_BATCH: usize = 16;
+
+/// A transport's batch buffer keeps this much between batches: a delta frame's copies fit,
+/// a keyframe's grow it for the moment.
+const BATCH_BUFFER_KEPT: usize = 8 * 1024;
+
+/// Sends a transport's pending copies: one segmented send, or one datagram each where
+/// segmentation is refused (then never tried again on this thread).
+fn send_batch(slot: &mut Slot, segmentation: &mut bool, counters: &EngineCounters) {
+    let Some((to, segment, data)) = slot.pending.contents() else { return };
+    let segments = slot.pending.len() as u64;
+    let sent = if segments > 1 && *segmentation {
+        match egress::send_segments(slot.fd, data, segment, to) {
+            BatchSent::Sent(true) => segments,
+            BatchSent::Sent(false) => 0,
+            BatchSent::Unsupported => {
+                tracing::warn!(%to, "the kernel refused a segmented (GSO) send: sending one datagram per packet from now on");
+                *segmentation = false;
+                send_one_by_one(slot.fd, data, segment, to)
             }
-            SocketAddr::V6(a) => {
-                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6);
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
-                sin6.sin6_flowinfo = a.flowinfo();
-                sin6.sin6_scope_id = a.scope_id();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        let sent = libc::sendto(
-            fd,
-            data.as_ptr() as *const libc::c_void,
-            data.len(),
-            libc::MSG_DONTWAIT,
-            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-            len as libc::socklen_t,
-        );
-        sent >= 0
+        }
+    } else {
+        send_one_by_one(slot.fd, data, segment, to)
+    };
+    if sent > 0 {
+        counters.packets_sent.fetch_add(sent, Ordering::Relaxed);
+        // Every segment but a short last one has the segment size.
+        let bytes = if sent == segments { data.len() as u64 } else { sent * segment as u64 };
+        counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     }
+    slot.pending.clear();
+}
+
+fn send_one_by_one(fd: std::os::fd::RawFd, data: &[u8], segment: usize, to: SocketAddr) -> u64 {
+    data.chunks(segment.max(1)).filter(|datagram| egress::send_datagram(fd, datagram, to)).count() as u64
 }
 
 /// One transport on a media thread.
 struct Slot {
     room: RoomId,
     socket: Rc<tokio::net::UdpSocket>,
-    /// The socket's descriptor, for sends that bypass tokio ([`send_now`]).
+    /// The socket's descriptor, for sends that bypass tokio ([`egress`]).
     fd: std::os::fd::RawFd,
+    /// Forwarded copies waiting for the end of the receive batch ([`MediaThread::flush_sends`]).
+    pending: SegmentBatch,
     transport: WebRtcTransport,
     /// Wakes the receive task when its timer may have changed, or to stop it.
     wake: Rc<Notify>,
@@ -377,6 +381,10 @@ struct MediaThread {
     notices: mpsc::UnboundedSender<EngineNotice>,
     counters: Arc<EngineCounters>,
     ports: Arc<Mutex<PortPool>>,
+    /// Transports with copies in their [`Slot::pending`] batch.
+    sending: Vec<usize>,
+    /// Whether the kernel and route take segmented sends; cleared on the first refusal.
+    segmentation: bool,
 }
 
 fn media_thread(
@@ -394,7 +402,16 @@ fn media_thread(
         }
     };
     let local = tokio::task::LocalSet::new();
-    let state = Rc::new(RefCell::new(MediaThread { identity, transports: Slots::default(), routers: HashMap::new(), notices, counters, ports }));
+    let state = Rc::new(RefCell::new(MediaThread {
+        identity,
+        transports: Slots::default(),
+        routers: HashMap::new(),
+        notices,
+        counters,
+        ports,
+        sending: Vec::new(),
+        segmentation: true,
+    }));
     // Router timers (keyframe request repeats, NACKs, reports) for every room of this thread.
     let ticking = state.clone();
     local.spawn_local(async move {
@@ -434,6 +451,7 @@ fn media_thread(
                         transport: WebRtcTransport::new(ufrag, password, identity),
                         wake: wake.clone(),
                         closed: false,
+                        pending: SegmentBatch::default(),
                     });
                     st.refresh_handles(&room);
                     drop(st);
@@ -472,6 +490,9 @@ fn media_thread(
                     st.routers.remove(&room);
                 }
             }
+            // Forwarding happens on receipt, so nothing should wait here; but copies never
+            // outlive the step that made them, whatever made them.
+            state.borrow_mut().flush_sends();
         }
     });
 }
@@ -504,14 +525,16 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
-                let now = Instant::now();
                 let mut st = state.borrow_mut();
-                st.counters.packets_received.fetch_add(1, Ordering::Relaxed);
-                st.counters.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
-                if let Some(slot) = st.transports.get_mut(&id) {
-                    slot.transport.handle_datagram(from, &buf[..len], now);
+                st.receive(&id, from, &buf[..len]);
+                // What is already queued joins the batch, so a frame's packets leave each
+                // consumer's transport in one send (see `egress`). Bounded, so the first
+                // copies are not held back for long.
+                for _ in 1..RECEIVE_BATCH {
+                    let Ok((len, from)) = socket.try_recv_from(&mut buf) else { break };
+                    st.receive(&id, from, &buf[..len]);
                 }
-                st.drain(&id, now);
+                st.flush_sends();
             }
             _ = sleep => {
                 let now = Instant::now();
@@ -520,6 +543,7 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
                     slot.transport.handle_timeout(now);
                 }
                 st.drain(&id, now);
+                st.flush_sends();
             }
             _ = wake.notified() => {}
         }
@@ -527,6 +551,17 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
 }
 
 impl MediaThread {
+    /// One datagram arrived on a transport's socket.
+    fn receive(&mut self, id: &TransportId, from: SocketAddr, datagram: &[u8]) {
+        let now = Instant::now();
+        self.counters.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_received.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        if let Some(slot) = self.transports.get_mut(id) {
+            slot.transport.handle_datagram(from, datagram, now);
+        }
+        self.drain(id, now);
+    }
+
     /// Acts on everything a transport has to say.
     fn drain(&mut self, id: &TransportId, now: Instant) {
         loop {
@@ -572,27 +607,36 @@ impl MediaThread {
     }
 
     /// Where a packet is forwarded: the room's router rewrites one copy per consumer, and
-    /// each is encrypted in place and sent on its consumer's transport right away (same
-    /// thread: same room), with no allocation or queue per copy.
+    /// each is encrypted in place (same thread: same room) and added to its transport's
+    /// batch, sent by [`MediaThread::flush_sends`] at the end of the receive batch. No
+    /// allocation or queue per copy.
     fn forward(&mut self, room: &RoomId, from: &TransportId, packet: &[u8], now: Instant) {
-        let MediaThread { routers, transports, counters, .. } = self;
+        let MediaThread { routers, transports, counters, sending, segmentation, .. } = self;
         let Some(router) = routers.get_mut(room) else { return };
-        let (mut sent, mut bytes) = (0u64, 0u64);
         let copies = router.route_rtp(from, packet, now, &mut |handle, transport, copy| {
-            let slot = match handle {
-                Some(handle) => transports.at_mut(handle),
-                None => transports.get_mut(transport),
-            };
-            let Some(slot) = slot else { return };
+            let Some(handle) = handle.or_else(|| transports.handle(transport)) else { return };
+            let Some(slot) = transports.at_mut(handle) else { return };
             let Some(to) = slot.transport.seal_rtp(copy) else { return };
-            if send_now(slot.fd, copy, to) {
-                sent += 1;
-                bytes += copy.len() as u64;
+            if slot.pending.is_empty() {
+                sending.push(handle);
+            } else if !slot.pending.admits(copy.len(), to) {
+                send_batch(slot, segmentation, counters);
             }
+            let admitted = slot.pending.push(copy, to);
+            debug_assert!(admitted, "an empty batch admits any copy");
         });
         counters.packets_forwarded.fetch_add(copies as u64, Ordering::Relaxed);
-        counters.packets_sent.fetch_add(sent, Ordering::Relaxed);
-        counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Sends every transport's batch of forwarded copies.
+    fn flush_sends(&mut self) {
+        let MediaThread { transports, counters, sending, segmentation, .. } = self;
+        for handle in sending.drain(..) {
+            if let Some(slot) = transports.at_mut(handle) {
+                send_batch(slot, segmentation, counters);
+                slot.pending.shrink(BATCH_BUFFER_KEPT);
+            }
+        }
     }
 
     /// Encrypts and sends a routed packet on its transport (same thread: same room).
