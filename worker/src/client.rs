@@ -45,7 +45,7 @@ pub enum ClientError {
     Protocol { endpoint: String, reason: String },
     /// An event stream fell too far behind and the worker ended it; read the room afresh
     /// ([`WorkerClient::room_info`]) and subscribe again.
-    #[error("the room's event stream fell {missed} events behind and was ended by the worker")]
+    #[error("the room's event stream fell behind and was ended by the worker, missing the events of {missed} requests")]
     EventsLagged { missed: u64 },
 }
 

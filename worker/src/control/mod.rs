@@ -13,7 +13,8 @@
 //!    [`ForwardingTable`](crate::room::ForwardingTable) to the engine;
 //! 3. release the engine resources of transports the request closed (after the new table, so
 //!    the engine's routes never name a closed transport), or the whole room;
-//! 4. publish the request's [`RoomEvent`]s to the room's subscribers.
+//! 4. publish the request's [`RoomEvent`]s to the room's subscribers, all of them in one
+//!    message ([`RoomSubscription`] reads them out one by one).
 //!
 //! The engine reports what closes transports on the wire ([`EngineNotice`]); a task started
 //! with [`ControlPlane::spawn_notice_handler`] applies those the same way.
@@ -22,6 +23,7 @@
 //! and engine calls that only hand work to the media threads.
 
 mod ids;
+mod subscription;
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -42,11 +44,20 @@ use crate::room::{
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
 
 pub use ids::RandomIds;
+pub use subscription::RoomSubscription;
 
-/// How many events a room's subscriber may fall behind before it is cut off (see
-/// [`ControlPlane::subscribe`]). A busy room makes a few events per second; a subscriber this
-/// far behind is stuck, and is better off reconnecting and reading the room afresh.
-pub const EVENT_BUFFER: usize = 1024;
+use subscription::EventBatch;
+
+/// How many requests' events a room's subscriber may fall behind before it is cut off (see
+/// [`ControlPlane::subscribe`]). Every slot is allocated when the room gets its first
+/// subscriber (about 40 bytes each), so this is memory every followed room holds.
+///
+/// 128 is plenty: a request's events take one slot however many there are, requests to a room
+/// are applied one at a time under the lock, and a subscriber is woken by the first of them;
+/// even a class of 100 arriving at once makes about 3 event requests each (join, produce
+/// camera and microphone) over the seconds their browsers take. A subscriber 128 requests
+/// behind is stuck, and is better off reading the room afresh and subscribing again.
+pub const EVENT_BUFFER: usize = 128;
 
 /// Why the control plane refused a request: the room graph's reason, the media engine's, or
 /// a worker that is shutting down. Each has a stable code and an HTTP status.
@@ -125,7 +136,7 @@ struct State {
     rooms: Rooms,
     /// One event channel per room that has (or had) a subscriber; dropped when the room
     /// closes, which ends every subscription after its `roomClosed`.
-    channels: HashMap<RoomId, broadcast::Sender<RoomEvent>>,
+    channels: HashMap<RoomId, broadcast::Sender<EventBatch>>,
     /// False after [`ControlPlane::shutdown`].
     accepting: bool,
 }
@@ -205,14 +216,16 @@ impl ControlPlane {
                 _ => {}
             }
         }
-        for (room, event) in events {
-            tracing::debug!(room = %room, ?event, "room event");
-            let closed = matches!(event, RoomEvent::RoomClosed { .. });
+        for (room, batch) in batches(events) {
+            tracing::debug!(room = %room, ?batch, "room events");
             if let Some(channel) = state.channels.get(&room) {
                 // An error only means nobody listens right now.
-                let _ = channel.send(event);
+                let _ = channel.send(batch.clone());
             }
-            if closed {
+            if batch
+                .iter()
+                .any(|event| matches!(event, RoomEvent::RoomClosed { .. }))
+            {
                 state.channels.remove(&room);
             }
         }
@@ -480,21 +493,19 @@ impl ControlPlane {
     }
 
     /// The events of an open room from now on, in order. The stream ends after the room's
-    /// `roomClosed`; a receiver more than [`EVENT_BUFFER`] events behind gets
+    /// `roomClosed`; a subscriber more than [`EVENT_BUFFER`] requests behind gets
     /// `RecvError::Lagged` and should start over from [`ControlPlane::room_info`].
-    pub fn subscribe(
-        &self,
-        room_id: &RoomId,
-    ) -> Result<broadcast::Receiver<RoomEvent>, ControlError> {
+    pub fn subscribe(&self, room_id: &RoomId) -> Result<RoomSubscription, ControlError> {
         let mut state = self.lock();
         if state.rooms.room(room_id).is_none() {
             return Err(RoomError::RoomNotFound(room_id.clone()).into());
         }
-        Ok(state
+        let batches = state
             .channels
             .entry(room_id.clone())
             .or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
-            .subscribe())
+            .subscribe();
+        Ok(RoomSubscription::new(batches))
     }
 
     /// Applies one notice from the engine: a transport it closed is closed in the graph (with
@@ -570,4 +581,19 @@ impl ControlPlane {
     pub fn is_shutting_down(&self) -> bool {
         !self.lock().accepting
     }
+}
+
+/// A request's events as one batch per room, rooms in the order their first event came.
+fn batches(events: Vec<(RoomId, RoomEvent)>) -> Vec<(RoomId, EventBatch)> {
+    let mut batches: Vec<(RoomId, Vec<RoomEvent>)> = Vec::new();
+    for (room, event) in events {
+        match batches.iter_mut().find(|(batch_room, _)| *batch_room == room) {
+            Some((_, batch)) => batch.push(event),
+            None => batches.push((room, vec![event])),
+        }
+    }
+    batches
+        .into_iter()
+        .map(|(room, batch)| (room, EventBatch::from(batch)))
+        .collect()
 }

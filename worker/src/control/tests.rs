@@ -91,7 +91,7 @@ impl Setup {
     }
 }
 
-fn drain(receiver: &mut broadcast::Receiver<RoomEvent>) -> Vec<RoomEvent> {
+fn drain(receiver: &mut RoomSubscription) -> Vec<RoomEvent> {
     let mut events = Vec::new();
     loop {
         match receiver.try_recv() {
@@ -239,6 +239,32 @@ fn subscribers_hear_a_producer_close_after_its_consumers() {
                 peer_id: peer("alice"),
             },
         ]
+    );
+}
+
+#[test]
+fn a_request_with_more_events_than_the_buffer_reaches_subscribers_whole() {
+    let s = setup(40000..=40200);
+    let (_, _, producer, _) = s.alice_sends_bob_receives();
+    let viewers: Vec<String> = (0..EVENT_BUFFER).map(|i| format!("viewer-{i}")).collect();
+    for viewer in &viewers {
+        s.join(viewer);
+        let recv = s.transport(viewer, Direction::Recv);
+        s.consume(viewer, &recv, &producer);
+    }
+    let mut events = s.control.subscribe(&room()).expect("subscribes");
+    s.control
+        .close_producer(&room(), &producer)
+        .expect("closes");
+    let heard = drain(&mut events);
+    // Bob's consumer, one per viewer, then the producer.
+    assert_eq!(heard.len(), EVENT_BUFFER + 2);
+    assert_eq!(
+        heard.last(),
+        Some(&RoomEvent::ProducerClosed {
+            producer_id: producer,
+            peer_id: peer("alice"),
+        })
     );
 }
 

@@ -36,9 +36,9 @@
 //! `GET /v1/rooms/{room}/events` streams the room's [`RoomEvent`]s from the moment of the
 //! request: one SSE message per event, `event:` its `type` and `data:` its JSON, plus a
 //! keep-alive comment every [`KEEP_ALIVE`]. The stream ends after `roomClosed`. A subscriber
-//! that falls [`EVENT_BUFFER`](crate::control::EVENT_BUFFER) events behind gets one
-//! `event: lagged` message (`{"missed": n}`) and the stream ends: it should read the room
-//! (`GET /v1/rooms/{room}`) and subscribe again.
+//! that falls [`EVENT_BUFFER`](crate::control::EVENT_BUFFER) requests behind gets one
+//! `event: lagged` message (`{"missed": n}`: the events of `n` requests are lost) and the
+//! stream ends: it should read the room (`GET /v1/rooms/{room}`) and subscribe again.
 
 mod error;
 mod metrics;

@@ -796,7 +796,7 @@ async fn a_subscriber_that_falls_behind_gets_one_lagged_message_and_the_stream_e
         .expect("router answers");
     let room = RoomId::from(ROOM);
     let producer = ProducerId::from(producer.as_str());
-    // Two events per round, never read: the subscriber falls past the buffer.
+    // Two requests per round, never read: the subscriber falls past the buffer.
     for _ in 0..crate::control::EVENT_BUFFER {
         app.control
             .pause_producer(&room, &producer)
