@@ -18,6 +18,9 @@ use std::time::Instant;
 
 use rand::Rng;
 use rustc_hash::FxHashMap;
+use std::os::fd::AsRawFd;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine};
@@ -306,8 +309,11 @@ fn send_one_by_one(fd: std::os::fd::RawFd, data: &[u8], segment: usize, to: Sock
 /// One transport on a media thread.
 struct Slot {
     room: RoomId,
-    socket: Rc<tokio::net::UdpSocket>,
-    /// The socket's descriptor, for sends that bypass tokio ([`egress`]).
+    /// The socket's descriptor, for sends: direct system calls ([`egress`]). The socket is
+    /// owned by the transport's receive task, which closes it only once this slot is gone.
+    /// It is registered with the poller for reading only: registered for writing too, it
+    /// would wake the media thread each time the kernel frees a sent datagram, that is once
+    /// per copy.
     fd: std::os::fd::RawFd,
     /// Forwarded copies waiting for the end of the receive batch ([`MediaThread::flush_sends`]).
     pending: SegmentBatch,
@@ -432,7 +438,12 @@ fn media_thread(
             let now = Instant::now();
             match command {
                 Command::Open { room, transport, socket, port, ufrag, password } => {
-                    let socket = match socket.set_nonblocking(true).and_then(|_| tokio::net::UdpSocket::from_std(socket)) {
+                    // SAFETY: a std UdpSocket owns its descriptor, which stays open and the same
+                    // for as long as the AsyncFd owns the socket.
+                    let registered = socket
+                        .set_nonblocking(true)
+                        .and_then(|_| unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(|e| e.into()));
+                    let socket = match registered {
                         Ok(s) => Rc::new(s),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot register a transport socket");
@@ -442,11 +453,10 @@ fn media_thread(
                     };
                     let wake = Rc::new(Notify::new());
                     let identity = state.borrow().identity.clone();
-                    let fd = std::os::fd::AsRawFd::as_raw_fd(&*socket);
+                    let fd = socket.as_raw_fd();
                     let mut st = state.borrow_mut();
                     st.transports.insert(transport.clone(), Slot {
                         room: room.clone(),
-                        socket: socket.clone(),
                         fd,
                         transport: WebRtcTransport::new(ufrag, password, identity),
                         wake: wake.clone(),
@@ -498,7 +508,7 @@ fn media_thread(
 }
 
 /// Receives datagrams for one transport and drives its timers, until it is closed.
-async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: Rc<tokio::net::UdpSocket>, port: u16, wake: Rc<Notify>) {
+async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: Rc<AsyncFd<std::net::UdpSocket>>, port: u16, wake: Rc<Notify>) {
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = {
@@ -523,16 +533,21 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
             }
         };
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let Ok((len, from)) = received else { continue };
+            readable = socket.readable() => {
+                let Ok(mut ready) = readable else { continue };
                 let mut st = state.borrow_mut();
-                st.receive(&id, from, &buf[..len]);
-                // What is already queued joins the batch, so a frame's packets leave each
+                // Everything already queued makes one batch, so a frame's packets leave each
                 // consumer's transport in one send (see `egress`). Bounded, so the first
                 // copies are not held back for long.
-                for _ in 1..RECEIVE_BATCH {
-                    let Ok((len, from)) = socket.try_recv_from(&mut buf) else { break };
-                    st.receive(&id, from, &buf[..len]);
+                for _ in 0..RECEIVE_BATCH {
+                    match ready.get_inner().recv_from(&mut buf) {
+                        Ok((len, from)) => st.receive(&id, from, &buf[..len]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            ready.clear_ready();
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 st.flush_sends();
             }
@@ -575,7 +590,7 @@ impl MediaThread {
             let room = slot.room.clone();
             match output {
                 Output::Transmit { to, data } => {
-                    if slot.socket.try_send_to(&data, to).is_ok() {
+                    if egress::send_datagram(slot.fd, &data, to) {
                         self.counters.packets_sent.fetch_add(1, Ordering::Relaxed);
                         self.counters.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
@@ -663,7 +678,7 @@ impl MediaThread {
             slot.transport.close(now);
             while let Some(output) = slot.transport.poll_output() {
                 if let Output::Transmit { to, data } = output {
-                    let _ = slot.socket.try_send_to(&data, to);
+                    let _ = egress::send_datagram(slot.fd, &data, to);
                 }
             }
             slot.wake.notify_one();
