@@ -116,37 +116,39 @@ pub fn receive_loop(socket: UdpSocket, mut subscribers: Vec<Subscriber>, phase: 
         let handling = Instant::now();
         let now_ns = epoch_ns();
         for i in 0..n {
-            let (data, port) = batch.get(i);
-            if !(128..=191).contains(&data[0]) || data.get(1).is_some_and(|pt| (192..=223).contains(pt)) {
-                continue; // STUN answers, DTLS, RTCP.
-            }
-            let index = by_port[port as usize];
-            let Some(subscriber) = subscribers.get_mut(index as usize) else {
-                report.strangers += 1;
-                continue;
-            };
-            let Ok(plain) = subscriber.inbound.decrypt_rtp(data) else {
-                report.undecryptable += 1;
-                continue;
-            };
-            if !measuring {
-                // Keep sequence continuity through the warm-up.
+            let (datagrams, port) = batch.get(i);
+            for data in datagrams {
+                if !data.first().is_some_and(|b| (128..=191).contains(b)) || data.get(1).is_some_and(|pt| (192..=223).contains(pt)) {
+                    continue; // STUN answers, DTLS, RTCP.
+                }
+                let index = by_port[port as usize];
+                let Some(subscriber) = subscribers.get_mut(index as usize) else {
+                    report.strangers += 1;
+                    continue;
+                };
+                let Ok(plain) = subscriber.inbound.decrypt_rtp(data) else {
+                    report.undecryptable += 1;
+                    continue;
+                };
+                if !measuring {
+                    // Keep sequence continuity through the warm-up.
+                    let ssrc = RtpView::ssrc(&plain);
+                    if let Some((_, stream)) = subscriber.streams.iter_mut().find(|(s, _)| *s == ssrc) {
+                        stream.on_packet(RtpView::sequence(&plain));
+                    }
+                    continue;
+                }
+                report.packets += 1;
+                report.bytes += data.len() as u64;
                 let ssrc = RtpView::ssrc(&plain);
-                if let Some((_, stream)) = subscriber.streams.iter_mut().find(|(s, _)| *s == ssrc) {
-                    stream.on_packet(RtpView::sequence(&plain));
+                let stamp = RtpView::parse(&plain).and_then(|view| Stamp::find(view.payload(&plain)));
+                match (subscriber.streams.iter_mut().find(|(s, _)| *s == ssrc), stamp) {
+                    (Some((_, stream)), Some(stamp)) => {
+                        stream.on_packet(RtpView::sequence(&plain));
+                        report.latency.record(now_ns.saturating_sub(stamp.sent_ns));
+                    }
+                    _ => report.corrupt += 1,
                 }
-                continue;
-            }
-            report.packets += 1;
-            report.bytes += data.len() as u64;
-            let ssrc = RtpView::ssrc(&plain);
-            let stamp = RtpView::parse(&plain).and_then(|view| Stamp::find(view.payload(&plain)));
-            match (subscriber.streams.iter_mut().find(|(s, _)| *s == ssrc), stamp) {
-                (Some((_, stream)), Some(stamp)) => {
-                    stream.on_packet(RtpView::sequence(&plain));
-                    report.latency.record(now_ns.saturating_sub(stamp.sent_ns));
-                }
-                _ => report.corrupt += 1,
             }
         }
         busy += handling.elapsed();

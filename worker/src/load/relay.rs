@@ -79,6 +79,9 @@ pub fn run_relay(
     let relay_in = UdpSocket::bind("127.0.0.1:0")?;
     let receive = UdpSocket::bind("127.0.0.1:0")?;
     net::set_receive_buffer(&receive, RECEIVE_BUFFER);
+    // Like the worker's subscribers (the relay sends datagram by datagram, so nothing arrives
+    // coalesced: the same socket, for the same measure).
+    net::accept_coalesced(&receive)?;
     let client = local(&receive);
 
     let mut senders = Vec::new();

@@ -173,6 +173,7 @@ pub async fn run_worker(
     // ICE and DTLS for every subscriber, all on one client socket.
     let receive = UdpSocket::bind("127.0.0.1:0")?;
     net::set_receive_buffer(&receive, RECEIVE_BUFFER);
+    net::accept_coalesced(&receive)?;
     let (receive, transports) = tokio::task::spawn_blocking(move || {
         handshake(&receive, &mut transports, HANDSHAKE_CHUNK)?;
         Ok::<_, LoadError>((receive, transports))
@@ -281,9 +282,11 @@ pub fn handshake(socket: &UdpSocket, transports: &mut [ClientTransport], at_once
         if let Ok(n) = batch.receive(socket) {
             let now = Instant::now();
             for i in 0..n {
-                let (data, port) = batch.get(i);
+                let (datagrams, port) = batch.get(i);
                 if let Some(&index) = by_port.get(&port) {
-                    transports[index].on_datagram(data, now);
+                    for data in datagrams {
+                        transports[index].on_datagram(data, now);
+                    }
                 }
             }
         }
