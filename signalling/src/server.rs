@@ -5,7 +5,6 @@
 //! A connection's identity is put into its socket extensions by the middleware (an
 //! `Arc<`[`Connection`]`>`), and request handlers read it from there only.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::Value;
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
 use tokio::task::AbortHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -411,98 +410,81 @@ fn json_size(value: &Value) -> usize {
     count.0
 }
 
-/// A request handler: the state, the socket, its connection, the admitted payload.
-trait Request:
-    Fn(Arc<Signalling>, SocketRef, Arc<Connection>, Value) -> Self::Answer
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-    type Answer: Future<Output = Result<Value>> + Send + 'static;
-}
-
-impl<F, Fut> Request for F
-where
-    F: Fn(Arc<Signalling>, SocketRef, Arc<Connection>, Value) -> Fut
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    Fut: Future<Output = Result<Value>> + Send + 'static,
-{
-    type Answer = Fut;
-}
-
+/// Registers the request events. One handler takes them all (socketioxide's fallback, which
+/// gets every event that has no handler of its own): a handler per event would cost every
+/// connection a boxed closure and a map entry for each of the 18 requests, about 2 KiB.
 fn register_requests(socket: &SocketRef) {
-    for &(event, response) in REQUESTS {
-        match event {
-            "join-room" => on_request(socket, event, response, Signalling::join_room),
-            "leave-room" => on_request(socket, event, response, Signalling::leave_room),
-            "get-participants" => on_request(socket, event, response, Signalling::get_participants),
-            "webrtc-offer" => on_request(socket, event, response, Signalling::relay_offer),
-            "webrtc-answer" => on_request(socket, event, response, Signalling::relay_answer),
-            "ice-candidate" => on_request(socket, event, response, Signalling::relay_ice_candidate),
-            "create-transport" => on_request(socket, event, response, Signalling::create_transport),
-            "connect-transport" => {
-                on_request(socket, event, response, Signalling::connect_transport)
+    socket.on_fallback(on_request);
+}
+
+/// One request event: admit, handle, then answer both ways (the ack when the client asked for
+/// one, and the named response event), or refuse both ways (the ack gets `{error}`, the
+/// socket an `error` event). Events that are not requests are ignored.
+async fn on_request(
+    socket: SocketRef,
+    Event(event): Event,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(app): State<Arc<Signalling>>,
+) {
+    let Some(&(event, response)) = REQUESTS.iter().find(|(name, _)| *name == event) else {
+        tracing::debug!(event, "not a request; ignored");
+        return;
+    };
+    let started = Instant::now();
+    let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
+        return;
+    };
+    let outcome = match app.admit(&connection, event, data) {
+        Ok(payload) => app.clone().handle(event, socket.clone(), connection, payload).await,
+        Err(error) => Err(error),
+    };
+    let code = outcome.as_ref().err().map_or("ok", |e| e.code()).to_owned();
+    app.metrics.observe(event, &code, started.elapsed());
+    match outcome {
+        Ok(body) => {
+            let _ = ack.send(&body);
+            if let Some(response) = response {
+                let _ = socket.emit(response, &body);
             }
-            "restart-ice" => on_request(socket, event, response, Signalling::restart_ice),
-            "produce" => on_request(socket, event, response, Signalling::produce),
-            "consume" => on_request(socket, event, response, Signalling::consume),
-            "pause-producer" => on_request(socket, event, response, Signalling::pause_producer),
-            "resume-producer" => on_request(socket, event, response, Signalling::resume_producer),
-            "close-producer" => on_request(socket, event, response, Signalling::close_producer),
-            "pause-consumer" => on_request(socket, event, response, Signalling::pause_consumer),
-            "resume-consumer" => on_request(socket, event, response, Signalling::resume_consumer),
-            "close-consumer" => on_request(socket, event, response, Signalling::close_consumer),
-            "get-room-info" => on_request(socket, event, response, Signalling::get_room_info),
-            other => unreachable!("request {other} in REQUESTS has no handler"),
+        }
+        Err(error) => {
+            tracing::debug!(event, code = error.code(), %error, "request refused");
+            let _ = ack.send(&error.to_ack());
+            let _ = socket.emit("error", &error.to_event(event));
         }
     }
 }
 
-/// Registers one request event: admit, handle, then answer both ways (the ack when the client
-/// asked for one, and the named response event), or refuse both ways (the ack gets
-/// `{error}`, the socket an `error` event).
-fn on_request<H: Request>(
-    socket: &SocketRef,
-    event: &'static str,
-    response: Option<&'static str>,
-    handler: H,
-) {
-    socket.on(
-        event,
-        move |socket: SocketRef,
-              TryData(data): TryData<Value>,
-              ack: AckSender,
-              State(app): State<Arc<Signalling>>| {
-            let handler = handler.clone();
-            async move {
-                let started = Instant::now();
-                let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
-                    return;
-                };
-                let outcome = match app.admit(&connection, event, data) {
-                    Ok(payload) => handler(app.clone(), socket.clone(), connection, payload).await,
-                    Err(error) => Err(error),
-                };
-                let code = outcome.as_ref().err().map_or("ok", |e| e.code()).to_owned();
-                app.metrics.observe(event, &code, started.elapsed());
-                match outcome {
-                    Ok(body) => {
-                        let _ = ack.send(&body);
-                        if let Some(response) = response {
-                            let _ = socket.emit(response, &body);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::debug!(event, code = error.code(), %error, "request refused");
-                        let _ = ack.send(&error.to_ack());
-                        let _ = socket.emit("error", &error.to_event(event));
-                    }
-                }
-            }
-        },
-    );
+impl Signalling {
+    /// The handler of request `event`, one of [`REQUESTS`].
+    async fn handle(
+        self: Arc<Self>,
+        event: &str,
+        socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        match event {
+            "join-room" => self.join_room(socket, connection, payload).await,
+            "leave-room" => self.leave_room(socket, connection, payload).await,
+            "get-participants" => self.get_participants(socket, connection, payload).await,
+            "webrtc-offer" => self.relay_offer(socket, connection, payload).await,
+            "webrtc-answer" => self.relay_answer(socket, connection, payload).await,
+            "ice-candidate" => self.relay_ice_candidate(socket, connection, payload).await,
+            "create-transport" => self.create_transport(socket, connection, payload).await,
+            "connect-transport" => self.connect_transport(socket, connection, payload).await,
+            "restart-ice" => self.restart_ice(socket, connection, payload).await,
+            "produce" => self.produce(socket, connection, payload).await,
+            "consume" => self.consume(socket, connection, payload).await,
+            "pause-producer" => self.pause_producer(socket, connection, payload).await,
+            "resume-producer" => self.resume_producer(socket, connection, payload).await,
+            "close-producer" => self.close_producer(socket, connection, payload).await,
+            "pause-consumer" => self.pause_consumer(socket, connection, payload).await,
+            "resume-consumer" => self.resume_consumer(socket, connection, payload).await,
+            "close-consumer" => self.close_consumer(socket, connection, payload).await,
+            "get-room-info" => self.get_room_info(socket, connection, payload).await,
+            other => unreachable!("request {other} in REQUESTS has no handler"),
+        }
+    }
 }
