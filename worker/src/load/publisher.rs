@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::load::client_transport::CONSENT_INTERVAL;
-use crate::load::synthetic::{AudioSource, Stamp, VideoSource, AUDIO_PACKET_INTERVAL_MS, VIDEO_FPS};
+use crate::load::synthetic::{AudioSource, Stamp, VideoSource, AUDIO_PACKET_INTERVAL_MS, KEYFRAME_INTERVAL_FRAMES, VIDEO_FPS};
 use crate::load::{epoch_ns, Phase};
 use crate::media::dtls::SrtpSession;
 use crate::media::ice::binding_request;
@@ -40,8 +40,17 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
     let mut report = PublisherReport::default();
     let frame_interval = Duration::from_nanos(1_000_000_000 / VIDEO_FPS as u64);
     let audio_interval = Duration::from_millis(AUDIO_PACKET_INTERVAL_MS);
+    // Publishers' encoders do not run in step: each one's frames and audio packets are
+    // shifted by its share of the interval (and its keyframes by its share of the keyframe
+    // interval), as in a real room.
+    let count = publishers.len().max(1) as u32;
+    let offsets: Vec<(Duration, Duration)> = (0..count).map(|i| (frame_interval * i / count, audio_interval * i / count)).collect();
+    for (i, p) in publishers.iter_mut().enumerate() {
+        p.video.set_keyframe_phase(KEYFRAME_INTERVAL_FRAMES * i as u32 / count);
+    }
     let start = Instant::now();
-    let (mut next_frame, mut next_audio, mut next_consent) = (start, start, start);
+    let mut next_consent = start;
+    let mut due: Vec<(Instant, Instant)> = offsets.iter().map(|(video, audio)| (start + *video, start + *audio)).collect();
     let provider = rtc::crypto::default_provider().ok();
     for p in &publishers {
         let _ = p.socket.set_nonblocking(true);
@@ -75,26 +84,26 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
         }
         if Phase::from(phase.load(Ordering::Acquire)) == Phase::Quiet {
             // Media starts with the warm-up; its pace starts from there too.
-            (next_frame, next_audio) = (now, now);
+            for (due, (video, audio)) in due.iter_mut().zip(&offsets) {
+                *due = (now + *video, now + *audio);
+            }
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
-        if now >= next_frame {
-            next_frame += frame_interval;
-            for p in &mut publishers {
+        for (p, (next_frame, next_audio)) in publishers.iter_mut().zip(due.iter_mut()) {
+            if now >= *next_frame {
+                *next_frame += frame_interval;
                 for packet in p.video.next_frame() {
                     report.packets_sent += send(p, packet) as u64;
                 }
             }
-        }
-        if now >= next_audio {
-            next_audio += audio_interval;
-            for p in &mut publishers {
+            if now >= *next_audio {
+                *next_audio += audio_interval;
                 let packet = p.audio.next_packet();
                 report.packets_sent += send(p, packet) as u64;
             }
         }
-        let wake = next_frame.min(next_audio);
+        let wake = due.iter().map(|(video, audio)| *video.min(audio)).min().unwrap_or(now);
         let now = Instant::now();
         if wake > now {
             std::thread::sleep((wake - now).min(Duration::from_millis(5)));

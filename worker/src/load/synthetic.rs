@@ -112,11 +112,20 @@ pub struct VideoSource {
     frame: u32,
     packets: u64,
     keyframe_requested: bool,
+    /// Shifts the periodic keyframes: publishers' encoders do not run in step.
+    keyframe_phase: u32,
 }
 
 impl VideoSource {
     pub fn new(ssrc: u32, payload_type: u8, mid: impl Into<String>) -> Self {
-        VideoSource { ssrc, payload_type, mid: mid.into(), sequence: (ssrc >> 16) as u16, frame: 0, packets: 0, keyframe_requested: false }
+        VideoSource { ssrc, payload_type, mid: mid.into(), sequence: (ssrc >> 16) as u16, frame: 0, packets: 0, keyframe_requested: false, keyframe_phase: 0 }
+    }
+
+    /// Periodic keyframes `frames` frames later than the schedule's (the first frame stays a
+    /// keyframe: a decoder needs one to start).
+    pub fn set_keyframe_phase(&mut self, frames: u32) {
+        self.keyframe_phase = frames % KEYFRAME_INTERVAL_FRAMES;
+        self.keyframe_requested |= self.frame == 0 && self.keyframe_phase != 0;
     }
 
     /// A PLI or FIR arrived: the next frame is a keyframe.
@@ -126,7 +135,7 @@ impl VideoSource {
 
     /// The packets of the next frame (the first frame is a keyframe).
     pub fn next_frame(&mut self) -> Vec<Vec<u8>> {
-        let keyframe = self.frame % KEYFRAME_INTERVAL_FRAMES == 0 || self.keyframe_requested;
+        let keyframe = (self.frame + self.keyframe_phase) % KEYFRAME_INTERVAL_FRAMES == 0 || self.keyframe_requested;
         self.keyframe_requested = false;
         let count = if keyframe { KEYFRAME_PACKETS } else { DELTA_FRAME_PACKETS };
         let timestamp = self.frame.wrapping_mul(90_000 / VIDEO_FPS);
@@ -220,6 +229,20 @@ mod tests {
         assert!(!is_keyframe(VideoCodec::Vp8, &payload(&video.next_frame()[0])));
     }
 
+
+    #[test]
+    fn a_keyframe_phase_moves_the_periodic_keyframes_but_not_the_first() {
+        let mut video = VideoSource::new(7, 96, "0");
+        video.set_keyframe_phase(20);
+        let payload = |p: &Vec<u8>| RtpView::parse(p).unwrap().payload(p).to_vec();
+        let at: Vec<usize> = (0..121)
+            .map(|_| is_keyframe(VideoCodec::Vp8, &payload(&video.next_frame()[0])))
+            .enumerate()
+            .filter(|(_, k)| *k)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at, vec![0, 40, 100]);
+    }
     #[test]
     fn a_frame_is_consecutive_equal_packets_with_the_marker_on_the_last() {
         let mut video = VideoSource::new(0x0102_0304, 96, "0");

@@ -77,6 +77,25 @@ struct VideoRepair {
     keyframes: KeyframeRequester,
 }
 
+/// A media packet of a batch, as its consumers need it.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    ssrc: Ssrc,
+    payload_type: PayloadType,
+    sequence: u16,
+    timestamp: u32,
+    keyframe: bool,
+    payload_len: usize,
+    bytes: Bytes,
+}
+
+/// Where an arrival's bytes are: in the batch as given, or restored from a retransmission.
+#[derive(Debug, Clone, Copy)]
+enum Bytes {
+    Batch(usize),
+    Restored(usize),
+}
+
 /// Where a target's state and transport are.
 #[derive(Debug, Clone, Copy)]
 struct FanoutEntry {
@@ -112,6 +131,8 @@ pub struct Router {
     next_report: Option<Instant>,
     /// The copy being rewritten: one buffer for every copy of every packet.
     scratch: Vec<u8>,
+    /// The packets of the batch being routed (kept for its capacity).
+    arrivals: Vec<Arrival>,
     /// Packets forwarded, for stats.
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
@@ -261,73 +282,116 @@ impl Router {
         out
     }
 
-    /// The forwarding hot path: like [`Router::on_rtp`], but each copy is handed to `emit`
-    /// (which encrypts and sends it, in place) in a buffer reused for every copy, so
-    /// forwarding allocates nothing per copy. `emit` gets the transport's handle (see
-    /// [`Router::set_transport_handles`]) and id. Returns the number of copies.
+    /// The forwarding hot path for one packet: [`Router::route_rtp_batch`] of one.
     pub fn route_rtp(&mut self, from: &TransportId, packet: &[u8], now: Instant, emit: &mut Emit<'_>) -> usize {
-        if RtpView::parse(packet).is_none() {
-            return 0;
-        }
-        let ssrc = Ssrc(RtpView::ssrc(packet));
-        let Some(stream) = self.table.stream(from, ssrc) else { return 0 };
-        if !stream.rtx {
-            return self.on_media(from, packet, now, emit);
-        }
-        // A producer retransmission: restore the original and treat it as media, so each
-        // consumer gets it under its own numbering.
-        let (Some(media_ssrc), Some(apt)) = (stream.repairs, stream.codecs.get(&PayloadType(RtpView::payload_type(packet))).and_then(|c| c.apt))
-        else {
-            return 0;
-        };
-        let mut restored = [0u8; MAX_PACKET];
-        match unwrap_rtx(packet, media_ssrc, apt, &mut restored) {
-            Ok((len, _)) => self.on_media(from, &restored[..len], now, emit),
-            Err(_) => 0,
-        }
+        self.route_rtp_batch(from, &[packet], now, emit)
     }
 
-    fn on_media(&mut self, from: &TransportId, packet: &[u8], now: Instant, emit: &mut Emit<'_>) -> usize {
-        let Some(view) = RtpView::parse(packet) else { return 0 };
+    /// The forwarding hot path: like [`Router::on_rtp`] for the decrypted RTP packets that
+    /// arrived together on `from`, but each copy is handed to `emit` (which encrypts and sends
+    /// it, in place) in a buffer reused for every copy, so forwarding allocates nothing per
+    /// copy. `emit` gets the transport's handle (see [`Router::set_transport_handles`]) and id.
+    ///
+    /// Copies come consumer by consumer: each consumer gets all its packets of the batch in a
+    /// row (in their order), then the next consumer does. The shell can send a consumer's
+    /// copies together as soon as the router moves on, and the first consumers are not kept
+    /// waiting for the whole batch to be copied for everyone. Returns the number of copies.
+    pub fn route_rtp_batch(&mut self, from: &TransportId, packets: &[&[u8]], now: Instant, emit: &mut Emit<'_>) -> usize {
+        // The producer side, packet by packet in arrival order; retransmissions unwrapped.
+        let mut arrivals = std::mem::take(&mut self.arrivals);
+        let mut restored: Vec<Vec<u8>> = Vec::new();
+        for (index, packet) in packets.iter().enumerate() {
+            let Some(stream) = RtpView::parse(packet).and_then(|_| self.table.stream(from, Ssrc(RtpView::ssrc(packet)))) else { continue };
+            if !stream.rtx {
+                if let Some(arrival) = self.on_producer_packet(from, packet, Bytes::Batch(index), now) {
+                    arrivals.push(arrival);
+                }
+                continue;
+            }
+            // A producer retransmission: restore the original and treat it as media, so each
+            // consumer gets it under its own numbering.
+            let (Some(media_ssrc), Some(apt)) = (stream.repairs, stream.codecs.get(&PayloadType(RtpView::payload_type(packet))).and_then(|c| c.apt))
+            else {
+                continue;
+            };
+            let mut original = vec![0u8; MAX_PACKET];
+            if let Ok((len, _)) = unwrap_rtx(packet, media_ssrc, apt, &mut original) {
+                original.truncate(len);
+                if let Some(arrival) = self.on_producer_packet(from, &original, Bytes::Restored(restored.len()), now) {
+                    arrivals.push(arrival);
+                }
+                restored.push(original);
+            }
+        }
+        // The consumer side: stream by stream, consumer by consumer, packet by packet.
+        let mut copies = 0;
+        let mut done = 0;
+        while done < arrivals.len() {
+            let ssrc = arrivals[done].ssrc;
+            let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, .. } = self;
+            let stream_packets = || arrivals[done..].iter().filter(move |a| a.ssrc == ssrc);
+            if let (Some(stream), Some(producer)) = (table.stream(from, ssrc), producers.get(&(from.clone(), ssrc))) {
+                for (index, target) in stream.targets.iter().enumerate() {
+                    let Some(entry) = producer.fanout.get(index) else { continue };
+                    let Some(consumer) = consumers.get_mut(entry.consumer) else { continue };
+                    for arrival in stream_packets() {
+                        let Some(payload_type) = stream.receives(target, arrival.payload_type) else { continue };
+                        if !consumer.gate.admit(arrival.keyframe) {
+                            continue;
+                        }
+                        let Some(rewritten) = consumer.seq.rewrite(arrival.sequence, arrival.timestamp) else { continue };
+                        let packet = match arrival.bytes {
+                            Bytes::Batch(i) => packets[i],
+                            Bytes::Restored(i) => &restored[i][..],
+                        };
+                        let Some(view) = RtpView::parse(packet) else { continue };
+                        let copy = &mut *scratch;
+                        copy.clear();
+                        copy.extend_from_slice(packet);
+                        RtpView::set_ssrc(copy, target.ssrc.0);
+                        RtpView::set_payload_type(copy, payload_type.0);
+                        RtpView::set_sequence(copy, rewritten.sequence_number);
+                        RtpView::set_timestamp(copy, rewritten.timestamp);
+                        view.rewrite_extension_ids(copy, &target.header_extension_ids);
+                        set_mid(copy, target);
+                        consumer.reports.on_packet_sent(arrival.payload_len);
+                        *forwarded_packets += 1;
+                        *forwarded_bytes += copy.len() as u64;
+                        copies += 1;
+                        emit(entry.transport, &target.transport_id, copy);
+                    }
+                }
+            }
+            // Past this stream's packets; the next not yet routed starts the next stream.
+            done += 1;
+            while done < arrivals.len() && arrivals[..done].iter().any(|a| a.ssrc == arrivals[done].ssrc) {
+                done += 1;
+            }
+        }
+        arrivals.clear();
+        self.arrivals = arrivals;
+        copies
+    }
+
+    /// What a producer's stream does with an arriving media packet (statistics, NACKs to
+    /// send, the retransmission buffer, keyframes seen), and what its consumers need of it.
+    fn on_producer_packet(&mut self, from: &TransportId, packet: &[u8], bytes: Bytes, now: Instant) -> Option<Arrival> {
+        let view = RtpView::parse(packet)?;
         let ssrc = Ssrc(RtpView::ssrc(packet));
-        let pt = PayloadType(RtpView::payload_type(packet));
-        let (seq, ts) = (RtpView::sequence(packet), RtpView::timestamp(packet));
-        let Some(stream) = self.table.stream(from, ssrc) else { return 0 };
-        let keyframe = video_codec(stream, pt).is_some_and(|codec| is_keyframe(codec, view.payload(packet)));
-        let Some(producer) = self.producers.get_mut(&(from.clone(), ssrc)) else { return 0 };
-        producer.stats.on_packet(seq, ts, now);
+        let payload_type = PayloadType(RtpView::payload_type(packet));
+        let (sequence, timestamp) = (RtpView::sequence(packet), RtpView::timestamp(packet));
+        let stream = self.table.stream(from, ssrc)?;
+        let keyframe = video_codec(stream, payload_type).is_some_and(|codec| is_keyframe(codec, view.payload(packet)));
+        let producer = self.producers.get_mut(&(from.clone(), ssrc))?;
+        producer.stats.on_packet(sequence, timestamp, now);
         if let Some(repair) = producer.repair.as_mut() {
-            repair.nack.on_packet(seq, now);
+            repair.nack.on_packet(sequence, now);
             let _ = repair.buffer.insert(packet, now);
             if keyframe {
                 repair.keyframes.on_keyframe();
             }
         }
-        let payload_len = view.payload(packet).len();
-        let mut copies = 0;
-        for (index, target, payload_type) in stream.receivers(pt) {
-            let Some(entry) = producer.fanout.get(index) else { continue };
-            let Some(consumer) = self.consumers.get_mut(entry.consumer) else { continue };
-            if !consumer.gate.admit(keyframe) {
-                continue;
-            }
-            let Some(rewritten) = consumer.seq.rewrite(seq, ts) else { continue };
-            let copy = &mut self.scratch;
-            copy.clear();
-            copy.extend_from_slice(packet);
-            RtpView::set_ssrc(copy, target.ssrc.0);
-            RtpView::set_payload_type(copy, payload_type.0);
-            RtpView::set_sequence(copy, rewritten.sequence_number);
-            RtpView::set_timestamp(copy, rewritten.timestamp);
-            view.rewrite_extension_ids(copy, &target.header_extension_ids);
-            set_mid(copy, target);
-            consumer.reports.on_packet_sent(payload_len);
-            self.forwarded_packets += 1;
-            self.forwarded_bytes += copy.len() as u64;
-            copies += 1;
-            emit(entry.transport, &target.transport_id, copy);
-        }
-        copies
+        Some(Arrival { ssrc, payload_type, sequence, timestamp, keyframe, payload_len: view.payload(packet).len(), bytes })
     }
 
     /// A decrypted RTCP compound packet arrived on `from`.
@@ -528,6 +592,75 @@ mod tests {
         assert_eq!(view.extension(p, 5), None, "an extension the producer did not negotiate is removed");
         assert_eq!(view.payload(p), KEYFRAME);
         assert_eq!(router.forwarded_packets, 1);
+    }
+
+    /// A second subscriber, carol, consuming alice's video on her own transport.
+    fn add_carol(call: &mut VideoCall) -> TransportId {
+        use crate::room::{ConsumeOptions, Direction, PeerId, PeerInfo};
+        let carol = PeerId::from("carol");
+        call.rooms.join(&call.room, &carol, PeerInfo::default()).unwrap();
+        let transport = call.rooms.create_transport(&call.room, &carol, Direction::Recv, crate::testing::network(40002)).unwrap().id;
+        let producer = call.rooms.room(&call.room).unwrap().consumer(&call.consumer).unwrap().producer_id.clone();
+        let options = ConsumeOptions {
+            transport_id: transport.clone(),
+            producer_id: producer,
+            rtp_capabilities: crate::testing::chrome_device_capabilities(),
+            paused: false,
+        };
+        call.rooms.consume(&call.room, &carol, options).unwrap();
+        transport
+    }
+
+    #[test]
+    fn a_batch_reaches_each_consumer_in_a_row_and_in_order() {
+        let mut call = video_call();
+        let carol = add_carol(&mut call);
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let frame: Vec<Vec<u8>> = [(1, KEYFRAME), (2, DELTA), (3, DELTA)].iter().map(|(seq, payload)| packet(96, *seq, 1, CHROME_VP8_SSRC, &[], payload)).collect();
+        let batch: Vec<&[u8]> = frame.iter().map(|p| &p[..]).collect();
+        let mut seen = Vec::new();
+        let copies = router.route_rtp_batch(&call.alice_send, &batch, now, &mut |_, transport, copy| {
+            seen.push((transport.clone(), RtpView::sequence(copy)))
+        });
+        assert_eq!(copies, 6);
+        let transports: Vec<&TransportId> = seen.iter().map(|(t, _)| t).collect();
+        // One consumer's three copies, then the other's (whichever the table lists first).
+        assert_eq!(transports[0], transports[1]);
+        assert_eq!(transports[1], transports[2]);
+        assert_eq!(transports[3], transports[4]);
+        assert_eq!(transports[4], transports[5]);
+        assert_ne!(transports[0], transports[3]);
+        assert!([&call.bob_recv, &carol].iter().all(|t| transports.contains(t)));
+        for run in seen.chunks(3) {
+            let seqs: Vec<u16> = run.iter().map(|(_, s)| *s).collect();
+            assert_eq!(seqs, vec![seqs[0], seqs[0].wrapping_add(1), seqs[0].wrapping_add(2)], "each consumer's packets in order, gap-free");
+        }
+    }
+
+    #[test]
+    fn a_batch_routes_as_the_same_packets_one_by_one_would() {
+        let mut call = video_call();
+        add_carol(&mut call);
+        let now = Instant::now();
+        let packets: Vec<Vec<u8>> = (1..=8u16)
+            .map(|seq| packet(96, seq, 1 + u32::from(seq / 3), CHROME_VP8_SSRC, &[], if seq == 2 { KEYFRAME } else { DELTA }))
+            .collect();
+        let collect = |router: &mut Router, batches: &[&[Vec<u8>]]| {
+            let mut out: Vec<(TransportId, Vec<u8>)> = Vec::new();
+            for batch in batches {
+                let slices: Vec<&[u8]> = batch.iter().map(|p| &p[..]).collect();
+                router.route_rtp_batch(&call.alice_send, &slices, now, &mut |_, t, copy| out.push((t.clone(), copy.clone())));
+            }
+            out.sort();
+            out
+        };
+        let one_by_one: Vec<&[Vec<u8>]> = packets.chunks(1).collect();
+        let together: Vec<&[Vec<u8>]> = vec![&packets[..3], &packets[3..]];
+        let expected = collect(&mut started(&call, now), &one_by_one);
+        // Before the keyframe (seq 2) the gate holds video back: 2..=8 reach both consumers.
+        assert_eq!(expected.len(), 14);
+        assert_eq!(collect(&mut started(&call, now), &together), expected);
     }
 
     #[test]

@@ -387,6 +387,9 @@ struct MediaThread {
     notices: mpsc::UnboundedSender<EngineNotice>,
     counters: Arc<EngineCounters>,
     ports: Arc<Mutex<PortPool>>,
+    /// RTP packets decrypted in this step, with their room and transport, to forward
+    /// together ([`MediaThread::finish_batch`]).
+    arrived: Vec<(RoomId, TransportId, Vec<u8>)>,
     /// Transports with copies in their [`Slot::pending`] batch.
     sending: Vec<usize>,
     /// Whether the kernel and route take segmented sends; cleared on the first refusal.
@@ -415,6 +418,7 @@ fn media_thread(
         notices,
         counters,
         ports,
+        arrived: Vec::new(),
         sending: Vec::new(),
         segmentation: true,
     }));
@@ -500,9 +504,9 @@ fn media_thread(
                     st.routers.remove(&room);
                 }
             }
-            // Forwarding happens on receipt, so nothing should wait here; but copies never
-            // outlive the step that made them, whatever made them.
-            state.borrow_mut().flush_sends();
+            // Packets are forwarded by the receive loop that got them, so nothing should wait
+            // here; but no packet or copy outlives the step that made it.
+            state.borrow_mut().finish_batch(Instant::now());
         }
     });
 }
@@ -549,7 +553,7 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
                         Err(_) => break,
                     }
                 }
-                st.flush_sends();
+                st.finish_batch(Instant::now());
             }
             _ = sleep => {
                 let now = Instant::now();
@@ -558,7 +562,7 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
                     slot.transport.handle_timeout(now);
                 }
                 st.drain(&id, now);
-                st.flush_sends();
+                st.finish_batch(now);
             }
             _ = wake.notified() => {}
         }
@@ -595,7 +599,8 @@ impl MediaThread {
                         self.counters.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
                 }
-                Output::Rtp(packet) => self.forward(&room, id, &packet, now),
+                // Forwarded with the rest of the batch ([`MediaThread::finish_batch`]).
+                Output::Rtp(packet) => self.arrived.push((room, id.clone(), packet)),
                 Output::Rtcp(packet) => {
                     let out = self.routers.get_mut(&room).map(|r| r.on_rtcp(id, &packet, now)).unwrap_or_default();
                     for o in out {
@@ -621,15 +626,41 @@ impl MediaThread {
         }
     }
 
-    /// Where a packet is forwarded: the room's router rewrites one copy per consumer, and
+    /// Forwards the RTP packets that arrived in this batch and sends every copy: see
+    /// [`MediaThread::forward`]. Called at the end of each step of a media thread.
+    fn finish_batch(&mut self, now: Instant) {
+        let mut arrived = std::mem::take(&mut self.arrived);
+        // Nearly always one transport's packets (a receive batch is one socket's).
+        let mut start = 0;
+        while start < arrived.len() {
+            let (room, from) = (&arrived[start].0, &arrived[start].1);
+            let end = start + arrived[start..].iter().take_while(|(r, f, _)| r == room && f == from).count();
+            let packets: Vec<&[u8]> = arrived[start..end].iter().map(|(_, _, p)| &p[..]).collect();
+            self.forward(room, from, &packets, now);
+            start = end;
+        }
+        arrived.clear();
+        self.arrived = arrived;
+        self.flush_sends();
+    }
+
+    /// Where packets are forwarded: the room's router rewrites one copy per consumer, and
     /// each is encrypted in place (same thread: same room) and added to its transport's
-    /// batch, sent by [`MediaThread::flush_sends`] at the end of the receive batch. No
-    /// allocation or queue per copy.
-    fn forward(&mut self, room: &RoomId, from: &TransportId, packet: &[u8], now: Instant) {
+    /// batch. The router hands a consumer all its copies in a row, so a transport's batch is
+    /// sent as soon as the router moves on to another transport: one send for a frame's
+    /// packets, and no consumer waits for the others' copies. No allocation per copy.
+    fn forward(&mut self, room: &RoomId, from: &TransportId, packets: &[&[u8]], now: Instant) {
         let MediaThread { routers, transports, counters, sending, segmentation, .. } = self;
         let Some(router) = routers.get_mut(room) else { return };
-        let copies = router.route_rtp(from, packet, now, &mut |handle, transport, copy| {
+        let mut previous: Option<usize> = None;
+        let copies = router.route_rtp_batch(from, packets, now, &mut |handle, transport, copy| {
             let Some(handle) = handle.or_else(|| transports.handle(transport)) else { return };
+            if let Some(previous) = previous.filter(|p| *p != handle) {
+                if let Some(slot) = transports.at_mut(previous) {
+                    send_batch(slot, segmentation, counters);
+                }
+            }
+            previous = Some(handle);
             let Some(slot) = transports.at_mut(handle) else { return };
             let Some(to) = slot.transport.seal_rtp(copy) else { return };
             if slot.pending.is_empty() {

@@ -98,12 +98,16 @@ impl InboundStream {
     /// while the producer is paused. [`ForwardingTable::forward`] and the media plane's
     /// forwarding path both go by it.
     pub fn receivers(&self, payload_type: PayloadType) -> impl Iterator<Item = (usize, &ForwardTarget, PayloadType)> + '_ {
-        let paused = self.producer_paused;
-        self.targets
-            .iter()
-            .enumerate()
-            .filter(move |_| !paused)
-            .filter_map(move |(index, target)| Some((index, target, target.receives(payload_type)?)))
+        self.targets.iter().enumerate().filter_map(move |(index, target)| Some((index, target, self.receives(target, payload_type)?)))
+    }
+
+    /// The same decision for one of its targets: the payload type `target` gets a packet with
+    /// `payload_type` under, or `None`.
+    pub fn receives(&self, target: &ForwardTarget, payload_type: PayloadType) -> Option<PayloadType> {
+        if self.producer_paused {
+            return None;
+        }
+        target.receives(payload_type)
     }
 }
 
