@@ -134,17 +134,16 @@ impl RtpView {
         if form == ExtensionForm::Other {
             return;
         }
-        let mut edits: Vec<(usize, usize, Option<u8>)> = Vec::new();
-        self.walk_extensions(packet, |id, header_at, (_, value_end)| {
+        // Edited as it is walked (this runs for every forwarded copy: no allocation).
+        let mut at = self.extensions.map_or(0, |(start, _, _)| start);
+        while let Some((id, header_at, (_, value_end), next)) = self.next_extension(packet, at) {
             let new = ids.get(&id).copied().filter(|n| form == ExtensionForm::TwoByte || (1..=14).contains(n));
-            edits.push((header_at, value_end, new));
-        });
-        for (header_at, value_end, new) in edits {
             match (new, form) {
                 (Some(n), ExtensionForm::OneByte) => packet[header_at] = (n << 4) | (packet[header_at] & 0x0f),
                 (Some(n), _) => packet[header_at] = n,
                 (None, _) => packet[header_at..value_end].fill(0),
             }
+            at = next;
         }
     }
 
@@ -154,9 +153,13 @@ impl RtpView {
     /// cannot be encoded (then the packet is left as it was).
     pub fn set_extension_value(&self, packet: &mut Vec<u8>, id: u8, value: &[u8]) -> bool {
         let Some((_, _, form)) = self.extensions else { return false };
-        let mut elements: Vec<(u8, (usize, usize))> = Vec::new();
-        self.walk_extensions(packet, |ext_id, _, range| elements.push((ext_id, range)));
-        let Some(&(_, (start, end))) = elements.iter().find(|(ext_id, _)| *ext_id == id) else { return false };
+        let mut found = None;
+        self.walk_extensions(packet, |ext_id, _, range| {
+            if ext_id == id && found.is_none() {
+                found = Some(range);
+            }
+        });
+        let Some((start, end)) = found else { return false };
         if end - start == value.len() {
             packet[start..end].copy_from_slice(value);
             return true;
@@ -164,6 +167,8 @@ impl RtpView {
         if value.is_empty() || value.len() > 255 || form == ExtensionForm::Other {
             return false;
         }
+        let mut elements: Vec<(u8, (usize, usize))> = Vec::new();
+        self.walk_extensions(packet, |ext_id, _, range| elements.push((ext_id, range)));
         // Rebuild: every element with its value, ours replaced; one-byte form when it fits.
         let values: Vec<(u8, Vec<u8>)> = elements
             .iter()
@@ -197,39 +202,41 @@ impl RtpView {
 
     /// Calls `f(id, element header offset, (value start, value end))` for each element.
     fn walk_extensions(&self, packet: &[u8], mut f: impl FnMut(u8, usize, (usize, usize))) {
-        let Some((start, end, form)) = self.extensions else { return };
-        let mut at = start;
+        let mut at = self.extensions.map_or(0, |(start, _, _)| start);
+        while let Some((id, header_at, value, next)) = self.next_extension(packet, at) {
+            f(id, header_at, value);
+            at = next;
+        }
+    }
+
+    /// The extension element at or after `at` (padding skipped): its id, where its header
+    /// starts, its value's range, and where the next one may start. Editing the element
+    /// (its id, or zeroing it into padding) does not change where the next one is.
+    fn next_extension(&self, packet: &[u8], mut at: usize) -> Option<(u8, usize, (usize, usize), usize)> {
+        let (_, end, form) = self.extensions?;
         while at < end {
             let b = packet[at];
             if b == 0 {
                 at += 1; // padding
                 continue;
             }
-            match form {
+            return match form {
                 ExtensionForm::OneByte => {
                     let id = b >> 4;
                     if id == 15 {
-                        return; // reserved: stop parsing (RFC 8285 4.2)
+                        return None; // reserved: stop parsing (RFC 8285 4.2)
                     }
                     let len = (b & 0x0f) as usize + 1;
-                    if at + 1 + len > end {
-                        return;
-                    }
-                    f(id, at, (at + 1, at + 1 + len));
-                    at += 1 + len;
+                    (at + 1 + len <= end).then_some((id, at, (at + 1, at + 1 + len), at + 1 + len))
                 }
                 ExtensionForm::TwoByte => {
-                    let Some(&len) = packet.get(at + 1) else { return };
-                    let len = len as usize;
-                    if at + 2 + len > end {
-                        return;
-                    }
-                    f(b, at, (at + 2, at + 2 + len));
-                    at += 2 + len;
+                    let len = *packet.get(at + 1)? as usize;
+                    (at + 2 + len <= end).then_some((b, at, (at + 2, at + 2 + len), at + 2 + len))
                 }
-                ExtensionForm::Other => return,
-            }
+                ExtensionForm::Other => None,
+            };
         }
+        None
     }
 }
 

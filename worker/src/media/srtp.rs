@@ -8,9 +8,8 @@
 //! AES-CM PRF (RFC 3711 section 4.3.3), as the `rtc` context derives them, and a unit test
 //! checks the two produce the same bytes. Other profiles keep using the `rtc` context.
 
-use std::collections::HashMap;
-
 use rtc::crypto::{AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, RTCCrypto};
+use rustc_hash::FxHashMap;
 
 use crate::media::rtp_packet::RtpView;
 
@@ -23,8 +22,10 @@ const LABEL_SRTP_SALT: u8 = 0x02;
 pub struct GcmRtpSealer {
     cipher: Box<dyn AeadCipher>,
     session_salt: [u8; 12],
-    /// Per SSRC: the highest sequence number sent and its rollover counter.
-    streams: HashMap<u32, (u16, u32)>,
+    /// Per SSRC: the highest sequence number sent and its rollover counter. Looked up for
+    /// every copy, so with a cheap hash (SSRCs are not chosen by an attacker here: the worker
+    /// assigns its consumers' own).
+    streams: FxHashMap<u32, (u16, u32)>,
 }
 
 /// Why a sealer could not be made or a packet sealed.
@@ -70,7 +71,7 @@ impl GcmRtpSealer {
         let cipher = crypto.new_aead(AeadAlgorithm::Aes128Gcm, &key).map_err(|e| SrtpError::Crypto(e.to_string()))?;
         let mut session_salt = [0u8; 12];
         session_salt.copy_from_slice(&salt);
-        Ok(GcmRtpSealer { cipher, session_salt, streams: HashMap::new() })
+        Ok(GcmRtpSealer { cipher, session_salt, streams: FxHashMap::default() })
     }
 
     /// The rollover counter for sending `seq` on `ssrc`, advancing it when the sequence
