@@ -1,19 +1,21 @@
 //! Embedded mode, the local default: with no worker URL and no Kubernetes, one `signalling`
-//! process also runs a worker in-process on loopback, serves the demo page, and issues
+//! process also runs a worker in-process on loopback (which signalling calls directly, see
+//! [`InProcessBackend`](crate::worker::InProcessBackend)), serves the demo page, and issues
 //! development tokens, so anyone can try a call on a laptop with one command.
 //!
 //! Development only: the token endpoint hands a valid token to anyone who asks. It exists only
 //! in this mode, and the process says so loudly in its log.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use axum::Router;
-use fanout_worker::client::WorkerClient;
+use fanout_worker::api::WorkerStats;
+use fanout_worker::control::ControlPlane;
 use fanout_worker::server::{start, RunningWorker, WorkerConfig};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use rand::Rng;
@@ -34,7 +36,8 @@ pub struct EmbeddedOptions {
 /// A running embedded worker and what signalling needs to use it.
 pub struct Embedded {
     pub worker: RunningWorker,
-    /// Bearer token of the in-process worker's API (random per run).
+    /// Bearer token of the in-process worker's REST API (random per run). Signalling itself
+    /// calls the worker directly ([`InProcessBackend`](crate::worker::InProcessBackend)).
     pub worker_token: String,
     /// HS256 secret of the development tokens.
     pub jwt_secret: String,
@@ -64,8 +67,7 @@ pub async fn start_worker(options: &EmbeddedOptions, jwt_secret: Option<String>)
 #[derive(Clone)]
 struct DevState {
     secret: String,
-    worker_endpoint: String,
-    worker: WorkerClient,
+    control: Arc<ControlPlane>,
 }
 
 #[derive(Deserialize)]
@@ -102,20 +104,15 @@ async fn dev_token(State(state): State<DevState>, Query(query): Query<TokenQuery
 }
 
 /// `GET /dev/stats`: the embedded worker's `/v1/stats` (rooms, peers, transports...).
-async fn dev_stats(State(state): State<DevState>) -> impl IntoResponse {
-    match state.worker.stats(&state.worker_endpoint).await {
-        Ok(stats) => (StatusCode::OK, Json(serde_json::to_value(stats).unwrap_or_default())).into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, Json(serde_json::json!({"error": {"code": "WORKER_UNAVAILABLE", "message": e.to_string()}})))
-            .into_response(),
-    }
+async fn dev_stats(State(state): State<DevState>) -> Json<WorkerStats> {
+    Json(state.control.stats())
 }
 
 /// The routes embedded mode adds: development tokens, worker stats, and the web client.
 pub fn routes(embedded: &Embedded, web_root: PathBuf) -> Router {
     let state = DevState {
         secret: embedded.jwt_secret.clone(),
-        worker_endpoint: embedded.worker.endpoint(),
-        worker: WorkerClient::new(Some(embedded.worker_token.clone()), Duration::from_secs(5)),
+        control: embedded.worker.control.clone(),
     };
     let index = web_root.join("index.html");
     Router::new()

@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
 use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
-use fanout_signalling::worker::{MediaBackend, WorkerBackend};
+use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
 use fanout_signalling::{Limits, Signalling, app_with};
 
 /// Algorithms of a public key file.
@@ -171,7 +171,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if args.jwt_public_key_file.is_none() {
             args.jwt_secret = Some(embedded.jwt_secret.clone());
         }
-        args.worker_token = Some(embedded.worker_token.clone());
     }
     let verifier = JwtVerifier::new(&jwt_config(&args)?)
         .map_err(anyhow::Error::msg)
@@ -210,10 +209,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (Arc::new(StaticPlacement::new(url.clone()).with_publishers(args.publishers.clone())), url)
         }
     };
-    let backend: Arc<dyn MediaBackend> = Arc::new(WorkerBackend::new(
-        args.worker_token.clone(),
-        Duration::from_millis(args.worker_timeout_ms),
-    ));
+    let backend: Arc<dyn MediaBackend> = match &embedded {
+        Some(embedded) => Arc::new(InProcessBackend::new(embedded.worker.control.clone())),
+        None => Arc::new(WorkerBackend::new(
+            args.worker_token.clone(),
+            Duration::from_millis(args.worker_timeout_ms),
+        )),
+    };
     let limits = Limits {
         max_event_bytes: args.max_event_bytes,
         events_per_second: args.events_per_second,

@@ -1,21 +1,26 @@
 //! The calls signalling makes to media workers, behind a trait so handlers can be tested with
-//! a fake ([`MediaBackend`]), and its implementation over the worker crate's typed REST client
-//! ([`WorkerBackend`]).
+//! a fake ([`MediaBackend`]), and its two implementations: over the worker crate's typed REST
+//! client ([`WorkerBackend`]), and direct calls to a worker in this process
+//! ([`InProcessBackend`], embedded mode).
 //!
 //! Every call names the worker (`endpoint`, from the [`Placement`](crate::placement::Placement))
 //! because rooms live on different workers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo};
 use fanout_worker::client::{ClientError, WorkerClient};
+use fanout_worker::control::{ControlError, ControlPlane};
 use fanout_worker::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
-    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId,
+    ProducerCreated, ProducerId, RoomEvent, RoomId, TransportCreated, TransportId,
 };
 use fanout_worker::rtp::RtpCapabilities;
+use futures::StreamExt as _;
 use futures::stream::BoxStream;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{Result, SignallingError};
 
@@ -296,13 +301,222 @@ impl MediaBackend for WorkerBackend {
     }
 
     async fn events(&self, endpoint: &str, room: &str) -> Result<RoomEvents> {
-        use futures::StreamExt as _;
         let stream = self
             .client
             .events(endpoint, room)
             .await
             .map_err(worker_error)?;
         Ok(stream.map(|item| item.map_err(worker_error)).boxed())
+    }
+}
+
+/// [`MediaBackend`] over a worker in this process: the same control plane calls the worker's
+/// REST handlers make, without HTTP. Embedded mode has its worker in-process, where a loopback
+/// HTTP hop would only add latency and memory: every followed room would hold an event-stream
+/// connection, with hyper's buffers at both ends (about 40 KiB a room).
+///
+/// `endpoint` is ignored: there is one worker.
+#[derive(Clone)]
+pub struct InProcessBackend {
+    control: Arc<ControlPlane>,
+}
+
+impl InProcessBackend {
+    /// A backend calling `control` directly.
+    pub fn new(control: Arc<ControlPlane>) -> Self {
+        InProcessBackend { control }
+    }
+}
+
+/// Maps a control plane refusal the way [`worker_error`] maps the same refusal over HTTP.
+fn control_error(error: ControlError) -> SignallingError {
+    // 503: the worker is shutting down or out of ports.
+    if error.http_status() == 503 {
+        tracing::warn!(%error, "worker unavailable");
+        return SignallingError::WorkerUnavailable;
+    }
+    SignallingError::Worker {
+        code: error.code().to_owned(),
+        message: error.to_string(),
+    }
+}
+
+#[async_trait]
+impl MediaBackend for InProcessBackend {
+    async fn ensure_room(&self, _endpoint: &str, room: &str) -> Result<RtpCapabilities> {
+        self.control
+            .ensure_room(&RoomId::from(room), &[])
+            .map_err(control_error)
+    }
+
+    async fn join(&self, _endpoint: &str, room: &str, join: &JoinRequest) -> Result<JoinResponse> {
+        let (peer, info) = join.clone().into_parts();
+        self.control
+            .join(&RoomId::from(room), &peer, info)
+            .map_err(control_error)
+    }
+
+    async fn leave(&self, _endpoint: &str, room: &str, peer: &PeerId) -> Result<()> {
+        self.control
+            .leave(&RoomId::from(room), peer)
+            .map_err(control_error)
+    }
+
+    async fn create_transport(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+    ) -> Result<TransportCreated> {
+        self.control
+            .create_transport(&RoomId::from(room), peer, direction)
+            .map_err(control_error)
+    }
+
+    async fn connect_transport(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+        dtls_parameters: &DtlsParameters,
+    ) -> Result<()> {
+        self.control
+            .connect_transport(&RoomId::from(room), transport, dtls_parameters)
+            .map(drop)
+            .map_err(control_error)
+    }
+
+    async fn restart_ice(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+    ) -> Result<IceParameters> {
+        self.control
+            .restart_ice(&RoomId::from(room), transport)
+            .map_err(control_error)
+    }
+
+    async fn produce(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        produce: &ProduceRequest,
+    ) -> Result<ProducerCreated> {
+        let (peer, options) = produce.clone().into_parts();
+        self.control
+            .produce(&RoomId::from(room), &peer, options)
+            .map_err(control_error)
+    }
+
+    async fn consume(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        consume: &ConsumeRequest,
+    ) -> Result<ConsumerCreated> {
+        let (peer, options) = consume.clone().into_parts();
+        self.control
+            .consume(&RoomId::from(room), &peer, options)
+            .map_err(control_error)
+    }
+
+    async fn pause_producer(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()> {
+        self.control
+            .pause_producer(&RoomId::from(room), producer)
+            .map_err(control_error)
+    }
+
+    async fn resume_producer(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()> {
+        self.control
+            .resume_producer(&RoomId::from(room), producer)
+            .map_err(control_error)
+    }
+
+    async fn close_producer(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        producer: &ProducerId,
+    ) -> Result<()> {
+        self.control
+            .close_producer(&RoomId::from(room), producer)
+            .map_err(control_error)
+    }
+
+    async fn pause_consumer(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()> {
+        self.control
+            .pause_consumer(&RoomId::from(room), consumer)
+            .map_err(control_error)
+    }
+
+    async fn resume_consumer(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()> {
+        self.control
+            .resume_consumer(&RoomId::from(room), consumer)
+            .map_err(control_error)
+    }
+
+    async fn close_consumer(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+    ) -> Result<()> {
+        self.control
+            .close_consumer(&RoomId::from(room), consumer)
+            .map_err(control_error)
+    }
+
+    async fn room_info(&self, _endpoint: &str, room: &str) -> Result<RoomInfo> {
+        self.control
+            .room_info(&RoomId::from(room))
+            .map_err(control_error)
+    }
+
+    async fn events(&self, _endpoint: &str, room: &str) -> Result<RoomEvents> {
+        let subscription = self
+            .control
+            .subscribe(&RoomId::from(room))
+            .map_err(control_error)?;
+        // Ends after `roomClosed`, or with an error once it fell behind, as over HTTP.
+        Ok(
+            futures::stream::unfold(Some(subscription), |subscription| async move {
+                let mut subscription = subscription?;
+                match subscription.recv().await {
+                    Ok(event) => Some((Ok(event), Some(subscription))),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "the room's events fell behind and were cut off"
+                        );
+                        Some((Err(SignallingError::Internal), None))
+                    }
+                    Err(RecvError::Closed) => None,
+                }
+            })
+            .boxed(),
+        )
     }
 }
 
@@ -330,6 +544,45 @@ mod tests {
         });
         assert_eq!(error.code(), "UNSUPPORTED_CODEC");
         assert_eq!(error.to_string(), "no codec matches");
+    }
+
+    fn in_process() -> InProcessBackend {
+        let engine = Arc::new(fanout_worker::control::testing::FakeEngine::new(40000..=40009));
+        InProcessBackend::new(Arc::new(ControlPlane::new(
+            engine,
+            fanout_worker::room::SequentialIds::new(),
+        )))
+    }
+
+    #[tokio::test]
+    async fn an_in_process_refusal_keeps_the_workers_code_and_message() {
+        let backend = in_process();
+        let error = backend
+            .room_info("in-process", "nowhere")
+            .await
+            .expect_err("no such room");
+        assert_eq!(error.code(), "ROOM_NOT_FOUND");
+        assert!(error.to_string().contains("nowhere"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_in_process_event_stream_that_falls_behind_ends_with_an_error() {
+        use futures::StreamExt as _;
+        let backend = in_process();
+        backend
+            .join("in-process", "maths", &JoinRequest::new("teacher"))
+            .await
+            .expect("joins");
+        let mut events = backend.events("in-process", "maths").await.expect("subscribes");
+        // One request each, never read while they happen.
+        for i in 0..=fanout_worker::control::EVENT_BUFFER {
+            backend
+                .join("in-process", "maths", &JoinRequest::new(format!("pupil-{i}")))
+                .await
+                .expect("joins");
+        }
+        assert!(matches!(events.next().await, Some(Err(_))));
+        assert!(events.next().await.is_none());
     }
 
     #[test]

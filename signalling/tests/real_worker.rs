@@ -1,6 +1,7 @@
-//! Signalling in front of a real worker, through the worker crate's HTTP client: the worker
-//! runs in-process as in embedded mode (or, with FANOUT_TEST_WORKER_URL and
-//! FANOUT_TEST_WORKER_TOKEN set, a worker you started yourself).
+//! Signalling in front of a real worker: through the worker crate's HTTP client, with the
+//! worker in-process as in embedded mode (or, with FANOUT_TEST_WORKER_URL and
+//! FANOUT_TEST_WORKER_TOKEN set, a worker you started yourself), and calling an in-process
+//! worker directly as embedded mode does.
 
 mod common;
 
@@ -10,22 +11,27 @@ use std::time::Duration;
 use common::{SECRET, TestClient, rtp_parameters, token};
 use fanout_signalling::auth::{JwtConfig, JwtVerifier};
 use fanout_signalling::placement::StaticPlacement;
-use fanout_signalling::worker::WorkerBackend;
+use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
 use fanout_signalling::{Limits, Signalling, app};
 use serde_json::json;
 
+fn embedded_options(rtc_ports: (u16, u16)) -> fanout_signalling::embedded::EmbeddedOptions {
+    fanout_signalling::embedded::EmbeddedOptions {
+        rtc_ip: [127, 0, 0, 1].into(),
+        rtc_ports,
+        web_root: "web/dist".into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_participant_joins_publishes_and_leaves_on_a_real_worker() {
+async fn a_participant_joins_publishes_and_leaves_on_a_real_worker_over_http() {
     let embedded = match std::env::var("FANOUT_TEST_WORKER_URL") {
         Ok(_) => None,
-        Err(_) => {
-            let options = fanout_signalling::embedded::EmbeddedOptions {
-                rtc_ip: [127, 0, 0, 1].into(),
-                rtc_ports: (45000, 45099),
-                web_root: "web/dist".into(),
-            };
-            Some(fanout_signalling::embedded::start_worker(&options, None).await.expect("embedded worker starts"))
-        }
+        Err(_) => Some(
+            fanout_signalling::embedded::start_worker(&embedded_options((45000, 45099)), None)
+                .await
+                .expect("embedded worker starts"),
+        ),
     };
     let worker = match &embedded {
         Some(e) => e.worker.endpoint(),
@@ -36,6 +42,23 @@ async fn a_participant_joins_publishes_and_leaves_on_a_real_worker() {
         None => std::env::var("FANOUT_TEST_WORKER_TOKEN").ok(),
     };
     let backend = Arc::new(WorkerBackend::new(token_env, Duration::from_secs(5)));
+    a_participant_joins_publishes_and_leaves(backend, worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_joins_publishes_and_leaves_on_an_in_process_worker() {
+    let embedded =
+        fanout_signalling::embedded::start_worker(&embedded_options((45200, 45299)), None)
+            .await
+            .expect("embedded worker starts");
+    let backend = Arc::new(InProcessBackend::new(embedded.worker.control.clone()));
+    a_participant_joins_publishes_and_leaves(backend, embedded.worker.endpoint()).await;
+    embedded.worker.shutdown().await;
+}
+
+/// A watcher sees a publisher join, publish and, on disconnect, its producer close and the
+/// publisher leave.
+async fn a_participant_joins_publishes_and_leaves(backend: Arc<dyn MediaBackend>, worker: String) {
     let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
     let state = Signalling::new(
         verifier,
@@ -117,12 +140,10 @@ async fn a_participant_joins_publishes_and_leaves_on_a_real_worker() {
 /// in-process worker's stats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_mode_issues_tokens_signalling_accepts_and_serves_worker_stats() {
-    let options = fanout_signalling::embedded::EmbeddedOptions {
-        rtc_ip: [127, 0, 0, 1].into(),
-        rtc_ports: (45100, 45199),
-        web_root: "web/dist".into(),
-    };
-    let embedded = fanout_signalling::embedded::start_worker(&options, None).await.unwrap();
+    let embedded =
+        fanout_signalling::embedded::start_worker(&embedded_options((45100, 45199)), None)
+            .await
+            .unwrap();
     let routes = fanout_signalling::embedded::routes(&embedded, "web/dist".into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
