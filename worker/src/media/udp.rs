@@ -379,6 +379,49 @@ impl Slots {
     }
 }
 
+/// A media thread's commands in order, with one shortcut: a room's table is skipped when a
+/// newer one for the same room waits behind it. A burst of joins sends a table per consume,
+/// each a full copy of the room's routes; installing every one would cost O(consumers) each,
+/// O(consumers²) for the burst, and only the newest matters (it includes everything before).
+#[derive(Default)]
+struct CommandQueue {
+    commands: std::collections::VecDeque<Command>,
+    /// Tables queued per room.
+    tables: HashMap<RoomId, usize>,
+}
+
+impl CommandQueue {
+    fn push(&mut self, command: Command) {
+        if let Command::Routes { room, .. } = &command {
+            *self.tables.entry(room.clone()).or_default() += 1;
+        }
+        self.commands.push_back(command);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The next command to carry out, past tables that a newer one replaces.
+    fn pop(&mut self) -> Option<Command> {
+        while let Some(command) = self.commands.pop_front() {
+            if let Command::Routes { room, .. } = &command {
+                let queued = self.tables.get_mut(room).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                if queued == Some(0) {
+                    self.tables.remove(room);
+                } else {
+                    continue;
+                }
+            }
+            return Some(command);
+        }
+        None
+    }
+}
+
 /// Everything one media thread owns.
 struct MediaThread {
     identity: DtlsIdentity,
@@ -438,7 +481,20 @@ fn media_thread(
         }
     });
     local.block_on(&runtime, async move {
-        while let Some(command) = commands.recv().await {
+        let mut queue = CommandQueue::default();
+        loop {
+            if queue.is_empty() {
+                let Some(command) = commands.recv().await else { break };
+                queue.push(command);
+            }
+            while let Ok(command) = commands.try_recv() {
+                queue.push(command);
+            }
+            let Some(command) = queue.pop() else { continue };
+            // Commands taken without waiting do not count against the runtime's budget:
+            // count them, so a long burst still lets the receive loops run (a closed
+            // transport's port returns only when its loop does).
+            tokio::task::consume_budget().await;
             let now = Instant::now();
             match command {
                 Command::Open { room, transport, socket, port, ufrag, password } => {
@@ -733,6 +789,34 @@ mod tests {
             threads: 2,
         };
         (UdpEngine::start(config, tx).unwrap(), rx)
+    }
+
+    #[test]
+    fn only_the_newest_queued_table_of_a_room_is_installed() {
+        // Tables told apart by their number of streams: none, or a video call's.
+        let call = crate::testing::video_call();
+        let routes = |room: &str, streams: usize| Command::Routes {
+            room: RoomId::from(room),
+            table: if streams == 0 { ForwardingTable::default() } else { call.rooms.forwarding_table(&call.room).unwrap() },
+        };
+        let mut queue = CommandQueue::default();
+        queue.push(routes("a", 0));
+        queue.push(routes("b", 0));
+        queue.push(Command::Close { transport: TransportId::from("t") });
+        queue.push(routes("a", 0));
+        queue.push(routes("a", 1));
+        let mut seen = Vec::new();
+        while let Some(command) = queue.pop() {
+            seen.push(match command {
+                Command::Routes { room, table } => format!("{room}:{}", table.streams().count()),
+                Command::Close { transport } => format!("close {transport}"),
+                _ => "other".into(),
+            });
+        }
+        // Order kept; a's first two tables skipped, b's (not replaced) installed.
+        let newest = format!("a:{}", call.rooms.forwarding_table(&call.room).unwrap().streams().count());
+        assert_eq!(seen, vec!["b:0".to_string(), "close t".into(), newest]);
+        assert!(queue.is_empty());
     }
 
     #[tokio::test]
