@@ -11,17 +11,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanout_worker::room::RoomEvent;
+use fanout_worker::room::{PeerId, RoomEvent};
 use futures::StreamExt as _;
 use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::events::{Audience, notification};
 use crate::worker::MediaBackend;
 
-/// The Socket.IO room of a Fanout room. Prefixed so it can never equal a socket id (each
-/// socket is also in a room named by its id, for messages to one participant).
+/// The Socket.IO room of a Fanout room.
 pub fn room_channel(room: &str) -> String {
     format!("room:{room}")
 }
@@ -150,26 +151,27 @@ async fn forward(io: &SocketIo, room: &str, event: RoomEvent) {
         return;
     };
     let channel = room_channel(room);
+    let (event, payload) = (notification.event, &notification.payload);
     let sent = match notification.audience {
-        Audience::Room => {
-            io.to(channel)
-                .emit(notification.event, &notification.payload)
-                .await
+        Audience::Room => io.to(channel).emit(event, payload).await.map_err(|e| e.to_string()),
+        // Everyone but the peer's own socket, when it is connected here.
+        Audience::RoomExcept(peer) => match local_socket(io, &peer) {
+            Some(socket) => socket.broadcast().to(channel).emit(event, payload).await,
+            None => io.to(channel).emit(event, payload).await,
         }
-        Audience::RoomExcept(peer) => {
-            io.to(channel)
-                .except(peer.0)
-                .emit(notification.event, &notification.payload)
-                .await
-        }
-        // Each socket is alone in the room named by its id, which is its peer id.
-        Audience::Peer(peer) => {
-            io.to(peer.0)
-                .emit(notification.event, &notification.payload)
-                .await
-        }
+        .map_err(|e| e.to_string()),
+        Audience::Peer(peer) => match local_socket(io, &peer) {
+            Some(socket) => socket.emit(event, payload).map_err(|e| e.to_string()),
+            // Connected to another replica, which tells it, or gone.
+            None => Ok(()),
+        },
     };
     if let Err(error) = sent {
         tracing::debug!(room, %error, "notification not delivered");
     }
+}
+
+/// The socket of a peer connected to this process (a peer's id is its socket's id).
+fn local_socket(io: &SocketIo, peer: &PeerId) -> Option<SocketRef> {
+    io.get_socket(peer.as_str().parse::<Sid>().ok()?)
 }

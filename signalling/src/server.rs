@@ -277,7 +277,6 @@ async fn authenticate(
             // connect packet: the connect handler runs as a separate task after it, and a
             // client that emits right after connecting would race handlers registered there.
             app.metrics.connections.inc();
-            socket.join(socket.id);
             register_requests(&socket);
             socket.on_disconnect(
                 async |socket: SocketRef, State(app): State<Arc<Signalling>>| {

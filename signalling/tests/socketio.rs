@@ -10,7 +10,9 @@ use fanout_signalling::Limits;
 use fanout_signalling::auth::JwtConfig;
 use fanout_signalling::placement::StaticPlacement;
 use fanout_worker::client::ClientError;
-use fanout_worker::room::Direction;
+use fanout_worker::room::{
+    ConsumerCloseReason, ConsumerId, Direction, PeerId, ProducerId, RoomEvent,
+};
 use serde_json::{Value, json};
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -572,6 +574,25 @@ async fn a_disconnect_leaves_the_room_on_the_worker_and_tells_the_others() {
         .await;
     let left = stayer.next_event("participant-left").await;
     assert_eq!(left["participantId"], leaver_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_closed_by_the_worker_is_told_to_its_owner_only() {
+    let server = Server::start().await;
+    let (mut owner, owner_id) = server.joined("u1", "student", "maths").await;
+    let (mut other, _) = server.joined("u2", "student", "maths").await;
+    server.backend.publish(
+        "maths",
+        RoomEvent::ConsumerClosed {
+            consumer_id: ConsumerId::from("consumer-1"),
+            peer_id: PeerId::from(owner_id.as_str()),
+            producer_id: ProducerId::from("producer-1"),
+            reason: ConsumerCloseReason::ProducerClosed,
+        },
+    );
+    let closed = owner.next_event("consumer-closed").await;
+    assert_eq!(closed["consumerId"], "consumer-1");
+    assert!(!other.receives("consumer-closed", QUIET).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

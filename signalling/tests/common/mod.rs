@@ -127,7 +127,8 @@ impl FakeBackend {
         )
     }
 
-    fn publish(&self, room: &str, event: RoomEvent) {
+    /// Sends `event` to the room's subscribers, as the worker would.
+    pub fn publish(&self, room: &str, event: RoomEvent) {
         if let Some(sender) = self.streams.lock().unwrap().get(room) {
             let _ = sender.send(event);
         }
