@@ -15,7 +15,7 @@ use clap::Parser;
 use fanout_worker::load::procfs::pin_this_thread;
 use fanout_worker::os::raise_open_file_limit;
 use fanout_worker::load::relay::{run_relay, RelayRun};
-use fanout_worker::load::report::{row, table, video_packets_per_second, Row};
+use fanout_worker::load::report::{self, row, table, video_packets_per_second, Row};
 use fanout_worker::load::worker_run::{run_worker, WorkerRun, WorkerTarget};
 
 /// Media benchmark: forwarding cost of a Fanout worker against this machine's own limit.
@@ -128,6 +128,13 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
         w.media_cpu_seconds.map_or("-".into(), |s| format!("{s:.2} s, {:.2} µs/pkt", s * 1e6 / w.forwarded.max(1) as f64)),
         w.setup.as_secs_f64()
     );
+    if let Some(extra) = report::other_work_on_core(w) {
+        eprintln!(
+            "  warning: the worker's core was busy {:.0}% longer than the worker: another program shared it, or the kernel's softirq thread \
+             took work the process accounting does not see. Figures of this run are unreliable; run on a quiet machine.",
+            extra * 100.0
+        );
+    }
     eprintln!(
         "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}",
         rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops
