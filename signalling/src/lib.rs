@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod kube_placement;
 pub mod error;
 pub mod events;
+pub mod expiry;
 pub mod followers;
 mod handlers;
 pub mod metrics;

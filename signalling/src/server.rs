@@ -17,12 +17,12 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
-use tokio::task::AbortHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Identity, JwtVerifier, find_token};
 use crate::error::{Result, SignallingError};
 use crate::events::REQUESTS;
+use crate::expiry::Expiries;
 use crate::followers::Followers;
 use crate::metrics::{Metrics, RefusalLabels};
 use crate::placement::Placement;
@@ -66,12 +66,18 @@ pub struct Connection {
     /// Its room, if any.
     pub(crate) membership: Mutex<Membership>,
     limiter: Mutex<TokenBucket>,
-    expiry: Mutex<Option<AbortHandle>>,
+    /// When the session ends: the token's expiry, plus the verifier's tolerance, so that a
+    /// session does not end before its token would be refused.
+    expires_at: tokio::time::Instant,
 }
 
 impl Connection {
-    fn new(identity: Identity, limits: &Limits) -> Self {
+    fn new(identity: Identity, limits: &Limits, leeway_seconds: u64) -> Self {
+        let left = identity
+            .expires_at
+            .saturating_sub(jsonwebtoken::get_current_timestamp());
         Connection {
+            expires_at: tokio::time::Instant::now() + Duration::from_secs(left + leeway_seconds),
             identity,
             membership: Mutex::new(Membership::Idle),
             limiter: Mutex::new(TokenBucket::new(
@@ -79,7 +85,6 @@ impl Connection {
                 limits.event_burst,
                 Instant::now(),
             )),
-            expiry: Mutex::new(None),
         }
     }
 
@@ -96,6 +101,7 @@ pub struct Signalling {
     pub(crate) placement: Arc<dyn Placement>,
     pub(crate) backend: Arc<dyn MediaBackend>,
     pub(crate) followers: Followers,
+    pub(crate) expiries: Arc<Expiries>,
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     io: OnceLock<SocketIo>,
@@ -114,6 +120,7 @@ impl Signalling {
             placement,
             backend,
             followers: Followers::default(),
+            expiries: Arc::default(),
             metrics: Metrics::default(),
             limits,
             io: OnceLock::new(),
@@ -271,7 +278,11 @@ async fn authenticate(
         .and_then(|token| app.verifier.verify(&token));
     match identity {
         Ok(identity) => {
-            let connection = Arc::new(Connection::new(identity, &app.limits));
+            let connection = Arc::new(Connection::new(
+                identity,
+                &app.limits,
+                app.verifier.leeway_seconds(),
+            ));
             socket.extensions.insert(connection.clone());
             // Everything a connection needs is set up here, before socketioxide sends the
             // connect packet: the connect handler runs as a separate task after it, and a
@@ -283,7 +294,7 @@ async fn authenticate(
                     app.disconnected(socket).await;
                 },
             );
-            end_at_expiry(&app, &socket, &connection);
+            app.expiries.add(app.io(), connection.expires_at, socket.id);
             tracing::debug!(sid = %socket.id, user = connection.identity.user_id, "connected");
             Ok(())
         }
@@ -304,29 +315,6 @@ async fn authenticate(
 /// setup happens before the connect packet.
 async fn on_connect() {}
 
-/// A token that expires during a session ends it, with the reason on the `error` event.
-fn end_at_expiry(app: &Arc<Signalling>, socket: &SocketRef, connection: &Connection) {
-    let now = jsonwebtoken::get_current_timestamp();
-    let left = Duration::from_secs(connection.identity.expires_at.saturating_sub(now))
-        // The verifier's own tolerance: a session does not end before its token would be refused.
-        + Duration::from_secs(app.verifier.leeway_seconds());
-    let io = app.io().clone();
-    let sid = socket.id;
-    // Looked up by id at expiry rather than holding the socket, so a closed connection is not
-    // kept alive by its timer.
-    let task = tokio::spawn(async move {
-        tokio::time::sleep(left).await;
-        if let Some(socket) = io.get_socket(sid) {
-            let _ = socket.emit(
-                "error",
-                &SignallingError::TokenExpired.to_event("connection"),
-            );
-            let _ = socket.disconnect();
-        }
-    });
-    *connection.expiry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
-}
-
 impl Signalling {
     /// Cleanup when a socket goes: leave its room on the worker (which closes its transports,
     /// producers and consumers and tells the others) and stop following an emptied room.
@@ -335,14 +323,7 @@ impl Signalling {
         let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
             return;
         };
-        if let Some(task) = connection
-            .expiry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
+        self.expiries.remove(connection.expires_at, socket.id);
         // A join still in flight sees the socket disconnected and cleans up after itself.
         let membership = std::mem::take(&mut *connection.membership());
         if let Membership::Joined(session) = membership {
