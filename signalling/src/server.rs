@@ -206,8 +206,11 @@ pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) 
         .layer(cors_layer(cors_origins))
 }
 
-/// Initial websocket read buffer of a connection, in bytes.
-const WS_READ_BUFFER_BYTES: usize = 1024;
+/// Initial websocket read buffer of a connection, in bytes: enough for pings, the namespace
+/// connect packet with a typical token (about 400 bytes) and most requests. For a larger frame
+/// (RTP parameters or capabilities, a relayed SDP) tungstenite reserves the frame's length once
+/// it has read its header, so a small buffer costs no extra reads.
+const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// Gives a Socket.IO request its own copies of its URI and header values. hyper parses them as
 /// slices of the connection's read buffer (8 KiB or more), and socketioxide keeps a
