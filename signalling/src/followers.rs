@@ -129,8 +129,10 @@ async fn follow(
                             }
                         }
                         Err(error) => {
-                            // Lagged or broken: notifications in the gap are lost; clients
-                            // can catch up with get-room-info.
+                            // Broken, or cut off by the worker for falling more than
+                            // `fanout_worker::control::EVENT_BUFFER` requests behind (this
+                            // task stalled): notifications in the gap are lost; clients can
+                            // catch up with get-room-info.
                             tracing::warn!(room, %error, "room event stream ended; resubscribing");
                             break;
                         }
