@@ -16,7 +16,7 @@
 //! - Reports: Receiver Reports to producers and Sender Reports to consumers, once a second,
 //!   the latter derived from the producer's so audio and video stay in sync.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::packet::Packet as RtcpPacket;
@@ -63,6 +63,8 @@ pub struct Outgoing {
 struct ProducerStream {
     transport: TransportId,
     ssrc: Ssrc,
+    /// Its number among the room's producer streams, for [`Router::by_transport`].
+    ordinal: usize,
     /// One entry per target of the table stream, in their order: the fan-out walks both side
     /// by side, without a lookup per copy.
     fanout: Vec<FanoutEntry>,
@@ -133,6 +135,9 @@ pub struct Router {
     scratch: Vec<u8>,
     /// The packets of the batch being routed (kept for its capacity).
     arrivals: Vec<Arrival>,
+    /// Per consumer transport, its targets: (producer stream's ordinal, index in that stream's
+    /// targets). A batch of several streams is routed transport by transport with it.
+    by_transport: Vec<Vec<(usize, usize)>>,
     /// Packets forwarded, for stats.
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
@@ -168,6 +173,7 @@ impl Router {
             self.producers.entry(key.clone()).or_insert_with(|| ProducerStream {
                 transport: transport.clone(),
                 ssrc: *ssrc,
+                ordinal: 0,
                 fanout: Vec::new(),
                 stats: ReceiverStats::new(clock_rate),
                 repair: (stream.kind == MediaKind::Video).then(|| VideoRepair {
@@ -216,6 +222,14 @@ impl Router {
             index.insert(id, i);
             self.consumers.push(consumer);
         }
+        let mut by_transport: BTreeMap<TransportId, Vec<(usize, usize)>> = BTreeMap::new();
+        for (ordinal, (key, producer)) in self.producers.iter_mut().enumerate() {
+            producer.ordinal = ordinal;
+            for (index, target) in table.stream(&key.0, key.1).map(|s| &s.targets[..]).unwrap_or_default().iter().enumerate() {
+                by_transport.entry(target.transport_id.clone()).or_default().push((ordinal, index));
+            }
+        }
+        self.by_transport = by_transport.into_values().collect();
         for (key, producer) in self.producers.iter_mut() {
             producer.fanout = table
                 .stream(&key.0, key.1)
@@ -323,49 +337,74 @@ impl Router {
                 restored.push(original);
             }
         }
-        // The consumer side: stream by stream, consumer by consumer, packet by packet.
+        // The consumer side: the batch's streams, each with its ordinal, largest packets first
+        // (a consumer's copies of a batch can then share one segmented send: equal sizes, and
+        // a shorter one last).
+        let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, by_transport, .. } = self;
+        let mut streams: Vec<(Ssrc, usize, &InboundStream, &ProducerStream)> = Vec::new();
+        for arrival in &arrivals {
+            if streams.iter().any(|(ssrc, ..)| *ssrc == arrival.ssrc) {
+                continue;
+            }
+            if let (Some(stream), Some(producer)) = (table.stream(from, arrival.ssrc), producers.get(&(from.clone(), arrival.ssrc))) {
+                let first_len = match arrival.bytes {
+                    Bytes::Batch(i) => packets[i].len(),
+                    Bytes::Restored(i) => restored[i].len(),
+                };
+                streams.push((arrival.ssrc, first_len, stream, producer));
+            }
+        }
+        streams.sort_by_key(|(_, first_len, ..)| std::cmp::Reverse(*first_len));
         let mut copies = 0;
-        let mut done = 0;
-        while done < arrivals.len() {
-            let ssrc = arrivals[done].ssrc;
-            let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, .. } = self;
-            let stream_packets = || arrivals[done..].iter().filter(move |a| a.ssrc == ssrc);
-            if let (Some(stream), Some(producer)) = (table.stream(from, ssrc), producers.get(&(from.clone(), ssrc))) {
-                for (index, target) in stream.targets.iter().enumerate() {
-                    let Some(entry) = producer.fanout.get(index) else { continue };
-                    let Some(consumer) = consumers.get_mut(entry.consumer) else { continue };
-                    for arrival in stream_packets() {
-                        let Some(payload_type) = stream.receives(target, arrival.payload_type) else { continue };
-                        if !consumer.gate.admit(arrival.keyframe) {
-                            continue;
-                        }
-                        let Some(rewritten) = consumer.seq.rewrite(arrival.sequence, arrival.timestamp) else { continue };
-                        let packet = match arrival.bytes {
-                            Bytes::Batch(i) => packets[i],
-                            Bytes::Restored(i) => &restored[i][..],
-                        };
-                        let Some(view) = RtpView::parse(packet) else { continue };
-                        let copy = &mut *scratch;
-                        copy.clear();
-                        copy.extend_from_slice(packet);
-                        RtpView::set_ssrc(copy, target.ssrc.0);
-                        RtpView::set_payload_type(copy, payload_type.0);
-                        RtpView::set_sequence(copy, rewritten.sequence_number);
-                        RtpView::set_timestamp(copy, rewritten.timestamp);
-                        view.rewrite_extension_ids(copy, &target.header_extension_ids);
-                        set_mid(copy, target);
-                        consumer.reports.on_packet_sent(arrival.payload_len);
-                        *forwarded_packets += 1;
-                        *forwarded_bytes += copy.len() as u64;
-                        copies += 1;
-                        emit(entry.transport, &target.transport_id, copy);
-                    }
+        // One target of one stream: its copies of the batch's packets of that stream, in order.
+        let mut route_target = |ssrc: Ssrc, stream: &InboundStream, producer: &ProducerStream, index: usize| {
+            let (Some(target), Some(entry)) = (stream.targets.get(index), producer.fanout.get(index)) else { return };
+            let Some(consumer) = consumers.get_mut(entry.consumer) else { return };
+            for arrival in arrivals.iter().filter(|a| a.ssrc == ssrc) {
+                let Some(payload_type) = stream.receives(target, arrival.payload_type) else { continue };
+                if !consumer.gate.admit(arrival.keyframe) {
+                    continue;
+                }
+                let Some(rewritten) = consumer.seq.rewrite(arrival.sequence, arrival.timestamp) else { continue };
+                let packet = match arrival.bytes {
+                    Bytes::Batch(i) => packets[i],
+                    Bytes::Restored(i) => &restored[i][..],
+                };
+                let Some(view) = RtpView::parse(packet) else { continue };
+                let copy = &mut *scratch;
+                copy.clear();
+                copy.extend_from_slice(packet);
+                RtpView::set_ssrc(copy, target.ssrc.0);
+                RtpView::set_payload_type(copy, payload_type.0);
+                RtpView::set_sequence(copy, rewritten.sequence_number);
+                RtpView::set_timestamp(copy, rewritten.timestamp);
+                view.rewrite_extension_ids(copy, &target.header_extension_ids);
+                set_mid(copy, target);
+                consumer.reports.on_packet_sent(arrival.payload_len);
+                *forwarded_packets += 1;
+                *forwarded_bytes += copy.len() as u64;
+                copies += 1;
+                emit(entry.transport, &target.transport_id, copy);
+            }
+        };
+        match streams.as_slice() {
+            // One stream (the common batch: a frame): its targets in order.
+            [(ssrc, _, stream, producer)] => {
+                for index in 0..stream.targets.len() {
+                    route_target(*ssrc, stream, producer, index);
                 }
             }
-            // Past this stream's packets; the next not yet routed starts the next stream.
-            done += 1;
-            while done < arrivals.len() && arrivals[..done].iter().any(|a| a.ssrc == arrivals[done].ssrc) {
-                done += 1;
+            // Several: transport by transport, so a subscriber's copies of every stream come
+            // in a row.
+            _ => {
+                for targets in by_transport.iter() {
+                    for (ssrc, _, stream, producer) in &streams {
+                        let ordinal = producer.ordinal;
+                        for &(_, index) in targets.iter().filter(|(of, _)| *of == ordinal) {
+                            route_target(*ssrc, stream, producer, index);
+                        }
+                    }
+                }
             }
         }
         arrivals.clear();
@@ -636,6 +675,48 @@ mod tests {
             let seqs: Vec<u16> = run.iter().map(|(_, s)| *s).collect();
             assert_eq!(seqs, vec![seqs[0], seqs[0].wrapping_add(1), seqs[0].wrapping_add(2)], "each consumer's packets in order, gap-free");
         }
+    }
+
+    #[test]
+    fn a_batch_of_video_and_audio_reaches_each_subscriber_in_a_row_largest_first() {
+        use crate::room::{ConsumeOptions, PeerId, ProduceOptions};
+        let mut call = video_call();
+        let carol = add_carol(&mut call);
+        let alice = PeerId::from("alice");
+        let microphone = ProduceOptions {
+            transport_id: call.alice_send.clone(),
+            kind: MediaKind::Audio,
+            rtp_parameters: crate::testing::chrome_opus_parameters(),
+            app_data: Default::default(),
+            paused: false,
+        };
+        let audio = call.rooms.produce(&call.room, &alice, microphone).unwrap().id;
+        for (peer, transport) in [("bob", call.bob_recv.clone()), ("carol", carol.clone())] {
+            let options = ConsumeOptions {
+                transport_id: transport,
+                producer_id: audio.clone(),
+                rtp_capabilities: crate::testing::chrome_device_capabilities(),
+                paused: false,
+            };
+            call.rooms.consume(&call.room, &PeerId::from(peer), options).unwrap();
+        }
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        // Audio first on the wire, then a keyframe's two packets.
+        let batch_packets = [
+            packet(111, 1, 960, 1129421238, &[], &[0xfc; 80]),
+            packet(96, 1, 1, CHROME_VP8_SSRC, &[], &[KEYFRAME, &[0; 900]].concat()),
+            packet(96, 2, 1, CHROME_VP8_SSRC, &[], &[DELTA, &[0; 900]].concat()),
+        ];
+        let batch: Vec<&[u8]> = batch_packets.iter().map(|p| &p[..]).collect();
+        let mut seen = Vec::new();
+        router.route_rtp_batch(&call.alice_send, &batch, now, &mut |_, transport, copy| seen.push((transport.clone(), copy.len())));
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        for run in seen.chunks(3) {
+            assert!(run.iter().all(|(t, _)| t == &run[0].0), "one subscriber's copies in a row: {seen:?}");
+            assert!(run[0].1 > run[2].1 && run[1].1 > run[2].1, "video before the shorter audio: {seen:?}");
+        }
+        assert_ne!(seen[0].0, seen[3].0);
     }
 
     #[test]
