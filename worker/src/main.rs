@@ -57,6 +57,17 @@ async fn main() -> anyhow::Result<()> {
     if args.rtc_min_port > args.rtc_max_port {
         anyhow::bail!("--rtc-min-port ({}) is above --rtc-max-port ({})", args.rtc_min_port, args.rtc_max_port);
     }
+    // One socket per transport: the usual soft limit of 1,024 open files would refuse
+    // transports long before the port range or memory runs out.
+    let ports = u64::from(args.rtc_max_port - args.rtc_min_port) + 1;
+    match fanout_worker::os::raise_open_file_limit() {
+        Some(limit) if limit < ports => tracing::warn!(
+            limit,
+            ports,
+            "the open-file limit is below the RTC port range: transports past it will fail; raise the hard limit (ulimit -Hn, or the pod's runtime)"
+        ),
+        _ => {}
+    }
     let announced_ip = announced_ip(&args).await?;
     if args.api_token.is_none() {
         tracing::warn!("no API token configured: anything that reaches the REST API can control rooms");
