@@ -16,7 +16,7 @@
 //! - Reports: Receiver Reports to producers and Sender Reports to consumers, once a second,
 //!   the latter derived from the producer's so audio and video stay in sync.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::packet::Packet as RtcpPacket;
@@ -222,14 +222,19 @@ impl Router {
             index.insert(id, i);
             self.consumers.push(consumer);
         }
-        let mut by_transport: BTreeMap<TransportId, Vec<(usize, usize)>> = BTreeMap::new();
+        // Rebuilt on every table (joins send one each): keyed by reference, no id copied.
+        let mut transport_slot: rustc_hash::FxHashMap<&TransportId, usize> = Default::default();
+        self.by_transport.clear();
         for (ordinal, (key, producer)) in self.producers.iter_mut().enumerate() {
             producer.ordinal = ordinal;
             for (index, target) in table.stream(&key.0, key.1).map(|s| &s.targets[..]).unwrap_or_default().iter().enumerate() {
-                by_transport.entry(target.transport_id.clone()).or_default().push((ordinal, index));
+                let slot = *transport_slot.entry(&target.transport_id).or_insert_with(|| {
+                    self.by_transport.push(Vec::new());
+                    self.by_transport.len() - 1
+                });
+                self.by_transport[slot].push((ordinal, index));
             }
         }
-        self.by_transport = by_transport.into_values().collect();
         for (key, producer) in self.producers.iter_mut() {
             producer.fanout = table
                 .stream(&key.0, key.1)
