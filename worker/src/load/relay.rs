@@ -23,7 +23,7 @@ use crate::load::reception::StreamReception;
 use crate::load::synthetic::{AudioSource, VideoSource};
 use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
 use crate::media::dtls::SrtpSession;
-use crate::media::egress::{self, BatchSent, SegmentBatch};
+use crate::media::egress::{self, SegmentBatch};
 use crate::media::srtp::GcmRtpSealer;
 
 /// The relay's figures over the measuring window.
@@ -165,6 +165,7 @@ fn relay_loop(
     let mut plain: Vec<Vec<u8>> = Vec::new();
     let mut copy = Vec::with_capacity(2048);
     let mut batch = SegmentBatch::default();
+    let mut segmentation = true;
     let (mut forwarded, mut measuring) = (0u64, false);
     let (mut forwarded_at_start, mut cpu_at_start) = (0, 0.0);
     loop {
@@ -197,25 +198,14 @@ fn relay_loop(
                     continue;
                 }
                 if !batch.push(&copy, client) {
-                    forwarded += send(fd, &batch);
+                    forwarded += egress::send_batch(fd, &batch, &mut segmentation);
                     batch.clear();
                     let _ = batch.push(&copy, client);
                 }
             }
-            forwarded += send(fd, &batch);
+            forwarded += egress::send_batch(fd, &batch, &mut segmentation);
             batch.clear();
         }
     }
     (forwarded - forwarded_at_start, this_thread_cpu_seconds() - cpu_at_start)
-}
-
-/// Sends a batch: one segmented send, or one datagram when it holds one. Returns the
-/// datagrams sent.
-fn send(fd: std::os::fd::RawFd, batch: &SegmentBatch) -> u64 {
-    let Some((to, segment, data)) = batch.contents() else { return 0 };
-    let sent = match batch.len() {
-        1 => egress::send_datagram(fd, data, to),
-        _ => egress::send_segments(fd, data, segment, to) == BatchSent::Sent(true),
-    };
-    if sent { batch.len() as u64 } else { 0 }
 }

@@ -9,7 +9,8 @@
 //! cost is paid once per frame instead of once per packet.
 //!
 //! [`SegmentBatch`] holds the rules (pure); [`send_datagram`] and [`send_segments`] are the
-//! system calls.
+//! system calls, and [`send_batch`] chooses between them (the worker's and the load program's
+//! relay's one way of sending a batch).
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -186,6 +187,25 @@ pub fn send_segments(fd: RawFd, segments: &[u8], segment: usize, to: SocketAddr)
     }
 }
 
+/// Sends a batch: one segmented send, or one datagram per copy for a single copy or where
+/// segmentation was refused. The first refusal clears `segmentation`, so the caller does not
+/// try again. Returns the datagrams sent.
+pub fn send_batch(fd: RawFd, batch: &SegmentBatch, segmentation: &mut bool) -> u64 {
+    let Some((to, segment, data)) = batch.contents() else { return 0 };
+    let segments = batch.len() as u64;
+    if segments > 1 && *segmentation {
+        match send_segments(fd, data, segment, to) {
+            BatchSent::Sent(true) => return segments,
+            BatchSent::Sent(false) => return 0,
+            BatchSent::Unsupported => {
+                tracing::warn!(%to, "the kernel refused a segmented (GSO) send: sending one datagram per packet from now on");
+                *segmentation = false;
+            }
+        }
+    }
+    data.chunks(segment.max(1)).filter(|datagram| send_datagram(fd, datagram, to)).count() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +300,24 @@ mod tests {
             assert_eq!(n, len);
             assert!(buf[..n].iter().all(|b| *b == i), "datagram {i} intact");
         }
+    }
+
+    #[test]
+    fn a_batch_is_sent_whole_and_counted() {
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut segmentation = true;
+        let mut batch = SegmentBatch::default();
+        assert_eq!(send_batch(sender.as_raw_fd(), &batch, &mut segmentation), 0, "nothing to send");
+        for len in [500, 500, 100] {
+            assert!(batch.push(&vec![1; len], receiver.local_addr().unwrap()));
+        }
+        assert_eq!(send_batch(sender.as_raw_fd(), &batch, &mut segmentation), 3);
+        assert!(segmentation);
+        let mut buf = [0u8; 2048];
+        let lengths: Vec<usize> = (0..3).map(|_| receiver.recv(&mut buf).unwrap()).collect();
+        assert_eq!(lengths, vec![500, 500, 100]);
     }
 
     #[test]

@@ -16,16 +16,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use std::os::fd::AsRawFd;
+
 use rand::Rng;
 use rustc_hash::FxHashMap;
-use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine};
 use crate::media::dtls::DtlsIdentity;
-use crate::media::egress::{self, BatchSent, SegmentBatch};
+use crate::media::egress::{self, SegmentBatch};
 use crate::media::ports::PortPool;
 use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, WebRtcTransport};
@@ -275,35 +276,16 @@ const RECEIVE_BATCH: usize = 16;
 /// a keyframe's grow it for the moment.
 const BATCH_BUFFER_KEPT: usize = 8 * 1024;
 
-/// Sends a transport's pending copies: one segmented send, or one datagram each where
-/// segmentation is refused (then never tried again on this thread).
-fn send_batch(slot: &mut Slot, segmentation: &mut bool, counters: &EngineCounters) {
-    let Some((to, segment, data)) = slot.pending.contents() else { return };
-    let segments = slot.pending.len() as u64;
-    let sent = if segments > 1 && *segmentation {
-        match egress::send_segments(slot.fd, data, segment, to) {
-            BatchSent::Sent(true) => segments,
-            BatchSent::Sent(false) => 0,
-            BatchSent::Unsupported => {
-                tracing::warn!(%to, "the kernel refused a segmented (GSO) send: sending one datagram per packet from now on");
-                *segmentation = false;
-                send_one_by_one(slot.fd, data, segment, to)
-            }
-        }
-    } else {
-        send_one_by_one(slot.fd, data, segment, to)
-    };
-    if sent > 0 {
+/// Sends a transport's pending copies ([`egress::send_batch`]) and counts them.
+fn send_pending(slot: &mut Slot, segmentation: &mut bool, counters: &EngineCounters) {
+    let sent = egress::send_batch(slot.fd, &slot.pending, segmentation);
+    if let Some((_, segment, data)) = slot.pending.contents().filter(|_| sent > 0) {
         counters.packets_sent.fetch_add(sent, Ordering::Relaxed);
         // Every segment but a short last one has the segment size.
-        let bytes = if sent == segments { data.len() as u64 } else { sent * segment as u64 };
+        let bytes = if sent == slot.pending.len() as u64 { data.len() as u64 } else { sent * segment as u64 };
         counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     }
     slot.pending.clear();
-}
-
-fn send_one_by_one(fd: std::os::fd::RawFd, data: &[u8], segment: usize, to: SocketAddr) -> u64 {
-    data.chunks(segment.max(1)).filter(|datagram| egress::send_datagram(fd, datagram, to)).count() as u64
 }
 
 /// One transport on a media thread.
@@ -315,7 +297,8 @@ struct Slot {
     /// would wake the media thread each time the kernel frees a sent datagram, that is once
     /// per copy.
     fd: std::os::fd::RawFd,
-    /// Forwarded copies waiting for the end of the receive batch ([`MediaThread::flush_sends`]).
+    /// Forwarded copies waiting to leave together: sent when the router moves on to another
+    /// transport ([`MediaThread::forward`]) or at the end of the step ([`MediaThread::flush_sends`]).
     pending: SegmentBatch,
     transport: WebRtcTransport,
     /// Wakes the receive task when its timer may have changed, or to stop it.
@@ -713,7 +696,7 @@ impl MediaThread {
             let Some(handle) = handle.or_else(|| transports.handle(transport)) else { return };
             if let Some(previous) = previous.filter(|p| *p != handle) {
                 if let Some(slot) = transports.at_mut(previous) {
-                    send_batch(slot, segmentation, counters);
+                    send_pending(slot, segmentation, counters);
                 }
             }
             previous = Some(handle);
@@ -722,7 +705,7 @@ impl MediaThread {
             if slot.pending.is_empty() {
                 sending.push(handle);
             } else if !slot.pending.admits(copy.len(), to) {
-                send_batch(slot, segmentation, counters);
+                send_pending(slot, segmentation, counters);
             }
             let admitted = slot.pending.push(copy, to);
             debug_assert!(admitted, "an empty batch admits any copy");
@@ -735,7 +718,7 @@ impl MediaThread {
         let MediaThread { transports, counters, sending, segmentation, .. } = self;
         for handle in sending.drain(..) {
             if let Some(slot) = transports.at_mut(handle) {
-                send_batch(slot, segmentation, counters);
+                send_pending(slot, segmentation, counters);
                 slot.pending.shrink(BATCH_BUFFER_KEPT);
             }
         }
