@@ -222,32 +222,24 @@ impl Router {
             index.insert(id, i);
             self.consumers.push(consumer);
         }
-        // Rebuilt on every table (joins send one each): keyed by reference, no id copied.
+        // Each producer stream's fan-out, pointing its targets at their consumers' slots, and
+        // the targets by transport. Rebuilt on every table (joins send one each): transports
+        // are keyed by reference, no id copied.
         let mut transport_slot: rustc_hash::FxHashMap<&TransportId, usize> = Default::default();
         self.by_transport.clear();
         for (ordinal, (key, producer)) in self.producers.iter_mut().enumerate() {
             producer.ordinal = ordinal;
-            for (index, target) in table.stream(&key.0, key.1).map(|s| &s.targets[..]).unwrap_or_default().iter().enumerate() {
+            producer.fanout.clear();
+            for (target_index, target) in table.stream(&key.0, key.1).map(|s| &s.targets[..]).unwrap_or_default().iter().enumerate() {
+                // Every target's consumer was kept above, so each has an index and the entries
+                // line up with the targets.
+                producer.fanout.push(FanoutEntry { consumer: index[&target.consumer_id], transport: None });
                 let slot = *transport_slot.entry(&target.transport_id).or_insert_with(|| {
                     self.by_transport.push(Vec::new());
                     self.by_transport.len() - 1
                 });
-                self.by_transport[slot].push((ordinal, index));
+                self.by_transport[slot].push((ordinal, target_index));
             }
-        }
-        for (key, producer) in self.producers.iter_mut() {
-            producer.fanout = table
-                .stream(&key.0, key.1)
-                .map(|stream| {
-                    stream
-                        .targets
-                        .iter()
-                        // Every target's consumer was kept above, so each has an index and the
-                        // entries line up with the targets.
-                        .map(|t| FanoutEntry { consumer: index[&t.consumer_id], transport: None })
-                        .collect()
-                })
-                .unwrap_or_default();
         }
         self.table = table;
         out
