@@ -376,7 +376,7 @@ impl Router {
                 RtpView::set_sequence(copy, rewritten.sequence_number);
                 RtpView::set_timestamp(copy, rewritten.timestamp);
                 view.rewrite_extension_ids(copy, &target.header_extension_ids);
-                set_mid(copy, target);
+                set_mid(&view, copy, target);
                 consumer.reports.on_packet_sent(arrival.payload_len);
                 *forwarded_packets += 1;
                 *forwarded_bytes += copy.len() as u64;
@@ -491,7 +491,7 @@ impl Router {
         RtpView::set_sequence(&mut copy, consumer_seq);
         RtpView::set_timestamp(&mut copy, RtpView::timestamp(original).wrapping_add(consumer.seq.timestamp_offset()));
         view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
-        set_mid(&mut copy, target);
+        set_mid(&view, &mut copy, target);
         let packet = match consumer.rtx {
             Some((rtx_ssrc, rtx_pt)) => {
                 let mut rtx = vec![0u8; copy.len() + 2];
@@ -545,12 +545,11 @@ impl Router {
     }
 }
 
-/// Writes the consumer's mid into the MID extension, when the packet carries one.
-fn set_mid(packet: &mut Vec<u8>, target: &crate::room::ForwardTarget) {
+/// Writes the consumer's mid into the MID extension, when the packet carries one. `view` is
+/// the original's: a copy with rewritten ids has the same layout.
+fn set_mid(view: &RtpView, packet: &mut Vec<u8>, target: &crate::room::ForwardTarget) {
     if let (Some(id), Some(mid)) = (target.mid_extension_id, target.mid.as_deref()) {
-        if let Some(view) = RtpView::parse(packet) {
-            view.set_extension_value(packet, id, mid.as_bytes());
-        }
+        view.set_extension_value(packet, id, mid.as_bytes());
     }
 }
 

@@ -148,11 +148,16 @@ impl RtpView {
     }
 
     /// Sets the value of extension `id`, which must be present: in place when the length is
-    /// unchanged (the common case: mids are short), otherwise by rebuilding the extension
-    /// block into `out`. Returns false when the packet has no such extension or the value
-    /// cannot be encoded (then the packet is left as it was).
+    /// unchanged, otherwise by rebuilding the extension block. Returns false when the packet
+    /// has no such extension or the value cannot be encoded (then the packet is left as it
+    /// was).
+    ///
+    /// A rebuild is common, not rare: a subscriber's tenth consumer has the two-character mid
+    /// "10" while publishers send "0" or "1". It runs for every forwarded copy, so it does not
+    /// allocate while `packet` has spare capacity (the forwarding scratch buffer has): the new
+    /// block is written after the payload and then rotated into place.
     pub fn set_extension_value(&self, packet: &mut Vec<u8>, id: u8, value: &[u8]) -> bool {
-        let Some((_, _, form)) = self.extensions else { return false };
+        let Some((ext_start, ext_end, form)) = self.extensions else { return false };
         let mut found = None;
         self.walk_extensions(packet, |ext_id, _, range| {
             if ext_id == id && found.is_none() {
@@ -167,36 +172,41 @@ impl RtpView {
         if value.is_empty() || value.len() > 255 || form == ExtensionForm::Other {
             return false;
         }
-        let mut elements: Vec<(u8, (usize, usize))> = Vec::new();
-        self.walk_extensions(packet, |ext_id, _, range| elements.push((ext_id, range)));
-        // Rebuild: every element with its value, ours replaced; one-byte form when it fits.
-        let values: Vec<(u8, Vec<u8>)> = elements
-            .iter()
-            .map(|(ext_id, (s, e))| (*ext_id, if *ext_id == id { value.to_vec() } else { packet[*s..*e].to_vec() }))
-            .collect();
-        let one_byte = values.iter().all(|(i, v)| (1..=14).contains(i) && (1..=16).contains(&v.len()));
-        let mut block = Vec::new();
-        for (ext_id, v) in &values {
+        let value_len = |ext_id: u8, (s, e): (usize, usize)| if ext_id == id { value.len() } else { e - s };
+        // The one-byte form when every element, ours replaced, fits it (RFC 8285 4.2).
+        let mut one_byte = true;
+        self.walk_extensions(packet, |ext_id, _, range| {
+            one_byte &= (1..=14).contains(&ext_id) && (1..=16).contains(&value_len(ext_id, range));
+        });
+        // The new block after the payload: profile, length (set below), elements, padding.
+        let old_len = packet.len();
+        packet.extend_from_slice(if one_byte { &[0xBE, 0xDE, 0, 0] } else { &[0x10, 0x00, 0, 0] });
+        let mut at = ext_start;
+        while let Some((ext_id, _, range, next)) = self.next_extension(&packet[..old_len], at) {
+            let len = value_len(ext_id, range);
             if one_byte {
-                block.push((ext_id << 4) | (v.len() as u8 - 1));
+                packet.push((ext_id << 4) | (len as u8 - 1));
             } else {
-                block.push(*ext_id);
-                block.push(v.len() as u8);
+                packet.extend_from_slice(&[ext_id, len as u8]);
             }
-            block.extend_from_slice(v);
+            if ext_id == id {
+                packet.extend_from_slice(value);
+            } else {
+                packet.extend_from_within(range.0..range.1);
+            }
+            at = next;
         }
-        while block.len() % 4 != 0 {
-            block.push(0);
+        while (packet.len() - old_len) % 4 != 0 {
+            packet.push(0);
         }
-        let Some((ext_start, ext_end, _)) = self.extensions else { return false };
+        let block_len = packet.len() - old_len;
+        let words = ((block_len - 4) / 4) as u16;
+        packet[old_len + 2..old_len + 4].copy_from_slice(&words.to_be_bytes());
+        // [header | old block | payload | new block] -> [header | new block | payload].
         let header_end = ext_start - 4;
-        let mut rebuilt = Vec::with_capacity(packet.len() + block.len());
-        rebuilt.extend_from_slice(&packet[..header_end]);
-        rebuilt.extend_from_slice(if one_byte { &[0xBE, 0xDE] } else { &[0x10, 0x00] });
-        rebuilt.extend_from_slice(&((block.len() / 4) as u16).to_be_bytes());
-        rebuilt.extend_from_slice(&block);
-        rebuilt.extend_from_slice(&packet[ext_end..]);
-        *packet = rebuilt;
+        packet[header_end..].rotate_right(block_len);
+        let old_block = header_end + block_len..header_end + block_len + (ext_end - header_end);
+        packet.drain(old_block);
         true
     }
 
@@ -317,6 +327,34 @@ pub(crate) mod tests {
         assert_eq!(view.payload(&p), b"payload");
         assert_eq!(RtpView::sequence(&p), 1);
         assert!(!view.set_extension_value(&mut p, 9, b"x"), "absent extensions are not added");
+    }
+
+    #[test]
+    fn a_rebuilt_block_stays_in_the_packets_buffer() {
+        let mut p = packet(96, 1, 1, 1, &[(9, b"1"), (2, &[5, 6, 7])], b"payload");
+        p.reserve(64);
+        let buffer = p.as_ptr();
+        let view = RtpView::parse(&p).unwrap();
+        assert!(view.set_extension_value(&mut p, 9, b"10"));
+        assert_eq!(p.as_ptr(), buffer, "no reallocation: this runs for every forwarded copy");
+        let view = RtpView::parse(&p).unwrap();
+        assert_eq!((view.extension(&p, 9), view.extension(&p, 2)), (Some(&b"10"[..]), Some(&[5u8, 6, 7][..])));
+        assert_eq!(view.payload(&p), b"payload");
+        // And back to one character: the block shrinks.
+        assert!(view.set_extension_value(&mut p, 9, b"7"));
+        assert_eq!(p, packet(96, 1, 1, 1, &[(9, b"7"), (2, &[5, 6, 7])], b"payload"));
+    }
+
+    #[test]
+    fn a_value_too_long_for_one_byte_elements_switches_to_two_byte_ones() {
+        let mut p = packet(96, 1, 1, 1, &[(1, b"1"), (2, &[5, 6, 7])], b"payload");
+        let view = RtpView::parse(&p).unwrap();
+        let long = [b'm'; 20];
+        assert!(view.set_extension_value(&mut p, 1, &long));
+        assert_eq!(&p[12..14], &[0x10, 0x00], "two-byte profile (RFC 8285 4.3)");
+        let view = RtpView::parse(&p).unwrap();
+        assert_eq!((view.extension(&p, 1), view.extension(&p, 2)), (Some(&long[..]), Some(&[5u8, 6, 7][..])));
+        assert_eq!(view.payload(&p), b"payload");
     }
 
     #[test]
