@@ -231,10 +231,11 @@ fn summary(rows: &[Row]) {
         .min_by(|a, b| (a.media_thread_load.unwrap_or(0.0) - 0.5).abs().total_cmp(&(b.media_thread_load.unwrap_or(0.0) - 0.5).abs()));
     if let Some(h) = half {
         println!(
-            "- nearest to half load ({} subscribers, worker core {:.0}% busy): latency p99 {:.2} ms (target 2 ms), loss {:.3}% (target 0)",
+            "- nearest to half load ({} subscribers, worker core {:.0}% busy): latency p99 {:.2} ms (target 2 ms; the relay's {}), loss {:.3}% (target 0)",
             h.subscribers,
             h.media_thread_load.unwrap_or(0.0) * 100.0,
             h.latency_p99_ms,
+            h.relay_latency_p99_ms.map_or("was not run".to_string(), |v| format!("{v:.2} ms")),
             h.loss_percent
         );
     }

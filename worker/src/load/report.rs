@@ -34,6 +34,8 @@ pub struct Row {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// The relay's p99 in the same shape: how low this machine lets the worker's go.
+    pub relay_latency_p99_ms: Option<f64>,
     /// Worker RSS added per subscriber (one transport, one consumer per producer), KiB.
     pub rss_per_subscriber_kib: f64,
     pub rss_per_consumer_kib: f64,
@@ -69,6 +71,7 @@ pub fn row(worker: &WorkerRun, relay: Option<&RelayRun>) -> Row {
         latency_p50_ms: worker.receiver.latency.quantile_ms(0.5),
         latency_p99_ms: worker.receiver.latency.quantile_ms(0.99),
         latency_max_ms: worker.receiver.latency.max_ms(),
+        relay_latency_p99_ms: relay.map(|r| r.receiver.latency.quantile_ms(0.99)),
         rss_per_subscriber_kib: added_kib / worker.subscribers.max(1) as f64,
         rss_per_consumer_kib: added_kib / consumers.max(1) as f64,
     }
@@ -87,13 +90,13 @@ pub fn other_work_on_core(worker: &WorkerRun) -> Option<f64> {
 /// The sweep as a Markdown table, ready for the README.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| subscribers | forwarded pkt/s | worker core load | worker µs/pkt | relay µs/pkt | worker/relay | pkt/s per core | 1 Mbps consumers per core | loss | reordered | latency p50 / p99 / max (ms) | RSS per subscriber |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| subscribers | forwarded pkt/s | worker core load | worker µs/pkt | relay µs/pkt | worker/relay | pkt/s per core | 1 Mbps consumers per core | loss | reordered | latency p50 / p99 / max (ms) | relay latency p99 (ms) | RSS per subscriber |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3}% | {:.3}% | {:.2} / {:.2} / {:.2} | {:.1} KiB |\n",
+            "| {} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3}% | {:.3}% | {:.2} / {:.2} / {:.2} | {} | {:.1} KiB |\n",
             r.subscribers,
             r.forwarded_per_second,
             opt(r.media_thread_load, &|l| format!("{:.0}%", l * 100.0)),
@@ -107,6 +110,7 @@ pub fn table(rows: &[Row]) -> String {
             r.latency_p50_ms,
             r.latency_p99_ms,
             r.latency_max_ms,
+            opt(r.relay_latency_p99_ms, &|v| format!("{v:.2}")),
             r.rss_per_subscriber_kib,
         ));
     }
@@ -142,7 +146,7 @@ mod tests {
 
     #[test]
     fn figures_follow_from_the_counters() {
-        let relay = RelayRun {
+        let mut relay = RelayRun {
             subscribers: 100,
             window: Duration::from_secs(10),
             forwarded: 1_000_000,
@@ -151,6 +155,7 @@ mod tests {
             receiver: ReceiverReport::default(),
             publisher: PublisherReport::default(),
         };
+        relay.receiver.latency.record(700_000);
         let r = row(&worker_run(), Some(&relay));
         assert_eq!(r.consumers, 200);
         assert_eq!(r.forwarded_per_second, 100_000.0);
@@ -162,8 +167,11 @@ mod tests {
         assert!((r.loss_percent - 1.0).abs() < 1e-9);
         assert!((r.reorder_percent - 0.5).abs() < 1e-9);
         assert_eq!((r.rss_per_subscriber_kib, r.rss_per_consumer_kib), (20.0, 10.0));
-        let table = table(&[r]);
+        let table = table(&[r.clone()]);
         assert!(table.contains("| 100 | 100000 | 25% | 3.00 | 2.00 | 1.50x | 333333 |"), "{table}");
+        let relay_p99 = r.relay_latency_p99_ms.unwrap();
+        assert!((0.6..0.8).contains(&relay_p99), "the relay's own latency, {relay_p99} ms");
+        assert!(table.contains(&format!("| {relay_p99:.2} | 20.0 KiB |")), "{table}");
     }
 
     #[test]
