@@ -48,8 +48,7 @@ pub struct WorkerRun {
     /// CPU seconds of the whole worker process, and of its media threads alone.
     pub cpu_seconds: f64,
     pub media_cpu_seconds: Option<f64>,
-    /// Busy seconds of the worker's own CPU (process time plus the kernel's softirq work for
-    /// its packets), when it is pinned.
+    /// Seconds the worker's own CPU ran tasks, when it is pinned ([`procfs::cpu_busy_seconds`]).
     pub core_busy_seconds: Option<f64>,
     /// Worker RSS with the publishers only, and with every subscriber connected and receiving.
     pub rss_before_kib: u64,
@@ -57,6 +56,12 @@ pub struct WorkerRun {
     pub setup: Duration,
     pub receiver: ReceiverReport,
     pub publisher: PublisherReport,
+}
+
+/// How long a producer's video stream takes to fill its retransmission buffer, and a second.
+fn producer_buffers_fill() -> Duration {
+    let slots = crate::rtcp::RetransmissionBuffer::DEFAULT_CAPACITY as f64;
+    Duration::from_secs_f64(slots / crate::load::report::video_packets_per_second() + 1.0)
 }
 
 /// How many subscribers handshake at once (the worker's media thread does their DTLS).
@@ -126,9 +131,11 @@ pub async fn run_worker(
     }
     let phase = Arc::new(AtomicU8::new(Phase::Quiet as u8));
     let publisher = spawn_publisher(senders, phase.clone())?;
-    // A second of media first, so the producer's own buffers are in the baseline.
+    // Media first, until the producers' own buffers are full, so they are in the baseline and
+    // not counted as the consumers' memory: a video stream's retransmission buffer (768 KiB)
+    // is touched slot by slot as packets arrive, and fills in about 5.5 s.
     phase.store(Phase::Warmup as u8, Ordering::Release);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(producer_buffers_fill()).await;
     phase.store(Phase::Quiet as u8, Ordering::Release);
     let rss_before_kib = procfs::rss_kib(target.pid).ok_or(LoadError::Proc(target.pid))?;
 
