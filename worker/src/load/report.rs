@@ -77,12 +77,19 @@ pub fn row(worker: &WorkerRun, relay: Option<&RelayRun>) -> Row {
     }
 }
 
-/// How much longer the worker's pinned core was busy than the worker itself, as a share of
-/// the worker's time, when that is over a tenth: work the process accounting does not see (a
-/// program sharing the core, or the kernel's softirq thread under overload), which makes the
-/// figures of that run unreliable.
+/// How much longer the worker's pinned core ran tasks than the worker itself, as a share of
+/// the worker's time, when that is over a tenth: another program shared the core, which makes
+/// the figures of that run unreliable.
+///
+/// Only judged when the worker kept its core at least a fifth busy. The core's figure comes
+/// from scheduler ticks, which charge a whole tick to whatever runs at that instant; a worker
+/// that wakes briefly a few hundred times a second is then over- or under-counted several
+/// times over, while its own figure is exact ([`crate::load::procfs::process_cpu_seconds`]).
 pub fn other_work_on_core(worker: &WorkerRun) -> Option<f64> {
     let core = worker.core_busy_seconds?;
+    if worker.cpu_seconds < 0.2 * worker.window.as_secs_f64() {
+        return None;
+    }
     let extra = (core - worker.cpu_seconds) / worker.cpu_seconds.max(1e-9);
     (extra > 0.1).then_some(extra)
 }
@@ -183,6 +190,9 @@ mod tests {
         assert!((other_work_on_core(&run).unwrap() - 0.5).abs() < 1e-9);
         // The figures stay the process's own.
         assert!((row(&run, None).worker_us_per_packet - 3.0).abs() < 1e-9);
+        // A worker using a tenth of its core: the core's tick-sampled figure cannot judge it.
+        run.cpu_seconds = 1.0;
+        assert_eq!(other_work_on_core(&run), None);
     }
 
     #[test]
