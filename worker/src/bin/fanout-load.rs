@@ -31,6 +31,11 @@ struct Args {
     /// Publishers, each sending a 1 Mbps VP8-like video and an opus-like audio stream.
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Rooms of several publishers run after the sweep, as PUBLISHERSxSUBSCRIBERS: the
+    /// default pair loads the worker about half as much as 1 x 1000 does, in the shape of a
+    /// meeting, where each packet reaches fewer subscribers.
+    #[arg(long, value_delimiter = ',', default_value = "10x100,20x50", value_parser = parse_room)]
+    rooms: Vec<Room>,
     /// Seconds of media before measuring (keyframes reach new consumers, queues settle).
     #[arg(long, default_value_t = 3)]
     warmup_secs: u64,
@@ -58,6 +63,35 @@ struct Args {
     /// Don't pin the worker and the load program to separate cores.
     #[arg(long)]
     no_pin: bool,
+}
+
+/// One run's room: every subscriber consumes every publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Room {
+    publishers: usize,
+    subscribers: usize,
+}
+
+fn parse_room(text: &str) -> Result<Room, String> {
+    let invalid = || format!("`{text}` is not a room shape: write PUBLISHERSxSUBSCRIBERS, such as 10x100");
+    let (p, n) = text.trim().split_once('x').ok_or_else(invalid)?;
+    let (publishers, subscribers) = (p.parse().map_err(|_| invalid())?, n.parse().map_err(|_| invalid())?);
+    if publishers == 0 || subscribers == 0 {
+        return Err(invalid());
+    }
+    Ok(Room { publishers, subscribers })
+}
+
+/// The runs asked for: a sweep of subscriber counts (then the rooms of several publishers), or
+/// one run.
+fn runs(args: &Args) -> Vec<Room> {
+    match &args.sweep {
+        Some(counts) => {
+            let sweep = counts.iter().map(|&subscribers| Room { publishers: args.publishers, subscribers });
+            sweep.chain(args.rooms.iter().copied()).collect()
+        }
+        None => vec![Room { publishers: args.publishers, subscribers: args.subscribers }],
+    }
 }
 
 /// Worker started for one run, on its own core when there is one to spare.
@@ -173,12 +207,11 @@ fn main() -> anyhow::Result<()> {
         pin_this_thread(cpu);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let counts = args.sweep.clone().unwrap_or_else(|| vec![args.subscribers]);
+    let runs = runs(&args);
     eprintln!(
-        "fanout-load: {} publisher(s) of ~1 Mbps VP8-like video ({:.0} pkt/s) + opus-like audio (50 pkt/s); subscribers {:?}; warm-up {} s, window {} s; {} cores{}",
-        args.publishers,
+        "fanout-load: publishers of ~1 Mbps VP8-like video ({:.0} pkt/s) + opus-like audio (50 pkt/s); rooms (publishers x subscribers) {}; warm-up {} s, window {} s; {} cores{}",
         video_packets_per_second(),
-        counts,
+        runs.iter().map(|r| format!("{}x{}", r.publishers, r.subscribers)).collect::<Vec<_>>().join(", "),
         args.warmup_secs,
         args.window_secs,
         cores,
@@ -186,25 +219,25 @@ fn main() -> anyhow::Result<()> {
     );
     let (warmup, window) = (Duration::from_secs(args.warmup_secs), Duration::from_secs(args.window_secs));
     let mut rows = Vec::new();
-    for &n in &counts {
-        eprintln!("\n{n} subscribers:");
+    for &Room { publishers, subscribers: n } in &runs {
+        eprintln!("\n{publishers} x {n}:");
         let (target, _started) = match (&args.worker_url, args.worker_pid) {
             (Some(url), Some(pid)) => (WorkerTarget { endpoint: url.clone(), pid, api_token: args.api_token.clone(), cpu: None }, None),
             _ => {
-                let started = start_worker(&args, n + args.publishers, worker_cpu)?;
+                let started = start_worker(&args, n + publishers, worker_cpu)?;
                 let pid = started.child.id();
                 (WorkerTarget { endpoint: started.endpoint.clone(), pid, api_token: None, cpu: worker_cpu }, Some(started))
             }
         };
-        let worker = match runtime.block_on(run_worker(&target, n, args.publishers, warmup, window)) {
+        let worker = match runtime.block_on(run_worker(&target, n, publishers, warmup, window)) {
             Ok(worker) => worker,
             Err(e) => {
-                eprintln!("  no figures for {n} subscribers: {e}");
+                eprintln!("  no figures for {publishers} x {n}: {e}");
                 continue;
             }
         };
         drop(_started);
-        let relay = if args.no_relay { None } else { Some(run_relay(n, args.publishers, warmup, window, worker_cpu)?) };
+        let relay = if args.no_relay { None } else { Some(run_relay(n, publishers, warmup, window, worker_cpu)?) };
         let r = row(&worker, relay.as_ref());
         describe(&worker, &r, relay.as_ref());
         rows.push(r);
@@ -216,24 +249,27 @@ fn main() -> anyhow::Result<()> {
 
 /// The figures against the targets of the media benchmark issue.
 fn summary(rows: &[Row]) {
-    let Some(heaviest) = rows.iter().max_by_key(|r| r.subscribers) else { return };
+    let load = |r: &Row| r.media_thread_load.unwrap_or(0.0);
+    let Some(heaviest) = rows.iter().max_by(|a, b| a.forwarded_per_second.total_cmp(&b.forwarded_per_second)) else { return };
     println!("Targets (one media thread, alone on its core):");
     println!(
-        "- forwarded packets per second per core: {:.0} at {} subscribers (target 300,000), i.e. {:.0} consumers of a 1 Mbps stream",
-        heaviest.packets_per_second_per_core, heaviest.subscribers, heaviest.video_consumers_per_core
+        "- forwarded packets per second per core: {:.0} at {} × {}, the heaviest run (target 300,000), i.e. {:.0} consumers of a 1 Mbps stream",
+        heaviest.packets_per_second_per_core, heaviest.publishers, heaviest.subscribers, heaviest.video_consumers_per_core
     );
     if let Some(worst) = rows.iter().filter_map(|r| r.ratio_to_relay).reduce(f64::max) {
-        println!("- worker cost / minimal relay cost: at most {worst:.2}x over the sweep (target 1.5x)");
+        println!("- worker cost / minimal relay cost: at most {worst:.2}x over these runs (target 1.5x)");
     }
-    let half = rows
-        .iter()
-        .filter(|r| r.media_thread_load.is_some())
-        .min_by(|a, b| (a.media_thread_load.unwrap_or(0.0) - 0.5).abs().total_cmp(&(b.media_thread_load.unwrap_or(0.0) - 0.5).abs()));
-    if let Some(h) = half {
+    // Half load: the runs that kept the media thread 35-65% busy, each a room shape.
+    let half: Vec<&Row> = rows.iter().filter(|r| (0.35..=0.65).contains(&load(r))).collect();
+    if half.is_empty() {
+        println!("- latency at half load: no run kept the media thread 35-65% busy");
+    }
+    for h in half {
         println!(
-            "- nearest to half load ({} subscribers, worker core {:.0}% busy): latency p99 {:.2} ms (target 2 ms; the relay's {}), loss {:.3}% (target 0)",
+            "- half load, {} × {} (worker core {:.0}% busy): latency p99 {:.2} ms (target 2 ms; the relay's {}), loss {:.3}% (target 0)",
+            h.publishers,
             h.subscribers,
-            h.media_thread_load.unwrap_or(0.0) * 100.0,
+            load(h) * 100.0,
             h.latency_p99_ms,
             h.relay_latency_p99_ms.map_or("was not run".to_string(), |v| format!("{v:.2} ms")),
             h.loss_percent
@@ -241,5 +277,30 @@ fn summary(rows: &[Row]) {
     }
     if let Some(mem) = rows.iter().map(|r| r.rss_per_consumer_kib).reduce(f64::max) {
         println!("- worker memory per consumer: at most {mem:.1} KiB (target 64 KiB)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_shapes_are_read_and_bad_ones_explained() {
+        assert_eq!(parse_room("10x100"), Ok(Room { publishers: 10, subscribers: 100 }));
+        for bad in ["10", "x100", "0x100", "10x0", "ten x 100"] {
+            let error = parse_room(bad).unwrap_err();
+            assert!(error.contains("PUBLISHERSxSUBSCRIBERS"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_runs_its_counts_then_the_rooms_and_a_single_run_runs_one() {
+        let args = Args::parse_from(["fanout-load", "--sweep", "10,100", "--publishers", "2"]);
+        let shapes: Vec<(usize, usize)> = runs(&args).iter().map(|r| (r.publishers, r.subscribers)).collect();
+        assert_eq!(shapes, [(2, 10), (2, 100), (10, 100), (20, 50)]);
+        let args = Args::parse_from(["fanout-load", "--sweep", "--rooms", "5x20"]);
+        assert_eq!(runs(&args).len(), 6);
+        let args = Args::parse_from(["fanout-load", "--subscribers", "7"]);
+        assert_eq!(runs(&args), [Room { publishers: 1, subscribers: 7 }]);
     }
 }

@@ -13,6 +13,7 @@ pub fn video_packets_per_second() -> f64 {
 /// One line of the sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    pub publishers: usize,
     pub subscribers: usize,
     pub consumers: usize,
     /// Packets the worker forwarded per second of the window.
@@ -57,6 +58,7 @@ pub fn row(worker: &WorkerRun, relay: Option<&RelayRun>) -> Row {
     let added_kib = worker.rss_after_kib.saturating_sub(worker.rss_before_kib) as f64;
     let counts = worker.receiver.counts;
     Row {
+        publishers: worker.publishers,
         subscribers: worker.subscribers,
         consumers,
         forwarded_per_second: worker.forwarded as f64 / window,
@@ -97,13 +99,14 @@ pub fn other_work_on_core(worker: &WorkerRun) -> Option<f64> {
 /// The sweep as a Markdown table, ready for the README.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| subscribers | forwarded pkt/s | worker core load | worker µs/pkt | relay µs/pkt | worker/relay | pkt/s per core | 1 Mbps consumers per core | loss | reordered | latency p50 / p99 / max (ms) | relay latency p99 (ms) | RSS per subscriber |\n\
+        "| publishers × subscribers | forwarded pkt/s | worker core load | worker µs/pkt | relay µs/pkt | worker/relay | pkt/s per core | 1 Mbps consumers per core | loss | reordered | latency p50 / p99 / max (ms) | relay latency p99 (ms) | RSS per subscriber |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3}% | {:.3}% | {:.2} / {:.2} / {:.2} | {} | {:.1} KiB |\n",
+            "| {} × {} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3}% | {:.3}% | {:.2} / {:.2} / {:.2} | {} | {:.1} KiB |\n",
+            r.publishers,
             r.subscribers,
             r.forwarded_per_second,
             opt(r.media_thread_load, &|l| format!("{:.0}%", l * 100.0)),
@@ -175,7 +178,7 @@ mod tests {
         assert!((r.reorder_percent - 0.5).abs() < 1e-9);
         assert_eq!((r.rss_per_subscriber_kib, r.rss_per_consumer_kib), (20.0, 10.0));
         let table = table(&[r.clone()]);
-        assert!(table.contains("| 100 | 100000 | 25% | 3.00 | 2.00 | 1.50x | 333333 |"), "{table}");
+        assert!(table.contains("| 1 × 100 | 100000 | 25% | 3.00 | 2.00 | 1.50x | 333333 |"), "{table}");
         let relay_p99 = r.relay_latency_p99_ms.unwrap();
         assert!((0.6..0.8).contains(&relay_p99), "the relay's own latency, {relay_p99} ms");
         assert!(table.contains(&format!("| {relay_p99:.2} | 20.0 KiB |")), "{table}");
