@@ -101,3 +101,58 @@ fn examples_are_valid_resources() {
     assert_eq!(room.spec.max_peers, 40);
     assert_eq!(room.spec.publishers, vec!["teacher".to_string()]);
 }
+
+/// What stricter clients than the API server refuse (kubectl's older client-side validation,
+/// kubeconform, editors): `null` among enum values, unions that only add null, float bounds on
+/// integers, formats Kubernetes does not define.
+#[test]
+fn crd_schemas_hold_nothing_that_stricter_validators_refuse() {
+    const FORMATS: &[&str] = &["int32", "int64", "float", "double", "byte", "date", "date-time", "password"];
+    fn walk(node: &Value, path: &str, problems: &mut Vec<String>) {
+        let Some(obj) = node.as_object() else { return };
+        if let Some(values) = obj.get("enum").and_then(Value::as_array)
+            && values.iter().any(Value::is_null)
+        {
+            problems.push(format!("{path}: null among the enum values"));
+        }
+        for union in ["anyOf", "oneOf"] {
+            if obj.contains_key(union) && !obj.contains_key("x-kubernetes-int-or-string") {
+                problems.push(format!("{path}: {union}"));
+            }
+        }
+        if obj.get("type").and_then(Value::as_str) == Some("integer") {
+            for bound in ["minimum", "maximum"] {
+                if obj.get(bound).is_some_and(|b| !b.is_i64() && !b.is_u64()) {
+                    problems.push(format!("{path}: {bound} {} is not an integer", obj[bound]));
+                }
+            }
+        }
+        if let Some(format) = obj.get("format").and_then(Value::as_str)
+            && !FORMATS.contains(&format)
+        {
+            problems.push(format!("{path}: format {format}"));
+        }
+        if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                walk(v, &format!("{path}.{k}"), problems);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(child) = obj.get(key) {
+                walk(child, &format!("{path}[]"), problems);
+            }
+        }
+    }
+    for (file, yaml) in manifests() {
+        let crd: Value = yaml_serde::from_str(&yaml).unwrap();
+        let mut problems = Vec::new();
+        walk(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], file, &mut problems);
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(!yaml.contains(".0\n"), "{file} still writes a float bound");
+    }
+    // The phase keeps its values and stays optional.
+    let (_, room) = &fanout_operator::crd::definitions()[0];
+    let phase = &room["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["phase"];
+    assert_eq!(phase["enum"], serde_json::json!(["Pending", "Scheduled", "Failed"]));
+    assert_eq!(phase["nullable"], true);
+}
