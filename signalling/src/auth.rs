@@ -154,14 +154,21 @@ impl JwtVerifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_seconds;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken compares `aud` and `iss` only when the token has them, so a configured
+        // audience or issuer is also a required claim: a token made for no one in particular
+        // is not one made for us.
         match &config.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             // Application backends often stamp an `aud` of their own; without a configured
             // audience there is nothing to compare it with, so it is not a reason to refuse.
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         Ok(JwtVerifier { key, validation })
     }
@@ -459,6 +466,27 @@ mod tests {
             .verify(&token)
             .unwrap_err();
         assert_eq!(error.code(), "TOKEN_INVALID");
+    }
+
+    #[test]
+    fn a_configured_audience_and_issuer_must_be_in_the_token() {
+        let strict = JwtVerifier::new(&JwtConfig {
+            audience: Some("fanout".to_owned()),
+            issuer: Some("https://app.example".to_owned()),
+            ..JwtConfig::hs256(SECRET)
+        })
+        .unwrap();
+        let mut claims = claims();
+        claims["aud"] = json!("fanout");
+        claims["iss"] = json!("https://app.example");
+        assert!(strict.verify(&hs256(&claims, SECRET)).is_ok());
+        for missing in ["aud", "iss"] {
+            let mut without = claims.clone();
+            without.as_object_mut().unwrap().remove(missing);
+            let error = strict.verify(&hs256(&without, SECRET)).unwrap_err();
+            assert_eq!(error.code(), "TOKEN_INVALID", "without {missing}");
+            assert!(error.to_string().contains(missing), "{error}");
+        }
     }
 
     #[test]
