@@ -564,6 +564,36 @@ impl Signalling {
     }
 }
 
+/// Reads `payload` as the typed request of `event`, as that event's handler does before it
+/// looks at any state: the entry of the fuzz targets (`signalling/fuzz`), not an API.
+#[doc(hidden)]
+pub fn read_request(event: &str, payload: Value) -> Result<()> {
+    match event {
+        "join-room" => parse::<JoinRoom>(event, payload).map(drop),
+        "leave-room" | "get-participants" | "get-room-info" => {
+            parse::<RoomRequest>(event, payload).map(drop)
+        }
+        "webrtc-offer" | "webrtc-answer" | "ice-candidate" => {
+            parse::<Relay>(event, payload).map(drop)
+        }
+        "create-transport" => parse::<CreateTransport>(event, payload).map(drop),
+        "connect-transport" => parse::<ConnectTransport>(event, payload).map(drop),
+        "restart-ice" => parse::<RestartIce>(event, payload).map(drop),
+        "produce" => parse::<Produce>(event, payload).map(drop),
+        "consume" => parse::<Consume>(event, payload).map(drop),
+        "pause-producer" | "resume-producer" | "close-producer" => {
+            parse::<ProducerRequest>(event, payload).map(drop)
+        }
+        "pause-consumer" | "resume-consumer" | "close-consumer" => {
+            parse::<ConsumerRequest>(event, payload).map(drop)
+        }
+        other => Err(SignallingError::InvalidPayload {
+            event: other.to_owned(),
+            reason: "not a request event".to_owned(),
+        }),
+    }
+}
+
 /// What a pause/resume/close request does to a producer or consumer.
 #[derive(Debug, Clone, Copy)]
 enum Lifecycle {
@@ -585,6 +615,17 @@ mod tests {
             check_room_name("a\nb").unwrap_err().code(),
             "INVALID_PAYLOAD"
         );
+    }
+
+    #[test]
+    fn every_request_event_has_a_typed_payload_to_read() {
+        for (event, _) in crate::events::REQUESTS {
+            if let Err(error) = read_request(event, json!({})) {
+                assert!(!error.to_string().contains("not a request event"), "{event}");
+            }
+        }
+        assert!(read_request("leave-room", json!({})).is_ok());
+        assert!(read_request("no-such-event", json!({})).is_err());
     }
 
     #[test]

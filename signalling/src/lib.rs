@@ -24,4 +24,6 @@ pub mod session;
 pub mod worker;
 
 pub use error::{Result, SignallingError};
+#[doc(hidden)]
+pub use handlers::read_request;
 pub use server::{Limits, Signalling, app, app_with};
