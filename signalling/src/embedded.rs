@@ -59,6 +59,7 @@ pub async fn start_worker(options: &EmbeddedOptions, jwt_secret: Option<String>)
         rtc_ports: options.rtc_ports,
         media_threads: 1,
         api_token: Some(worker_token.clone()),
+        limits: Default::default(),
     })
     .await?;
     Ok(Embedded { worker, worker_token, jwt_secret: jwt_secret.unwrap_or_else(random_secret) })

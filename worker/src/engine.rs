@@ -9,7 +9,7 @@
 //! [`EngineNotice`]s. The packet path never takes the control plane's lock: each media thread
 //! holds its own copy of its rooms' [`ForwardingTable`]s.
 
-use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, RoomId, TransportId, TransportNetwork};
+use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, RoomId, TransportCloseCode, TransportId, TransportNetwork};
 
 /// Why the engine refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,10 +52,11 @@ impl EngineError {
 /// Something on the wire that the control plane must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineNotice {
-    /// The engine closed a transport by itself (ICE consent timeout, DTLS failure or close
-    /// alert). The control plane closes it in [`Rooms`](crate::room::Rooms), which cascades to
-    /// its producers and consumers and emits the events.
-    TransportClosed { room: RoomId, transport: TransportId, reason: String },
+    /// The engine closed a transport by itself (ICE timeout or consent lost, DTLS failure or
+    /// close alert). The control plane closes it in [`Rooms`](crate::room::Rooms), which
+    /// cascades to its producers and consumers and emits the events with this code and
+    /// reason (a sentence for people).
+    TransportClosed { room: RoomId, transport: TransportId, code: TransportCloseCode, reason: String },
 }
 
 /// The engine's counters since it started, and current bitrates.

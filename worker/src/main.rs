@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fanout_worker::defaults;
-use fanout_worker::server::{start, WorkerConfig};
+use fanout_worker::server::{start, WorkerConfig, WorkerLimits};
 
 /// Fanout's SFU worker: WebRTC media for mediasoup-client browsers, with an internal REST API.
 #[derive(Parser, Debug)]
@@ -39,6 +39,10 @@ struct Args {
     /// Media threads (default: one per core).
     #[arg(long, env = "FANOUT_MEDIA_THREADS")]
     media_threads: Option<usize>,
+    /// Seconds a new transport waits for its first valid ICE check before it is closed
+    /// (ICE_TIMEOUT) and its port returns to the pool.
+    #[arg(long, env = "FANOUT_ICE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    ice_timeout_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -80,12 +84,20 @@ async fn main() -> anyhow::Result<()> {
         rtc_ports: (args.rtc_min_port, args.rtc_max_port),
         media_threads: threads,
         api_token: args.api_token.clone(),
+        limits: limits(&args),
     })
     .await?;
     shutdown_signal().await;
     tracing::info!("shutting down: closing rooms");
     worker.shutdown().await;
     Ok(())
+}
+
+/// The limits the flags set.
+fn limits(args: &Args) -> WorkerLimits {
+    let mut limits = WorkerLimits::default();
+    limits.transport_timeouts.ice.setup = Duration::from_secs(args.ice_timeout_seconds);
+    limits
 }
 
 /// The announced IP: the flag, else the file (waited for), else the listen IP when it is a

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::{ControlPlane, RandomIds};
 use crate::engine::EngineError;
 use crate::http::{self, ApiState};
+use crate::media::transport::TransportTimeouts;
 use crate::media::udp::{EngineConfig, UdpEngine};
 
 /// Everything a worker needs to run.
@@ -27,6 +28,17 @@ pub struct WorkerConfig {
     pub media_threads: usize,
     /// Bearer token of the REST API; `None` leaves it open (development only).
     pub api_token: Option<String>,
+    /// Timeouts, quotas and size limits (the defaults suit production).
+    pub limits: WorkerLimits,
+}
+
+/// What a worker allows and for how long: the `fanout-worker` flags of the same names set
+/// them, and `docs/worker-api.md` documents what clients see when they are reached.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerLimits {
+    /// When transports close by themselves: ICE timeout (`--ice-timeout-seconds`), consent,
+    /// DTLS setup.
+    pub transport_timeouts: TransportTimeouts,
 }
 
 impl WorkerConfig {
@@ -39,6 +51,7 @@ impl WorkerConfig {
             rtc_ports,
             media_threads: 1,
             api_token: None,
+            limits: WorkerLimits::default(),
         }
     }
 }
@@ -90,6 +103,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
             port_min: config.rtc_ports.0,
             port_max: config.rtc_ports.1,
             threads: config.media_threads.max(1),
+            timeouts: config.limits.transport_timeouts,
         },
         notices_tx,
     )?;

@@ -39,7 +39,8 @@ use crate::engine::{EngineError, EngineNotice, MediaEngine};
 use crate::room::{
     ConsumeOptions, ConsumerCreated, ConsumerId, Direction, DtlsParameters, DtlsRole,
     IceParameters, IdGenerator, JoinResponse, PeerId, PeerInfo, ProduceOptions, ProducerCreated,
-    ProducerId, RoomError, RoomEvent, RoomId, Rooms, TransportCreated, TransportId,
+    ProducerId, RoomError, RoomEvent, RoomId, Rooms, TransportCloseCode, TransportCreated,
+    TransportId,
 };
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
 
@@ -520,6 +521,7 @@ impl ControlPlane {
             EngineNotice::TransportClosed {
                 room,
                 transport,
+                code,
                 reason,
             } => {
                 let mut state = self.lock();
@@ -528,21 +530,21 @@ impl ControlPlane {
                     .room(&room)
                     .and_then(|r| r.transport(&transport))
                     .map(|t| t.peer_id.clone());
-                match state.rooms.close_transport(&room, &transport) {
+                match state.rooms.close_transport_for(&room, &transport, code, &reason) {
                     Ok(()) => {
-                        tracing::info!(%room, %transport, %reason, "the media engine closed a transport");
+                        tracing::info!(%room, %transport, %code, %reason, "the media engine closed a transport");
                         let abandoned = peer.filter(|peer| {
                             state.rooms.room(&room).is_some_and(|r| !r.transports().iter().any(|t| &t.peer_id == peer))
                         });
-                        if let Some(peer) = abandoned {
-                            if state.rooms.leave(&room, &peer).is_ok() {
-                                tracing::info!(%room, %peer, "peer lost its last transport; it left the room");
-                            }
+                        if let Some(peer) = abandoned
+                            && state.rooms.leave(&room, &peer).is_ok()
+                        {
+                            tracing::info!(%room, %peer, "peer lost its last transport; it left the room");
                         }
                         self.follow(&mut state, &room, Routing::MayHaveChanged);
                     }
                     Err(error) => {
-                        tracing::debug!(%room, %transport, %reason, %error, "engine closed a transport that is gone already");
+                        tracing::debug!(%room, %transport, %code, %reason, %error, "engine closed a transport that is gone already");
                     }
                 }
             }
@@ -571,7 +573,11 @@ impl ControlPlane {
         state.accepting = false;
         let open: Vec<RoomId> = state.rooms.rooms().map(|room| room.id.clone()).collect();
         for room_id in open {
-            if state.rooms.close_room(&room_id).is_ok() {
+            if state
+                .rooms
+                .close_room_for(&room_id, TransportCloseCode::WorkerShutdown)
+                .is_ok()
+            {
                 self.follow(&mut state, &room_id, Routing::Unchanged);
             }
         }

@@ -330,6 +330,7 @@ fn an_engine_notice_closes_the_transport_and_publishes_the_cascade() {
     s.control.handle_notice(EngineNotice::TransportClosed {
         room: room(),
         transport: send.clone(),
+        code: TransportCloseCode::IceConsentLost,
         reason: "ICE consent lost".to_owned(),
     });
     let heard = drain(&mut events);
@@ -342,8 +343,15 @@ fn an_engine_notice_closes_the_transport_and_publishes_the_cascade() {
     assert!(
         matches!(&heard[1], RoomEvent::ProducerClosed { producer_id, .. } if *producer_id == producer)
     );
-    assert!(
-        matches!(&heard[2], RoomEvent::TransportClosed { transport_id, .. } if *transport_id == send)
+    assert_eq!(
+        heard[2],
+        RoomEvent::TransportClosed {
+            transport_id: send.clone(),
+            peer_id: peer("alice"),
+            code: TransportCloseCode::IceConsentLost,
+            reason: "ICE consent lost".to_owned(),
+        },
+        "the engine's code and reason reach the event"
     );
     // The engine closed it on the wire; it is told to release it (socket, port) too.
     assert!(s.engine.calls().iter().any(
@@ -362,6 +370,7 @@ fn a_notice_for_a_transport_already_closed_changes_nothing() {
     s.control.handle_notice(EngineNotice::TransportClosed {
         room: room(),
         transport: send,
+        code: TransportCloseCode::DtlsClosed,
         reason: "DTLS close alert".to_owned(),
     });
     assert_eq!(s.engine.calls().len(), calls);
@@ -378,6 +387,7 @@ async fn the_notice_task_applies_notices_from_the_engines_channel() {
         .send(EngineNotice::TransportClosed {
             room: room(),
             transport: send,
+            code: TransportCloseCode::IceConsentLost,
             reason: "ICE consent lost".to_owned(),
         })
         .expect("task listens");
@@ -398,6 +408,14 @@ fn shutdown_closes_every_room_and_refuses_new_ones() {
         heard.last(),
         Some(&RoomEvent::RoomClosed { room_id: room() })
     );
+    let codes: Vec<TransportCloseCode> = heard
+        .iter()
+        .filter_map(|event| match event {
+            RoomEvent::TransportClosed { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [TransportCloseCode::WorkerShutdown; 2], "{heard:?}");
     assert_eq!(s.control.stats(), WorkerStats::default());
     assert!(s.engine.open_transports().is_empty());
     assert_eq!(
@@ -419,7 +437,7 @@ fn a_peer_whose_last_transport_the_engine_closed_leaves_the_room() {
     let (send, recv, _, _) = s.alice_sends_bob_receives();
     let mut events = s.control.subscribe(&room()).expect("subscribes");
     // Bob's browser is gone: the engine closes his only transport (consent lost).
-    s.control.handle_notice(EngineNotice::TransportClosed { room: room(), transport: recv, reason: "ICE consent lost".into() });
+    s.control.handle_notice(EngineNotice::TransportClosed { room: room(), transport: recv, code: TransportCloseCode::IceConsentLost, reason: "ICE consent lost".into() });
     let heard = drain(&mut events);
     assert!(heard.iter().any(|e| matches!(e, RoomEvent::PeerLeft { peer_id, .. } if peer_id.as_str() == "bob")), "{heard:?}");
     assert_eq!(s.control.stats().peers, 1, "alice stays");

@@ -3,7 +3,10 @@
 //! One [`DtlsSession`] per transport, created when the client sends its DTLS parameters. The
 //! worker takes the DTLS server role against mediasoup-client (which says `client`), and the
 //! client role when the peer says `server`. The peer's certificate must match a fingerprint it
-//! signalled, or the handshake fails with a `bad_certificate` alert.
+//! signalled, or the handshake fails with a `bad_certificate` alert. Fingerprints may use any
+//! hash mediasoup accepts (sha-1, sha-224, sha-256, sha-384, sha-512: aiortc signals only
+//! sha-512); as RFC 8122 section 5 says, the certificate is checked against those of the
+//! strongest hash the peer used ([`expected_fingerprints`]).
 //!
 //! The crate's endpoint keys connections by remote address and starts a new server handshake
 //! for any unknown one, so the session feeds it one fixed key ([`CONNECTION_KEY`]) and the
@@ -12,10 +15,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
+use rtc::crypto::RTCCryptoProvider;
+use sha1::Digest;
 use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, VerifyPeerCertificateFn};
 use rtc::dtls::crypto::Certificate;
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
@@ -42,7 +47,7 @@ pub const SUPPORTED_SRTP_PROFILES: [SrtpProtectionProfile; 2] =
 pub enum DtlsError {
     #[error("could not create the worker's DTLS certificate: {0}")]
     Certificate(String),
-    #[error("the peer signalled no sha-256 fingerprint")]
+    #[error("the peer signalled no fingerprint in a supported hash (sha-1, sha-224, sha-256, sha-384 or sha-512)")]
     NoUsableFingerprint,
     #[error("DTLS handshake failed: {0}")]
     Handshake(String),
@@ -64,7 +69,7 @@ impl DtlsIdentity {
         let certificate = Certificate::generate_self_signed(vec!["fanout".to_string()], provider.crypto())
             .map_err(|e| DtlsError::Certificate(e.to_string()))?;
         let der = certificate.certificate.first().ok_or_else(|| DtlsError::Certificate("no certificate".into()))?;
-        let fingerprint = sha256_fingerprint(provider.as_ref(), der.as_ref()).map_err(DtlsError::Certificate)?;
+        let fingerprint = FingerprintAlgorithm::Sha256.fingerprint(der.as_ref());
         Ok(DtlsIdentity { certificate, fingerprint, provider })
     }
 
@@ -76,12 +81,77 @@ impl DtlsIdentity {
     pub fn fingerprints(&self) -> Vec<DtlsFingerprint> {
         vec![DtlsFingerprint { algorithm: "sha-256".into(), value: self.fingerprint.clone() }]
     }
+
+    /// The certificate's fingerprint in another hash (test clients signal these as other
+    /// implementations do: aiortc sends only sha-512).
+    pub fn fingerprint_with(&self, algorithm: FingerprintAlgorithm) -> DtlsFingerprint {
+        let der = self.certificate.certificate.first().map(|der| der.as_ref()).unwrap_or_default();
+        DtlsFingerprint { algorithm: algorithm.name().into(), value: algorithm.fingerprint(der) }
+    }
 }
 
-/// `AB:CD:...` of the SHA-256 of `der`.
-pub fn sha256_fingerprint(provider: &dyn RTCCryptoProvider, der: &[u8]) -> Result<String, String> {
-    let digest = provider.crypto().hash(HashAlgorithm::Sha256, der).map_err(|e| e.to_string())?;
-    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+/// A hash a certificate fingerprint is made with, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FingerprintAlgorithm {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl FingerprintAlgorithm {
+    /// The algorithm for its SDP name (`sha-256`, any case); `None` for others (`md5`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            ("sha-1", FingerprintAlgorithm::Sha1),
+            ("sha-224", FingerprintAlgorithm::Sha224),
+            ("sha-256", FingerprintAlgorithm::Sha256),
+            ("sha-384", FingerprintAlgorithm::Sha384),
+            ("sha-512", FingerprintAlgorithm::Sha512),
+        ]
+        .into_iter()
+        .find(|(known, _)| name.eq_ignore_ascii_case(known))
+        .map(|(_, algorithm)| algorithm)
+    }
+
+    /// The SDP name (`sha-256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FingerprintAlgorithm::Sha1 => "sha-1",
+            FingerprintAlgorithm::Sha224 => "sha-224",
+            FingerprintAlgorithm::Sha256 => "sha-256",
+            FingerprintAlgorithm::Sha384 => "sha-384",
+            FingerprintAlgorithm::Sha512 => "sha-512",
+        }
+    }
+
+    /// `AB:CD:...` (uppercase hex pairs) of this hash of `der`.
+    pub fn fingerprint(self, der: &[u8]) -> String {
+        let digest = match self {
+            FingerprintAlgorithm::Sha1 => sha1::Sha1::digest(der).to_vec(),
+            FingerprintAlgorithm::Sha224 => sha2::Sha224::digest(der).to_vec(),
+            FingerprintAlgorithm::Sha256 => sha2::Sha256::digest(der).to_vec(),
+            FingerprintAlgorithm::Sha384 => sha2::Sha384::digest(der).to_vec(),
+            FingerprintAlgorithm::Sha512 => sha2::Sha512::digest(der).to_vec(),
+        };
+        digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    }
+}
+
+/// What the peer's certificate is checked against (RFC 8122 section 5): the fingerprints of
+/// the strongest supported hash among those it signalled, values in uppercase. `None` when it
+/// signalled none in a supported hash.
+pub fn expected_fingerprints(remote: &DtlsParameters) -> Option<(FingerprintAlgorithm, Vec<String>)> {
+    let signalled: Vec<(FingerprintAlgorithm, &str)> = remote
+        .fingerprints
+        .iter()
+        .filter_map(|f| FingerprintAlgorithm::from_name(&f.algorithm).map(|algorithm| (algorithm, f.value.as_str())))
+        .collect();
+    let strongest = signalled.iter().map(|(algorithm, _)| *algorithm).max()?;
+    let values =
+        signalled.iter().filter(|(algorithm, _)| *algorithm == strongest).map(|(_, value)| value.to_ascii_uppercase()).collect();
+    Some((strongest, values))
 }
 
 /// SRTP contexts for both directions of one transport.
@@ -128,11 +198,14 @@ pub struct DtlsSession {
     role: DtlsRole,
     connected: bool,
     identity: DtlsIdentity,
+    /// Set by the certificate check when the peer's certificate matched no fingerprint, so a
+    /// failed handshake can say that is why.
+    fingerprint_mismatch: Arc<AtomicBool>,
 }
 
 impl DtlsSession {
     /// Prepares DTLS in `local_role` (server or client) toward a peer that must present a
-    /// certificate matching `remote`'s sha-256 fingerprint.
+    /// certificate matching `remote`'s fingerprints ([`expected_fingerprints`]).
     pub fn new(identity: &DtlsIdentity, remote: &DtlsParameters, local_role: DtlsRole, now: Instant) -> Result<Self, DtlsError> {
         Self::with_profiles(identity, remote, local_role, now, SUPPORTED_SRTP_PROFILES.to_vec())
     }
@@ -146,22 +219,15 @@ impl DtlsSession {
         now: Instant,
         profiles: Vec<SrtpProtectionProfile>,
     ) -> Result<Self, DtlsError> {
-        let expected: Vec<String> = remote
-            .fingerprints
-            .iter()
-            .filter(|f| f.algorithm.eq_ignore_ascii_case("sha-256"))
-            .map(|f| f.value.to_ascii_uppercase())
-            .collect();
-        if expected.is_empty() {
-            return Err(DtlsError::NoUsableFingerprint);
-        }
-        let provider = identity.provider.clone();
+        let (algorithm, expected) = expected_fingerprints(remote).ok_or(DtlsError::NoUsableFingerprint)?;
+        let fingerprint_mismatch = Arc::new(AtomicBool::new(false));
+        let mismatch = fingerprint_mismatch.clone();
         let verify: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _| {
-            let der = certs.first().ok_or(rtc::shared::error::Error::ErrNonCertificate)?;
-            let got = sha256_fingerprint(provider.as_ref(), der).map_err(rtc::shared::error::Error::Other)?;
-            if expected.contains(&got) {
+            let matched = certs.first().is_some_and(|der| expected.contains(&algorithm.fingerprint(der)));
+            if matched {
                 Ok(())
             } else {
+                mismatch.store(true, Ordering::Relaxed);
                 Err(rtc::shared::error::Error::ErrNoMatchingCertificateFingerprint)
             }
         });
@@ -185,7 +251,12 @@ impl DtlsSession {
         } else {
             Endpoint::new(local, TransportProtocol::UDP, Some(config))
         };
-        Ok(DtlsSession { endpoint, role: local_role, connected: false, identity: identity.clone() })
+        Ok(DtlsSession { endpoint, role: local_role, connected: false, identity: identity.clone(), fingerprint_mismatch })
+    }
+
+    /// True once the peer presented a certificate that matched none of its fingerprints.
+    pub fn fingerprint_mismatched(&self) -> bool {
+        self.fingerprint_mismatch.load(Ordering::Relaxed)
     }
 
     pub fn role(&self) -> DtlsRole {
@@ -272,5 +343,62 @@ impl DtlsSession {
             _ => None,
         };
         Ok(SrtpSession { profile, inbound, outbound, rtp_sealer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint(algorithm: &str, value: &str) -> DtlsFingerprint {
+        DtlsFingerprint { algorithm: algorithm.into(), value: value.into() }
+    }
+
+    fn remote(fingerprints: Vec<DtlsFingerprint>) -> DtlsParameters {
+        DtlsParameters { role: DtlsRole::Client, fingerprints }
+    }
+
+    #[test]
+    fn digests_match_the_published_test_vectors() {
+        // FIPS 180 "abc" vectors, first and last bytes.
+        let abc = b"abc";
+        assert!(FingerprintAlgorithm::Sha1.fingerprint(abc).starts_with("A9:99:3E"));
+        assert!(FingerprintAlgorithm::Sha224.fingerprint(abc).starts_with("23:09:7D"));
+        assert!(FingerprintAlgorithm::Sha256.fingerprint(abc).starts_with("BA:78:16"));
+        assert!(FingerprintAlgorithm::Sha384.fingerprint(abc).starts_with("CB:00:75"));
+        assert!(FingerprintAlgorithm::Sha512.fingerprint(abc).ends_with("A5:4C:A4:9F"));
+        for (algorithm, bytes) in [
+            (FingerprintAlgorithm::Sha1, 20),
+            (FingerprintAlgorithm::Sha224, 28),
+            (FingerprintAlgorithm::Sha256, 32),
+            (FingerprintAlgorithm::Sha384, 48),
+            (FingerprintAlgorithm::Sha512, 64),
+        ] {
+            assert_eq!(algorithm.fingerprint(abc).split(':').count(), bytes, "{algorithm:?}");
+            assert_eq!(FingerprintAlgorithm::from_name(&algorithm.name().to_uppercase()), Some(algorithm));
+        }
+        assert_eq!(FingerprintAlgorithm::from_name("md5"), None);
+    }
+
+    #[test]
+    fn the_strongest_signalled_hash_is_the_one_checked() {
+        let picked = expected_fingerprints(&remote(vec![
+            fingerprint("sha-256", "aa"),
+            fingerprint("sha-512", "bb"),
+            fingerprint("SHA-384", "cc"),
+            fingerprint("sha-512", "dd"),
+        ]));
+        assert_eq!(picked, Some((FingerprintAlgorithm::Sha512, vec!["BB".to_owned(), "DD".to_owned()])));
+        let only_sha1 = expected_fingerprints(&remote(vec![fingerprint("md5", "x"), fingerprint("sha-1", "ab:cd")]));
+        assert_eq!(only_sha1, Some((FingerprintAlgorithm::Sha1, vec!["AB:CD".to_owned()])));
+        assert_eq!(expected_fingerprints(&remote(vec![fingerprint("md5", "x")])), None);
+        assert_eq!(expected_fingerprints(&remote(Vec::new())), None);
+    }
+
+    #[test]
+    fn an_identity_gives_its_fingerprint_in_every_hash() {
+        let identity = DtlsIdentity::generate(rtc::crypto::default_provider().unwrap()).unwrap();
+        assert_eq!(identity.fingerprint_with(FingerprintAlgorithm::Sha256), identity.fingerprints()[0]);
+        assert_eq!(identity.fingerprint_with(FingerprintAlgorithm::Sha512).value.split(':').count(), 64);
     }
 }

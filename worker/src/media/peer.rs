@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use crate::media::dtls::{DtlsEvent, DtlsIdentity, DtlsSession, SrtpSession};
+use crate::media::dtls::{DtlsEvent, DtlsIdentity, DtlsSession, FingerprintAlgorithm, SrtpSession};
 use crate::media::ice::binding_request;
 use crate::room::{DtlsParameters, DtlsRole, IceParameters, IceProtocol, ListenAddress, TransportCreated, TransportNetwork};
 
@@ -75,6 +75,12 @@ impl TestPeer {
     /// What the peer sends in `connect-transport` (it takes the DTLS client role).
     pub fn dtls_parameters(&self) -> DtlsParameters {
         DtlsParameters { role: DtlsRole::Client, fingerprints: self.identity.fingerprints() }
+    }
+
+    /// `connect-transport` parameters with the certificate's fingerprint in another hash only
+    /// (aiortc, under pymediasoup, signals only sha-512).
+    pub fn dtls_parameters_with(&self, algorithm: FingerprintAlgorithm) -> DtlsParameters {
+        DtlsParameters { role: DtlsRole::Client, fingerprints: vec![self.identity.fingerprint_with(algorithm)] }
     }
 
     /// After an ICE restart on the worker.

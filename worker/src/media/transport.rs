@@ -10,17 +10,37 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::media::dtls::{DtlsError, DtlsEvent, DtlsIdentity, DtlsSession, SrtpSession};
-use crate::media::ice::{IceLite, StunDrop};
-use crate::room::{DtlsParameters, DtlsRole};
+use crate::media::ice::{IceExpiry, IceLite, IceTimeouts, StunDrop};
+use crate::room::{DtlsParameters, DtlsRole, TransportCloseCode};
 
 /// At most this many ICE-validated source tuples are remembered per transport.
 const MAX_VALID_TUPLES: usize = 8;
 /// DTLS datagrams that arrive before the client's connect request are kept (at most this
 /// many) and replayed once it comes.
 const MAX_EARLY_DTLS: usize = 16;
+
+/// How long DTLS may take to complete after the first valid ICE check. A browser finishes in
+/// well under a second; a peer that passed ICE but never completes DTLS (no connect request,
+/// no ClientHello) would otherwise hold its port for as long as it keeps consent.
+pub const DTLS_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The timers that close a transport by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportTimeouts {
+    /// ICE timeout and consent timeout.
+    pub ice: IceTimeouts,
+    /// From the first valid ICE check to DTLS connected.
+    pub dtls_setup: Duration,
+}
+
+impl Default for TransportTimeouts {
+    fn default() -> Self {
+        TransportTimeouts { ice: IceTimeouts::default(), dtls_setup: DTLS_SETUP_TIMEOUT }
+    }
+}
 
 /// What the transport asks its owner to do, or tells it.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,9 +53,9 @@ pub enum Output {
     Rtcp(Vec<u8>),
     /// ICE selected a tuple and DTLS completed: media can flow.
     Connected,
-    /// The transport is closed (consent lost, DTLS failed or closed); the reason is for logs
-    /// and events.
-    Closed(String),
+    /// The transport closed by itself (ICE timeout or consent lost, DTLS failed or closed):
+    /// the code and a sentence for the `transportClosed` event.
+    Closed { code: TransportCloseCode, reason: String },
 }
 
 /// Why a datagram was dropped. Counted per reason in the worker's metrics.
@@ -79,6 +99,7 @@ enum State {
 
 pub struct WebRtcTransport {
     ice: IceLite,
+    dtls_setup_timeout: Duration,
     identity: DtlsIdentity,
     dtls: Option<DtlsSession>,
     srtp: Option<SrtpSession>,
@@ -91,9 +112,22 @@ pub struct WebRtcTransport {
 }
 
 impl WebRtcTransport {
+    /// Created now, with the default timeouts.
     pub fn new(ufrag: impl Into<String>, password: impl Into<String>, identity: DtlsIdentity) -> Self {
+        Self::with_timeouts(ufrag, password, identity, Instant::now(), TransportTimeouts::default())
+    }
+
+    /// Created at `now`, closing itself on `timeouts`.
+    pub fn with_timeouts(
+        ufrag: impl Into<String>,
+        password: impl Into<String>,
+        identity: DtlsIdentity,
+        now: Instant,
+        timeouts: TransportTimeouts,
+    ) -> Self {
         WebRtcTransport {
-            ice: IceLite::new(ufrag, password),
+            ice: IceLite::with_timeouts(ufrag, password, now, timeouts.ice),
+            dtls_setup_timeout: timeouts.dtls_setup,
             identity,
             dtls: None,
             srtp: None,
@@ -118,9 +152,15 @@ impl WebRtcTransport {
     }
 
     /// The client's DTLS parameters arrived: set up DTLS in `local_role` and replay any DTLS
-    /// that came early.
+    /// that came early. When DTLS cannot be set up the transport closes (`DTLS_FAILED`).
     pub fn connect(&mut self, remote: &DtlsParameters, local_role: DtlsRole, now: Instant) -> Result<(), DtlsError> {
-        let session = DtlsSession::new(&self.identity, remote, local_role, now)?;
+        let session = match DtlsSession::new(&self.identity, remote, local_role, now) {
+            Ok(session) => session,
+            Err(error) => {
+                self.close_with(TransportCloseCode::DtlsFailed, format!("DTLS could not be set up: {error}"));
+                return Err(error);
+            }
+        };
         self.dtls = Some(session);
         // As client we may already know where to send the ClientHello.
         self.flush_dtls();
@@ -191,7 +231,12 @@ impl WebRtcTransport {
                     self.flush_dtls();
                 }
             }
-            Err(drop) => self.drops.push(Drop::Stun(drop)),
+            Err(refused) => {
+                if let Some(response) = refused.response {
+                    self.outputs.push_back(Output::Transmit { to: from, data: response });
+                }
+                self.drops.push(Drop::Stun(refused.reason));
+            }
         }
     }
 
@@ -206,13 +251,25 @@ impl WebRtcTransport {
                             self.state = State::Connected;
                             self.outputs.push_back(Output::Connected);
                         }
-                        DtlsEvent::Closed => self.close_with("DTLS closed by the peer"),
+                        DtlsEvent::Closed => {
+                            self.close_with(TransportCloseCode::DtlsClosed, TransportCloseCode::DtlsClosed.describe().to_owned())
+                        }
                     }
                 }
             }
             Err(DtlsError::Handshake(reason)) if !dtls.is_connected() => {
+                let code = if dtls.fingerprint_mismatched() {
+                    TransportCloseCode::DtlsFingerprintMismatch
+                } else {
+                    TransportCloseCode::DtlsFailed
+                };
+                // The alert goes out before the transport closes, so the peer learns it too.
                 self.flush_dtls();
-                self.close_with(&format!("DTLS handshake failed: {reason}"));
+                let reason = match code {
+                    TransportCloseCode::DtlsFingerprintMismatch => code.describe().to_owned(),
+                    _ => format!("the DTLS handshake failed: {reason}"),
+                };
+                self.close_with(code, reason);
                 return;
             }
             Err(_) => self.drops.push(Drop::DtlsFailed),
@@ -228,21 +285,37 @@ impl WebRtcTransport {
         }
     }
 
-    /// Drives timers: DTLS retransmissions, ICE consent.
+    /// Drives timers: ICE timeout and consent, DTLS setup and retransmissions.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
         }
-        if self.ice.consent_expired(now) {
-            self.close_with("ICE consent expired (no valid STUN request for 30 s)");
-            return;
+        match self.ice.expired(now) {
+            Some(IceExpiry::Timeout) => {
+                let code = TransportCloseCode::IceTimeout;
+                return self.close_with(code, code.describe().to_owned());
+            }
+            Some(IceExpiry::ConsentLost) => {
+                let code = TransportCloseCode::IceConsentLost;
+                return self.close_with(code, code.describe().to_owned());
+            }
+            None => {}
+        }
+        if self.dtls_setup_deadline().is_some_and(|at| at <= now) {
+            let reason = match self.dtls {
+                Some(_) => format!("the DTLS handshake did not complete within {} s of ICE connecting", self.dtls_setup_timeout.as_secs()),
+                None => format!(
+                    "ICE connected but no DTLS parameters (connect-transport) came within {} s",
+                    self.dtls_setup_timeout.as_secs()
+                ),
+            };
+            return self.close_with(TransportCloseCode::DtlsFailed, reason);
         }
         if let Some(dtls) = self.dtls.as_mut() {
             if dtls.poll_timeout().is_some_and(|at| at <= now) {
                 if let Err(e) = dtls.handle_timeout(now) {
                     if !dtls.is_connected() {
-                        self.close_with(&e.to_string());
-                        return;
+                        return self.close_with(TransportCloseCode::DtlsFailed, format!("the DTLS handshake failed: {e}"));
                     }
                 }
                 self.flush_dtls();
@@ -250,14 +323,20 @@ impl WebRtcTransport {
         }
     }
 
+    /// When DTLS must be up by, once ICE has connected (`None` when it is up, or ICE is not).
+    fn dtls_setup_deadline(&self) -> Option<Instant> {
+        if self.srtp.is_some() {
+            return None;
+        }
+        self.ice.first_check()?.checked_add(self.dtls_setup_timeout)
+    }
+
     /// The next instant [`Self::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
-        let consent = self.ice.consent_deadline();
-        match (dtls, consent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.dtls.as_ref().and_then(|d| d.poll_timeout()), self.ice.consent_deadline(), self.dtls_setup_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -310,10 +389,10 @@ impl WebRtcTransport {
         self.state = State::Closed;
     }
 
-    fn close_with(&mut self, reason: &str) {
+    fn close_with(&mut self, code: TransportCloseCode, reason: String) {
         if self.state != State::Closed {
             self.state = State::Closed;
-            self.outputs.push_back(Output::Closed(reason.to_string()));
+            self.outputs.push_back(Output::Closed { code, reason });
         }
     }
 }
@@ -547,9 +626,132 @@ mod tests {
         }
         browser.dtls = Some(client);
         let events = pump(&mut server, &mut browser, now);
-        assert!(events.iter().any(|e| matches!(e, Output::Closed(r) if r.contains("DTLS"))), "{events:?}");
+        assert!(
+            events.contains(&Output::Closed {
+                code: TransportCloseCode::DtlsFingerprintMismatch,
+                reason: TransportCloseCode::DtlsFingerprintMismatch.describe().to_owned()
+            }),
+            "{events:?}"
+        );
         assert!(!server.is_connected());
         assert!(!server.send_rtp(&rtp(1, b"x")), "nothing is sent on a failed transport");
+    }
+
+    /// Like [`connected_pair`], with the browser signalling only this hash of its certificate.
+    fn connect_signalling(algorithm: crate::media::dtls::FingerprintAlgorithm) -> Vec<Output> {
+        let server_identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
+        let mut browser = Browser::new();
+        let now = Instant::now();
+        server.handle_datagram(browser_addr(), &browser.check(true), now);
+        let signalled = DtlsParameters { role: DtlsRole::Client, fingerprints: vec![browser.identity.fingerprint_with(algorithm)] };
+        server.connect(&signalled, DtlsRole::Server, now).unwrap();
+        let server_params = DtlsParameters { role: DtlsRole::Auto, fingerprints: server_identity.fingerprints() };
+        let mut client = DtlsSession::new(&browser.identity, &server_params, DtlsRole::Client, now).unwrap();
+        while let Some(hello) = client.poll_transmit() {
+            server.handle_datagram(browser_addr(), &hello, now);
+        }
+        browser.dtls = Some(client);
+        pump(&mut server, &mut browser, now)
+    }
+
+    #[test]
+    fn a_peer_signalling_any_hash_mediasoup_accepts_connects() {
+        use crate::media::dtls::FingerprintAlgorithm::*;
+        for algorithm in [Sha1, Sha224, Sha256, Sha384, Sha512] {
+            let events = connect_signalling(algorithm);
+            assert!(events.contains(&Output::Connected), "{algorithm:?}: {events:?}");
+        }
+    }
+
+    #[test]
+    fn a_peer_with_several_hashes_is_checked_against_the_strongest() {
+        let server_identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
+        let mut browser = Browser::new();
+        let now = Instant::now();
+        server.handle_datagram(browser_addr(), &browser.check(true), now);
+        // The right sha-256, and a sha-512 of another certificate: the sha-512 decides.
+        let other = DtlsIdentity::generate(provider()).unwrap();
+        use crate::media::dtls::FingerprintAlgorithm::{Sha256, Sha512};
+        let signalled = DtlsParameters {
+            role: DtlsRole::Client,
+            fingerprints: vec![browser.identity.fingerprint_with(Sha256), other.fingerprint_with(Sha512)],
+        };
+        server.connect(&signalled, DtlsRole::Server, now).unwrap();
+        let server_params = DtlsParameters { role: DtlsRole::Auto, fingerprints: server_identity.fingerprints() };
+        let mut client = DtlsSession::new(&browser.identity, &server_params, DtlsRole::Client, now).unwrap();
+        while let Some(hello) = client.poll_transmit() {
+            server.handle_datagram(browser_addr(), &hello, now);
+        }
+        browser.dtls = Some(client);
+        let events = pump(&mut server, &mut browser, now);
+        assert!(
+            events.iter().any(|e| matches!(e, Output::Closed { code: TransportCloseCode::DtlsFingerprintMismatch, .. })),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_transport_that_never_gets_a_check_times_out() {
+        let identity = DtlsIdentity::generate(provider()).unwrap();
+        let now = Instant::now();
+        let timeouts = TransportTimeouts { ice: IceTimeouts { setup: Duration::from_secs(5), ..IceTimeouts::default() }, ..TransportTimeouts::default() };
+        let mut server = WebRtcTransport::with_timeouts(UFRAG, PWD, identity, now, timeouts);
+        assert_eq!(server.poll_timeout(), Some(now + Duration::from_secs(5)));
+        // Garbage and checks with the wrong password do not count.
+        server.handle_datagram(browser_addr(), &[0, 1, 0, 0], now);
+        server.handle_datagram(browser_addr(), &binding_request(UFRAG, "b", "wrong-password-xxxxxxxxx", true, provider().crypto()), now);
+        server.handle_timeout(now + Duration::from_secs(4));
+        assert!(!server.is_closed());
+        server.handle_timeout(now + Duration::from_secs(5));
+        let closed = std::iter::from_fn(|| server.poll_output()).find(|o| matches!(o, Output::Closed { .. }));
+        assert_eq!(
+            closed,
+            Some(Output::Closed { code: TransportCloseCode::IceTimeout, reason: TransportCloseCode::IceTimeout.describe().to_owned() })
+        );
+    }
+
+    #[test]
+    fn ice_without_dtls_is_closed_after_the_dtls_setup_timeout() {
+        let identity = DtlsIdentity::generate(provider()).unwrap();
+        let now = Instant::now();
+        let mut server = WebRtcTransport::with_timeouts(UFRAG, PWD, identity, now, TransportTimeouts::default());
+        let browser = Browser::new();
+        // Checks keep consent alive, but no connect-transport ever comes.
+        for second in (0..=30).step_by(5) {
+            server.handle_datagram(browser_addr(), &browser.check(true), now + Duration::from_secs(second));
+            server.handle_timeout(now + Duration::from_secs(second));
+        }
+        assert!(server.is_closed());
+        let closed = std::iter::from_fn(|| server.poll_output()).find(|o| matches!(o, Output::Closed { .. }));
+        assert!(
+            matches!(&closed, Some(Output::Closed { code: TransportCloseCode::DtlsFailed, reason }) if reason.contains("connect-transport")),
+            "{closed:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_check_is_answered_with_its_error_response() {
+        let identity = DtlsIdentity::generate(provider()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, identity);
+        let now = Instant::now();
+        let controlled = crate::media::ice::BindingRequest {
+            controlling: None,
+            controlled: Some(1),
+            ..crate::media::ice::BindingRequest::browser(UFRAG, "b", PWD, true)
+        };
+        server.handle_datagram(browser_addr(), &controlled.build(provider().crypto()), now);
+        let Some(Output::Transmit { to, data }) = server.poll_output() else { panic!("no answer") };
+        assert_eq!(to, browser_addr());
+        assert_eq!(
+            crate::media::ice::read_binding_answer(&data, PWD, provider().crypto()),
+            crate::media::ice::BindingAnswer::Error { code: 487, reason: "Role Conflict".into() }
+        );
+        assert_eq!(server.drops, vec![Drop::Stun(StunDrop::RoleConflict)]);
+        // A refused check validates nothing: DTLS from that tuple is still dropped.
+        server.handle_datagram(browser_addr(), &[22, 254, 253, 0, 0], now);
+        assert_eq!(server.drops.last(), Some(&Drop::UnvalidatedTuple));
     }
 
     #[test]
@@ -559,7 +761,7 @@ mod tests {
         server.handle_timeout(now + Duration::from_secs(10));
         assert_eq!(server.poll_output(), None);
         server.handle_timeout(now + Duration::from_secs(31));
-        assert!(matches!(server.poll_output(), Some(Output::Closed(r)) if r.contains("consent")));
+        assert!(matches!(server.poll_output(), Some(Output::Closed { code: TransportCloseCode::IceConsentLost, .. })));
         assert!(server.is_closed());
     }
 

@@ -53,7 +53,7 @@ mod rooms;
 mod transport;
 
 pub use error::RoomError;
-pub use event::{ConsumerCloseReason, RoomEvent};
+pub use event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 pub use forwarding::{CodecInfo, Forward, ForwardTarget, ForwardingTable, InboundStream};
 pub use ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, SequentialIds, TransportId};
 pub use rooms::{

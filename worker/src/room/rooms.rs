@@ -13,7 +13,7 @@ use crate::rtp::{
 };
 
 use super::error::RoomError;
-use super::event::{ConsumerCloseReason, RoomEvent};
+use super::event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 use super::forwarding::ForwardingTable;
 use super::ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId};
 use super::transport::{
@@ -512,7 +512,13 @@ impl Room {
         }
     }
 
-    fn close_transport(&mut self, transport_id: &TransportId, events: &mut Vec<RoomEvent>) {
+    fn close_transport(
+        &mut self,
+        transport_id: &TransportId,
+        code: TransportCloseCode,
+        reason: &str,
+        events: &mut Vec<RoomEvent>,
+    ) {
         // Consumers first, so that one consuming a producer of this same transport closes for
         // the transport (as mediasoup's `transportclose` comes before `producerclose`).
         let consumers = ids_in_order(
@@ -537,11 +543,19 @@ impl Room {
             events.push(RoomEvent::TransportClosed {
                 transport_id: transport.id,
                 peer_id: transport.peer_id,
+                code,
+                reason: reason.to_owned(),
             });
         }
     }
 
-    fn remove_peer(&mut self, peer_id: &PeerId, events: &mut Vec<RoomEvent>) {
+    /// Removes a peer; its transports close with `code` (its leaving, or its room closing).
+    fn remove_peer(
+        &mut self,
+        peer_id: &PeerId,
+        code: TransportCloseCode,
+        events: &mut Vec<RoomEvent>,
+    ) {
         let transports = ids_in_order(
             self.transports
                 .iter()
@@ -549,7 +563,7 @@ impl Room {
             |transport| transport.seq,
         );
         for transport_id in transports {
-            self.close_transport(&transport_id, events);
+            self.close_transport(&transport_id, code, code.describe(), events);
         }
         if self.peers.remove(peer_id).is_some() {
             events.push(RoomEvent::PeerLeft {
@@ -558,10 +572,12 @@ impl Room {
         }
     }
 
-    fn close(&mut self, events: &mut Vec<RoomEvent>) {
+    /// Closes the room: every peer leaves, its transports closing with `code` (the room
+    /// closing, or the worker shutting down).
+    fn close(&mut self, code: TransportCloseCode, events: &mut Vec<RoomEvent>) {
         let peers = ids_in_order(self.peers.iter(), |peer| peer.seq);
         for peer_id in peers {
-            self.remove_peer(&peer_id, events);
+            self.remove_peer(&peer_id, code, events);
         }
         events.push(RoomEvent::RoomClosed {
             room_id: self.id.clone(),
@@ -669,14 +685,24 @@ impl Rooms {
     }
 
     /// Closes a room (`DELETE /v1/rooms/{room}`): every peer leaves as in [`Rooms::leave`],
-    /// then `roomClosed`.
+    /// then `roomClosed`. Its transports close with code `ROOM_CLOSED`.
     pub fn close_room(&mut self, room_id: &RoomId) -> Result<(), RoomError> {
+        self.close_room_for(room_id, TransportCloseCode::RoomClosed)
+    }
+
+    /// [`Rooms::close_room`] with the code its transports close with (`WORKER_SHUTDOWN` when
+    /// the worker stops).
+    pub fn close_room_for(
+        &mut self,
+        room_id: &RoomId,
+        code: TransportCloseCode,
+    ) -> Result<(), RoomError> {
         let mut room = self
             .rooms
             .remove(room_id)
             .ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))?;
         let mut events = Vec::new();
-        room.close(&mut events);
+        room.close(code, &mut events);
         self.emit(room_id, events);
         Ok(())
     }
@@ -734,7 +760,7 @@ impl Rooms {
         let room = room_mut(&mut self.rooms, room_id)?;
         room.require_peer(peer_id)?;
         let mut events = Vec::new();
-        room.remove_peer(peer_id, &mut events);
+        room.remove_peer(peer_id, TransportCloseCode::PeerLeft, &mut events);
         self.emit(room_id, events);
         Ok(())
     }
@@ -868,18 +894,32 @@ impl Rooms {
         Ok(transport.ice_parameters.clone())
     }
 
-    /// Closes a transport with its producers and consumers (see the module's cascade table).
+    /// Closes a transport with its producers and consumers (see the module's cascade table),
+    /// on request: its event has code `REQUESTED`.
     pub fn close_transport(
         &mut self,
         room_id: &RoomId,
         transport_id: &TransportId,
+    ) -> Result<(), RoomError> {
+        let code = TransportCloseCode::Requested;
+        self.close_transport_for(room_id, transport_id, code, code.describe())
+    }
+
+    /// [`Rooms::close_transport`] for a close that was not requested (the media plane's: ICE
+    /// or DTLS), with the code and sentence its event carries.
+    pub fn close_transport_for(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        code: TransportCloseCode,
+        reason: &str,
     ) -> Result<(), RoomError> {
         let room = room_mut(&mut self.rooms, room_id)?;
         if !room.transports.contains_key(transport_id) {
             return Err(room.transport_not_found(transport_id));
         }
         let mut events = Vec::new();
-        room.close_transport(transport_id, &mut events);
+        room.close_transport(transport_id, code, reason, &mut events);
         self.emit(room_id, events);
         Ok(())
     }

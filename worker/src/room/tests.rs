@@ -206,6 +206,15 @@ fn consumer_closed(
     }
 }
 
+fn transport_closed(transport: TransportId, peer_id: &str, code: TransportCloseCode) -> RoomEvent {
+    RoomEvent::TransportClosed {
+        transport_id: transport,
+        peer_id: peer(peer_id),
+        code,
+        reason: code.describe().to_owned(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rooms
 // ---------------------------------------------------------------------------------------------
@@ -1169,10 +1178,7 @@ fn closing_a_transport_closes_its_consumers_then_its_producers() {
                 producer_id: alices_camera.clone(),
                 peer_id: peer("alice"),
             },
-            RoomEvent::TransportClosed {
-                transport_id: alices_send.clone(),
-                peer_id: peer("alice"),
-            },
+            transport_closed(alices_send.clone(), "alice", TransportCloseCode::Requested),
         ]
     );
 
@@ -1189,10 +1195,7 @@ fn closing_a_transport_closes_its_consumers_then_its_producers() {
                 &bobs_camera,
                 ConsumerCloseReason::TransportClosed
             ),
-            RoomEvent::TransportClosed {
-                transport_id: alices_recv.clone(),
-                peer_id: peer("alice"),
-            },
+            transport_closed(alices_recv.clone(), "alice", TransportCloseCode::Requested),
         ]
     );
     assert!(
@@ -1231,20 +1234,14 @@ fn leaving_closes_transports_producers_and_consumers_and_emits_peer_left_last() 
                 producer_id: alices_mic.clone(),
                 peer_id: peer("alice"),
             },
-            RoomEvent::TransportClosed {
-                transport_id: alices_send.clone(),
-                peer_id: peer("alice"),
-            },
+            transport_closed(alices_send.clone(), "alice", TransportCloseCode::PeerLeft),
             consumer_closed(
                 &alice_sees_bob.id,
                 "alice",
                 &bobs_camera,
                 ConsumerCloseReason::TransportClosed
             ),
-            RoomEvent::TransportClosed {
-                transport_id: alices_recv.clone(),
-                peer_id: peer("alice"),
-            },
+            transport_closed(alices_recv.clone(), "alice", TransportCloseCode::PeerLeft),
             RoomEvent::PeerLeft {
                 peer_id: peer("alice"),
             },
@@ -1279,17 +1276,11 @@ fn closing_a_room_cascades_through_every_peer_and_emits_room_closed_last() {
                 producer_id: camera.clone(),
                 peer_id: peer("alice"),
             },
-            RoomEvent::TransportClosed {
-                transport_id: send.clone(),
-                peer_id: peer("alice"),
-            },
+            transport_closed(send.clone(), "alice", TransportCloseCode::RoomClosed),
             RoomEvent::PeerLeft {
                 peer_id: peer("alice"),
             },
-            RoomEvent::TransportClosed {
-                transport_id: recv.clone(),
-                peer_id: peer("bob"),
-            },
+            transport_closed(recv.clone(), "bob", TransportCloseCode::RoomClosed),
             RoomEvent::PeerLeft {
                 peer_id: peer("bob"),
             },

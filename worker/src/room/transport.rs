@@ -176,11 +176,15 @@ pub struct DtlsParameters {
     pub fingerprints: Vec<DtlsFingerprint>,
 }
 
-/// Hash functions the media plane can check a peer certificate with, and their digest sizes.
-/// mediasoup also takes sha-1 and sha-224; browsers send sha-256, and a weaker hash is not
-/// worth a code path.
-pub const SUPPORTED_FINGERPRINT_ALGORITHMS: [(&str, usize); 3] =
-    [("sha-256", 32), ("sha-384", 48), ("sha-512", 64)];
+/// Hash functions the media plane can check a peer certificate with, and their digest sizes:
+/// the ones mediasoup accepts. Browsers send sha-256; aiortc (pymediasoup) sends only sha-512.
+pub const SUPPORTED_FINGERPRINT_ALGORITHMS: [(&str, usize); 5] = [
+    ("sha-1", 20),
+    ("sha-224", 28),
+    ("sha-256", 32),
+    ("sha-384", 48),
+    ("sha-512", 64),
+];
 
 impl DtlsParameters {
     /// Checks a client's DTLS parameters: at least one fingerprint, each with a supported
@@ -343,7 +347,9 @@ mod tests {
             .expect_err("md5");
         assert_eq!(error.code(), "INVALID_DTLS_PARAMETERS");
         assert!(
-            error.to_string().contains("sha-256, sha-384, sha-512"),
+            error
+                .to_string()
+                .contains("sha-1, sha-224, sha-256, sha-384, sha-512"),
             "{error}"
         );
     }
