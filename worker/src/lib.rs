@@ -15,6 +15,8 @@ pub mod http;
 #[cfg(all(feature = "media", feature = "client"))]
 pub mod load;
 #[cfg(feature = "media")]
+pub mod logging;
+#[cfg(feature = "media")]
 pub mod media;
 #[cfg(feature = "media")]
 pub mod os;

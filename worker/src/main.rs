@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fanout_worker::defaults;
+use fanout_worker::logging::LogFormat;
 use fanout_worker::server::{start, WorkerConfig, WorkerLimits};
 
 /// Fanout's SFU worker: WebRTC media for mediasoup-client browsers, with an internal REST API.
@@ -45,19 +46,13 @@ struct Args {
     ice_timeout_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_format == "json" {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    fanout_worker::logging::init(args.log_format, &["fanout_worker"]);
     if args.rtc_min_port > args.rtc_max_port {
         anyhow::bail!("--rtc-min-port ({}) is above --rtc-max-port ({})", args.rtc_min_port, args.rtc_max_port);
     }
