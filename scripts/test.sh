@@ -18,7 +18,26 @@ if ! pkg-config --exists openssl 2>/dev/null; then
   apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
 fi
 
-# Rust: unit tests, reconcile tests against a fake API server, CRD freshness.
+# The operator's suite against a real Kubernetes API server (operator/tests/api_server) starts
+# the workspace's kube-kit (<repo>/../shared/kube-kit, or FANOUT_KUBE_KIT), or envtest's
+# binaries from KUBEBUILDER_ASSETS; without either its tests print "SKIPPED ... and why".
+# The kit's up.sh installs etcd itself and needs xz, curl and openssl.
+for d in . .. ../..; do
+  if [ -x "$d/../shared/kube-kit/up.sh" ] || [ -n "${FANOUT_KUBE_KIT:-}" ]; then
+    for tool in xz curl openssl; do
+      if ! command -v "$tool" >/dev/null; then
+        echo "installing $tool (apt) for the Kubernetes API server tests"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq xz-utils curl openssl >/dev/null
+        break
+      fi
+    done
+    break
+  fi
+done
+
+# Rust: unit tests, reconcile tests against a fake API server and against a real one, CRD
+# freshness.
 cargo test --workspace --no-fail-fast
 # Benchmarks are run on demand (README), but must keep compiling.
 cargo check --workspace --benches --quiet

@@ -36,6 +36,13 @@ struct Args {
     /// Take part in leader election (off: act as the only replica).
     #[arg(long, env = "FANOUT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
+    /// Seconds a leader's Lease stays valid without renewal: how long the other replicas wait
+    /// after the leader dies before one of them takes over. Renewed every third of it.
+    #[arg(long, env = "FANOUT_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    lease_duration_seconds: u64,
+    /// Watch and act in this namespace only (default: every namespace).
+    #[arg(long, env = "FANOUT_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Name of the Lease used for leader election.
     #[arg(long, env = "FANOUT_LEASE_NAME", default_value = "fanout-operator")]
     lease_name: String,
@@ -84,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
             Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
             args.lease_name.clone(),
             identity.clone(),
-            Duration::from_secs(15),
+            Duration::from_secs(args.lease_duration_seconds),
         )
     });
     if let Some(elector) = &elector {
@@ -97,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     }
     metrics.is_leader.set(1);
 
-    let caches = Caches::start(&client).await;
+    let caches = Caches::start(&client, args.watch_namespace.as_deref()).await;
     let ctx = Arc::new(Context {
         client: client.clone(),
         rooms: caches.rooms,
@@ -110,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         config: Config {
             policy: args.scheduling_policy,
             reschedule_grace: Duration::from_secs(args.reschedule_grace_seconds),
+            namespace: args.watch_namespace.clone(),
             ..Config::default()
         },
     });

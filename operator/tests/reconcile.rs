@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use support::{Harness, NS};
 
 fn config() -> Config {
-    Config { policy: Policy::Spread, reschedule_grace: Duration::from_secs(30), stats_timeout: Duration::from_millis(200) }
+    Config { policy: Policy::Spread, reschedule_grace: Duration::from_secs(30), stats_timeout: Duration::from_millis(200), namespace: None }
 }
 
 #[tokio::test]

@@ -33,11 +33,18 @@ pub struct Config {
     pub reschedule_grace: Duration,
     /// How long to wait for a worker's `/v1/stats`.
     pub stats_timeout: Duration,
+    /// Watch and act in this namespace only (`None`: every namespace).
+    pub namespace: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { policy: Policy::Spread, reschedule_grace: Duration::from_secs(30), stats_timeout: Duration::from_secs(2) }
+        Config {
+            policy: Policy::Spread,
+            reschedule_grace: Duration::from_secs(30),
+            stats_timeout: Duration::from_secs(2),
+            namespace: None,
+        }
     }
 }
 
@@ -99,7 +106,8 @@ pub struct Caches {
 
 impl Caches {
     /// Starts the reflectors (they run until the process ends) and waits for their first list.
-    pub async fn start(client: &Client) -> Caches {
+    /// `namespace` limits them to one namespace.
+    pub async fn start(client: &Client, namespace: Option<&str>) -> Caches {
         fn spawn<K>(api: Api<K>, config: watcher::Config) -> Store<K>
         where
             K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -109,9 +117,9 @@ impl Caches {
             tokio::spawn(stream.for_each(|_| futures::future::ready(())));
             reader
         }
-        let rooms = spawn(Api::<Room>::all(client.clone()), watcher::Config::default());
-        let pools = spawn(Api::<SfuWorker>::all(client.clone()), watcher::Config::default());
-        let pods = spawn(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(labels::SFU_WORKER));
+        let rooms = spawn(scoped::<Room>(client, namespace), watcher::Config::default());
+        let pools = spawn(scoped::<SfuWorker>(client, namespace), watcher::Config::default());
+        let pods = spawn(scoped::<Pod>(client, namespace), watcher::Config::default().labels(labels::SFU_WORKER));
         let (r, w, p) = futures::join!(rooms.wait_until_ready(), pools.wait_until_ready(), pods.wait_until_ready());
         if r.is_err() || w.is_err() || p.is_err() {
             tracing::error!("a watch cache stopped before its first list");
@@ -120,22 +128,35 @@ impl Caches {
     }
 }
 
+/// An API for every namespace, or for one.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let ns = ctx.config.namespace.clone();
+    let ns = ns.as_deref();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
     let rooms_for_pods = ctx.rooms.clone();
     let rooms_for_pools = ctx.rooms.clone();
-    let room_controller = Controller::new(Api::<Room>::all(client.clone()), watcher::Config::default())
+    let room_controller = Controller::new(scoped::<Room>(&client, ns), watcher::Config::default())
         // A pod changing (ready, gone) concerns the rooms on it, and any pending room.
         .watches(
-            Api::<Pod>::all(client.clone()),
+            scoped::<Pod>(&client, ns),
             watcher::Config::default().labels(labels::SFU_WORKER),
             move |pod: Pod| rooms_affected_by_pod(&rooms_for_pods, &pod),
         )
         // A pool changing (capacity, labels) may let pending rooms fit.
-        .watches(Api::<SfuWorker>::all(client.clone()), watcher::Config::default(), move |pool: SfuWorker| {
+        .watches(scoped::<SfuWorker>(&client, ns), watcher::Config::default(), move |pool: SfuWorker| {
             pending_rooms(&rooms_for_pools, pool.namespace().as_deref())
         })
         .graceful_shutdown_on(shutdown.clone())
@@ -146,10 +167,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         });
 
-    let pool_controller = Controller::new(Api::<SfuWorker>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(labels::SFU_WORKER))
+    let pool_controller = Controller::new(scoped::<SfuWorker>(&client, ns), watcher::Config::default())
+        .owns(scoped::<Pod>(&client, ns), watcher::Config::default().labels(labels::SFU_WORKER))
         // Room placements change a pool's room counts and let draining pods finish.
-        .watches(Api::<Room>::all(client.clone()), watcher::Config::default(), |room: Room| {
+        .watches(scoped::<Room>(&client, ns), watcher::Config::default(), |room: Room| {
             room.status
                 .and_then(|s| s.placement)
                 .map(|p| ObjectRef::<SfuWorker>::new(&p.sfu_worker).within(room.metadata.namespace.as_deref().unwrap_or_default()))

@@ -1,0 +1,205 @@
+//! The Helm chart with a real helm and a real API server: `helm lint --strict`, `helm template`
+//! with the default values and with values that turn on every optional part, and a
+//! server-side dry-run apply (strict field validation) of every object it renders, which checks
+//! each against the server's schema for its kind, the CRDs' included.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, ValidationDirective};
+use kube::discovery::{pinned_kind, Scope};
+use serde_json::Value;
+
+use crate::cluster::{cluster, Cluster};
+use crate::kit::say;
+
+/// Values that differ from every default that shapes an object.
+const NON_DEFAULT_VALUES: &str = r#"
+nameOverride: media
+commonLabels: {team: rtc}
+image: {repository: registry.example.com/fanout, tag: "9.9.9", pullPolicy: Always}
+imagePullSecrets: [{name: regcred}]
+workerApiToken: {existingSecret: my-worker-token, secretKey: tok}
+operator:
+  replicas: 2
+  leaderElection: {enabled: true, leaseName: my-lease}
+  schedulingPolicy: pack
+  rescheduleGraceSeconds: 10
+  logFormat: json
+  podAnnotations: {example.com/a: b}
+  nodeSelector: {role: control}
+  tolerations: [{key: dedicated, operator: Equal, value: control, effect: NoSchedule}]
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: role, operator: In, values: [control]}]}]
+  serviceAccount: {name: fanout-op, annotations: {example.com/role: operator}}
+signalling:
+  replicas: 3
+  corsOrigins: ["https://app.example.com"]
+  demoPage: {enabled: false}
+  autoCreateRooms: {enabled: false}
+  jwt:
+    algorithm: ES256
+    publicKey: |
+      -----BEGIN PUBLIC KEY-----
+      MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEVs/o5+uQbTjL3chynL4wXgUg2R9
+      q9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==
+      -----END PUBLIC KEY-----
+    audience: app
+    issuer: https://issuer.example.com
+  service: {type: LoadBalancer, sessionAffinity: ClientIP, annotations: {example.com/lb: internal}}
+  ingress:
+    enabled: true
+    className: nginx
+    tls: [{secretName: rtc-tls, hosts: [rtc.example.com]}]
+sfuWorker:
+  name: media-pool
+  labels: {tier: gold}
+  replicas: 3
+  image: {repository: registry.example.com/worker, tag: "9.9.9", pullPolicy: IfNotPresent}
+  httpPort: 3100
+  rtcPorts: {min: 50000, max: 50999}
+  capacity: {maxPeers: 200, maxRooms: 20}
+  announcedAddress: {source: Fixed, ip: 203.0.113.7}
+  mediaThreads: 2
+  nodeSelector: {fanout.dev/media: "true"}
+  tolerations: [{key: media, operator: Exists, effect: NoSchedule}]
+  drainTimeoutSeconds: 600
+rbac: {aggregateToDefaultRoles: false}
+networkPolicy:
+  enabled: true
+  extraApiFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+serviceMonitor: {enabled: true, workers: true, interval: 15s, labels: {release: prometheus}}
+"#;
+
+/// Kinds whose CRDs come from elsewhere (the Prometheus Operator) and are not installed in the
+/// test cluster: rendered and parsed, but not sent to the server.
+const FOREIGN_KINDS: &[&str] = &["ServiceMonitor", "PodMonitor"];
+
+fn chart() -> PathBuf {
+    crate::repo().join("charts/fanout")
+}
+
+fn run_helm(helm: &Path, args: &[&str]) -> std::process::Output {
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
+    Command::new(helm)
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", helm.display()))
+}
+
+fn helm_ok(helm_bin: &Path, args: &[&str]) -> String {
+    let out = run_helm(helm_bin, args);
+    assert!(
+        out.status.success(),
+        "helm {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn values_file(c: &Cluster) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-values.yaml", c.ns));
+    std::fs::write(&path, NON_DEFAULT_VALUES).unwrap();
+    path
+}
+
+/// The helm the kit brings, or `None` after saying why the test is skipped.
+fn helm_of(c: &Cluster, test: &str) -> Option<PathBuf> {
+    let helm = c.plane.helm.clone();
+    if helm.is_none() {
+        say(format!("SKIPPED {test}: no helm (the kube-kit brings one; otherwise put helm 3 on PATH)"));
+    }
+    helm
+}
+
+#[tokio::test]
+async fn helm_lint_strict_passes_with_default_and_non_default_values() {
+    let Some(c) = cluster("chart-lint").await else { return };
+    let Some(helm) = helm_of(&c, "chart-lint") else { return };
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    helm_ok(&helm, &["lint", "--strict", chart]);
+    let values = values_file(&c);
+    helm_ok(&helm, &["lint", "--strict", chart, "--values", values.to_str().unwrap()]);
+
+    // What the chart refuses, it refuses with the reason.
+    let out = run_helm(&helm, &["template", "fanout", chart, "--set", "operator.replicas=2", "--set", "operator.leaderElection.enabled=false"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator.replicas > 1 needs operator.leaderElection.enabled"));
+    let out = run_helm(&helm, &["template", "fanout", chart, "--set", "sfuWorker.announcedAddress.source=Fixed"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sfuWorker.announcedAddress.ip is required"));
+}
+
+/// Renders the chart and dry-runs every object on the server; returns the kinds rendered.
+async fn dry_run_rendered(c: &Cluster, helm: &Path, extra: &[&str]) -> Vec<String> {
+    let chart = chart();
+    let mut args = vec!["template", "fanout", chart.to_str().unwrap(), "--namespace", &c.ns, "--include-crds"];
+    args.extend_from_slice(extra);
+    let rendered = helm_ok(helm, &args);
+    let mut kinds = Vec::new();
+    let mut refusals = Vec::new();
+    for doc in rendered.split("\n---") {
+        let value: Value = yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("helm rendered invalid YAML ({e}):\n{doc}"));
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+        let types = object.types.clone().expect("every rendered object has apiVersion and kind");
+        let name = object.metadata.name.clone().expect("every rendered object has a name");
+        kinds.push(types.kind.clone());
+        if FOREIGN_KINDS.contains(&types.kind.as_str()) {
+            continue;
+        }
+        let gvk = GroupVersionKind::try_from(&types).unwrap();
+        let (resource, caps) = pinned_kind(&c.client, &gvk).await.unwrap_or_else(|e| panic!("the server does not serve {gvk:?}: {e}"));
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                let ns = object.metadata.namespace.clone().unwrap_or_else(|| c.ns.clone());
+                assert_eq!(ns, c.ns, "{} {name} is not in the release namespace", types.kind);
+                Api::namespaced_with(c.client.clone(), &ns, &resource)
+            }
+            Scope::Cluster => Api::all_with(c.client.clone(), &resource),
+        };
+        let params = PatchParams {
+            dry_run: true,
+            force: true,
+            field_manager: Some("helm".into()),
+            field_validation: Some(ValidationDirective::Strict),
+        };
+        if let Err(e) = api.patch(&name, &params, &Patch::Apply(&value)).await {
+            refusals.push(format!("{} {name}: {e}", types.kind));
+        }
+    }
+    assert!(refusals.is_empty(), "the server refused rendered objects:\n{}", refusals.join("\n"));
+    kinds.sort();
+    kinds
+}
+
+#[tokio::test]
+async fn every_object_the_chart_renders_passes_a_server_side_dry_run() {
+    let Some(c) = cluster("chart-dry-run").await else { return };
+    let Some(helm) = helm_of(&c, "chart-dry-run") else { return };
+    let defaults = dry_run_rendered(&c, &helm, &[]).await;
+    for kind in ["CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "SfuWorker"] {
+        assert!(defaults.contains(&kind.to_string()), "the default values render no {kind}: {defaults:?}");
+    }
+    let values = values_file(&c);
+    let all = dry_run_rendered(&c, &helm, &["--values", values.to_str().unwrap()]).await;
+    for kind in ["Ingress", "NetworkPolicy", "ServiceMonitor", "PodMonitor", "SfuWorker"] {
+        assert!(all.contains(&kind.to_string()), "the non-default values render no {kind}: {all:?}");
+    }
+    say(format!(
+        "chart: {} objects (default values) and {} (non-default values) passed a server-side dry run; {} not sent (their CRDs belong to the Prometheus Operator)",
+        defaults.len(),
+        all.len() - all.iter().filter(|k| FOREIGN_KINDS.contains(&k.as_str())).count(),
+        FOREIGN_KINDS.join(" and ")
+    ));
+}
