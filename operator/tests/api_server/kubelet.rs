@@ -219,6 +219,7 @@ async fn start_worker(pod: &Pod, ip: IpAddr) -> Result<RunningWorker, String> {
         rtc_ports: rtc,
         media_threads: 1,
         api_token: Some(WORKER_TOKEN.to_string()),
+        limits: Default::default(),
     })
     .await
     .map_err(|e| e.to_string())
