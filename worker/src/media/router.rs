@@ -936,6 +936,29 @@ mod tests {
     }
 
     #[test]
+    fn a_transport_connecting_just_after_a_keyframe_gets_the_next_one_asked_for_at_once() {
+        let call = video_call();
+        let t0 = Instant::now();
+        // Bob's consumer is resumed (the table makes it active): the producer is asked at once.
+        let mut router = Router::default();
+        let asked = router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
+        assert!(asked.iter().any(|o| is_pli_for(o, CHROME_VP8_SSRC)));
+        // The keyframe comes 50 ms later, before Bob's DTLS is up: lost to him.
+        router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0 + Duration::from_millis(50));
+        // His transport connects 300 ms after the request: asked again now, not a second later.
+        let connected = t0 + Duration::from_millis(300);
+        let out = router.on_transport_connected(&call.bob_recv, connected);
+        assert!(out.iter().any(|o| o.transport == call.alice_send && is_pli_for(o, CHROME_VP8_SSRC)), "{out:?}");
+        // And a second consumer asking meanwhile adds nothing while that request is out.
+        let from_bob = pli(0xB0B, consumer_ssrc(&call));
+        assert!(router.on_rtcp(&call.bob_recv, &from_bob, connected + Duration::from_millis(10)).is_empty());
+        // The keyframe reaches him.
+        let keyframe = router.on_rtp(&call.alice_send, &packet(96, 2, 2, CHROME_VP8_SSRC, &[], KEYFRAME), connected + Duration::from_millis(40));
+        assert_eq!(keyframe.len(), 1);
+        assert_eq!(keyframe[0].transport, call.bob_recv);
+    }
+
+    #[test]
     fn malformed_rtcp_is_ignored() {
         let call = video_call();
         let mut router = started(&call, Instant::now());

@@ -3,8 +3,12 @@
 //! A video consumer can only start decoding at a keyframe, so a new or resumed one waits
 //! behind a [`KeyframeGate`] (dropping video) and asks the producer stream's
 //! [`KeyframeRequester`] for one. Consumers' own PLI/FIR go to the same requester. Encoding a
-//! keyframe costs the sender a burst of bitrate, so the requester sends at most one PLI or FIR
-//! per interval (about a second) per producer stream, however many consumers ask.
+//! keyframe costs the sender a burst of bitrate, so while a request is outstanding (sent, and
+//! no keyframe since) the requester merges every other need into it, however many consumers
+//! ask, and repeats it once per interval (about a second) until a keyframe comes. Once a
+//! keyframe has come, the next need is asked for at once: holding it back would leave a
+//! consumer that joined just after a keyframe (its transport connecting late) waiting out the
+//! interval, as mediasoup's `KeyFrameRequestManager` does not.
 
 use std::time::{Duration, Instant};
 
@@ -217,9 +221,12 @@ impl KeyframeRequest {
 /// Decides when to ask one producer stream for a keyframe.
 ///
 /// Lives per producer stream. Requests from any number of consumers merge into one need; the
-/// need is met by the next keyframe to arrive. While it is unmet a request goes out at once if
-/// none went out within the interval, else when the interval ends, and again every interval
-/// until a keyframe arrives (the first request or its keyframe may be lost).
+/// need is met by the next keyframe to arrive. The first request of a need goes out at once;
+/// while it is outstanding, further requests are duplicates and send nothing, and the request
+/// is repeated every interval until a keyframe arrives (the request or its keyframe may be
+/// lost). So the producer is asked at most once per interval and at most once per keyframe it
+/// sends, as in mediasoup (which repeats only once; the gate of a waiting consumer drops all
+/// its video, so its browser has nothing to notice the loss by and repeats are ours to make).
 #[derive(Debug, Clone)]
 pub struct KeyframeRequester {
     kind: KeyframeRequestKind,
@@ -266,9 +273,11 @@ impl KeyframeRequester {
         self.poll(now)
     }
 
-    /// A keyframe arrived from the producer: it meets every request made so far.
+    /// A keyframe arrived from the producer: it meets every request made so far, and the next
+    /// need is a new one, asked for at once.
     pub fn on_keyframe(&mut self) {
         self.wanted = false;
+        self.last_sent = None;
     }
 
     /// True while a request is unmet.
@@ -281,8 +290,10 @@ impl KeyframeRequester {
         if !self.wanted {
             return None;
         }
+        // Outstanding: the repeat waits for the interval (forever, for an interval too large
+        // to add, as `poll_timeout` says).
         if let Some(last) = self.last_sent
-            && now < last + self.interval
+            && last.checked_add(self.interval).is_none_or(|due| now < due)
         {
             return None;
         }
@@ -306,9 +317,9 @@ impl KeyframeRequester {
         if !self.wanted {
             return None;
         }
-        // `request` sends at once when nothing was sent before, so an unmet need always has
-        // a `last_sent`.
-        self.last_sent.map(|last| last + self.interval)
+        // `request` sends at once when nothing is outstanding, so an unmet need always has a
+        // `last_sent`. An interval too large to add never comes due.
+        self.last_sent.and_then(|last| last.checked_add(self.interval))
     }
 }
 
@@ -570,15 +581,27 @@ mod tests {
     }
 
     #[test]
-    fn request_after_a_keyframe_waits_for_the_interval() {
+    fn request_after_a_keyframe_is_sent_at_once() {
         let start = Instant::now();
         let mut requester = KeyframeRequester::new(KeyframeRequestKind::Pli);
         requester.request(start);
         requester.on_keyframe();
-        assert_eq!(requester.request(start + ms(300)), None);
-        assert_eq!(requester.poll_timeout(), Some(start + ms(1000)));
+        // The late joiner: its transport connects 300 ms after the keyframe that met the
+        // first request. Held back to the interval, it would wait 700 ms more.
+        assert_eq!(requester.request(start + ms(300)), Some(KeyframeRequest::Pli));
+        assert_eq!(requester.poll_timeout(), Some(start + ms(1300)), "repeated if unmet");
+    }
+
+    #[test]
+    fn duplicates_while_a_request_is_outstanding_send_nothing() {
+        let start = Instant::now();
+        let mut requester = KeyframeRequester::new(KeyframeRequestKind::Pli);
+        assert_eq!(requester.request(start), Some(KeyframeRequest::Pli));
+        for later in [1, 50, 400, 999] {
+            assert_eq!(requester.request(start + ms(later)), None, "{later} ms");
+        }
         assert_eq!(requester.poll(start + ms(999)), None);
-        assert_eq!(requester.poll(start + ms(1000)), Some(KeyframeRequest::Pli));
+        assert_eq!(requester.poll(start + ms(1000)), Some(KeyframeRequest::Pli), "one repeat for all of them");
     }
 
     #[test]
@@ -604,21 +627,42 @@ mod tests {
     }
 
     #[test]
-    fn at_most_one_request_per_interval_under_a_storm() {
+    fn under_a_storm_the_producer_is_asked_once_per_keyframe_it_sends_and_once_per_interval_without() {
         let start = Instant::now();
         let mut requester = KeyframeRequester::new(KeyframeRequestKind::Pli);
         let mut sent = 0;
+        // 10 s of requests every 10 ms; a keyframe arrives 40 ms after each request that went
+        // out, as an encoder answers.
+        let mut keyframe_due = None;
         for tick in 0..1000 {
             let now = start + ms(tick * 10);
+            if keyframe_due.is_some_and(|due| now >= due) {
+                requester.on_keyframe();
+                keyframe_due = None;
+            }
             if requester.request(now).is_some() {
                 sent += 1;
-            }
-            if tick % 3 == 0 {
-                requester.on_keyframe();
+                keyframe_due = Some(now + ms(40));
             }
         }
-        // 10 s of requests every 10 ms.
-        assert_eq!(sent, 10);
+        // Each request is met after 40 ms, and the tick that brings the keyframe asks again:
+        // one request per keyframe, one per 40 ms.
+        assert_eq!(sent, 250);
+        // A producer that never answers is asked once per interval.
+        let mut silent = KeyframeRequester::new(KeyframeRequestKind::Pli);
+        let asked = (0..1000).filter(|tick| silent.request(start + ms(tick * 10)).is_some()).count();
+        assert_eq!(asked, 10);
+    }
+
+    #[test]
+    fn an_interval_too_large_to_add_never_panics() {
+        let start = Instant::now();
+        let mut requester = KeyframeRequester::with_interval(KeyframeRequestKind::Pli, Duration::MAX);
+        assert_eq!(requester.request(start), Some(KeyframeRequest::Pli));
+        assert_eq!(requester.poll_timeout(), None);
+        assert_eq!(requester.request(start + ms(5000)), None, "the repeat never comes due");
+        requester.on_keyframe();
+        assert_eq!(requester.request(start + ms(6000)), Some(KeyframeRequest::Pli));
     }
 
     #[test]
