@@ -8,8 +8,11 @@
 //! docs for who owns what):
 //!
 //! - Keyframes: a new or resumed video consumer waits for a keyframe (its gate drops video
-//!   until one passes) and the producer is asked for one; PLI/FIR from consumers are merged
-//!   into at most one request per second per producer stream.
+//!   until one passes) and the producer is asked for one once the consumer's transport is
+//!   connected (as mediasoup's consumers, which are not active before): a keyframe sent before
+//!   is lost to it, and the publisher's own limit (Chrome encodes at most one keyframe per
+//!   300 ms of requests) would then hold back the one asked for at connect. PLI/FIR from
+//!   consumers merge into the outstanding request ([`KeyframeRequester`]).
 //! - NACK: consumer NACKs are answered from the producer stream's retransmission buffer, on the
 //!   consumer's RTX stream when it has one; gaps in what producers send are NACKed to them;
 //!   producer retransmissions (RTX) are unwrapped and forwarded as media.
@@ -138,6 +141,8 @@ pub struct Router {
     /// Per consumer transport, its targets: (producer stream's ordinal, index in that stream's
     /// targets). A batch of several streams is routed transport by transport with it.
     by_transport: Vec<Vec<(usize, usize)>>,
+    /// Transports whose DTLS is up ([`Router::on_transport_connected`]), until they close.
+    connected: std::collections::HashSet<TransportId>,
     /// Packets forwarded, for stats.
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
@@ -204,7 +209,11 @@ impl Router {
                     consumer.seq.resync();
                     if stream.kind == MediaKind::Video {
                         consumer.gate.close();
-                        if let Some(repair) = self.producers.get_mut(&key).and_then(|p| p.repair.as_mut()) {
+                        // Not connected yet: asked for when it connects.
+                        let connected = self.connected.contains(&target.transport_id);
+                        if let Some(repair) =
+                            self.producers.get_mut(&key).and_then(|p| p.repair.as_mut()).filter(|_| connected)
+                        {
                             if let Some(request) = repair.keyframes.request(now) {
                                 push_rtcp(&mut out, transport, &[request.to_packet(Ssrc(WORKER_SSRC), *ssrc)]);
                             }
@@ -265,6 +274,7 @@ impl Router {
     /// lost (it could not be encrypted yet), keyframe included, so they wait for a new one
     /// and their producers are asked for it (as mediasoup does when a transport connects).
     pub fn on_transport_connected(&mut self, transport: &TransportId, now: Instant) -> Vec<Outgoing> {
+        self.connected.insert(transport.clone());
         let mut out = Vec::new();
         let mut sources = Vec::new();
         for consumer in self.consumers.iter_mut().filter(|c| &c.transport == transport && c.video && c.active) {
@@ -282,6 +292,11 @@ impl Router {
             }
         }
         out
+    }
+
+    /// A transport closed: forget that it was connected.
+    pub fn on_transport_closed(&mut self, transport: &TransportId) {
+        self.connected.remove(transport);
     }
 
     /// A decrypted RTP packet arrived on `from`: the copies to send.
@@ -590,8 +605,11 @@ mod tests {
         consumer_rtp(call).encodings[0].ssrc.unwrap().0
     }
 
+    /// A router with the call's table, every transport connected.
     fn started(call: &VideoCall, now: Instant) -> Router {
         let mut router = Router::default();
+        router.on_transport_connected(&call.alice_send, now);
+        router.on_transport_connected(&call.bob_recv, now);
         router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
         router
     }
@@ -820,10 +838,30 @@ mod tests {
     fn a_new_video_consumer_asks_the_producer_for_a_keyframe() {
         let call = video_call();
         let mut router = Router::default();
+        router.on_transport_connected(&call.bob_recv, Instant::now());
         let out = router.update(call.rooms.forwarding_table(&call.room).unwrap(), Instant::now());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].transport, call.alice_send);
         assert!(is_pli_for(&out[0], CHROME_VP8_SSRC));
+    }
+
+    #[test]
+    fn a_consumer_resumed_before_its_transport_connects_is_asked_for_at_connect_only() {
+        let call = video_call();
+        let t0 = Instant::now();
+        let mut router = Router::default();
+        // Resumed (active in the table) while Bob's DTLS is still under way: a keyframe now
+        // would be lost to him, and would make the publisher ignore the next request.
+        assert!(router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0).is_empty());
+        let connected = t0 + Duration::from_millis(120);
+        let out = router.on_transport_connected(&call.bob_recv, connected);
+        assert_eq!(out.len(), 1);
+        assert!(is_pli_for(&out[0], CHROME_VP8_SSRC));
+        let keyframe = router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), connected + Duration::from_millis(40));
+        assert_eq!(keyframe.len(), 1, "the keyframe asked for reaches him");
+        // Once closed and opened again under the same id, a transport is not connected.
+        router.on_transport_closed(&call.bob_recv);
+        assert!(!router.connected.contains(&call.bob_recv));
     }
 
     #[test]
@@ -939,13 +977,16 @@ mod tests {
     fn a_transport_connecting_just_after_a_keyframe_gets_the_next_one_asked_for_at_once() {
         let call = video_call();
         let t0 = Instant::now();
-        // Bob's consumer is resumed (the table makes it active): the producer is asked at once.
+        // Another consumer's need was met by a keyframe that Bob, not connected yet, could not
+        // use.
         let mut router = Router::default();
-        let asked = router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
-        assert!(asked.iter().any(|o| is_pli_for(o, CHROME_VP8_SSRC)));
-        // The keyframe comes 50 ms later, before Bob's DTLS is up: lost to him.
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), t0);
+        router.on_transport_connected(&call.alice_send, t0);
+        if let Some(repair) = router.producers.values_mut().find_map(|p| p.repair.as_mut()) {
+            assert!(repair.keyframes.request(t0).is_some());
+        }
         router.on_rtp(&call.alice_send, &packet(96, 1, 1, CHROME_VP8_SSRC, &[], KEYFRAME), t0 + Duration::from_millis(50));
-        // His transport connects 300 ms after the request: asked again now, not a second later.
+        // His transport connects 300 ms after that request: asked now, not a second later.
         let connected = t0 + Duration::from_millis(300);
         let out = router.on_transport_connected(&call.bob_recv, connected);
         assert!(out.iter().any(|o| o.transport == call.alice_send && is_pli_for(o, CHROME_VP8_SSRC)), "{out:?}");

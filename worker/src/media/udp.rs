@@ -656,7 +656,9 @@ impl MediaThread {
                 }
                 Output::Connected => {
                     tracing::debug!(transport = %id, "transport connected");
-                    let out = self.routers.get_mut(&room).map(|r| r.on_transport_connected(id, now)).unwrap_or_default();
+                    // The router is made here if the room has no table yet, so it knows the
+                    // transport is connected when its first consumer comes.
+                    let out = self.routers.entry(room).or_default().on_transport_connected(id, now);
                     for o in out {
                         self.deliver(o, now);
                     }
@@ -753,6 +755,9 @@ impl MediaThread {
         if let Some(mut slot) = self.transports.remove(id) {
             // Before the handle can be reused by another transport.
             self.refresh_handles(&slot.room);
+            if let Some(router) = self.routers.get_mut(&slot.room) {
+                router.on_transport_closed(id);
+            }
             slot.transport.close(now);
             while let Some(output) = slot.transport.poll_output() {
                 if let Output::Transmit { to, data } = output {
