@@ -5,11 +5,13 @@
 //! - [`scheduler`]: where a room is placed (pure). [`ledger`]: committed load per worker.
 //! - [`pool`]: what an SfuWorker's pods should become (pure), [`pod`]: the worker Pod.
 //! - [`placement`]: whether a placed room can stay (pure). [`status`]: SfuWorker status (pure).
+//! - [`empty_room`]: when an on-demand room has been empty long enough to delete (pure).
 //! - [`controller`]: the two reconcilers, the thin I/O around the pure parts.
 //! - [`leader`]: Lease-based leader election. [`metrics`]: Prometheus metrics.
 
 pub mod controller;
 pub mod crd;
+pub mod empty_room;
 pub mod error;
 pub mod leader;
 pub mod ledger;

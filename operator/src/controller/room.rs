@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use fanout_worker::client::ClientError;
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -15,6 +16,7 @@ use kube::ResourceExt;
 
 use super::{retry_after, Context};
 use crate::crd::{condition, Placement, Room, RoomPhase, RoomStatus, FIELD_MANAGER};
+use crate::empty_room::{judge, Occupancy, Verdict};
 use crate::metrics::{ControllerLabels, ErrorLabels, OutcomeLabels};
 use crate::placement::{decide_and_reserve, placement_health, Cluster, PlacementHealth};
 use crate::{selector, Error, Result};
@@ -73,9 +75,42 @@ async fn apply(room: &Room, api: &Api<Room>, ctx: &Context) -> Result<Action> {
     match placement_health(&placement, pod.as_deref(), now, ctx.config.reschedule_grace) {
         PlacementHealth::Healthy => {
             let message = format!("placed on {} ({})", placement.pod, placement.endpoint);
-            let status = status_for(room, Some(placement), RoomPhase::Scheduled, true, "Scheduled", message, now);
-            write_status(room, api, status).await?;
-            Ok(Action::await_change())
+            let mut status = status_for(room, Some(placement.clone()), RoomPhase::Scheduled, true, "Scheduled", message, now);
+            let Some(timeout) = room.spec.empty_timeout_seconds.filter(|t| *t > 0) else {
+                write_status(room, api, status).await?;
+                return Ok(Action::await_change());
+            };
+            let timeout = Duration::from_secs(timeout as u64);
+            let occupancy = occupancy(ctx, &placement.endpoint, &room.name_any()).await;
+            let since = room.status.as_ref().and_then(|s| s.empty_since.as_ref()).map(|t| t.0);
+            match judge(timeout, since, occupancy, now) {
+                Verdict::Keep { empty_since, recheck_after } => {
+                    status.empty_since = empty_since.map(MicroTime);
+                    write_status(room, api, status).await?;
+                    Ok(Action::requeue(recheck_after))
+                }
+                Verdict::Delete { empty_for } => {
+                    let note = format!(
+                        "no peers on {} for {}s (emptyTimeoutSeconds {}); deleting the room",
+                        placement.pod,
+                        empty_for.as_secs(),
+                        timeout.as_secs()
+                    );
+                    ctx.event(room, EventType::Normal, "EmptyTimeout", note).await;
+                    // Only this Room: not one recreated under the same name meanwhile.
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions { uid: room.uid(), resource_version: None }),
+                        ..Default::default()
+                    };
+                    match api.delete(&room.name_any(), &dp).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    // The finalizer closes it on the worker next.
+                    Ok(Action::await_change())
+                }
+            }
         }
         PlacementHealth::Unready { recheck_after } => Ok(Action::requeue(recheck_after)),
         PlacementHealth::Lost(why) => {
@@ -142,6 +177,18 @@ async fn place(room: &Room, api: &Api<Room>, ctx: &Context, previous: Option<&Pl
     }
 }
 
+/// How many peers the room's worker reports in it, within the stats timeout.
+async fn occupancy(ctx: &Context, endpoint: &str, room: &str) -> Occupancy {
+    match tokio::time::timeout(ctx.config.stats_timeout, ctx.workers.room_peers(endpoint, room)).await {
+        Ok(Ok(peers)) => Occupancy::Peers(peers),
+        Ok(Err(e)) => {
+            tracing::debug!(%room, %endpoint, error = %e, "room occupancy unavailable");
+            Occupancy::Unknown
+        }
+        Err(_) => Occupancy::Unknown,
+    }
+}
+
 /// Closes the room on its worker. A worker that is gone cannot hold the room any more, so it
 /// does not block deletion; a worker that is there but fails is retried.
 async fn cleanup(room: &Room, ctx: &Context) -> Result<Action> {
@@ -186,6 +233,7 @@ fn status_for(
         placement,
         conditions: vec![condition(&previous, "Scheduled", scheduled, reason, message, generation, now)],
         observed_generation: generation,
+        empty_since: None,
     }
 }
 

@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, MicroTime};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -50,10 +50,11 @@ pub struct RoomSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codecs: Vec<RoomCodec>,
 
-    /// For rooms created on demand by signalling: delete the Room after it has been empty this
-    /// long. Unset: the room lives until deleted.
+    /// Delete the Room once its worker has reported it empty (no peers) for this many seconds;
+    /// signalling sets it on the rooms it creates on demand. The operator asks the worker every
+    /// quarter of it (at most every 30 s). Unset: the operator never deletes the room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 1))]
     pub empty_timeout_seconds: Option<i64>,
 }
 
@@ -83,6 +84,10 @@ pub struct RoomStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Since when the room's worker has reported it empty (only for rooms with
+    /// `emptyTimeoutSeconds`); cleared when a peer is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_since: Option<MicroTime>,
 }
 
 /// See [`RoomStatus::phase`].

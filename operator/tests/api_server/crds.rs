@@ -49,7 +49,7 @@ async fn the_server_refuses_invalid_rooms_and_pools_with_the_schemas_reasons() {
         (json!({"maxPeers": 0}), "spec.maxPeers: Invalid value: 0: spec.maxPeers in body should be greater than or equal to 1"),
         (json!({"maxPeers": "ten"}), "spec.maxPeers: Invalid value: \"string\": spec.maxPeers in body must be of type integer"),
         (json!({"codecs": ["AV1"]}), "spec.codecs[0]: Unsupported value: \"AV1\""),
-        (json!({"emptyTimeoutSeconds": -1}), "spec.emptyTimeoutSeconds in body should be greater than or equal to 0"),
+        (json!({"emptyTimeoutSeconds": 0}), "spec.emptyTimeoutSeconds in body should be greater than or equal to 1"),
     ];
     // Sent untyped: some of these are not even valid for our own Rust types.
     let raw = untyped(ApiResource::erase::<Room>(&()));

@@ -155,3 +155,59 @@ async fn deleting_a_room_closes_it_on_its_worker_and_a_dead_worker_does_not_bloc
     eventually("orphan gone despite its dead worker", WAIT, || async { rooms.get_opt("orphan").await.ok()?.is_none().then_some(()) })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_an_empty_timeout_is_deleted_once_empty_that_long_and_one_without_stays() {
+    let Some(c) = cluster("room-empty-timeout").await else { return };
+    let nodes = c.nodes(1).await;
+    worker_token_secret(&c).await;
+    c.create_pool("sfu", pool_spec(&c, &nodes, 1, json!({}))).await;
+    let _kubelet = Kubelet::start(&c, nodes.clone());
+    let _operator = Operator::start(&c, "op", OperatorArgs::default());
+    ready_pool(&c, "sfu", 1).await;
+    let rooms: Api<Room> = c.api();
+    let workers = worker_client();
+    let timeout = 2;
+
+    // As signalling creates a room on demand, and one made by hand.
+    c.create_room("on-demand", json!({"maxPeers": 10, "emptyTimeoutSeconds": timeout})).await;
+    c.create_room("standing", json!({"maxPeers": 10})).await;
+    let placement = c.placed("on-demand", WAIT).await;
+    c.placed("standing", WAIT).await;
+    for room in ["on-demand", "standing"] {
+        workers.join(&placement.endpoint, room, &JoinRequest::new("alice")).await.expect("join");
+    }
+
+    // Occupied for twice the timeout: kept, and the operator has seen the peer.
+    eventually("the peer seen (no emptySince)", WAIT, || async {
+        rooms.get("on-demand").await.ok()?.status?.empty_since.is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * timeout as u64)).await;
+    assert!(rooms.get_opt("on-demand").await.unwrap().is_some(), "an occupied room was deleted");
+
+    // The last peer leaves: the worker reports it empty, and after the timeout it is gone,
+    // closed on its worker by the finalizer.
+    for room in ["on-demand", "standing"] {
+        workers.leave(&placement.endpoint, room, &"alice".into()).await.expect("leave");
+    }
+    let left = Instant::now();
+    let since = eventually("emptySince recorded", WAIT, || async { rooms.get("on-demand").await.ok()?.status?.empty_since }).await;
+    eventually("on-demand deleted", WAIT, || async { rooms.get_opt("on-demand").await.ok()?.is_none().then_some(()) }).await;
+    let gone_after = left.elapsed();
+    say(format!(
+        "figure: emptyTimeoutSeconds {timeout}: Room deleted {:.1} s after its last peer left (checked every {} s)",
+        gone_after.as_secs_f64(),
+        fanout_operator::empty_room::check_interval(Duration::from_secs(timeout as u64)).as_secs()
+    ));
+    assert!(gone_after >= Duration::from_secs(timeout as u64), "deleted {gone_after:?} after emptying, before its timeout");
+    assert!(since.0 <= jiff::Timestamp::now());
+    assert!(c.event_reasons("on-demand").await.contains(&"EmptyTimeout".to_string()));
+    let closed = workers.room_info(&placement.endpoint, "on-demand").await.expect_err("closed on the worker");
+    assert!(closed.is_not_found(), "{closed}");
+
+    // The room without the field stays, empty as it is, and nobody keeps its time.
+    let standing = rooms.get("standing").await.expect("a room without emptyTimeoutSeconds is never deleted");
+    assert_eq!(standing.status.unwrap().empty_since, None);
+    assert_eq!(workers.room_info(&placement.endpoint, "standing").await.unwrap().peers.len(), 0);
+}

@@ -33,6 +33,8 @@ pub struct FakeWorkers {
     pub down: Mutex<HashSet<String>>,
     /// `(endpoint, room)` of every close_room call that reached a live worker.
     pub closed: Mutex<Vec<(String, String)>>,
+    /// Peers per `(endpoint, room)`; absent: the worker does not know the room.
+    pub room_peers: Mutex<HashMap<(String, String), u32>>,
 }
 
 #[async_trait]
@@ -50,6 +52,13 @@ impl WorkerApi for FakeWorkers {
         }
         self.closed.lock().unwrap().push((endpoint.into(), room.into()));
         Ok(())
+    }
+
+    async fn room_peers(&self, endpoint: &str, room: &str) -> Result<u32, ClientError> {
+        if self.down.lock().unwrap().contains(endpoint) {
+            return Err(ClientError::Unavailable { endpoint: endpoint.into(), reason: "connection refused".into() });
+        }
+        Ok(self.room_peers.lock().unwrap().get(&(endpoint.to_string(), room.to_string())).copied().unwrap_or(0))
     }
 }
 
