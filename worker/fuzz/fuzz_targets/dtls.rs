@@ -12,6 +12,8 @@
 //!   datagram (see [`Op`]): delivered, dropped, corrupted, truncated, replaced or followed by
 //!   fuzzer bytes, or the clock moves on. Whatever is left after the handshake went quiet is
 //!   fed as raw datagrams again, now against a connected transport.
+//! - bits 2-4 of the mode: the hash of the fingerprint the peer signalled (sha-256, sha-1,
+//!   sha-224, sha-384, sha-512), which the worker checks the peer's certificate with.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fanout_worker::media::dtls::{DtlsIdentity, DtlsSession};
+use fanout_worker::media::dtls::{DtlsIdentity, DtlsSession, FingerprintAlgorithm};
 use fanout_worker::media::ice::binding_request;
 use fanout_worker::media::transport::{Output, WebRtcTransport};
 use fanout_worker::room::{DtlsParameters, DtlsRole};
@@ -159,7 +161,14 @@ fuzz_target!(|data: &[u8]| {
         now: Instant::now(),
     };
     call.to_worker(ice_check());
-    let peer_params = DtlsParameters { role: peer_role, fingerprints: peer_identity.fingerprints() };
+    let algorithm = [
+        FingerprintAlgorithm::Sha256,
+        FingerprintAlgorithm::Sha1,
+        FingerprintAlgorithm::Sha224,
+        FingerprintAlgorithm::Sha384,
+        FingerprintAlgorithm::Sha512,
+    ][usize::from(mode >> 2 & 7) % 5];
+    let peer_params = DtlsParameters { role: peer_role, fingerprints: vec![peer_identity.fingerprint_with(algorithm)] };
     call.worker.connect(&peer_params, worker_role, call.now).expect("the peer's fingerprint is usable");
 
     let mut clean = true;
