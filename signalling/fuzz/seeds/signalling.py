@@ -96,3 +96,24 @@ write("packet", "binary-two", b"452-17" + dump(["join-room", {"roomId": {"_place
       + b"\xffab\xffmaths")
 write("packet", "disconnect", "41")
 write("packet", "ping", "2")
+
+# socketio: polling bodies (0x1E between packets, 0xFF between requests) of a whole call.
+def ev(ack, event, payload):
+    return f"42{ack}" + dump([event, payload])
+
+
+call = [
+    ev(1, "join-room", {"roomId": "maths-101"}),
+    ev(2, "create-transport", {"direction": "send"}) + "\x1e" + ev(3, "create-transport", {"direction": "recv"}),
+    ev(4, "connect-transport", {"transportId": "transport-1", "dtlsParameters": dtls}),
+    ev(5, "produce", {"transportId": "transport-1", "kind": "video", "rtpParameters": vp8}),
+    ev(6, "consume", {"producerId": "producer-3", "rtpCapabilities": caps, "transportId": "transport-2"}),
+    ev(7, "get-room-info", {}) + "\x1e" + ev(8, "pause-producer", {"producerId": "producer-3"}),
+    ev(9, "restart-ice", {"transportId": "transport-2"}) + "\x1e" + ev(10, "close-producer", {"producerId": "producer-3"}),
+    ev(11, "leave-room", {}),
+]
+write("socketio", "call", b"\xff".join(body.encode() for body in call))
+write("socketio", "burst", "\x1e".join(ev(i, "get-participants", {}) for i in range(120)))
+write("socketio", "relay", ev(1, "join-room", {"roomId": "r"}) + "\x1e" + ev(2, "webrtc-offer", {"targetId": "nobody", "sdp": "v=0"}))
+write("socketio", "binary", "451-3" + dump(["produce", {"kind": "video", "rtpParameters": {"_placeholder": True, "num": 0}}]) + "\x1eb" + base64.b64encode(b"\x01\x02").decode())
+write("socketio", "unknown-and-bad", "42[\"no-such-event\",{}]\x1e4299[\"leave-room\",[1,2]]\x1e42[broken")
