@@ -139,10 +139,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs to stderr, coloured only when stderr is a terminal (a redirected log gets no escape
+/// codes). Without `RUST_LOG`: the operator's own lines at info, libraries' warnings only.
 fn init_tracing(format: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fanout_operator=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {

@@ -7,10 +7,10 @@
 //! taken from an event payload.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 
 use crate::error::{Result, SignallingError};
 
@@ -80,7 +80,22 @@ pub struct Identity {
     pub expires_at: u64,
 }
 
+/// The longest session signalling keeps, whatever the token's `exp` says. A token valid for
+/// centuries (or `exp` = 10^19) ends its session after this; reconnecting with it starts a new
+/// one. Never reached in practice, and small enough that adding it to a clock cannot overflow.
+pub const LONGEST_SESSION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Identity {
+    /// How long the session may last from `now` (seconds since the Unix epoch): until the
+    /// token's `exp` plus `leeway_seconds`, the tolerance the verifier accepted it with, so the
+    /// session ends exactly when the token would be refused; never longer than
+    /// [`LONGEST_SESSION`]. `exp` is the token issuer's number, anything up to `u64::MAX`,
+    /// so the arithmetic saturates.
+    pub fn session_length(&self, leeway_seconds: u64, now: u64) -> Duration {
+        let ends = self.expires_at.saturating_add(leeway_seconds);
+        Duration::from_secs(ends.saturating_sub(now)).min(LONGEST_SESSION)
+    }
+
     /// Whether the token's allow-list lets it join `room`. `"*"` in the list allows any room.
     pub fn may_join(&self, room: &str) -> Result<()> {
         match &self.rooms {
@@ -91,22 +106,40 @@ impl Identity {
     }
 }
 
-/// The claims signalling reads; others are ignored.
-#[derive(Debug, Deserialize)]
-struct Claims {
-    // Defaulted so that a missing `sub` is reported as such (TOKEN_INVALID), not as JSON
-    // that does not fit the struct (TOKEN_MALFORMED).
-    #[serde(default)]
-    sub: String,
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    role: String,
-    exp: u64,
-    #[serde(default)]
-    rooms: Option<Vec<String>>,
+/// The claims are read one by one from the verified claims object rather than through a
+/// struct, so that a claim that is missing or of the wrong type is reported by name
+/// (`TOKEN_INVALID`: "the exp claim is missing") instead of as JSON that does not fit a struct
+/// (`TOKEN_MALFORMED`).
+type Claims = serde_json::Map<String, serde_json::Value>;
+
+/// A string claim: absent is empty, another type is refused by name.
+fn string_claim(claims: &Claims, name: &str) -> Result<String> {
+    match claims.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(serde_json::Value::String(value)) => Ok(value.clone()),
+        Some(_) => Err(SignallingError::TokenInvalid(format!(
+            "the {name} claim must be a string"
+        ))),
+    }
+}
+
+/// `rooms`: absent means any room; otherwise a list of room ids.
+fn rooms_claim(claims: &Claims) -> Result<Option<Vec<String>>> {
+    let refused = || {
+        SignallingError::TokenInvalid(
+            "the rooms claim must be a list of room ids (strings), or \"*\" in a list for any room"
+                .to_owned(),
+        )
+    };
+    match claims.get("rooms") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Array(rooms)) => rooms
+            .iter()
+            .map(|room| room.as_str().map(str::to_owned).ok_or_else(refused))
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        Some(_) => Err(refused()),
+    }
 }
 
 /// Checks tokens against one key. Cheap to share: build once, verify per connection.
@@ -153,7 +186,13 @@ impl JwtVerifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_seconds;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        // jsonwebtoken leaves `nbf` unchecked unless asked.
+        validation.validate_nbf = true;
+        // Presence is checked in `verify`, which can then tell a missing claim from one of the
+        // wrong type (jsonwebtoken reports both as missing). A present `exp` or `nbf` of the
+        // wrong type is still refused by jsonwebtoken's own check.
+        validation.required_spec_claims = HashSet::new();
         // jsonwebtoken compares `aud` and `iss` only when the token has them, so a configured
         // audience or issuer is also a required claim: a token made for no one in particular
         // is not one made for us.
@@ -178,18 +217,35 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| refusal(e.into_kind()))?;
         let claims = data.claims;
-        if claims.sub.is_empty() {
+        // jsonwebtoken has checked `exp` against the clock when present (and refused it when not
+        // a whole number); a token that never expires is not accepted.
+        let expires_at = match claims.get("exp") {
+            Some(exp) => exp.as_u64().ok_or_else(|| {
+                SignallingError::TokenInvalid(
+                    "the exp claim must be a whole number of seconds since 1970-01-01 UTC".to_owned(),
+                )
+            })?,
+            None => {
+                return Err(SignallingError::TokenInvalid(
+                    "the exp claim (when the token expires, in seconds since 1970-01-01 UTC) is \
+                     missing: tokens must expire"
+                        .to_owned(),
+                ));
+            }
+        };
+        let user_id = string_claim(&claims, "sub")?;
+        if user_id.is_empty() {
             return Err(SignallingError::TokenInvalid(
                 "the sub claim (user id) is missing or empty".to_owned(),
             ));
         }
         Ok(Identity {
-            user_id: claims.sub,
-            email: claims.email,
-            name: claims.name,
-            role: claims.role,
-            rooms: claims.rooms,
-            expires_at: claims.exp,
+            user_id,
+            email: string_claim(&claims, "email")?,
+            name: string_claim(&claims, "name")?,
+            role: string_claim(&claims, "role")?,
+            rooms: rooms_claim(&claims)?,
+            expires_at,
         })
     }
 
@@ -202,11 +258,6 @@ impl JwtVerifier {
     pub fn algorithm(&self) -> Algorithm {
         self.validation.algorithms[0]
     }
-
-    /// The required claims, for the startup log.
-    pub fn required_claims(&self) -> &HashSet<String> {
-        &self.validation.required_spec_claims
-    }
 }
 
 /// Maps a jsonwebtoken failure onto the stable refusal codes.
@@ -218,9 +269,9 @@ fn refusal(kind: ErrorKind) -> SignallingError {
             SignallingError::TokenMalformed("it does not have three dot-separated parts".to_owned())
         }
         ErrorKind::Base64(e) => SignallingError::TokenMalformed(format!("bad base64url: {e}")),
-        ErrorKind::Json(e) => {
-            SignallingError::TokenMalformed(format!("the header or claims are not valid JSON: {e}"))
-        }
+        ErrorKind::Json(e) => SignallingError::TokenMalformed(format!(
+            "the header or claims are not a JSON object: {e}"
+        )),
         ErrorKind::Utf8(_) => SignallingError::TokenMalformed("invalid UTF-8".to_owned()),
         ErrorKind::InvalidAlgorithm => SignallingError::TokenInvalid(
             "it is signed with another algorithm than this server accepts".to_owned(),
@@ -228,12 +279,10 @@ fn refusal(kind: ErrorKind) -> SignallingError {
         ErrorKind::MissingRequiredClaim(claim) => {
             SignallingError::TokenInvalid(format!("the {claim} claim is missing"))
         }
-        ErrorKind::InvalidClaimFormat(claim) => {
-            SignallingError::TokenInvalid(format!("the {claim} claim has the wrong type"))
-        }
-        ErrorKind::ImmatureSignature => {
-            SignallingError::TokenInvalid("it is not valid yet (nbf)".to_owned())
-        }
+        ErrorKind::InvalidClaimFormat(claim) => SignallingError::TokenInvalid(format!(
+            "the {claim} claim must be a whole number of seconds since 1970-01-01 UTC"
+        )),
+        ErrorKind::ImmatureSignature => SignallingError::TokenNotYetValid,
         ErrorKind::InvalidAudience => {
             SignallingError::TokenInvalid("it is meant for another audience (aud)".to_owned())
         }
@@ -412,6 +461,107 @@ mod tests {
         claims["exp"] = json!(now() - 3600);
         let error = verifier().verify(&hs256(&claims, SECRET)).unwrap_err();
         assert_eq!(error.code(), "TOKEN_EXPIRED");
+    }
+
+    #[test]
+    fn a_huge_exp_is_accepted_and_its_session_is_bounded() {
+        for exp in [10_000_000_000_000_000_000_u64, u64::MAX] {
+            let mut claims = claims();
+            claims["exp"] = json!(exp);
+            let identity = verifier().verify(&hs256(&claims, SECRET)).unwrap();
+            assert_eq!(identity.expires_at, exp);
+            assert_eq!(identity.session_length(30, now()), LONGEST_SESSION);
+            assert_eq!(identity.session_length(u64::MAX, 0), LONGEST_SESSION);
+        }
+    }
+
+    fn identity_expiring_at(exp: u64) -> Identity {
+        Identity {
+            user_id: "u".into(),
+            email: String::new(),
+            name: String::new(),
+            role: String::new(),
+            rooms: None,
+            expires_at: exp,
+        }
+    }
+
+    #[test]
+    fn a_session_ends_when_the_token_would_be_refused() {
+        let now = 1_700_000_000;
+        // Expired 25 s ago, inside the 30 s leeway: 5 s left, not 30.
+        assert_eq!(
+            identity_expiring_at(now - 25).session_length(30, now),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            identity_expiring_at(now + 60).session_length(30, now),
+            Duration::from_secs(90)
+        );
+        // Past the leeway (a clock that jumped between verifying and this): over at once.
+        assert_eq!(
+            identity_expiring_at(now - 31).session_length(30, now),
+            Duration::ZERO
+        );
+        assert_eq!(identity_expiring_at(0).session_length(0, u64::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_token_that_is_not_valid_yet_is_refused_with_its_own_code() {
+        for nbf in [now() + 3600, u64::MAX] {
+            let mut claims = claims();
+            claims["nbf"] = json!(nbf);
+            let error = verifier().verify(&hs256(&claims, SECRET)).unwrap_err();
+            assert_eq!(error.code(), "TOKEN_NOT_YET_VALID", "nbf {nbf}");
+        }
+        // Inside the clock-skew tolerance, and in the past: fine.
+        for nbf in [now() + 20, now() - 3600] {
+            let mut claims = claims();
+            claims["nbf"] = json!(nbf);
+            assert!(verifier().verify(&hs256(&claims, SECRET)).is_ok(), "nbf {nbf}");
+        }
+    }
+
+    #[test]
+    fn an_iat_of_any_size_is_informational() {
+        for iat in [0, now() + 3600, u64::MAX] {
+            let mut claims = claims();
+            claims["iat"] = json!(iat);
+            assert!(verifier().verify(&hs256(&claims, SECRET)).is_ok(), "iat {iat}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_exp_is_refused_saying_exp_is_missing() {
+        let mut claims = claims();
+        claims.as_object_mut().unwrap().remove("exp");
+        let error = verifier().verify(&hs256(&claims, SECRET)).unwrap_err();
+        assert_eq!(error.code(), "TOKEN_INVALID");
+        assert!(error.to_string().contains("exp claim"), "{error}");
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn claims_of_the_wrong_type_are_refused_by_name() {
+        for (claim, value) in [
+            ("exp", json!("tomorrow")),
+            ("exp", json!(-1)),
+            ("exp", json!(1.0e19)),
+            ("nbf", json!("now")),
+            ("sub", json!(42)),
+            ("role", json!(["teacher"])),
+            ("rooms", json!("maths")),
+            ("rooms", json!([1, 2])),
+        ] {
+            let mut claims = claims();
+            claims[claim] = value.clone();
+            let error = verifier().verify(&hs256(&claims, SECRET)).unwrap_err();
+            assert_eq!(error.code(), "TOKEN_INVALID", "{claim}: {value}");
+            assert!(
+                error.to_string().contains(&format!("the {claim} claim")),
+                "{claim}: {value}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub struct Embedded {
     pub worker_token: String,
     /// HS256 secret of the development tokens.
     pub jwt_secret: String,
+    /// Whether `/dev/token` can sign tokens this server accepts.
+    pub dev_tokens: DevTokens,
+}
+
+/// What `GET /dev/token` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevTokens {
+    /// Signs HS256 tokens with [`Embedded::jwt_secret`], which signalling verifies with.
+    Hs256,
+    /// Signalling verifies tokens of this algorithm (RS256, ES256) with the application
+    /// issuer's public key: a development token could not be signed so that it is accepted,
+    /// so the endpoint refuses with `DEV_TOKENS_UNAVAILABLE`, saying why.
+    Refused { algorithm: String },
 }
 
 /// A random secret for this run.
@@ -62,12 +75,18 @@ pub async fn start_worker(options: &EmbeddedOptions, jwt_secret: Option<String>)
         limits: Default::default(),
     })
     .await?;
-    Ok(Embedded { worker, worker_token, jwt_secret: jwt_secret.unwrap_or_else(random_secret) })
+    Ok(Embedded {
+        worker,
+        worker_token,
+        jwt_secret: jwt_secret.unwrap_or_else(random_secret),
+        dev_tokens: DevTokens::Hs256,
+    })
 }
 
 #[derive(Clone)]
 struct DevState {
     secret: String,
+    tokens: DevTokens,
     control: Arc<ControlPlane>,
 }
 
@@ -88,6 +107,19 @@ struct DevClaims {
 
 /// `GET /dev/token?name=Ada&role=teacher`: a token valid for 12 hours.
 async fn dev_token(State(state): State<DevState>, Query(query): Query<TokenQuery>) -> impl IntoResponse {
+    if let DevTokens::Refused { algorithm } = &state.tokens {
+        let message = format!(
+            "this server accepts only {algorithm} tokens signed by your application's issuer \
+             (--jwt-public-key-file), so it cannot sign development tokens it would accept; \
+             paste a token from your issuer under Options, or start without \
+             --jwt-public-key-file to use development tokens"
+        );
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": {"code": "DEV_TOKENS_UNAVAILABLE", "message": message}})),
+        )
+            .into_response();
+    }
     let name = query.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Guest".into());
     let sub = format!("dev-{}", &random_secret()[..12]);
     let claims = DevClaims {
@@ -113,6 +145,7 @@ async fn dev_stats(State(state): State<DevState>) -> Json<WorkerStats> {
 pub fn routes(embedded: &Embedded, web_root: PathBuf) -> Router {
     let state = DevState {
         secret: embedded.jwt_secret.clone(),
+        tokens: embedded.dev_tokens.clone(),
         control: embedded.worker.control.clone(),
     };
     let index = web_root.join("index.html");

@@ -23,6 +23,12 @@ pub enum SignallingError {
     /// The token's `exp` has passed.
     #[error("the token has expired; get a new one from your application and reconnect")]
     TokenExpired,
+    /// The token's `nbf` (not before) is still in the future, beyond the tolerated clock skew.
+    #[error(
+        "the token is not valid yet (its nbf claim is in the future); check the clocks of your \
+         token issuer and of this device, or wait until it becomes valid"
+    )]
+    TokenNotYetValid,
     /// The signature does not match the configured key.
     #[error("the token's signature is not valid for this server's key")]
     TokenInvalidSignature,
@@ -77,9 +83,13 @@ pub enum SignallingError {
     /// The room exists but no worker could take it yet (all full, none ready...).
     #[error("room {room} is waiting for a media worker: {reason}")]
     RoomPending { room: String, reason: String },
-    /// A room id that cannot name a Room object (Kubernetes names are DNS labels).
-    #[error("room id {0:?} is not valid: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit")]
-    InvalidRoomId(String),
+    /// A room id outside the one rule of every placement mode (a DNS label, see
+    /// [`crate::ids`]); `room` is an excerpt of what the client sent.
+    #[error(
+        "room id {room:?} is not valid ({reason}): use 1-63 lowercase letters a-z, digits and \
+         '-', beginning and ending with a letter or digit"
+    )]
+    InvalidRoomId { room: String, reason: &'static str },
     /// The room's worker cannot be reached or is shutting down.
     #[error("the media worker for this room is unavailable; try again shortly")]
     WorkerUnavailable,
@@ -99,6 +109,7 @@ impl SignallingError {
             SignallingError::TokenMissing => "TOKEN_MISSING",
             SignallingError::TokenMalformed(_) => "TOKEN_MALFORMED",
             SignallingError::TokenExpired => "TOKEN_EXPIRED",
+            SignallingError::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
             SignallingError::TokenInvalidSignature => "TOKEN_INVALID_SIGNATURE",
             SignallingError::TokenInvalid(_) => "TOKEN_INVALID",
             SignallingError::RoomNotAllowed(_) => "ROOM_NOT_ALLOWED",
@@ -114,7 +125,7 @@ impl SignallingError {
             SignallingError::ConsumerNotFound(_) => "CONSUMER_NOT_FOUND",
             SignallingError::RoomNotFound(_) => "ROOM_NOT_FOUND",
             SignallingError::RoomPending { .. } => "ROOM_PENDING",
-            SignallingError::InvalidRoomId(_) => "INVALID_ROOM_ID",
+            SignallingError::InvalidRoomId { .. } => "INVALID_ROOM_ID",
             SignallingError::WorkerUnavailable => "WORKER_UNAVAILABLE",
             SignallingError::Worker { code, .. } => code,
             SignallingError::Internal => "INTERNAL",
@@ -126,7 +137,7 @@ impl SignallingError {
         ErrorAck {
             error: ErrorBody {
                 code: self.code().to_owned(),
-                message: self.to_string(),
+                message: self.message(),
             },
         }
     }
@@ -134,12 +145,29 @@ impl SignallingError {
     /// The `error` event sent to the socket when `event` was refused: `{event, code, message}`.
     pub fn to_event(&self, event: &str) -> ErrorEvent {
         ErrorEvent {
-            event: event.to_owned(),
+            event: crate::ids::excerpt(event),
             code: self.code().to_owned(),
-            message: self.to_string(),
+            message: self.message(),
         }
     }
+
+    /// The sentence for the client. Whatever it quotes is bounded where it is made; this
+    /// bound is the last line, for messages passed on from elsewhere (a worker's).
+    fn message(&self) -> String {
+        let message = self.to_string();
+        if message.len() <= MAX_MESSAGE_BYTES {
+            return message;
+        }
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &message[..end])
+    }
 }
+
+/// Longest message an error carries to a client.
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// `{"error": {"code", "message"}}`, what an acknowledgement carries when a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

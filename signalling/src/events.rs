@@ -13,6 +13,8 @@ use fanout_worker::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::error::SignallingError;
+
 /// Request events and the named event each one answers with. Relay events answer only by
 /// acknowledgement: their effect is the event the target receives.
 pub const REQUESTS: &[(&str, Option<&str>)] = &[
@@ -35,6 +37,76 @@ pub const REQUESTS: &[(&str, Option<&str>)] = &[
     ("close-consumer", Some("consumer-closed")),
     ("get-room-info", Some("room-info")),
 ];
+
+/// Reads a request's payload from the data of its Socket.IO event packet, `["event", payload,
+/// ...]`, and the packet's binary attachments. `Ok(None)` when there is no payload (or
+/// `null`, which is how socket.io-client sends `undefined`); later arguments are ignored.
+///
+/// Binary attachments replace their placeholders (`{"_placeholder": true, "num": n}`) as
+/// arrays of byte values, so the JSON fields around them stay readable; nothing in the
+/// protocol is binary. Attachments larger in all than `max_bytes` are refused before they are
+/// converted.
+///
+/// Parsing is serde_json's, with its nesting limit (128 levels): JSON nested deeper is
+/// unreadable, not an empty payload.
+pub fn read_payload(
+    event: &str,
+    packet: &str,
+    attachments: &[&[u8]],
+    max_bytes: usize,
+) -> Result<Option<Value>, SignallingError> {
+    let unreadable = |reason: String| SignallingError::InvalidPayload {
+        event: event.to_owned(),
+        reason: format!(
+            "the payload is not readable JSON ({}); send one JSON object",
+            crate::ids::shorten_quotes(&reason)
+        ),
+    };
+    let size: usize = attachments.iter().map(|a| a.len()).sum();
+    if size > max_bytes {
+        return Err(SignallingError::PayloadTooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    let arguments: Vec<Value> =
+        serde_json::from_str(packet).map_err(|e| unreadable(e.to_string()))?;
+    let mut payload = match arguments.into_iter().nth(1) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(payload) => payload,
+    };
+    if !attachments.is_empty() {
+        attach(&mut payload, attachments).map_err(unreadable)?;
+    }
+    Ok(Some(payload))
+}
+
+/// Puts attachments in place of their placeholders. Recursion is bounded by serde_json's
+/// nesting limit, which the value went through.
+fn attach(value: &mut Value, attachments: &[&[u8]]) -> Result<(), String> {
+    match value {
+        Value::Object(map) if map.len() == 2 && map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            let index = map.get("num").and_then(Value::as_u64);
+            let bytes = index
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| attachments.get(i))
+                .ok_or_else(|| format!("binary attachment {index:?} was not sent"))?;
+            *value = Value::Array(bytes.iter().map(|&b| Value::from(b)).collect());
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                attach(item, attachments)?;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                attach(item, attachments)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
 
 /// `join-room`.
 #[derive(Debug, Clone, Deserialize)]
@@ -379,6 +451,49 @@ mod tests {
             notification("maths", closed(ConsumerCloseReason::Requested)),
             None
         );
+    }
+
+    #[test]
+    fn a_missing_or_null_payload_is_none_and_an_object_is_kept() {
+        assert_eq!(read_payload("leave-room", r#"["leave-room"]"#, &[], 100).unwrap(), None);
+        assert_eq!(read_payload("leave-room", r#"["leave-room",null]"#, &[], 100).unwrap(), None);
+        assert_eq!(
+            read_payload("leave-room", r#"["leave-room",{"roomId":"a"},{"x":1}]"#, &[], 100).unwrap(),
+            Some(json!({"roomId": "a"}))
+        );
+    }
+
+    #[test]
+    fn a_payload_nested_too_deep_or_broken_is_unreadable_not_empty() {
+        let deep = format!(r#"["leave-room",{}{}]"#, "[".repeat(1000), "]".repeat(1000));
+        let deep_objects = format!(r#"["leave-room",{}1{}]"#, r#"{"a":"#.repeat(200), "}".repeat(200));
+        for packet in [deep.as_str(), deep_objects.as_str(), r#"["leave-room",{"#, "", "[1"] {
+            let error = read_payload("leave-room", packet, &[], 100).unwrap_err();
+            assert_eq!(error.code(), "INVALID_PAYLOAD", "{packet:.40}");
+            assert!(error.to_string().contains("not readable JSON"), "{error}");
+        }
+    }
+
+    #[test]
+    fn binary_attachments_keep_the_fields_around_them() {
+        let packet = r#"["produce",{"kind":"video","appData":{"blob":{"_placeholder":true,"num":1},"b0":{"_placeholder":true,"num":0}}}]"#;
+        let payload = read_payload("produce", packet, &[&[1, 2], &[3]], 100).unwrap().unwrap();
+        assert_eq!(payload["kind"], "video");
+        assert_eq!(payload["appData"]["blob"], json!([3]));
+        assert_eq!(payload["appData"]["b0"], json!([1, 2]));
+        // Without attachments a placeholder-looking object is plain JSON.
+        let plain = read_payload("produce", packet, &[], 100).unwrap().unwrap();
+        assert_eq!(plain["appData"]["blob"]["num"], 1);
+    }
+
+    #[test]
+    fn a_placeholder_without_its_attachment_or_too_many_bytes_is_refused() {
+        let packet = r#"["produce",{"blob":{"_placeholder":true,"num":5}}]"#;
+        let error = read_payload("produce", packet, &[&[1]], 100).unwrap_err();
+        assert_eq!(error.code(), "INVALID_PAYLOAD");
+        let big = vec![0u8; 101];
+        let error = read_payload("produce", packet, &[&big], 100).unwrap_err();
+        assert_eq!(error.code(), "PAYLOAD_TOO_LARGE");
     }
 
     #[test]

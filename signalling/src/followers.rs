@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fanout_worker::room::{PeerId, RoomEvent};
 use futures::StreamExt as _;
-use socketioxide::SocketIo;
+use socketioxide::{SendError, SocketError, SocketIo};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio::sync::watch;
@@ -152,24 +152,36 @@ async fn forward(io: &SocketIo, room: &str, event: RoomEvent) {
     let Some(notification) = notification(room, event) else {
         return;
     };
-    let channel = room_channel(room);
-    let (event, payload) = (notification.event, &notification.payload);
-    let sent = match notification.audience {
-        Audience::Room => io.to(channel).emit(event, payload).await.map_err(|e| e.to_string()),
-        // Everyone but the peer's own socket, when it is connected here.
-        Audience::RoomExcept(peer) => match local_socket(io, &peer) {
-            Some(socket) => socket.broadcast().to(channel).emit(event, payload).await,
-            None => io.to(channel).emit(event, payload).await,
-        }
-        .map_err(|e| e.to_string()),
-        Audience::Peer(peer) => match local_socket(io, &peer) {
-            Some(socket) => socket.emit(event, payload).map_err(|e| e.to_string()),
-            // Connected to another replica, which tells it, or gone.
-            None => Ok(()),
-        },
+    let in_room = || io.to(room_channel(room)).sockets();
+    let recipients: Vec<SocketRef> = match &notification.audience {
+        Audience::Room => in_room(),
+        Audience::RoomExcept(peer) => in_room()
+            .into_iter()
+            .filter(|socket| socket.id.as_str() != peer.as_str())
+            .collect(),
+        // Connected to another replica, which tells it, or gone.
+        Audience::Peer(peer) => local_socket(io, peer).into_iter().collect(),
     };
-    if let Err(error) = sent {
-        tracing::debug!(room, %error, "notification not delivered");
+    for socket in recipients {
+        notify(&socket, notification.event, &notification.payload);
+    }
+}
+
+/// Queues a notification for one socket. One that finds the socket's queue full would be lost,
+/// and with it the client's view of the room: the connection is closed instead (its client
+/// has stopped reading), so that it reconnects and rejoins with the room's state.
+pub fn notify(socket: &SocketRef, event: &str, payload: &serde_json::Value) {
+    match socket.emit(event, payload) {
+        Ok(()) | Err(SendError::Socket(SocketError::Closed)) => {}
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+            tracing::warn!(
+                sid = %socket.id,
+                event,
+                "closing a connection whose client does not read its notifications (its queue is full)"
+            );
+            let _ = socket.clone().disconnect();
+        }
+        Err(error) => tracing::error!(event, %error, "a notification could not be encoded"),
     }
 }
 

@@ -25,29 +25,10 @@ use crate::placement::RoomLocation;
 use crate::server::{Connection, Signalling};
 use crate::session::{Membership, Session};
 
-/// Longest room name accepted; names become URL path segments and Kubernetes object names.
-const MAX_ROOM_NAME: usize = 128;
-
 fn parse<T: DeserializeOwned>(event: &str, payload: Value) -> Result<T> {
     serde_json::from_value(payload).map_err(|e| SignallingError::InvalidPayload {
         event: event.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn check_room_name(room: &str) -> Result<()> {
-    let reason = if room.is_empty() {
-        "roomId is empty"
-    } else if room.chars().count() > MAX_ROOM_NAME {
-        "roomId is longer than 128 characters"
-    } else if room.chars().any(char::is_control) {
-        "roomId contains control characters"
-    } else {
-        return Ok(());
-    };
-    Err(SignallingError::InvalidPayload {
-        event: "join-room".to_owned(),
-        reason: reason.to_owned(),
+        reason: crate::ids::shorten_quotes(&e.to_string()),
     })
 }
 
@@ -94,7 +75,7 @@ impl Signalling {
     ) -> Result<Value> {
         let join: JoinRoom = parse("join-room", payload)?;
         let room = join.room_id;
-        check_room_name(&room)?;
+        crate::ids::check_room_id(&room)?;
         connection.identity.may_join(&room)?;
         {
             let mut membership = connection.membership();
@@ -605,17 +586,6 @@ enum Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn room_names_must_be_short_printable_and_present() {
-        assert!(check_room_name("maths-101").is_ok());
-        assert!(check_room_name("").is_err());
-        assert!(check_room_name(&"x".repeat(129)).is_err());
-        assert_eq!(
-            check_room_name("a\nb").unwrap_err().code(),
-            "INVALID_PAYLOAD"
-        );
-    }
 
     #[test]
     fn every_request_event_has_a_typed_payload_to_read() {

@@ -79,16 +79,6 @@ pub fn pending_reason(room: &Room) -> String {
         .unwrap_or_else(|| "the operator has not placed it yet".to_string())
 }
 
-/// Room ids become object names: DNS-1123 labels.
-pub fn valid_room_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.last().is_some_and(|b| b.is_ascii_alphanumeric())
-}
-
 /// Rooms whose endpoint changed between two snapshots (`room -> endpoint` of placed rooms).
 /// Rooms that appear or disappear are not migrations.
 pub fn migrations(before: &HashMap<String, String>, after: &HashMap<String, String>) -> Vec<Migration> {
@@ -186,9 +176,9 @@ impl KubePlacement {
 #[async_trait]
 impl Placement for KubePlacement {
     async fn locate(&self, room: &str) -> Result<RoomLocation> {
-        if !valid_room_name(room) {
-            return Err(SignallingError::InvalidRoomId(room.to_string()));
-        }
+        // Room ids become object names; the rule is checked at join already, and again here
+        // because this is where it matters.
+        crate::ids::check_room_id(room)?;
         if let Some(location) = self.get(room).as_deref().and_then(location_of) {
             return Ok(location);
         }

@@ -16,6 +16,8 @@ pub mod error;
 pub mod events;
 pub mod expiry;
 pub mod followers;
+pub mod http;
+pub mod ids;
 mod handlers;
 pub mod metrics;
 pub mod placement;

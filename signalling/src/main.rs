@@ -1,17 +1,17 @@
 //! The `fanout-signalling` binary: flags and environment, logging, and the HTTP server.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use axum::serve::ListenerExt as _;
 use clap::{Parser, ValueEnum};
 use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
 use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
+use fanout_signalling::http::HttpLimits;
 use fanout_signalling::{Limits, Signalling, app_with};
 
 /// Algorithms of a public key file.
@@ -32,9 +32,20 @@ enum PlacementMode {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "FANOUT_LISTEN_ADDR", default_value = "0.0.0.0")]
-    listen_addr: std::net::IpAddr,
+    /// Address to listen on. Default: 127.0.0.1 in embedded mode (it hands out development
+    /// tokens to anyone who can reach it), 0.0.0.0 otherwise.
+    #[arg(long, env = "FANOUT_LISTEN_ADDR")]
+    listen_addr: Option<IpAddr>,
+    /// Embedded mode: allow --listen-addr to be other than loopback, so that other machines
+    /// on your network can join calls, and take development tokens from /dev/token.
+    #[arg(long, env = "FANOUT_DEV_ON_NETWORK", default_value_t = false)]
+    dev_on_network: bool,
+    /// Seconds a client may take to send a request's headers before its connection is closed.
+    #[arg(long, env = "FANOUT_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    header_read_timeout_seconds: u64,
+    /// Most connections open at once (websockets included); more are closed on arrival.
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS", default_value_t = 50_000)]
+    max_connections: usize,
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
@@ -73,7 +84,9 @@ struct Args {
     /// Roles allowed to publish, with static placement (comma-separated; empty: everyone).
     #[arg(long, env = "FANOUT_PUBLISHERS", value_delimiter = ',')]
     publishers: Vec<String>,
-    /// Largest request payload in bytes.
+    /// Largest request payload in bytes. Engine.IO messages (websocket messages, polling
+    /// bodies, the connect packet with its token) may be twice that, and larger ones close
+    /// their connection before they are read.
     #[arg(long, env = "FANOUT_MAX_EVENT_BYTES", default_value_t = 64 * 1024)]
     max_event_bytes: usize,
     /// Request events per second allowed per connection (sustained).
@@ -151,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         PlacementMode::Embedded
     });
     // Embedded mode (the local default): a worker in this process.
-    let embedded = match mode {
+    let mut embedded = match mode {
         PlacementMode::Embedded => {
             let options = EmbeddedOptions {
                 rtc_ip: args.rtc_ip,
@@ -163,13 +176,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let mut args = args;
-    if let Some(embedded) = &embedded {
+    if let Some(embedded) = &mut embedded {
         tracing::warn!(
             "DEVELOPMENT MODE: no --worker-url and no Kubernetes, so a worker runs inside this process \
              and GET /dev/token hands out tokens to anyone. Never expose this to a network you do not trust."
         );
         if args.jwt_public_key_file.is_none() {
             args.jwt_secret = Some(embedded.jwt_secret.clone());
+        } else {
+            embedded.dev_tokens = embedded::DevTokens::Refused {
+                algorithm: format!("{:?}", args.jwt_algorithm).to_uppercase(),
+            };
         }
     }
     let verifier = JwtVerifier::new(&jwt_config(&args)?)
@@ -218,6 +235,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let limits = Limits {
         max_event_bytes: args.max_event_bytes,
+        // Room for the framing and JSON escapes around a payload of the largest size.
+        max_packet_bytes: u64::try_from(args.max_event_bytes.saturating_mul(2))
+            .unwrap_or(u64::MAX)
+            .max(16 * 1024),
         events_per_second: args.events_per_second,
         event_burst: args.event_burst,
         ..Limits::default()
@@ -235,29 +256,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let router = app_with(state, &args.cors_origins, extra);
 
-    let addr = SocketAddr::new(args.listen_addr, args.port);
+    let listen = listen_address(mode == PlacementMode::Embedded, args.listen_addr, args.dev_on_network)
+        .map_err(anyhow::Error::msg)?;
+    let addr = SocketAddr::new(listen, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, worker = worker_url, "signalling listening");
     if embedded.is_some() {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.port);
-        println!("Fanout is running: open http://localhost:{port}/ in two browser tabs to make a call.");
+        let host = match listen {
+            _ if listen.is_unspecified() || listen.is_loopback() => "localhost".to_owned(),
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        println!("Fanout is running: open http://{host}:{port}/ in two browser tabs to make a call.");
     }
-    // Socket.IO frames are small and several often go out within a millisecond (an ack, its
-    // named response, room notifications): without TCP_NODELAY, Nagle's algorithm holds the
-    // later ones until the client acknowledges the first, up to its delayed-ACK timeout.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    let http = HttpLimits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds.max(1)),
+        max_connections: args.max_connections.max(1),
+    };
+    fanout_signalling::http::serve(listener, router, http, shutdown_signal())
         .await
         .context("serving HTTP")?;
     if let Some(embedded) = embedded {
         embedded.worker.shutdown().await;
     }
     Ok(())
+}
+
+/// Where to listen: loopback by default in embedded mode, whose `/dev/token` gives a token to
+/// anyone who asks; any address there only with `--dev-on-network`. The other modes default
+/// to every interface (a pod's).
+fn listen_address(embedded: bool, requested: Option<IpAddr>, dev_on_network: bool) -> Result<IpAddr, String> {
+    match (embedded, requested) {
+        (false, requested) => Ok(requested.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+        (true, None) => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        (true, Some(address)) if address.is_loopback() || dev_on_network => Ok(address),
+        (true, Some(address)) => Err(format!(
+            "--listen-addr {address} would let anyone who can reach this machine take a token at \
+             /dev/token and join calls (embedded mode is for development); add --dev-on-network \
+             to do it anyway, on a network you trust"
+        )),
+    }
 }
 
 fn jwt_config(args: &Args) -> anyhow::Result<JwtConfig> {
@@ -286,16 +327,28 @@ fn jwt_config(args: &Args) -> anyhow::Result<JwtConfig> {
     })
 }
 
+/// Logs to stderr, coloured only when stderr is a terminal (a redirected log gets no escape
+/// codes). Without `RUST_LOG`, libraries log only their warnings, and the media stack (the
+/// embedded worker's) only its errors: it warns about things browsers routinely do.
 fn init_tracing(format: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
 }
+
+/// The log filter without `RUST_LOG`: Fanout's own crates at info, everything else at warn,
+/// the webrtc-rs crates of the embedded worker at error.
+const DEFAULT_LOG_FILTER: &str = "warn,fanout_signalling=info,fanout_worker=info,fanout_operator=info,\
+    rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,rtc_sctp=error";
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -310,4 +363,27 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_mode_listens_on_loopback_unless_told_it_may_not() {
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        assert_eq!(listen_address(true, None, false), Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(listen_address(true, Some("::1".parse().unwrap()), false), Ok("::1".parse().unwrap()));
+        let refused = listen_address(true, Some(lan), false).unwrap_err();
+        assert!(refused.contains("--dev-on-network"), "{refused}");
+        assert!(listen_address(true, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), false).is_err());
+        assert_eq!(listen_address(true, Some(lan), true), Ok(lan));
+    }
+
+    #[test]
+    fn other_modes_listen_everywhere_by_default() {
+        assert_eq!(listen_address(false, None, false), Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        let lan: IpAddr = "10.0.0.3".parse().unwrap();
+        assert_eq!(listen_address(false, Some(lan), false), Ok(lan));
+    }
 }

@@ -46,6 +46,8 @@ pub struct Metrics {
     /// Time from a request's arrival to its answer, by event; dominated by the worker call,
     /// so it is the proxy latency to workers.
     pub request_seconds: Family<EventNameLabels, Histogram>,
+    /// Connections closed because their client stopped reading (a full outgoing queue).
+    pub slow_clients: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Default for Metrics {
         let connections = Gauge::default();
         let refused = Family::<RefusalLabels, Counter>::default();
         let joins = Counter::default();
+        let slow_clients = Counter::default();
         let events = Family::<EventLabels, Counter>::default();
         let request_seconds = Family::<EventNameLabels, Histogram>::new_with_constructor(
             request_histogram as fn() -> Histogram,
@@ -79,8 +82,14 @@ impl Default for Metrics {
             "Time to answer a request event (worker call included), by event",
             request_seconds.clone(),
         );
+        registry.register(
+            "slow_clients_closed",
+            "Connections closed because their client did not read what the server sent",
+            slow_clients.clone(),
+        );
         Metrics {
             registry,
+            slow_clients,
             connections,
             refused,
             joins,

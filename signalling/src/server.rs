@@ -5,6 +5,8 @@
 //! A connection's identity is put into its socket extensions by the middleware (an
 //! `Arc<`[`Connection`]`>`), and request handlers read it from there only.
 
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,16 +16,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::Value;
-use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
-use socketioxide::handler::ConnectHandler as _;
+use socketioxide::handler::{ConnectHandler as _, FromMessageParts, Value as SocketValue};
+use socketioxide::{SendError, SocketError, SocketIo};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Identity, JwtVerifier, find_token};
 use crate::error::{Result, SignallingError};
-use crate::events::REQUESTS;
+use crate::events::{REQUESTS, read_payload};
 use crate::expiry::Expiries;
 use crate::followers::Followers;
+use crate::ids::check_object_ids;
 use crate::metrics::{Metrics, RefusalLabels};
 use crate::placement::Placement;
 use crate::session::{Membership, TokenBucket};
@@ -36,8 +40,10 @@ pub struct Limits {
     /// `PAYLOAD_TOO_LARGE`. A browser's `rtpCapabilities`, the largest legitimate payload, is
     /// about 10 KiB.
     pub max_event_bytes: usize,
-    /// Largest engine.io packet; beyond it the connection is closed rather than answered,
-    /// because the packet is never read into memory. Keep it well above `max_event_bytes`.
+    /// Largest Engine.IO message (a websocket message, or a long-polling request body), the
+    /// connect packet with its token included. A larger one closes the connection as soon as
+    /// its length is known, before it is read into memory. Keep it above `max_event_bytes`
+    /// plus the packet's framing.
     pub max_packet_bytes: u64,
     /// Request events a connection may send per second, sustained.
     pub events_per_second: u32,
@@ -45,16 +51,26 @@ pub struct Limits {
     pub event_burst: u32,
     /// How long a join waits for the room's event subscription before answering anyway.
     pub subscribe_wait: Duration,
+    /// Packets waiting to be written to one connection. An answer that finds the queue full
+    /// waits for room (up to `slow_client_timeout`); a notification that finds it full closes
+    /// the connection, since its client has stopped reading. Memory is taken only as packets
+    /// queue.
+    pub max_queued_packets: usize,
+    /// How long an answer waits for room in its connection's queue before the connection is
+    /// closed as one whose client does not read.
+    pub slow_client_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_event_bytes: 64 * 1024,
-            max_packet_bytes: 1024 * 1024,
+            max_packet_bytes: 128 * 1024,
             events_per_second: 50,
             event_burst: 100,
             subscribe_wait: Duration::from_secs(2),
+            max_queued_packets: 1024,
+            slow_client_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -66,6 +82,10 @@ pub struct Connection {
     /// Its room, if any.
     pub(crate) membership: Mutex<Membership>,
     limiter: Mutex<TokenBucket>,
+    /// Answers waiting for room in this connection's queue.
+    waiting_answers: AtomicUsize,
+    /// Set by the first answer that gave up waiting, which closes the connection.
+    too_slow: AtomicBool,
     /// When the session ends: the token's expiry, plus the verifier's tolerance, so that a
     /// session does not end before its token would be refused.
     expires_at: tokio::time::Instant,
@@ -73,13 +93,14 @@ pub struct Connection {
 
 impl Connection {
     fn new(identity: Identity, limits: &Limits, leeway_seconds: u64) -> Self {
-        let left = identity
-            .expires_at
-            .saturating_sub(jsonwebtoken::get_current_timestamp());
+        let length = identity.session_length(leeway_seconds, jsonwebtoken::get_current_timestamp());
         Connection {
-            expires_at: tokio::time::Instant::now() + Duration::from_secs(left + leeway_seconds),
+            // At most `LONGEST_SESSION` from now: cannot overflow.
+            expires_at: tokio::time::Instant::now() + length,
             identity,
             membership: Mutex::new(Membership::Idle),
+            waiting_answers: AtomicUsize::new(0),
+            too_slow: AtomicBool::new(false),
             limiter: Mutex::new(TokenBucket::new(
                 limits.events_per_second,
                 limits.event_burst,
@@ -175,6 +196,7 @@ pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) 
     let (layer, io) = SocketIo::builder()
         .with_state(state.clone())
         .max_payload(state.limits.max_packet_bytes)
+        .max_buffer_size(state.limits.max_queued_packets)
         // Signalling messages are small, and a larger one grows the buffer as it arrives; the
         // initial buffer is memory every idle connection holds (engineioxide's default: 4 KiB).
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
@@ -341,23 +363,32 @@ impl Signalling {
         }
     }
 
-    /// Rate and size checks every request passes before its handler runs.
-    fn admit(
-        &self,
-        connection: &Connection,
-        event: &str,
-        data: std::result::Result<Value, impl std::fmt::Display>,
-    ) -> Result<Value> {
+    /// Rate, size and shape checks every request passes before its handler runs.
+    fn admit(&self, connection: &Connection, event: &str, packet: &SocketValue) -> Result<Value> {
         connection
             .limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(Instant::now())?;
-        let data = match data {
-            Ok(value) => value,
-            // No payload at all: requests whose fields are all optional still work.
-            Err(_) => Value::Object(Default::default()),
+        let payload = match packet {
+            SocketValue::Str(text, attachments) => {
+                let attachments: Vec<&[u8]> = attachments
+                    .iter()
+                    .flatten()
+                    .map(|attachment| &attachment[..])
+                    .collect();
+                read_payload(event, text.as_str(), &attachments, self.limits.max_event_bytes)?
+            }
+            // The common parser gives events as text; a request is never a bare binary packet.
+            SocketValue::Bytes(_) => {
+                return Err(SignallingError::InvalidPayload {
+                    event: event.to_owned(),
+                    reason: "the request is binary; send one JSON object".to_owned(),
+                });
+            }
         };
+        // No payload at all: requests whose fields are all optional still work.
+        let data = payload.unwrap_or_else(|| Value::Object(Default::default()));
         let size = json_size(&data);
         if size > self.limits.max_event_bytes {
             return Err(SignallingError::PayloadTooLarge {
@@ -371,6 +402,7 @@ impl Signalling {
                 reason: "the payload must be a JSON object".to_owned(),
             });
         }
+        check_object_ids(event, &data)?;
         Ok(data)
     }
 }
@@ -406,37 +438,167 @@ fn register_requests(socket: &SocketRef) {
 async fn on_request(
     socket: SocketRef,
     Event(event): Event,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
+    request: Incoming,
     State(app): State<Arc<Signalling>>,
 ) {
     let Some(&(event, response)) = REQUESTS.iter().find(|(name, _)| *name == event) else {
-        tracing::debug!(event, "not a request; ignored");
+        tracing::debug!(event = crate::ids::excerpt(&event), "not a request; ignored");
         return;
     };
     let started = Instant::now();
     let Some(connection) = socket.extensions.get::<Arc<Connection>>() else {
         return;
     };
-    let outcome = match app.admit(&connection, event, data) {
-        Ok(payload) => app.clone().handle(event, socket.clone(), connection, payload).await,
+    let outcome = match app.admit(&connection, event, &request.packet) {
+        Ok(payload) => app.clone().handle(event, socket.clone(), connection.clone(), payload).await,
         Err(error) => Err(error),
     };
     let code = outcome.as_ref().err().map_or("ok", |e| e.code()).to_owned();
     app.metrics.observe(event, &code, started.elapsed());
-    match outcome {
-        Ok(body) => {
-            let _ = ack.send(&body);
-            if let Some(response) = response {
-                let _ = socket.emit(response, &body);
-            }
-        }
+    let delivered = match outcome {
+        Ok(body) => app.answer(&request, &connection, &body, response.map(|name| (name, &body))).await,
         Err(error) => {
             tracing::debug!(event, code = error.code(), %error, "request refused");
-            let _ = ack.send(&error.to_ack());
-            let _ = socket.emit("error", &error.to_event(event));
+            let refusal = error.to_event(event);
+            app.answer(&request, &connection, &error.to_ack(), Some(("error", &refusal))).await
+        }
+    };
+    // Several answers may give up at once; the first one closes the connection.
+    if delivered == Delivery::TooSlow && !connection.too_slow.swap(true, Ordering::Relaxed) {
+        app.metrics.slow_clients.inc();
+        tracing::warn!(
+            sid = %socket.id,
+            "closing a connection whose client does not read its answers (its queue stayed full \
+             for {:?})",
+            app.limits.slow_client_timeout
+        );
+        let _ = socket.disconnect();
+    }
+}
+
+/// A request event's raw packet data and what is needed to answer it, taken from the packet
+/// before socketioxide deserialises anything: its `Data` extractors read a payload with binary
+/// attachments as no payload, cannot tell a missing payload from an unreadable one, and its
+/// acknowledgement is lost for good when the connection's queue is full.
+pub(crate) struct Incoming {
+    /// `["event", payload, ...]` and the binary attachments, read by [`read_payload`].
+    packet: SocketValue,
+    socket: Arc<socketioxide::socket::Socket>,
+    ack_id: Option<i64>,
+}
+
+impl FromMessageParts<LocalAdapter> for Incoming {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<socketioxide::socket::Socket>,
+        packet: &mut SocketValue,
+        ack_id: &Option<i64>,
+    ) -> std::result::Result<Self, Infallible> {
+        Ok(Incoming {
+            // A reference-counted copy (the text and attachments are `Bytes`).
+            packet: packet.clone(),
+            socket: socket.clone(),
+            ack_id: *ack_id,
+        })
+    }
+}
+
+impl Incoming {
+    /// Sends the acknowledgement, if the client asked for one. socketioxide's `AckSender` is
+    /// spent by a failed send, so a new one is made for every try.
+    fn send_ack(&self, body: &impl serde::Serialize) -> std::result::Result<(), SendError> {
+        if self.ack_id.is_none() {
+            return Ok(());
+        }
+        let mut unused = self.packet.clone();
+        let Ok(ack) = AckSender::from_message_parts(&self.socket, &mut unused, &self.ack_id);
+        ack.send(body)
+    }
+}
+
+/// Whether a request's answers reached its connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Queued,
+    /// The connection is gone; nobody is waiting.
+    Gone,
+    /// The queue stayed full for `slow_client_timeout`.
+    TooSlow,
+}
+
+impl Signalling {
+    /// Queues a request's acknowledgement and its event (the named response or `error`),
+    /// waiting while the connection's queue is full: every request is answered, in a burst
+    /// too, as long as the client reads.
+    async fn answer(
+        &self,
+        request: &Incoming,
+        connection: &Connection,
+        ack: &impl serde::Serialize,
+        event: Option<(&str, &impl serde::Serialize)>,
+    ) -> Delivery {
+        let deadline = tokio::time::Instant::now() + self.limits.slow_client_timeout;
+        let waiting = Waiting {
+            count: &connection.waiting_answers,
+            limit: self.limits.max_queued_packets,
+        };
+        let acked = queue(deadline, &waiting, || request.send_ack(ack)).await;
+        if acked != Delivery::Queued {
+            return acked;
+        }
+        match event {
+            Some((name, body)) => {
+                queue(deadline, &waiting, || request.socket.emit(name, body)).await
+            }
+            None => Delivery::Queued,
         }
     }
+}
+
+/// Answers of one connection waiting for room in its queue. Each waiting answer is a task
+/// holding its request; a client that sends without reading would otherwise make them pile
+/// up for as long as the timeout, so beyond `limit` the client counts as too slow at once.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    limit: usize,
+}
+
+/// Retries `send` while the connection's queue is full, until `deadline`.
+async fn queue(
+    deadline: tokio::time::Instant,
+    waiting: &Waiting<'_>,
+    mut send: impl FnMut() -> std::result::Result<(), SendError>,
+) -> Delivery {
+    let outcome = |result: std::result::Result<(), SendError>| match result {
+        Ok(()) => Some(Delivery::Queued),
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => None,
+        Err(SendError::Socket(SocketError::Closed)) => Some(Delivery::Gone),
+        Err(error) => {
+            tracing::error!(%error, "an answer could not be encoded");
+            Some(Delivery::Gone)
+        }
+    };
+    if let Some(delivered) = outcome(send()) {
+        return delivered;
+    }
+    if waiting.count.fetch_add(1, Ordering::Relaxed) >= waiting.limit {
+        waiting.count.fetch_sub(1, Ordering::Relaxed);
+        return Delivery::TooSlow;
+    }
+    let mut pause = Duration::from_millis(1);
+    let delivered = loop {
+        if tokio::time::Instant::now() + pause > deadline {
+            break Delivery::TooSlow;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        if let Some(delivered) = outcome(send()) {
+            break delivered;
+        }
+    };
+    waiting.count.fetch_sub(1, Ordering::Relaxed);
+    delivered
 }
 
 impl Signalling {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fanout_signalling::auth::{JwtConfig, JwtVerifier};
+use fanout_signalling::http::HttpLimits;
 use fanout_signalling::placement::StaticPlacement;
 use fanout_signalling::worker::{MediaBackend, RoomEvents, worker_error};
 use fanout_signalling::{Limits, Result, Signalling, app};
@@ -404,7 +405,11 @@ impl MediaBackend for FakeBackend {
     }
 }
 
-/// A signalling server on an ephemeral loopback port.
+fn router_of(state: Arc<Signalling>) -> axum::Router {
+    app(state, &[])
+}
+
+/// A signalling server on an ephemeral loopback port, served as `main` serves it.
 pub struct Server {
     pub addr: SocketAddr,
     pub backend: Arc<FakeBackend>,
@@ -438,10 +443,35 @@ impl Server {
         let backend = FakeBackend::new();
         let verifier = JwtVerifier::new(&jwt).unwrap();
         let state = Signalling::new(verifier, placement, backend.clone(), limits);
-        let router = app(state.clone(), &[]);
+        Server::start_serving(router_of(state.clone()), backend, state, HttpLimits::default()).await
+    }
+
+    /// Default placement and limits, with these HTTP limits.
+    pub async fn start_with_http(http: HttpLimits) -> Server {
+        let backend = FakeBackend::new();
+        let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
+        let state = Signalling::new(
+            verifier,
+            Arc::new(StaticPlacement::new(WORKER)),
+            backend.clone(),
+            Limits::default(),
+        );
+        Server::start_serving(router_of(state.clone()), backend, state, http).await
+    }
+
+    async fn start_serving(
+        router: axum::Router,
+        backend: Arc<FakeBackend>,
+        state: Arc<Signalling>,
+        http: HttpLimits,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        tokio::spawn(async move {
+            fanout_signalling::http::serve(listener, router, http, std::future::pending())
+                .await
+                .unwrap()
+        });
         Server {
             addr,
             backend,
@@ -638,5 +668,208 @@ impl TestClient {
             }
         }
         false
+    }
+}
+
+// ---- raw Engine.IO / Socket.IO frames ----
+
+use futures::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A websocket speaking Engine.IO v4 / Socket.IO v5 frames by hand, for what a conforming
+/// client library will not send: binary attachments, broken JSON, huge frames, floods.
+pub struct RawClient {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl RawClient {
+    /// A websocket to `addr` that has received Engine.IO's open packet.
+    pub async fn open(addr: SocketAddr) -> RawClient {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+        let mut client = RawClient { ws };
+        let open = client.text().await.expect("the open packet");
+        assert!(open.starts_with('0'), "{open}");
+        client
+    }
+
+    /// [`RawClient::open`], then connected to the namespace with `token`.
+    pub async fn connect(addr: SocketAddr, token: &str) -> RawClient {
+        let mut client = RawClient::open(addr).await;
+        client.send(format!("40{}", json!({ "token": token }))).await;
+        let connected = client.text().await.expect("the connect answer");
+        assert!(connected.starts_with("40"), "{connected}");
+        client
+    }
+
+    pub async fn send(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+    }
+
+    /// Sends `text` as one websocket message in frames of `frame` bytes (a fragmented message).
+    pub async fn send_fragmented(&mut self, text: &str, frame: usize) -> Result<(), String> {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let chunks: Vec<&[u8]> = text.as_bytes().chunks(frame).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let opcode = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+            let frame = Frame::message(chunk.to_vec(), opcode, i + 1 == chunks.len());
+            self.ws.send(Message::Frame(frame)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        self.ws.send(Message::Binary(data.into())).await.expect("send");
+    }
+
+    /// The next text frame (answering pings on the way), or `None` once the server closed.
+    pub async fn text(&mut self) -> Option<String> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match message {
+                Some(Ok(Message::Text(text))) if text.as_str() == "2" => self.send("3").await,
+                Some(Ok(Message::Text(text))) => return Some(text.as_str().to_owned()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The acknowledgement `43<id>[body]` of request `id`, skipping other frames.
+    pub async fn ack(&mut self, id: u64) -> Value {
+        let prefix = format!("43{id}");
+        loop {
+            let text = self.text().await.unwrap_or_else(|| panic!("closed before ack {id}"));
+            if let Some(body) = text.strip_prefix(&prefix) {
+                let mut args: Value = serde_json::from_str(body).expect("ack JSON");
+                return args[0].take();
+            }
+        }
+    }
+
+    /// Whether the server closes the connection within `within` (frames before it are skipped).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+// ---- the real binary ----
+
+/// `fanout-signalling` as its own process in embedded mode, for figures of the process itself
+/// (its RSS) and for what only `main` wires up.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub secret: String,
+    /// Its stderr so far (drained by a thread, so that logging never blocks it).
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    /// Started with `args`, its own port and RTC ports `rtc`, and a known HS256 secret unless
+    /// `args` configure another key. Waits for `/healthz`.
+    pub async fn start(args: &[&str], rtc: (u16, u16)) -> Process {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let secret = fanout_signalling::embedded::random_secret();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling"));
+        command
+            .args(args)
+            .env("PORT", port.to_string())
+            .env("FANOUT_PLACEMENT", "embedded")
+            .env("FANOUT_RTC_MIN_PORT", rtc.0.to_string())
+            .env("FANOUT_RTC_MAX_PORT", rtc.1.to_string())
+            .env_remove("RUST_LOG")
+            .env_remove("FANOUT_LISTEN_ADDR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if !args.iter().any(|a| a.starts_with("--jwt-public-key-file")) {
+            command.env("FANOUT_JWT_SECRET", &secret);
+        }
+        let mut child = command.spawn().expect("starts fanout-signalling");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let process = Process { child, addr, secret, log };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if http
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fanout-signalling did not answer /healthz; its log:\n{}", process.log());
+    }
+
+    /// A token this process accepts.
+    pub fn token(&self, user: &str) -> String {
+        sign(
+            &json!({"sub": user, "name": user, "role": "participant", "exp": now() + 3600}),
+            self.secret.as_bytes(),
+        )
+    }
+
+    /// Resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most resident memory it has had, KiB: large buffers go back to the system when
+    /// they are freed, so only the peak shows what a message cost.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix(field)
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
