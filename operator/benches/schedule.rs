@@ -86,6 +86,7 @@ fn controller_path(policy: Policy) -> (f64, usize, usize) {
                 replicas: REPLICAS_PER_POOL as i32,
                 image: "fanout".into(),
                 image_pull_policy: None,
+                image_pull_secrets: vec![],
                 http_port: 3000,
                 rtc_ports: Default::default(),
                 capacity: CAPACITY,

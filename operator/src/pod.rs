@@ -229,6 +229,7 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
                 run_as_group: Some(65532),
                 ..Default::default()
             }),
+            image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
             containers: vec![container],
             volumes: (!volumes.is_empty()).then_some(volumes),
             ..Default::default()
@@ -241,13 +242,14 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
 pub(crate) mod tests {
     use super::*;
     use crate::crd::{AnnouncedAddress, RtcPortRange, WorkerCapacity};
-    use k8s_openapi::api::core::v1::SecretKeySelector;
+    use k8s_openapi::api::core::v1::{LocalObjectReference, SecretKeySelector};
 
     pub(crate) fn pool(name: &str, replicas: i32) -> SfuWorker {
         let mut p = SfuWorker::new(name, SfuWorkerSpec {
             replicas,
             image: "ghcr.io/fanout-dev/fanout:0.1.0".into(),
             image_pull_policy: None,
+            image_pull_secrets: vec![],
             http_port: 3000,
             rtc_ports: RtcPortRange::default(),
             capacity: WorkerCapacity::default(),
@@ -404,5 +406,16 @@ pub(crate) mod tests {
         assert_ne!(template_hash(&base.spec), template_hash(&upgraded.spec));
         let pod = worker_pod(&upgraded, 0);
         assert_eq!(pod.metadata.annotations.unwrap()[labels::TEMPLATE_HASH], template_hash(&upgraded.spec));
+    }
+
+    #[test]
+    fn pull_secrets_reach_the_pod_without_replacing_running_ones() {
+        let base = pool("sfu", 1);
+        assert_eq!(worker_pod(&base, 0).spec.unwrap().image_pull_secrets, None);
+        let mut private = base.clone();
+        private.spec.image_pull_secrets = vec![LocalObjectReference { name: "regcred".into() }];
+        let secrets = worker_pod(&private, 0).spec.unwrap().image_pull_secrets.unwrap();
+        assert_eq!(secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["regcred"]);
+        assert_eq!(template_hash(&base.spec), template_hash(&private.spec), "a new pull secret restarts no worker");
     }
 }

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ResourceRequirements, SecretKeySelector, Toleration};
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, SecretKeySelector, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -63,6 +63,11 @@ pub struct SfuWorkerSpec {
     /// Image pull policy for the worker container (Always, IfNotPresent, Never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+
+    /// Secrets (in the pool's namespace) for pulling `image` from a private registry. Changing
+    /// them restarts no worker: pods made from then on use the new list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 
     /// TCP port of the worker's internal REST API and health endpoint on the node.
     /// Declared as a hostPort, so two workers on one node can never collide on it.

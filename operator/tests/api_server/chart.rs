@@ -138,13 +138,13 @@ async fn helm_lint_strict_passes_with_default_and_non_default_values() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("sfuWorker.announcedAddress.ip is required"));
 }
 
-/// Renders the chart and dry-runs every object on the server; returns the kinds rendered.
-async fn dry_run_rendered(c: &Cluster, helm: &Path, extra: &[&str]) -> Vec<String> {
+/// Renders the chart and dry-runs every object on the server; returns the objects rendered.
+async fn dry_run_rendered(c: &Cluster, helm: &Path, extra: &[&str]) -> Vec<Value> {
     let chart = chart();
     let mut args = vec!["template", "fanout", chart.to_str().unwrap(), "--namespace", &c.ns, "--include-crds"];
     args.extend_from_slice(extra);
     let rendered = helm_ok(helm, &args);
-    let mut kinds = Vec::new();
+    let mut objects = Vec::new();
     let mut refusals = Vec::new();
     for doc in rendered.split("\n---") {
         let value: Value = yaml_serde::from_str(doc).unwrap_or_else(|e| panic!("helm rendered invalid YAML ({e}):\n{doc}"));
@@ -154,7 +154,7 @@ async fn dry_run_rendered(c: &Cluster, helm: &Path, extra: &[&str]) -> Vec<Strin
         let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
         let types = object.types.clone().expect("every rendered object has apiVersion and kind");
         let name = object.metadata.name.clone().expect("every rendered object has a name");
-        kinds.push(types.kind.clone());
+        objects.push(value.clone());
         if FOREIGN_KINDS.contains(&types.kind.as_str()) {
             continue;
         }
@@ -179,6 +179,11 @@ async fn dry_run_rendered(c: &Cluster, helm: &Path, extra: &[&str]) -> Vec<Strin
         }
     }
     assert!(refusals.is_empty(), "the server refused rendered objects:\n{}", refusals.join("\n"));
+    objects
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects.iter().map(|o| o["kind"].as_str().unwrap_or_default().to_string()).collect();
     kinds.sort();
     kinds
 }
@@ -187,12 +192,22 @@ async fn dry_run_rendered(c: &Cluster, helm: &Path, extra: &[&str]) -> Vec<Strin
 async fn every_object_the_chart_renders_passes_a_server_side_dry_run() {
     let Some(c) = cluster("chart-dry-run").await else { return };
     let Some(helm) = helm_of(&c, "chart-dry-run") else { return };
-    let defaults = dry_run_rendered(&c, &helm, &[]).await;
+    let defaults = kinds(&dry_run_rendered(&c, &helm, &[]).await);
     for kind in ["CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "SfuWorker"] {
         assert!(defaults.contains(&kind.to_string()), "the default values render no {kind}: {defaults:?}");
     }
     let values = values_file(&c);
-    let all = dry_run_rendered(&c, &helm, &["--values", values.to_str().unwrap()]).await;
+    let objects = dry_run_rendered(&c, &helm, &["--values", values.to_str().unwrap()]).await;
+    let all = kinds(&objects);
+    // The pull secrets reach every pod template and the worker pool.
+    for o in &objects {
+        let secrets = match o["kind"].as_str() {
+            Some("Deployment") => &o["spec"]["template"]["spec"]["imagePullSecrets"],
+            Some("SfuWorker") => &o["spec"]["imagePullSecrets"],
+            _ => continue,
+        };
+        assert_eq!(secrets, &serde_json::json!([{"name": "regcred"}]), "{} {}", o["kind"], o["metadata"]["name"]);
+    }
     for kind in ["Ingress", "NetworkPolicy", "ServiceMonitor", "PodMonitor", "SfuWorker"] {
         assert!(all.contains(&kind.to_string()), "the non-default values render no {kind}: {all:?}");
     }

@@ -63,7 +63,7 @@ async fn an_sfuworker_becomes_host_network_pods_as_the_server_stores_them() {
     let Some(c) = cluster("pool-pods").await else { return };
     let nodes = c.nodes(2).await;
     worker_token_secret(&c).await;
-    let spec = pool_spec(&c, &nodes, 2, json!({}));
+    let spec = pool_spec(&c, &nodes, 2, json!({"imagePullSecrets": [{"name": "regcred"}]}));
     let port = spec["httpPort"].as_i64().unwrap() as i32;
     let pool = c.create_pool("sfu", spec).await;
     let _operator = Operator::start(&c, "op", OperatorArgs::default());
@@ -79,6 +79,8 @@ async fn an_sfuworker_becomes_host_network_pods_as_the_server_stores_them() {
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.host_network, Some(true), "{name}");
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"), "{name}");
+        let pull: Vec<&str> = spec.image_pull_secrets.iter().flatten().map(|s| s.name.as_str()).collect();
+        assert_eq!(pull, ["regcred"], "{name}");
         let owner = &pod.owner_references()[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("SfuWorker", "sfu", Some(true)));
         assert_eq!(Some(&owner.uid), pool.metadata.uid.as_ref());
