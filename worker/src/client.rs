@@ -103,7 +103,10 @@ impl WorkerClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the worker's keep-alive limit (its header-read timeout, 10 s by default),
+            // so the client drops an idle connection before the worker closes it under a
+            // request just being sent.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             // Only a broken TLS backend makes this fail, and this client is built without TLS.
             .expect("reqwest client without TLS always builds");

@@ -39,6 +39,15 @@ impl EngineError {
         }
     }
 
+    /// Seconds after which the request may succeed here: ports free up as transports close
+    /// (an unused transport times out within the ICE timeout).
+    pub fn retry_after_seconds(&self) -> Option<u32> {
+        match self {
+            EngineError::PortsExhausted { .. } => Some(5),
+            _ => None,
+        }
+    }
+
     /// HTTP status for the REST layer: capacity problems are 503 (try another worker).
     pub fn http_status(&self) -> u16 {
         match self {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fanout_worker::defaults;
+use fanout_worker::http::HttpLimits;
 use fanout_worker::logging::LogFormat;
 use fanout_worker::server::{start, WorkerConfig, WorkerLimits};
 
@@ -44,6 +45,21 @@ struct Args {
     /// (ICE_TIMEOUT) and its port returns to the pool.
     #[arg(long, env = "FANOUT_ICE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     ice_timeout_seconds: u64,
+    /// Largest REST request body in bytes; a larger one is refused with 413 PAYLOAD_TOO_LARGE.
+    #[arg(long, env = "FANOUT_HTTP_BODY_LIMIT_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    http_body_limit_bytes: u64,
+    /// Seconds a REST client may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(long, env = "FANOUT_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_header_timeout_seconds: u64,
+    /// Seconds a REST request may take from its headers to its answer, body included (408
+    /// REQUEST_TIMEOUT past it).
+    #[arg(long, env = "FANOUT_HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_request_timeout_seconds: u64,
+    /// REST connections served at once, event streams included; one more is answered 503
+    /// TOO_MANY_CONNECTIONS.
+    #[arg(long, env = "FANOUT_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    http_max_connections: u64,
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -92,6 +108,13 @@ async fn main() -> anyhow::Result<()> {
 fn limits(args: &Args) -> WorkerLimits {
     let mut limits = WorkerLimits::default();
     limits.transport_timeouts.ice.setup = Duration::from_secs(args.ice_timeout_seconds);
+    limits.http = HttpLimits {
+        // Both bounded by the flags' ranges, far below usize::MAX.
+        body_limit: args.http_body_limit_bytes as usize,
+        header_read_timeout: Duration::from_secs(args.http_header_timeout_seconds),
+        request_timeout: Duration::from_secs(args.http_request_timeout_seconds),
+        max_connections: args.http_max_connections as usize,
+    };
     limits
 }
 

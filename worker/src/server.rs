@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::control::{ControlPlane, RandomIds};
 use crate::engine::EngineError;
-use crate::http::{self, ApiState};
+use crate::http::{self, ApiState, HttpLimits};
 use crate::media::transport::TransportTimeouts;
 use crate::media::udp::{EngineConfig, UdpEngine};
 
@@ -39,6 +39,8 @@ pub struct WorkerLimits {
     /// When transports close by themselves: ICE timeout (`--ice-timeout-seconds`), consent,
     /// DTLS setup.
     pub transport_timeouts: TransportTimeouts,
+    /// The REST server's body size, timeouts and connection cap.
+    pub http: HttpLimits,
 }
 
 impl WorkerConfig {
@@ -114,7 +116,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let state = ApiState::new(control.clone(), config.api_token.clone());
+    let state = ApiState::new(control.clone(), config.api_token.clone()).with_limits(config.limits.http);
     let server = tokio::spawn(http::serve(listener, state, async move {
         let _ = stopped.await;
     }));

@@ -98,6 +98,14 @@ impl ControlError {
         }
     }
 
+    /// `Retry-After` for errors that pass by themselves (no free port now).
+    pub fn retry_after_seconds(&self) -> Option<u32> {
+        match self {
+            ControlError::Engine(error) => error.retry_after_seconds(),
+            _ => None,
+        }
+    }
+
     /// The REST error body.
     pub fn to_response(&self) -> ErrorResponse {
         ErrorResponse::new(self.code(), self.to_string())

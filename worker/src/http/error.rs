@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::api::ErrorResponse;
 use crate::control::ControlError;
 
-use super::BODY_LIMIT;
+use super::{BODY_LIMIT, BodyLimit};
 
 /// An error response: a status and the API's error body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The body.
     pub body: ErrorResponse,
+    /// `Retry-After` in seconds, for errors that go away by themselves.
+    retry_after_seconds: Option<u32>,
 }
 
 impl ApiError {
@@ -28,12 +30,28 @@ impl ApiError {
         ApiError {
             status,
             body: ErrorResponse::new(code, message),
+            retry_after_seconds: None,
         }
+    }
+
+    /// The same error, telling the client to retry after `seconds`.
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     /// 400 `INVALID_REQUEST`: the body or path could not be read.
     pub fn invalid_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    }
+
+    /// 413 `PAYLOAD_TOO_LARGE`: the body is larger than `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
     }
 
     /// 401 `UNAUTHORIZED`.
@@ -53,6 +71,7 @@ impl From<ControlError> for ApiError {
             status: StatusCode::from_u16(error.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body: error.to_response(),
+            retry_after_seconds: error.retry_after_seconds(),
         }
     }
 }
@@ -60,6 +79,11 @@ impl From<ControlError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -82,15 +106,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = request.extensions().get::<BodyLimit>().map_or(BODY_LIMIT, |limit| limit.0);
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "PAYLOAD_TOO_LARGE",
-                        format!("the request body is larger than the limit of {BODY_LIMIT} bytes"),
-                    )
+                    ApiError::payload_too_large(limit)
                 } else {
                     ApiError::invalid_request(format!(
                         "the request body could not be read: {}",

@@ -42,6 +42,7 @@
 
 mod error;
 mod metrics;
+mod serve;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +71,7 @@ use crate::room::{ConsumerId, PeerId, ProducerId, RoomEvent, RoomId, TransportId
 
 pub use error::{ApiError, JsonBody, PathArgs};
 pub use metrics::Metrics;
+pub use serve::{HttpLimits, serve_with_limits};
 
 /// The largest request body accepted. The biggest real body, a `consume` with a browser's full
 /// capabilities, is a few KiB.
@@ -79,12 +81,13 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 /// client's read timeout see a live connection.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// What the handlers share: the control plane, the bearer token and the metrics.
+/// What the handlers share: the control plane, the bearer token, the metrics and the limits.
 #[derive(Clone)]
 pub struct ApiState {
     control: Arc<ControlPlane>,
     token: Option<Arc<str>>,
     metrics: Arc<Metrics>,
+    limits: HttpLimits,
 }
 
 impl ApiState {
@@ -95,7 +98,14 @@ impl ApiState {
             control,
             token: token.filter(|token| !token.is_empty()).map(Arc::from),
             metrics: Arc::new(Metrics::new()),
+            limits: HttpLimits::default(),
         }
+    }
+
+    /// The same state with other limits than the defaults.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The control plane the handlers drive.
@@ -154,21 +164,22 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1)
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard_request))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(state.limits.body_limit))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then waits for open requests.
-/// Call [`ControlPlane::shutdown`] first (or in `shutdown`), so that event streams end.
+/// Serves the API on `listener` with the state's [`HttpLimits`] (see [`serve_with_limits`])
+/// until `shutdown` completes, then waits for open requests. Call [`ControlPlane::shutdown`]
+/// first (or in `shutdown`), so that event streams end.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.limits;
+    serve_with_limits(listener, router(state), limits, shutdown).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,6 +211,48 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// The body limit in force, for [`JsonBody`]'s message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub usize);
+
+/// Refuses a body announced larger than the limit before anything of it is read (413 at
+/// once, and the connection is closed: reading 10 GB to keep it would be worse), and bounds
+/// the time a request may take to be read and answered (408).
+async fn guard_request(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let limit = state.limits.body_limit;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        let mut response = ApiError::payload_too_large(limit).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return response;
+    }
+    request.extensions_mut().insert(BodyLimit(limit));
+    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                format!(
+                    "the request was not received and answered within {} s; send the body at once",
+                    state.limits.request_timeout.as_secs()
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
 async fn count_request(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -217,7 +270,7 @@ async fn unknown_route() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
-        "no such route; the worker's API is under /v1 (see DESIGN.md section 5)",
+        "no such route; the worker's API is under /v1 (see docs/worker-api.md)",
     )
 }
 
