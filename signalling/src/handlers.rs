@@ -550,7 +550,8 @@ impl Signalling {
 #[doc(hidden)]
 pub fn read_request(event: &str, payload: Value) -> Result<()> {
     match event {
-        "join-room" => parse::<JoinRoom>(event, payload).map(drop),
+        "join-room" => parse::<JoinRoom>(event, payload)
+            .and_then(|join| crate::ids::check_room_id(&join.room_id)),
         "leave-room" | "get-participants" | "get-room-info" => {
             parse::<RoomRequest>(event, payload).map(drop)
         }

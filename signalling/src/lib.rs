@@ -28,4 +28,6 @@ pub mod worker;
 pub use error::{Result, SignallingError};
 #[doc(hidden)]
 pub use handlers::read_request;
+#[doc(hidden)]
+pub use server::admit_payload;
 pub use server::{Limits, Signalling, app, app_with};

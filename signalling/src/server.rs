@@ -370,41 +370,49 @@ impl Signalling {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(Instant::now())?;
-        let payload = match packet {
-            SocketValue::Str(text, attachments) => {
-                let attachments: Vec<&[u8]> = attachments
-                    .iter()
-                    .flatten()
-                    .map(|attachment| &attachment[..])
-                    .collect();
-                read_payload(event, text.as_str(), &attachments, self.limits.max_event_bytes)?
-            }
-            // The common parser gives events as text; a request is never a bare binary packet.
-            SocketValue::Bytes(_) => {
-                return Err(SignallingError::InvalidPayload {
-                    event: event.to_owned(),
-                    reason: "the request is binary; send one JSON object".to_owned(),
-                });
-            }
-        };
-        // No payload at all: requests whose fields are all optional still work.
-        let data = payload.unwrap_or_else(|| Value::Object(Default::default()));
-        let size = json_size(&data);
-        if size > self.limits.max_event_bytes {
-            return Err(SignallingError::PayloadTooLarge {
-                size,
-                limit: self.limits.max_event_bytes,
-            });
+        admit_payload(event, packet, &self.limits)
+    }
+}
+
+/// The size and shape checks of a request's packet, after the rate check: its payload, read
+/// from the packet and its attachments, within `limits`, a JSON object, with object ids of a
+/// bounded length. Pure; also the entry of the fuzz targets (`signalling/fuzz`).
+#[doc(hidden)]
+pub fn admit_payload(event: &str, packet: &SocketValue, limits: &Limits) -> Result<Value> {
+    let payload = match packet {
+        SocketValue::Str(text, attachments) => {
+            let attachments: Vec<&[u8]> = attachments
+                .iter()
+                .flatten()
+                .map(|attachment| &attachment[..])
+                .collect();
+            read_payload(event, text.as_str(), &attachments, limits.max_event_bytes)?
         }
-        if !data.is_object() {
+        // The common parser gives events as text; a request is never a bare binary packet.
+        SocketValue::Bytes(_) => {
             return Err(SignallingError::InvalidPayload {
                 event: event.to_owned(),
-                reason: "the payload must be a JSON object".to_owned(),
+                reason: "the request is binary; send one JSON object".to_owned(),
             });
         }
-        check_object_ids(event, &data)?;
-        Ok(data)
+    };
+    // No payload at all: requests whose fields are all optional still work.
+    let data = payload.unwrap_or_else(|| Value::Object(Default::default()));
+    let size = json_size(&data);
+    if size > limits.max_event_bytes {
+        return Err(SignallingError::PayloadTooLarge {
+            size,
+            limit: limits.max_event_bytes,
+        });
     }
+    if !data.is_object() {
+        return Err(SignallingError::InvalidPayload {
+            event: event.to_owned(),
+            reason: "the payload must be a JSON object".to_owned(),
+        });
+    }
+    check_object_ids(event, &data)?;
+    Ok(data)
 }
 
 /// The serialised size of a JSON value, without building the string.
