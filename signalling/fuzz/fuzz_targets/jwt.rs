@@ -2,7 +2,8 @@
 //! RS256, ES256: the test keys in `signalling/tests/keys`): no token panics, every refusal has
 //! a `TOKEN_*` code and a message of bounded size, no token passes whose signature was not
 //! made with the key (algorithm confusion, a stripped or altered signature, `alg: none`), and
-//! every token that passes is unexpired and carries the configured audience and issuer.
+//! every token that passes is unexpired, valid already, carries the configured audience and
+//! issuer, and gets a session no longer than its token and the cap.
 //!
 //! Input: a mode byte, then the rest.
 //! - bits 0-1: the verifier: HS256, RS256, ES256, or HS256 that also checks `aud` and `iss`.
@@ -20,7 +21,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use fanout_signalling::SignallingError;
-use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier, find_token};
+use fanout_signalling::auth::{Identity, JwtConfig, JwtKey, JwtVerifier, LONGEST_SESSION, find_token};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
 
@@ -197,8 +198,9 @@ fn signed(key: &Key, header: &[u8], claims: &[u8], forgery: Forgery) -> (String,
 }
 
 /// What a verifier that passed `token` promised about it, checked against the claims it
-/// carries: an unexpired `exp` (within the leeway), and the configured `aud` and `iss`.
-fn check_accepted(key_index: usize, token: &str) {
+/// carries: an unexpired `exp` and a past `nbf` (within the leeway), the configured `aud` and
+/// `iss`; and the session it gets is bounded.
+fn check_accepted(key_index: usize, token: &str, identity: &Identity) {
     let claims = token
         .split('.')
         .nth(1)
@@ -206,7 +208,17 @@ fn check_accepted(key_index: usize, token: &str) {
         .and_then(|claims| serde_json::from_slice::<serde_json::Value>(&claims).ok())
         .expect("an accepted token has readable claims");
     let exp = claims["exp"].as_u64().expect("an accepted token has a numeric exp");
-    assert!(exp.saturating_add(30) >= now(), "expired token accepted: exp {exp}");
+    // The leeway is 30 s; one more for the clock ticking between verifying and this.
+    assert!(exp.saturating_add(31) >= now(), "expired token accepted: exp {exp}");
+    if let Some(nbf) = claims.get("nbf").filter(|nbf| !nbf.is_null()) {
+        let nbf = nbf.as_u64().expect("an accepted token's nbf is numeric");
+        assert!(nbf <= now().saturating_add(30), "token not valid yet accepted: nbf {nbf}");
+    }
+    assert_eq!(identity.expires_at, exp);
+    // The session it gets: never past exp plus the leeway, never longer than the cap.
+    let length = identity.session_length(30, now());
+    assert!(length <= LONGEST_SESSION);
+    assert!(length.as_secs() <= exp.saturating_add(30).saturating_sub(now().saturating_sub(1)));
     if key_index == 3 {
         let aud = &claims["aud"];
         let for_us = aud == "fanout" || aud.as_array().is_some_and(|a| a.iter().any(|v| v == "fanout"));
@@ -235,7 +247,7 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             let token = String::from_utf8_lossy(rest);
             match key.verifier.verify(&token) {
-                Ok(_) => check_accepted(key_index, &token),
+                Ok(identity) => check_accepted(key_index, &token, &identity),
                 Err(error) => check_refusal(&error, &token),
             }
         }
@@ -257,7 +269,7 @@ fuzz_target!(|data: &[u8]| {
             match verified {
                 Ok(identity) => {
                     assert!(may_pass, "{forgery:?} passed: {token}");
-                    check_accepted(key_index, &token);
+                    check_accepted(key_index, &token, &identity);
                     assert!(!identity.user_id.is_empty());
                     let _ = identity.may_join("maths-101");
                 }
@@ -276,7 +288,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(token) => {
                     assert!(!token.is_empty());
                     match key.verifier.verify(&token) {
-                        Ok(_) => check_accepted(key_index, &token),
+                        Ok(identity) => check_accepted(key_index, &token, &identity),
                         Err(error) => check_refusal(&error, &token),
                     }
                 }

@@ -1,7 +1,8 @@
 //! Raw Engine.IO and Socket.IO packets through the parsers signalling runs (engineioxide's
 //! packet decoding, then socketioxide's common parser with its binary attachments), and on
 //! into what a decoded packet reaches in signalling: a CONNECT packet's `auth` goes through the
-//! token lookup and the HS256 verifier, an EVENT of a request event through its payload reader.
+//! token lookup and the HS256 verifier, an EVENT of a request event through the request's
+//! admission (`admit_payload`: payload and attachments, size, shape, ids) and its payload reader.
 //! Nothing may panic, and refusals keep their codes and bounded messages.
 //!
 //! Input: an Engine.IO text packet (what a websocket text frame carries, e.g.
@@ -14,7 +15,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use fanout_signalling::auth::{JwtConfig, JwtVerifier, find_token};
 use fanout_signalling::events::REQUESTS;
-use fanout_signalling::read_request;
+use fanout_signalling::{Limits, admit_payload, read_request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use socketioxide_core::packet::PacketData;
@@ -54,15 +55,14 @@ fuzz_target!(|data: &[u8]| {
                 Err(error) => assert_eq!(error.code(), "TOKEN_MISSING"),
             }
         }
-        PacketData::Event(mut value, _) | PacketData::BinaryEvent(mut value, _) => {
+        PacketData::Event(value, _) | PacketData::BinaryEvent(value, _) => {
             let Ok(event) = CommonParser.read_event(&value).map(str::to_owned) else { return };
             if !REQUESTS.iter().any(|(name, _)| *name == event) {
                 return;
             }
-            // As the request handler's `TryData<Value>` reads it.
-            let Ok(payload) = CommonParser.decode_value::<Value>(&mut value, true) else { return };
-            if let Err(error) = read_request(&event, payload) {
-                assert_eq!(error.code(), "INVALID_PAYLOAD", "{event}: {error}");
+            let admitted = admit_payload(&event, &value, &Limits::default()).and_then(|payload| read_request(&event, payload));
+            if let Err(error) = admitted {
+                assert!(matches!(error.code(), "INVALID_PAYLOAD" | "PAYLOAD_TOO_LARGE"), "{event}: {} {error}", error.code());
                 assert!(error.to_string().len() <= MAX_MESSAGE, "{event}: a {}-byte refusal", error.to_string().len());
             }
         }
