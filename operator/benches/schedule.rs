@@ -33,13 +33,13 @@ fn room_peers(i: usize) -> u32 {
 }
 
 fn pool_labels(p: usize) -> BTreeMap<String, String> {
-    BTreeMap::from([("region".to_string(), if p % 2 == 0 { "eu" } else { "us" }.to_string())])
+    BTreeMap::from([("region".to_string(), if p.is_multiple_of(2) { "eu" } else { "us" }.to_string())])
 }
 
 fn selector(i: usize) -> Option<LabelSelector> {
     // One room in four asks for a region.
-    (i % 4 == 0).then(|| LabelSelector {
-        match_labels: Some(BTreeMap::from([("region".into(), if i % 8 == 0 { "eu" } else { "us" }.into())])),
+    i.is_multiple_of(4).then(|| LabelSelector {
+        match_labels: Some(BTreeMap::from([("region".into(), if i.is_multiple_of(8) { "eu" } else { "us" }.into())])),
         ..Default::default()
     })
 }
@@ -65,9 +65,9 @@ fn pure_scheduler(policy: Policy) -> (f64, usize) {
     let selectors: Vec<_> = (0..ROOMS).map(selector).collect();
     let start = Instant::now();
     let mut placed = 0;
-    for i in 0..ROOMS {
+    for (i, selector) in selectors.iter().enumerate() {
         let peers = room_peers(i);
-        if let Ok(chosen) = schedule(peers, selectors[i].as_ref(), &replicas, policy, None) {
+        if let Ok(chosen) = schedule(peers, selector.as_ref(), &replicas, policy, None) {
             let index = replicas.iter().position(|r| std::ptr::eq(r, chosen)).expect("chosen is one of ours");
             replicas[index].load.add(peers);
             placed += 1;

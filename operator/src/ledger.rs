@@ -48,11 +48,11 @@ impl Ledger {
     }
 
     fn remove(&mut self, placement: Option<Placement>) {
-        if let Some(p) = placement {
-            if let Some(l) = self.load.get_mut(&p.pod_uid) {
-                l.rooms = l.rooms.saturating_sub(1);
-                l.peers = l.peers.saturating_sub(p.reserved_peers.max(0) as u32);
-            }
+        if let Some(p) = placement
+            && let Some(l) = self.load.get_mut(&p.pod_uid)
+        {
+            l.rooms = l.rooms.saturating_sub(1);
+            l.peers = l.peers.saturating_sub(p.reserved_peers.max(0) as u32);
         }
     }
 
@@ -236,9 +236,9 @@ mod tests {
         ledger.refresh_if_older_than(Duration::from_millis(100), t0, || &placed);
         assert_eq!(ledger.load()["p1"].rooms, 1);
         // Within the bound the cache is not read again, even though it changed.
-        ledger.refresh_if_older_than(Duration::from_millis(100), t0 + Duration::from_millis(50), || Vec::<Room>::new());
+        ledger.refresh_if_older_than(Duration::from_millis(100), t0 + Duration::from_millis(50), Vec::<Room>::new);
         assert_eq!(ledger.load()["p1"].rooms, 1);
-        ledger.refresh_if_older_than(Duration::from_millis(100), t0 + Duration::from_millis(150), || Vec::<Room>::new());
+        ledger.refresh_if_older_than(Duration::from_millis(100), t0 + Duration::from_millis(150), Vec::<Room>::new);
         assert!(ledger.load().get("p1").is_none_or(|l| l.rooms == 0));
     }
 }

@@ -202,14 +202,15 @@ pub fn plan(
         let outdated_unready = wanted.iter().find(|p| p.outdated(current_hash) && !p.ready);
         if let Some(pod) = outdated_unready {
             out.actions.push(PoolAction::Delete { pod: pod.name.clone(), reason: DeleteReason::OutdatedUnready });
-        } else if all_present && wanted.iter().all(|p| p.ready) {
-            if let Some(pod) = wanted.iter().filter(|p| p.outdated(current_hash)).max_by_key(|p| p.ordinal) {
-                if pod.rooms == 0 {
-                    out.actions.push(PoolAction::Delete { pod: pod.name.clone(), reason: DeleteReason::Drained });
-                } else {
-                    out.actions.push(PoolAction::Drain { pod: pod.name.clone(), reason: DrainReason::Replace });
-                    recheck(Duration::from_secs(5), &mut out);
-                }
+        } else if all_present
+            && wanted.iter().all(|p| p.ready)
+            && let Some(pod) = wanted.iter().filter(|p| p.outdated(current_hash)).max_by_key(|p| p.ordinal)
+        {
+            if pod.rooms == 0 {
+                out.actions.push(PoolAction::Delete { pod: pod.name.clone(), reason: DeleteReason::Drained });
+            } else {
+                out.actions.push(PoolAction::Drain { pod: pod.name.clone(), reason: DrainReason::Replace });
+                recheck(Duration::from_secs(5), &mut out);
             }
         }
     }

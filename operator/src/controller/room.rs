@@ -58,12 +58,12 @@ pub fn error_policy(_room: Arc<Room>, error: &Error, ctx: Arc<Context>) -> Actio
 
 async fn apply(room: &Room, api: &Api<Room>, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
-    if let Some(sel) = &room.spec.worker_selector {
-        if let Err(e) = selector::validate(sel) {
-            let status = status_for(room, None, RoomPhase::Failed, false, "InvalidWorkerSelector", e.to_string(), now);
-            write_status(room, api, status).await?;
-            return Ok(Action::await_change());
-        }
+    if let Some(sel) = &room.spec.worker_selector
+        && let Err(e) = selector::validate(sel)
+    {
+        let status = status_for(room, None, RoomPhase::Failed, false, "InvalidWorkerSelector", e.to_string(), now);
+        write_status(room, api, status).await?;
+        return Ok(Action::await_change());
     }
 
     let current = room.status.as_ref().and_then(|s| s.placement.clone());
