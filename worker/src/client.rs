@@ -2,8 +2,14 @@
 //!
 //! One [`WorkerClient`] holds a pooled keep-alive connection set and can talk to any worker:
 //! callers name the worker's base URL per call, because rooms live on different workers.
-//! Room names are path segments and are percent-encoded here; object ids come from the
-//! worker's own answers.
+//!
+//! Every id in a path (room, peer, transport, producer, consumer) is checked with the
+//! worker's own rule ([`check_id`]) before a request is made, and an invalid one is answered
+//! here as the worker would answer it: 400 `INVALID_ID` ([`ClientError::Api`]). That matters
+//! most for `.` and `..`: a URL parser resolves them (percent-encoded too, `%2E%2E`, as the
+//! WHATWG URL standard says) into another path, so `/v1/rooms/../peers` would reach the
+//! worker as `/v1/peers` and come back as an unrelated "no such route". Valid ids need no
+//! encoding; segments are still percent-encoded, so nothing else can change the path.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,7 +25,7 @@ use crate::api::{
 };
 use crate::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
-    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId,
+    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId, check_id,
 };
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
 
@@ -45,7 +51,9 @@ pub enum ClientError {
     Protocol { endpoint: String, reason: String },
     /// An event stream fell too far behind and the worker ended it; read the room afresh
     /// ([`WorkerClient::room_info`]) and subscribe again.
-    #[error("the room's event stream fell behind and was ended by the worker, missing the events of {missed} requests")]
+    #[error(
+        "the room's event stream fell behind and was ended by the worker, missing the events of {missed} requests"
+    )]
     EventsLagged { missed: u64 },
 }
 
@@ -145,21 +153,21 @@ impl WorkerClient {
         let body = EnsureRoomRequest {
             media_codecs: media_codecs.to_vec(),
         };
-        let request = self.http.put(room_url(endpoint, room, "")).json(&body);
+        let request = self.http.put(room_url(endpoint, room, "")?).json(&body);
         let answer: RoomCapabilities = self.call(endpoint, request).await?;
         Ok(answer.rtp_capabilities)
     }
 
     /// `GET /v1/rooms/{room}`: everything open in the room.
     pub async fn room_info(&self, endpoint: &str, room: &str) -> Result<RoomInfo, ClientError> {
-        let request = self.http.get(room_url(endpoint, room, ""));
+        let request = self.http.get(room_url(endpoint, room, "")?);
         self.call(endpoint, request).await
     }
 
     /// `DELETE /v1/rooms/{room}`: closes the room's router, and with it every peer's
     /// transports, producers and consumers. A room the worker does not know is not an error.
     pub async fn close_room(&self, endpoint: &str, room: &str) -> Result<(), ClientError> {
-        let request = self.http.delete(room_url(endpoint, room, ""));
+        let request = self.http.delete(room_url(endpoint, room, "")?);
         match self.send(endpoint, request).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
@@ -175,7 +183,7 @@ impl WorkerClient {
         room: &str,
         join: &JoinRequest,
     ) -> Result<JoinResponse, ClientError> {
-        self.post(endpoint, room_url(endpoint, room, "/peers"), join)
+        self.post(endpoint, room_url(endpoint, room, "/peers")?, join)
             .await
     }
 
@@ -187,8 +195,9 @@ impl WorkerClient {
         room: &str,
         peer: &PeerId,
     ) -> Result<(), ClientError> {
-        let path = format!("/peers/{}", encode_segment(peer.as_str()));
-        self.delete(endpoint, room_url(endpoint, room, &path)).await
+        let path = format!("/peers/{}", segment("peer", peer.as_str())?);
+        self.delete(endpoint, room_url(endpoint, room, &path)?)
+            .await
     }
 
     /// `POST /v1/rooms/{room}/transports`.
@@ -203,7 +212,7 @@ impl WorkerClient {
             peer_id: peer.clone(),
             direction,
         };
-        self.post(endpoint, room_url(endpoint, room, "/transports"), &body)
+        self.post(endpoint, room_url(endpoint, room, "/transports")?, &body)
             .await
     }
 
@@ -215,11 +224,14 @@ impl WorkerClient {
         transport: &TransportId,
         dtls_parameters: &DtlsParameters,
     ) -> Result<(), ClientError> {
-        let path = format!("/transports/{}/connect", encode_segment(transport.as_str()));
+        let path = format!(
+            "/transports/{}/connect",
+            segment("transport", transport.as_str())?
+        );
         let body = ConnectTransportRequest {
             dtls_parameters: dtls_parameters.clone(),
         };
-        let request = self.http.post(room_url(endpoint, room, &path)).json(&body);
+        let request = self.http.post(room_url(endpoint, room, &path)?).json(&body);
         self.send(endpoint, request).await.map(drop)
     }
 
@@ -232,9 +244,9 @@ impl WorkerClient {
     ) -> Result<IceParameters, ClientError> {
         let path = format!(
             "/transports/{}/restart-ice",
-            encode_segment(transport.as_str())
+            segment("transport", transport.as_str())?
         );
-        let request = self.http.post(room_url(endpoint, room, &path));
+        let request = self.http.post(room_url(endpoint, room, &path)?);
         let answer: RestartIceResponse = self.call(endpoint, request).await?;
         Ok(answer.ice_parameters)
     }
@@ -246,8 +258,9 @@ impl WorkerClient {
         room: &str,
         transport: &TransportId,
     ) -> Result<(), ClientError> {
-        let path = format!("/transports/{}", encode_segment(transport.as_str()));
-        self.delete(endpoint, room_url(endpoint, room, &path)).await
+        let path = format!("/transports/{}", segment("transport", transport.as_str())?);
+        self.delete(endpoint, room_url(endpoint, room, &path)?)
+            .await
     }
 
     /// `POST /v1/rooms/{room}/producers`.
@@ -257,7 +270,7 @@ impl WorkerClient {
         room: &str,
         produce: &ProduceRequest,
     ) -> Result<ProducerCreated, ClientError> {
-        self.post(endpoint, room_url(endpoint, room, "/producers"), produce)
+        self.post(endpoint, room_url(endpoint, room, "/producers")?, produce)
             .await
     }
 
@@ -290,8 +303,9 @@ impl WorkerClient {
         room: &str,
         producer: &ProducerId,
     ) -> Result<(), ClientError> {
-        let path = format!("/producers/{}", encode_segment(producer.as_str()));
-        self.delete(endpoint, room_url(endpoint, room, &path)).await
+        let path = format!("/producers/{}", segment("producer", producer.as_str())?);
+        self.delete(endpoint, room_url(endpoint, room, &path)?)
+            .await
     }
 
     /// `POST /v1/rooms/{room}/consumers`.
@@ -301,7 +315,7 @@ impl WorkerClient {
         room: &str,
         consume: &ConsumeRequest,
     ) -> Result<ConsumerCreated, ClientError> {
-        self.post(endpoint, room_url(endpoint, room, "/consumers"), consume)
+        self.post(endpoint, room_url(endpoint, room, "/consumers")?, consume)
             .await
     }
 
@@ -334,8 +348,9 @@ impl WorkerClient {
         room: &str,
         consumer: &ConsumerId,
     ) -> Result<(), ClientError> {
-        let path = format!("/consumers/{}", encode_segment(consumer.as_str()));
-        self.delete(endpoint, room_url(endpoint, room, &path)).await
+        let path = format!("/consumers/{}", segment("consumer", consumer.as_str())?);
+        self.delete(endpoint, room_url(endpoint, room, &path)?)
+            .await
     }
 
     /// `GET /v1/rooms/{room}/events`: the room's events from now on.
@@ -355,7 +370,7 @@ impl WorkerClient {
     {
         let request = self
             .streams
-            .get(room_url(endpoint, room, "/events"))
+            .get(room_url(endpoint, room, "/events")?)
             .header(reqwest::header::ACCEPT, "text/event-stream");
         let response = self.send(endpoint, request).await?;
         let state = EventStream {
@@ -418,8 +433,9 @@ impl WorkerClient {
         id: &str,
         verb: &str,
     ) -> Result<(), ClientError> {
-        let path = format!("/{collection}/{}{verb}", encode_segment(id));
-        let request = self.http.post(room_url(endpoint, room, &path));
+        let kind = collection.trim_end_matches('s');
+        let path = format!("/{collection}/{}{verb}", segment(kind, id)?);
+        let request = self.http.post(room_url(endpoint, room, &path)?);
         self.send(endpoint, request).await.map(drop)
     }
 
@@ -556,15 +572,26 @@ fn url(endpoint: &str, path: &str) -> String {
     format!("{}{}", endpoint.trim_end_matches('/'), path)
 }
 
-/// `{endpoint}/v1/rooms/{room}{rest}`, the room name encoded.
-fn room_url(endpoint: &str, room: &str, rest: &str) -> String {
-    url(
+/// `{endpoint}/v1/rooms/{room}{rest}`, the room id checked and encoded.
+fn room_url(endpoint: &str, room: &str, rest: &str) -> Result<String, ClientError> {
+    Ok(url(
         endpoint,
-        &format!("/v1/rooms/{}{rest}", encode_segment(room)),
-    )
+        &format!("/v1/rooms/{}{rest}", segment("room", room)?),
+    ))
 }
 
-/// Percent-encodes a path segment: room names come from users.
+/// An id as one path segment: checked as the worker checks it, then encoded.
+fn segment(kind: &str, id: &str) -> Result<String, ClientError> {
+    check_id(kind, id).map_err(|message| ClientError::Api {
+        status: 400,
+        code: "INVALID_ID".to_owned(),
+        message,
+    })?;
+    Ok(encode_segment(id))
+}
+
+/// Percent-encodes a path segment; a valid id comes out unchanged. Encoding the dots of `.`
+/// and `..` would not help (URL parsers read `%2E%2E` as `..` too): [`segment`] refuses them.
 fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
@@ -589,6 +616,50 @@ mod tests {
     }
 
     #[test]
+    fn ids_the_worker_would_refuse_are_refused_before_any_request() {
+        for (kind, bad) in [
+            ("room", ".."),
+            ("room", "."),
+            ("room", "a/b"),
+            ("peer", ""),
+            ("transport", "../connect"),
+        ] {
+            let error = segment(kind, bad).expect_err(bad);
+            assert_eq!(
+                (error.status(), error.code()),
+                (Some(400), Some("INVALID_ID")),
+                "{bad:?}"
+            );
+            assert!(
+                error.to_string().contains(&format!("the {kind} id")),
+                "{error}"
+            );
+        }
+        assert!(room_url("http://w", "..", "/peers").is_err());
+        assert_eq!(
+            room_url("http://w", "a-b", "/peers").unwrap(),
+            "http://w/v1/rooms/a-b/peers"
+        );
+        assert_eq!(segment("transport", "a.b").unwrap(), "a.b");
+    }
+
+    #[tokio::test]
+    async fn a_dot_segment_fails_with_invalid_id_and_never_reaches_a_worker() {
+        // Nothing listens there: a request would be Unavailable, not INVALID_ID.
+        let client = WorkerClient::new(None, Duration::from_secs(1));
+        let error = client
+            .join("http://127.0.0.1:9", "..", &JoinRequest::new("p"))
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), Some("INVALID_ID"), "{error}");
+        let error = client
+            .close_transport("http://127.0.0.1:9", "r", &TransportId::from(".."))
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), Some("INVALID_ID"), "{error}");
+    }
+
+    #[test]
     fn endpoint_trailing_slash_does_not_double() {
         assert_eq!(
             url("http://10.0.0.1:3000/", "/v1/stats"),
@@ -599,8 +670,8 @@ mod tests {
     #[test]
     fn room_urls_encode_the_room_and_keep_the_rest() {
         assert_eq!(
-            room_url("http://w:3000", "a b", "/producers/p-1/pause"),
-            "http://w:3000/v1/rooms/a%20b/producers/p-1/pause"
+            room_url("http://w:3000", "a-b", "/producers/p-1/pause").unwrap(),
+            "http://w:3000/v1/rooms/a-b/producers/p-1/pause"
         );
     }
 

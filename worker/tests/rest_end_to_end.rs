@@ -20,7 +20,7 @@ use fanout_worker::rtp::MediaKind;
 use futures::{Stream, StreamExt};
 
 const TOKEN: &str = "worker-token";
-const ROOM: &str = "maths 101/b";
+const ROOM: &str = "maths-101";
 
 /// A worker serving on a free loopback port until dropped.
 struct Worker {
@@ -283,6 +283,40 @@ async fn an_unknown_producer_is_a_not_found_error_with_its_code() {
         .expect_err("unknown");
     assert!(error.is_not_found());
     assert_eq!(error.code(), Some("PRODUCER_NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn a_dot_segment_room_is_invalid_id_from_the_client_and_from_the_server() {
+    let worker = Worker::start().await;
+    // The typed client refuses it before a request (a URL parser would resolve it away).
+    let error = client()
+        .join(&worker.endpoint, "..", &JoinRequest::new("alice"))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        (error.status(), error.code()),
+        (Some(400), Some("INVALID_ID"))
+    );
+    // A raw client that sends it as is gets the same from the worker, not "no such route".
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = worker.endpoint.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let body = r#"{"peerId":"alice"}"#;
+    let request = format!(
+        "POST /v1/rooms/../peers HTTP/1.1\r\nhost: w\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("sends");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .expect("reads");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("INVALID_ID"), "{answer}");
+    assert_eq!(worker.control.stats().rooms, 0);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::ErrorResponse;
 use crate::control::ControlError;
+use crate::room::check_id;
 
 use super::{BODY_LIMIT, BodyLimit};
 
@@ -106,7 +107,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let limit = request.extensions().get::<BodyLimit>().map_or(BODY_LIMIT, |limit| limit.0);
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(BODY_LIMIT, |limit| limit.0);
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -124,13 +128,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(json)
-            .map(JsonBody)
-            .map_err(|error| ApiError::invalid_request(format!("invalid request body: {error}")))
+        serde_json::from_slice(json).map(JsonBody).map_err(|error| {
+            ApiError::invalid_request(bounded(&format!("invalid request body: {error}")))
+        })
     }
 }
 
-/// Path parameters whose refusals are API errors (400 `INVALID_REQUEST`).
+/// Path parameters whose refusals are API errors. Every id in the path must be a valid id
+/// ([`check_id`]: a safe path segment, `.` and `..` refused) or the answer is 400
+/// `INVALID_ID`, before any lookup; an id that cannot be decoded is 400 `INVALID_REQUEST`.
 #[derive(Debug, Clone)]
 pub struct PathArgs<T>(pub T);
 
@@ -138,9 +144,39 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid_request(bounded(&rejection.body_text())))?;
+        for (name, value) in &raw {
+            let kind = match name {
+                "room" => "room",
+                "peer" => "peer",
+                _ => object_kind(parts.uri.path()),
+            };
+            check_id(kind, value)
+                .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ID", message))?;
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| PathArgs(value))
-            .map_err(|rejection| ApiError::invalid_request(rejection.body_text()))
+            .map_err(|rejection| ApiError::invalid_request(bounded(&rejection.body_text())))
+    }
+}
+
+/// What the `{id}` of a path names: `/v1/rooms/{room}/transports/{id}/...` a transport.
+fn object_kind(path: &str) -> &'static str {
+    ["transport", "producer", "consumer"]
+        .into_iter()
+        .find(|kind| path.contains(&format!("/{kind}s/")))
+        .unwrap_or("object")
+}
+
+/// A message quoting the caller's input (serde's, axum's) cut to a readable length: serde
+/// quotes a whole unknown value, which may be most of a 256 KiB body.
+fn bounded(message: &str) -> String {
+    const MAX: usize = 300;
+    match message.char_indices().nth(MAX) {
+        None => message.to_owned(),
+        Some((cut, _)) => format!("{}… (cut at {MAX} characters)", &message[..cut]),
     }
 }

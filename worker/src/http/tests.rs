@@ -414,6 +414,84 @@ async fn malformed_json_is_400_invalid_request_and_leaves_the_room_untouched() {
 }
 
 #[tokio::test]
+async fn dot_segments_and_unsafe_ids_in_a_path_are_400_invalid_id_not_an_unknown_route() {
+    let app = app();
+    for uri in [
+        "/v1/rooms/../peers",
+        "/v1/rooms/%2E%2E/peers",
+        "/v1/rooms/./peers",
+        "/v1/rooms/a%2Fb/peers",
+        "/v1/rooms/a%20b/peers",
+    ] {
+        let answer = app
+            .call(Method::POST, uri, Some(json!({"peerId": "alice"})))
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_ID");
+        let message = answer.1["error"]["message"].as_str().expect("message");
+        assert!(message.starts_with("the room id"), "{uri}: {message}");
+    }
+    let answer = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{ROOM}/transports/.."),
+            None,
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_ID");
+    assert_eq!(app.control.stats().rooms, 0, "nothing was opened");
+}
+
+#[tokio::test]
+async fn an_unsafe_peer_id_in_a_join_body_is_400_invalid_id() {
+    let app = app();
+    for bad in ["..", "a/b", ""] {
+        let answer = app
+            .call(
+                Method::POST,
+                &format!("/v1/rooms/{ROOM}/peers"),
+                Some(json!({"peerId": bad})),
+            )
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_ID");
+    }
+    assert_eq!(app.control.stats().peers, 0);
+}
+
+#[tokio::test]
+async fn a_huge_unknown_id_is_echoed_only_by_its_beginning() {
+    let app = app();
+    app.join("alice").await;
+    let huge = "p".repeat(100_000);
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports"),
+            Some(json!({"peerId": huge, "direction": "send"})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "PEER_NOT_FOUND");
+    let message = answer.1["error"]["message"].as_str().expect("message");
+    assert!(message.len() < 400, "{} bytes echoed", message.len());
+    assert!(message.contains("(100000 characters)"), "{message}");
+    // serde's own messages quote the value too: bounded the same way.
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/transports"),
+            Some(json!({"peerId": "alice", "direction": huge})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .expect("message")
+            .len()
+            < 400
+    );
+}
+
+#[tokio::test]
 async fn a_missing_field_is_400_naming_the_field() {
     let app = app();
     app.join("alice").await;

@@ -2,7 +2,7 @@
 
 use crate::rtp::RtpError;
 
-use super::ids::{ConsumerId, PeerId, ProducerId, RoomId, TransportId};
+use super::ids::{ConsumerId, PeerId, ProducerId, RoomId, TransportId, shown};
 use super::transport::Direction;
 
 /// Why a request on the room graph was refused.
@@ -10,28 +10,33 @@ use super::transport::Direction;
 /// A refused request changes nothing: every method checks everything before it mutates.
 /// [`RoomError::code`] is the stable code for `{"error": {"code": ...}}`,
 /// [`RoomError::http_status`] the status the REST layer answers with, and the message a
-/// sentence the developer of the client app can act on.
+/// sentence the developer of the client app can act on. Messages quote at most the first 64
+/// characters of an id ([`shown`]): a caller's huge id is never echoed whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoomError {
     /// The room is not open on this worker.
     #[error(
-        "room {0} is not open on this worker; create it first (PUT /v1/rooms/{0}) or check the \
-         room's placement"
+        "room {} is not open on this worker; create it first (PUT /v1/rooms/{{room}}) or check \
+         the room's placement",
+        shown(.0.as_str())
     )]
     RoomNotFound(RoomId),
     /// The peer has not joined the room (or has left it).
-    #[error("peer {peer} is not in room {room}; join the room first")]
+    #[error("peer {} is not in room {}; join the room first", shown(peer.as_str()), shown(room.as_str()))]
     PeerNotFound { room: RoomId, peer: PeerId },
     /// The peer id is already joined to the room.
     #[error(
-        "peer {peer} has already joined room {room}; leave first, or keep using the existing \
-         session"
+        "peer {} has already joined room {}; leave first, or keep using the existing session",
+        shown(peer.as_str()),
+        shown(room.as_str())
     )]
     PeerAlreadyJoined { room: RoomId, peer: PeerId },
     /// No such transport in the room, or it belongs to another peer.
     #[error(
-        "transport {transport} does not exist in room {room} or belongs to another peer; use a \
-         transport this peer created"
+        "transport {} does not exist in room {} or belongs to another peer; use a transport \
+         this peer created",
+        shown(transport.as_str()),
+        shown(room.as_str())
     )]
     TransportNotFound {
         room: RoomId,
@@ -39,14 +44,16 @@ pub enum RoomError {
     },
     /// `connect` was already called on this transport.
     #[error(
-        "transport {0} is already connected; DTLS parameters are given once per transport (create \
-         a new transport to start over)"
+        "transport {} is already connected; DTLS parameters are given once per transport \
+         (create a new transport to start over)",
+        shown(.0.as_str())
     )]
     TransportAlreadyConnected(TransportId),
     /// Producing on a receive transport, or consuming on a send transport.
     #[error(
-        "transport {transport} is a {actual} transport; {action} needs a {needed} transport \
-         (create one with direction \"{needed}\")"
+        "transport {} is a {actual} transport; {action} needs a {needed} transport (create one \
+         with direction \"{needed}\")",
+        shown(transport.as_str())
     )]
     TransportDirectionMismatch {
         transport: TransportId,
@@ -55,16 +62,24 @@ pub enum RoomError {
         action: &'static str,
     },
     /// No such producer in the room.
-    #[error("producer {producer} does not exist in room {room} (it may have been closed)")]
+    #[error(
+        "producer {} does not exist in room {} (it may have been closed)",
+        shown(producer.as_str()),
+        shown(room.as_str())
+    )]
     ProducerNotFound { room: RoomId, producer: ProducerId },
     /// No such consumer in the room.
-    #[error("consumer {consumer} does not exist in room {room} (it may have been closed)")]
+    #[error(
+        "consumer {} does not exist in room {} (it may have been closed)",
+        shown(consumer.as_str()),
+        shown(room.as_str())
+    )]
     ConsumerNotFound { room: RoomId, consumer: ConsumerId },
     /// The DTLS parameters of `connect` are unusable.
     #[error("invalid DTLS parameters: {0}")]
     InvalidDtlsParameters(String),
-    /// An empty room or peer id.
-    #[error("invalid id: {0}")]
+    /// A room or peer id that is not a safe path segment ([`check_id`](super::check_id)).
+    #[error("{0}")]
     InvalidId(String),
     /// RTP parameters or capabilities refused by the ORTC rules; the code is the RTP one.
     #[error(transparent)]

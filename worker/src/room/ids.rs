@@ -40,6 +40,90 @@ macro_rules! string_id {
     };
 }
 
+/// Longest room id: a DNS label (RFC 1123), as signalling's rule and Room object names are.
+pub const MAX_ROOM_ID_LEN: usize = 63;
+
+/// Longest id of anything else (peers, transports, producers, consumers). The worker's own
+/// are 36 characters (UUIDs) and signalling's peer ids 16 or 20 (Socket.IO socket ids).
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` can name a `kind` (`room`, `peer`, `transport`...): the rule for every id the
+/// room graph takes from its callers and every id in a REST path, the same as signalling's.
+///
+/// - A room id is a DNS label: 1 to [`MAX_ROOM_ID_LEN`] characters of lowercase `a-z`,
+///   digits and `-`, beginning and ending with a letter or digit. It becomes a URL path
+///   segment here and a Room object's name in Kubernetes, so one rule serves both.
+/// - Any other id has 1 to [`MAX_ID_LEN`] characters out of RFC 3986's unreserved set
+///   (`A-Z a-z 0-9 - . _ ~`), so it is one URL path segment as it stands, and is not `.` or
+///   `..`, which URL parsers resolve as "this" and "the parent" segment.
+pub fn check_id(kind: &str, id: &str) -> Result<(), String> {
+    let problem = if kind == "room" {
+        room_id_problem(id)
+    } else {
+        object_id_problem(id)
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(format!(
+            "the {kind} id {} is not valid: {problem} (see docs/worker-api.md, \"Ids\")",
+            shown(id)
+        )),
+    }
+}
+
+fn room_id_problem(id: &str) -> Option<String> {
+    let bytes = id.as_bytes();
+    if bytes.is_empty() {
+        Some("it is empty".to_owned())
+    } else if id.chars().count() > MAX_ROOM_ID_LEN {
+        Some(format!("it is longer than {MAX_ROOM_ID_LEN} characters"))
+    } else if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        Some(format!(
+            "it contains {bad:?}; room ids may contain only lowercase letters a-z, digits and '-'"
+        ))
+    } else if !bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        || !bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    {
+        Some("it must begin and end with a letter or digit".to_owned())
+    } else {
+        None
+    }
+}
+
+fn object_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("it is empty".to_owned())
+    } else if id.chars().count() > MAX_ID_LEN {
+        Some(format!("it is longer than {MAX_ID_LEN} characters"))
+    } else if id == "." || id == ".." {
+        Some("'.' and '..' are path segments, not names".to_owned())
+    } else {
+        id.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+            .map(|bad| {
+                format!(
+                    "it contains {bad:?}; ids may contain only letters, digits, '-', '.', '_' \
+                     and '~'"
+                )
+            })
+    }
+}
+
+/// At most [`SHOWN_ID_LEN`] characters of an id, quoted, for error messages: a caller's huge
+/// id is never echoed back whole.
+pub fn shown(id: &str) -> String {
+    match id.char_indices().nth(SHOWN_ID_LEN) {
+        None => format!("{id:?}"),
+        Some((cut, _)) => format!("{:?}… ({} characters)", &id[..cut], id.chars().count()),
+    }
+}
+
+/// How much of an id error messages quote.
+pub const SHOWN_ID_LEN: usize = 64;
+
 string_id!(
     /// A room (one mediasoup router), named by the Room object or by signalling.
     RoomId
@@ -118,5 +202,80 @@ impl IdGenerator for SequentialIds {
         let ssrc = Ssrc(1_000_000).after(self.next_ssrc.wrapping_mul(1_000));
         self.next_ssrc = self.next_ssrc.wrapping_add(1);
         ssrc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_are_dns_labels() {
+        for good in [
+            "maths-101",
+            "a",
+            "0",
+            "e2e-pair-3fa9c1",
+            &"a".repeat(MAX_ROOM_ID_LEN),
+        ] {
+            assert_eq!(check_id("room", good), Ok(()), "{good:?}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (".", "'.'"),
+            ("..", "'.'"),
+            ("a.b", "'.'"),
+            ("a/b", "'/'"),
+            ("%2e%2e", "'%'"),
+            ("Maths", "'M'"),
+            ("a_b", "'_'"),
+            ("-x", "begin and end"),
+            ("x-", "begin and end"),
+            ("caf\u{e9}", "'é'"),
+            (&"a".repeat(MAX_ROOM_ID_LEN + 1), "longer than 63"),
+        ] {
+            let error = check_id("room", bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+            assert!(error.starts_with("the room id"), "{error}");
+        }
+    }
+
+    #[test]
+    fn object_ids_are_safe_path_segments() {
+        for good in [
+            "550e8400-e29b-41d4-a716-446655440000",
+            "Lfs4qo9kBf9PgL5Z",
+            "a.b",
+            "Team_7~x",
+            "...",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
+            assert_eq!(check_id("peer", good), Ok(()), "{good:?}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (".", "path segments"),
+            ("..", "path segments"),
+            ("a/b", "'/'"),
+            ("a b", "' '"),
+            ("%2e%2e", "'%'"),
+            ("tab\t", "'\\t'"),
+            (&"x".repeat(MAX_ID_LEN + 1), "longer than 128"),
+        ] {
+            let error = check_id("transport", bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+            assert!(error.starts_with("the transport id"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_huge_id_is_shown_by_its_beginning_and_length() {
+        let huge = "a".repeat(100_000);
+        let message = check_id("room", &format!("{huge}/")).unwrap_err();
+        assert!(message.len() < 300, "{} bytes", message.len());
+        assert!(message.contains("(100001 characters)"), "{message}");
+        assert_eq!(shown("short"), "\"short\"");
+        let multibyte = "é".repeat(100);
+        assert!(shown(&multibyte).ends_with("(100 characters)"));
     }
 }

@@ -55,7 +55,10 @@ mod transport;
 pub use error::RoomError;
 pub use event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 pub use forwarding::{CodecInfo, Forward, ForwardTarget, ForwardingTable, InboundStream};
-pub use ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, SequentialIds, TransportId};
+pub use ids::{
+    ConsumerId, IdGenerator, MAX_ID_LEN, MAX_ROOM_ID_LEN, PeerId, ProducerId, RoomId,
+    SequentialIds, TransportId, check_id, shown,
+};
 pub use rooms::{
     AppData, ConsumeOptions, Consumer, ConsumerCreated, ConsumerType, JoinResponse, Peer, PeerInfo,
     PeerSummary, ProduceOptions, Producer, ProducerCreated, ProducerSummary, Room, Rooms,

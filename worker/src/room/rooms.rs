@@ -15,7 +15,7 @@ use crate::rtp::{
 use super::error::RoomError;
 use super::event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 use super::forwarding::ForwardingTable;
-use super::ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId};
+use super::ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId, check_id};
 use super::transport::{
     Direction, DtlsConnection, DtlsParameters, DtlsRole, IceCandidate, IceParameters, Transport,
     TransportCreated, TransportNetwork,
@@ -667,11 +667,7 @@ impl Rooms {
         if let Some(room) = self.rooms.get(room_id) {
             return Ok(room.rtp_capabilities.clone());
         }
-        if room_id.0.is_empty() {
-            return Err(RoomError::InvalidId(
-                "the room id is empty; name the room".to_owned(),
-            ));
-        }
+        check_id("room", room_id.as_str()).map_err(RoomError::InvalidId)?;
         let capabilities = if media_codecs.is_empty() {
             router_capabilities(&default_media_codecs())?
         } else {
@@ -721,11 +717,7 @@ impl Rooms {
         info: PeerInfo,
     ) -> Result<JoinResponse, RoomError> {
         let room = room_mut(&mut self.rooms, room_id)?;
-        if peer_id.0.is_empty() {
-            return Err(RoomError::InvalidId(
-                "the peer id is empty; signalling names each peer".to_owned(),
-            ));
-        }
+        check_id("peer", peer_id.as_str()).map_err(RoomError::InvalidId)?;
         if room.peers.contains_key(peer_id) {
             return Err(RoomError::PeerAlreadyJoined {
                 room: room_id.clone(),

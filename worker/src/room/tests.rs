@@ -4,11 +4,11 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::rtp::{MediaKind, PayloadType, RtpCapabilities, RtpParameters, Ssrc};
 use crate::testing::{
     chrome_device_capabilities as chrome_device, chrome_opus_parameters as chrome_opus,
     chrome_vp8_parameters as chrome_vp8,
 };
-use crate::rtp::{MediaKind, PayloadType, RtpCapabilities, RtpParameters, Ssrc};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -355,7 +355,10 @@ fn joining_a_room_that_is_not_open_fails() {
     assert_eq!(error.code(), "ROOM_NOT_FOUND");
     assert_eq!(error.http_status(), 404);
     assert!(
-        error.to_string().contains("PUT /v1/rooms/physics-101"),
+        error
+            .to_string()
+            .contains("room \"physics-101\" is not open")
+            && error.to_string().contains("PUT /v1/rooms/{room}"),
         "{error}"
     );
 }
