@@ -6,20 +6,28 @@
 //! participants in the room does the same for its own sockets, so notifications reach
 //! everybody without replicas talking to each other. The subscription ends with the last
 //! local participant.
+//!
+//! The events also keep each local participant's session equal to the worker's
+//! ([`keep_sessions`]): a transport, producer or consumer the worker closed by itself is
+//! forgotten, the participant is told (`transport-closed`, and `error` for a transport that
+//! never got set up), and a participant the worker removed (its last transport closed, its room
+//! closed) is out of the room (`left-room`), so that its next `join-room` works.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanout_worker::room::{PeerId, RoomEvent};
+use fanout_worker::room::{PeerId, RoomEvent, TransportCloseCode};
 use futures::StreamExt as _;
 use socketioxide::{SendError, SocketError, SocketIo};
 use socketioxide::extract::SocketRef;
-use socketioxide::socket::Sid;
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::events::{Audience, notification};
+use crate::server::Connection;
+use crate::session::socket_of;
 use crate::worker::MediaBackend;
 
 /// The Socket.IO room of a Fanout room.
@@ -34,9 +42,9 @@ struct Follower {
 }
 
 /// The rooms this process follows, with how many local participants each has.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Followers {
-    rooms: Mutex<HashMap<String, Follower>>,
+    rooms: Arc<Mutex<HashMap<String, Follower>>>,
 }
 
 impl Followers {
@@ -51,21 +59,31 @@ impl Followers {
         endpoint: &str,
     ) -> watch::Receiver<bool> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        let follower = rooms.entry(room.to_owned()).or_insert_with(|| {
+        let start = || {
             let (tx, rx) = watch::channel(false);
             let task = tokio::spawn(follow(
                 io.clone(),
-                backend,
+                self.clone(),
+                backend.clone(),
                 room.to_owned(),
                 endpoint.to_owned(),
                 tx,
             ));
+            (task.abort_handle(), rx)
+        };
+        let follower = rooms.entry(room.to_owned()).or_insert_with(|| {
+            let (task, subscribed) = start();
             Follower {
                 participants: 0,
-                task: task.abort_handle(),
-                subscribed: rx,
+                task,
+                subscribed,
             }
         });
+        // The room closed on its worker while participants were still counted here (they are
+        // being told): a join opens it again, so follow it again.
+        if follower.task.is_finished() {
+            (follower.task, follower.subscribed) = start();
+        }
         follower.participants += 1;
         follower.subscribed.clone()
     }
@@ -100,12 +118,14 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 /// the stream breaks (worker restart, network) or falls behind.
 async fn follow(
     io: SocketIo,
+    followers: Followers,
     backend: Arc<dyn MediaBackend>,
     room: String,
     endpoint: String,
     subscribed: watch::Sender<bool>,
 ) {
     let mut retry = FIRST_RETRY;
+    let mut closes = LastCloses::default();
     loop {
         // The worker refuses to stream an unknown room, and the first participant's join is
         // what opens it; opening it here (idempotent) lets the subscription come first, so
@@ -122,7 +142,12 @@ async fn follow(
                     match item {
                         Ok(event) => {
                             let closed = matches!(event, RoomEvent::RoomClosed { .. });
-                            forward(&io, &room, event).await;
+                            let removed = keep_sessions(&io, &room, &event, &mut closes);
+                            forward(&io, &room, event);
+                            // Last, since releasing the last participant ends this task.
+                            for _ in 0..removed {
+                                followers.release(&room);
+                            }
                             if closed {
                                 tracing::info!(room, "room closed on its worker");
                                 return;
@@ -148,17 +173,17 @@ async fn follow(
     }
 }
 
-async fn forward(io: &SocketIo, room: &str, event: RoomEvent) {
+fn forward(io: &SocketIo, room: &str, event: RoomEvent) {
     let Some(notification) = notification(room, event) else {
         return;
     };
     let in_room = || io.to(room_channel(room)).sockets();
     let recipients: Vec<SocketRef> = match &notification.audience {
         Audience::Room => in_room(),
-        Audience::RoomExcept(peer) => in_room()
-            .into_iter()
-            .filter(|socket| socket.id.as_str() != peer.as_str())
-            .collect(),
+        Audience::RoomExcept(peer) => {
+            let own = socket_of(peer);
+            in_room().into_iter().filter(|socket| Some(socket.id) != own).collect()
+        }
         // Connected to another replica, which tells it, or gone.
         Audience::Peer(peer) => local_socket(io, peer).into_iter().collect(),
     };
@@ -185,7 +210,89 @@ pub fn notify(socket: &SocketRef, event: &str, payload: &serde_json::Value) {
     }
 }
 
-/// The socket of a peer connected to this process (a peer's id is its socket's id).
+/// The socket of a peer connected to this process.
 fn local_socket(io: &SocketIo, peer: &PeerId) -> Option<SocketRef> {
-    io.get_socket(peer.as_str().parse::<Sid>().ok()?)
+    io.get_socket(socket_of(peer)?)
+}
+
+/// How each peer's transports last closed, as the worker said: the reason a participant is
+/// given when the worker then removes it.
+#[derive(Default)]
+struct LastCloses(HashMap<PeerId, (TransportCloseCode, String)>);
+
+/// Applies a room event to the session of the local participant it is about, telling the
+/// participant what it did not ask for. Returns how many local participants it removed from
+/// the room (their follower counts are released by the caller).
+fn keep_sessions(io: &SocketIo, room: &str, event: &RoomEvent, closes: &mut LastCloses) -> usize {
+    let session_of = |peer: &PeerId| {
+        let socket = local_socket(io, peer)?;
+        let connection = socket.extensions.get::<Arc<Connection>>()?;
+        Some((socket, connection))
+    };
+    match event {
+        RoomEvent::ConsumerClosed { consumer_id, peer_id, .. } => {
+            if let Some((_, connection)) = session_of(peer_id) {
+                connection.update_peer(room, peer_id, |s| s.remove_consumer(consumer_id));
+            }
+        }
+        RoomEvent::ProducerClosed { producer_id, peer_id } => {
+            if let Some((_, connection)) = session_of(peer_id) {
+                connection.update_peer(room, peer_id, |s| s.remove_producer(producer_id));
+            }
+        }
+        RoomEvent::TransportClosed { transport_id, peer_id, code, reason } => {
+            closes.0.insert(peer_id.clone(), (*code, reason.clone()));
+            let Some((socket, connection)) = session_of(peer_id) else {
+                return 0;
+            };
+            let direction = connection
+                .update_peer(room, peer_id, |s| s.remove_transport(transport_id))
+                .flatten();
+            if let (Some(direction), true) = (direction, code.is_unrequested()) {
+                notify(
+                    &socket,
+                    "transport-closed",
+                    &json!({"roomId": room, "transportId": transport_id, "direction": direction,
+                            "code": code, "reason": reason}),
+                );
+                if code.is_setup_failure() {
+                    notify(
+                        &socket,
+                        "error",
+                        &json!({"event": "connect-transport", "code": code, "message": reason}),
+                    );
+                }
+            }
+        }
+        RoomEvent::PeerLeft { peer_id } => {
+            let last = closes.0.remove(peer_id);
+            let Some((socket, connection)) = session_of(peer_id) else {
+                return 0;
+            };
+            if !connection.leave_if_peer(room, peer_id) {
+                // It left by itself (leave-room, disconnect) and was answered already.
+                return 0;
+            }
+            socket.leave(room_channel(room));
+            let (code, why) = match &last {
+                Some((code, reason)) if !reason.is_empty() => (code.as_str(), reason.as_str()),
+                Some((code, _)) => (code.as_str(), code.describe()),
+                None => ("PEER_REMOVED", "the media worker removed you from the room"),
+            };
+            notify(
+                &socket,
+                "left-room",
+                &json!({"roomId": room, "code": code,
+                        "reason": format!("{why}; you are no longer in room {room}: emit join-room to join again")}),
+            );
+            // Its room is closing: the `room-closed` that follows goes to the room's sockets,
+            // which this one no longer is.
+            if last.is_some_and(|(code, _)| code == TransportCloseCode::RoomClosed) {
+                notify(&socket, "room-closed", &json!({"roomId": room}));
+            }
+            return 1;
+        }
+        _ => {}
+    }
+    0
 }

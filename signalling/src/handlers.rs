@@ -13,7 +13,6 @@ use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId, PeerInfo};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
-use socketioxide::socket::Sid;
 
 use crate::error::{Result, SignallingError};
 use crate::events::{
@@ -49,6 +48,35 @@ impl Connection {
             }
             (_, Some(room)) => Err(SignallingError::NotInRoom(format!("room {room}"))),
             (_, None) => Err(SignallingError::NotInRoom("a room".to_owned())),
+        }
+    }
+
+    /// Applies `change` to the session of `peer` in `room`, if that is this connection's
+    /// session now (room events name the peer, and a connection is a new peer at every join).
+    pub(crate) fn update_peer<R>(
+        &self,
+        room: &str,
+        peer: &PeerId,
+        change: impl FnOnce(&mut Session) -> R,
+    ) -> Option<R> {
+        match &mut *self.membership() {
+            Membership::Joined(current) if current.room == room && current.peer == *peer => {
+                Some(change(current))
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts the connection out of its room if it is `peer` in `room` (the worker removed that
+    /// peer); whether it was.
+    pub(crate) fn leave_if_peer(&self, room: &str, peer: &PeerId) -> bool {
+        let mut membership = self.membership();
+        match &*membership {
+            Membership::Joined(current) if current.room == room && current.peer == *peer => {
+                *membership = Membership::Idle;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -89,7 +117,7 @@ impl Signalling {
                 }
             }
         }
-        let peer = PeerId(socket.id.to_string());
+        let peer = crate::session::peer_id(socket.id, connection.next_join());
         let joined = self.join_worker(&socket, &connection, &room, &peer).await;
         let (location, response) = match joined {
             Ok(joined) => joined,
@@ -282,12 +310,14 @@ impl Signalling {
         let relay: Relay = parse(event, payload)?;
         let session = connection.session(relay.room_id.as_deref())?;
         let not_found = || SignallingError::TargetNotFound(relay.target_id.clone());
-        let sid: Sid = relay.target_id.parse().map_err(|_| not_found())?;
+        let target_peer = PeerId(relay.target_id.clone());
+        let sid = crate::session::socket_of(&target_peer).ok_or_else(not_found)?;
         let target = self.io().get_socket(sid).ok_or_else(not_found)?;
         let same_room = target
             .extensions
             .get::<Arc<Connection>>()
-            .is_some_and(|c| c.session(Some(&session.room)).is_ok());
+            .and_then(|c| c.session(Some(&session.room)).ok())
+            .is_some_and(|theirs| theirs.peer == target_peer);
         if !same_room {
             return Err(not_found());
         }

@@ -154,7 +154,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    init_tracing(&args.log_format);
+    init_tracing(&args.log_format)?;
 
     let mode = args.placement.unwrap_or(if args.worker_url.is_some() {
         PlacementMode::Static
@@ -327,28 +327,13 @@ fn jwt_config(args: &Args) -> anyhow::Result<JwtConfig> {
     })
 }
 
-/// Logs to stderr, coloured only when stderr is a terminal (a redirected log gets no escape
-/// codes). Without `RUST_LOG`, libraries log only their warnings, and the media stack (the
-/// embedded worker's) only its errors: it warns about things browsers routinely do.
-fn init_tracing(format: &str) {
-    use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+/// Fanout's log set-up (`fanout_worker::logging`): stderr, coloured only on a terminal,
+/// libraries at warn unless `RUST_LOG` says otherwise. The embedded worker's lines are ours too.
+fn init_tracing(format: &str) -> anyhow::Result<()> {
+    let format = format.parse().map_err(anyhow::Error::msg)?;
+    fanout_worker::logging::init(format, &["fanout_signalling", "fanout_worker", "fanout_operator"]);
+    Ok(())
 }
-
-/// The log filter without `RUST_LOG`: Fanout's own crates at info, everything else at warn,
-/// the webrtc-rs crates of the embedded worker at error.
-const DEFAULT_LOG_FILTER: &str = "warn,fanout_signalling=info,fanout_worker=info,fanout_operator=info,\
-    rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,rtc_sctp=error";
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -86,6 +86,8 @@ pub struct Connection {
     waiting_answers: AtomicUsize,
     /// Set by the first answer that gave up waiting, which closes the connection.
     too_slow: AtomicBool,
+    /// Joins so far (each is a new peer id).
+    joins: std::sync::atomic::AtomicU32,
     /// When the session ends: the token's expiry, plus the verifier's tolerance, so that a
     /// session does not end before its token would be refused.
     expires_at: tokio::time::Instant,
@@ -101,12 +103,18 @@ impl Connection {
             membership: Mutex::new(Membership::Idle),
             waiting_answers: AtomicUsize::new(0),
             too_slow: AtomicBool::new(false),
+            joins: std::sync::atomic::AtomicU32::new(0),
             limiter: Mutex::new(TokenBucket::new(
                 limits.events_per_second,
                 limits.event_burst,
                 Instant::now(),
             )),
         }
+    }
+
+    /// The number of a new join of this connection.
+    pub(crate) fn next_join(&self) -> u32 {
+        self.joins.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The membership, locked. A poisoned lock only means a handler panicked mid-update of

@@ -8,9 +8,23 @@
 use std::time::Instant;
 
 use fanout_worker::room::{ConsumerId, Direction, PeerId, ProducerId, TransportId};
+use socketioxide::socket::Sid;
 
 use crate::error::{Result, SignallingError};
 use crate::placement::RoomLocation;
+
+/// The peer id of a socket's `join`-th join: every join is a new peer on the worker, so that a
+/// room event about an earlier one (its `peerLeft`, still on its way after a quick leave and
+/// join) never touches a later one. Clients see it as `participantId`.
+pub fn peer_id(socket: Sid, join: u32) -> PeerId {
+    PeerId(format!("{socket}-{join}"))
+}
+
+/// The socket a [`peer_id`] belongs to (socket ids may contain `-` themselves, join numbers
+/// do not).
+pub fn socket_of(peer: &PeerId) -> Option<Sid> {
+    peer.as_str().rsplit_once('-')?.0.parse().ok()
+}
 
 /// Where a connection stands with respect to rooms. One connection is at most one
 /// participant of one room.
@@ -30,7 +44,7 @@ pub enum Membership {
 pub struct Session {
     /// The room's name.
     pub room: String,
-    /// The participant's peer id on the worker (the socket id).
+    /// The participant's peer id on the worker ([`peer_id`]).
     pub peer: PeerId,
     /// The room's worker and rules, as placement said at join time.
     pub location: RoomLocation,
@@ -68,6 +82,12 @@ impl Session {
     /// Records a transport the worker created for this participant.
     pub fn add_transport(&mut self, id: TransportId, direction: Direction) {
         self.transports.push((id, direction));
+    }
+
+    /// Forgets a transport the worker closed; its direction, if it was this participant's.
+    pub fn remove_transport(&mut self, id: &TransportId) -> Option<Direction> {
+        let index = self.transports.iter().position(|(own, _)| own == id)?;
+        Some(self.transports.remove(index).1)
     }
 
     /// `TRANSPORT_NOT_FOUND` unless `id` is one of this participant's transports.
@@ -282,6 +302,28 @@ mod tests {
         );
         s.remove_producer(&"mine".into());
         assert!(s.check_producer(&"mine".into()).is_err());
+    }
+
+    #[test]
+    fn a_peer_id_names_its_socket_and_differs_per_join() {
+        for _ in 0..100 {
+            let socket = Sid::new();
+            let (first, second) = (peer_id(socket, 1), peer_id(socket, 2));
+            assert_ne!(first, second);
+            assert_eq!(socket_of(&first), Some(socket));
+            assert_eq!(socket_of(&second), Some(socket));
+        }
+        assert_eq!(socket_of(&PeerId::from("no-socket-here")), None);
+        assert_eq!(socket_of(&PeerId::from("")), None);
+    }
+
+    #[test]
+    fn a_transport_the_worker_closed_is_forgotten() {
+        let mut s = session(&[]);
+        s.add_transport("t".into(), Direction::Recv);
+        assert_eq!(s.remove_transport(&"t".into()), Some(Direction::Recv));
+        assert_eq!(s.remove_transport(&"t".into()), None);
+        assert_eq!(s.check_transport(&"t".into()).unwrap_err().code(), "TRANSPORT_NOT_FOUND");
     }
 
     #[test]

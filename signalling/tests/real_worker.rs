@@ -159,3 +159,169 @@ async fn embedded_mode_issues_tokens_signalling_accepts_and_serves_worker_stats(
     assert_eq!(stats["rooms"], 0);
     embedded.worker.shutdown().await;
 }
+
+// ---- transports the worker closes by itself (docs/protocol.md, `transport-closed`) ----
+
+/// Signalling in front of an in-process worker whose transports time out after `ice_setup`
+/// without an ICE check; the worker and the server's address.
+async fn signalling_with_worker(
+    rtc_ports: (u16, u16),
+    ice_setup: Duration,
+) -> (fanout_worker::server::RunningWorker, std::net::SocketAddr, Arc<Signalling>) {
+    let mut config = fanout_worker::server::WorkerConfig::loopback(rtc_ports);
+    config.limits.transport_timeouts.ice.setup = ice_setup;
+    let worker = fanout_worker::server::start(config).await.expect("worker starts");
+    let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
+    let state = Signalling::new(
+        verifier,
+        Arc::new(StaticPlacement::new(worker.endpoint())),
+        Arc::new(InProcessBackend::new(worker.control.clone())),
+        Limits::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(state.clone(), &[]);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (worker, addr, state)
+}
+
+/// A worker-side close as the media engine reports it: the same path as a real consent loss
+/// or DTLS alert from there on (cascade, events, the engine releasing the socket).
+fn engine_closes(
+    worker: &fanout_worker::server::RunningWorker,
+    room: &str,
+    transport: &serde_json::Value,
+    code: fanout_worker::room::TransportCloseCode,
+) {
+    worker.control.handle_notice(fanout_worker::engine::EngineNotice::TransportClosed {
+        room: room.into(),
+        transport: transport.as_str().unwrap().into(),
+        code,
+        reason: code.describe().to_owned(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_times_out_is_reported_and_the_participant_can_join_again() {
+    let (worker, addr, _) = signalling_with_worker((45300, 45309), Duration::from_millis(500)).await;
+    let url = format!("http://{addr}/");
+    let mut client = TestClient::connect(&url, Some(json!({"token": token("ada", "teacher")})), None)
+        .await
+        .unwrap();
+    let joined = client.request("join-room", json!({"roomId": "timeouts"})).await;
+    assert_eq!(joined["success"], true, "{joined}");
+    let transport = client.request("create-transport", json!({"direction": "send"})).await;
+    // No ICE check ever comes: the worker's ICE timeout closes it.
+    let closed = client.next_event("transport-closed").await;
+    assert_eq!(closed["transportId"], transport["id"]);
+    assert_eq!(closed["direction"], "send");
+    assert_eq!(closed["code"], "ICE_TIMEOUT");
+    assert_eq!(closed["roomId"], "timeouts");
+    assert!(closed["reason"].as_str().is_some_and(|r| !r.is_empty()), "{closed}");
+    let error = client.next_event("error").await;
+    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("connect-transport"), Some("ICE_TIMEOUT")));
+    // It was the peer's only transport, so the worker removed the peer: so does signalling.
+    let left = client.next_event("left-room").await;
+    assert_eq!((left["roomId"].as_str(), left["code"].as_str()), (Some("timeouts"), Some("ICE_TIMEOUT")));
+    assert!(left["reason"].as_str().unwrap().contains("join-room"), "{left}");
+    let again = client.request("join-room", json!({"roomId": "timeouts"})).await;
+    assert_eq!(again["success"], true, "not ALREADY_IN_ROOM: {again}");
+    assert_eq!(worker.control.stats().peers, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_the_worker_closes_is_forgotten_and_another_one_works() {
+    use fanout_worker::room::TransportCloseCode;
+    let (worker, addr, _) = signalling_with_worker((45310, 45319), Duration::from_secs(30)).await;
+    let url = format!("http://{addr}/");
+    let connect = |user: &'static str| {
+        let url = url.clone();
+        async move {
+            TestClient::connect(&url, Some(json!({"token": token(user, "teacher")})), None)
+                .await
+                .unwrap()
+        }
+    };
+    let mut publisher = connect("publisher").await;
+    publisher.request("join-room", json!({"roomId": "closes"})).await;
+    publisher.request("create-transport", json!({"direction": "send"})).await;
+    let produced = publisher
+        .request("produce", json!({"kind": "video", "rtpParameters": rtp_parameters()}))
+        .await;
+    assert!(produced["id"].is_string(), "{produced}");
+    let mut viewer = connect("viewer").await;
+    let joined = viewer.request("join-room", json!({"roomId": "closes"})).await;
+    let send = viewer.request("create-transport", json!({"direction": "send"})).await;
+    let recv = viewer.request("create-transport", json!({"direction": "recv"})).await;
+    let capabilities = joined["mediasoup"]["rtpCapabilities"].clone();
+    let consumer = viewer
+        .request("consume", json!({"producerId": produced["id"], "rtpCapabilities": capabilities}))
+        .await;
+    assert!(consumer["id"].is_string(), "{consumer}");
+
+    engine_closes(&worker, "closes", &recv["id"], TransportCloseCode::IceConsentLost);
+    let closed = viewer.next_event("transport-closed").await;
+    assert_eq!((closed["transportId"].clone(), closed["direction"].as_str()), (recv["id"].clone(), Some("recv")));
+    assert_eq!(closed["code"], "ICE_CONSENT_LOST");
+    // Connected before: not a setup failure, so no error event; and still in the room.
+    assert!(!viewer.receives("error", Duration::from_millis(300)).await);
+    assert!(!viewer.receives("left-room", Duration::from_millis(100)).await);
+    // Signalling's state is the worker's: the transport and its consumer are gone.
+    let stale = viewer
+        .request("restart-ice", json!({"transportId": recv["id"]}))
+        .await;
+    assert_eq!(stale["error"]["code"], "TRANSPORT_NOT_FOUND", "{stale}");
+    let stale = viewer.request("resume-consumer", json!({"consumerId": consumer["id"]})).await;
+    assert_eq!(stale["error"]["code"], "CONSUMER_NOT_FOUND", "{stale}");
+    // The client recovers with a new transport; `consume` needs no transportId again, since
+    // signalling no longer counts the closed one.
+    viewer.request("create-transport", json!({"direction": "recv"})).await;
+    let again = viewer
+        .request("consume", json!({"producerId": produced["id"], "rtpCapabilities": capabilities}))
+        .await;
+    assert!(again["id"].is_string(), "{again}");
+    // The publisher heard nothing of it.
+    assert!(!publisher.receives("transport-closed", Duration::from_millis(100)).await);
+
+    // A DTLS failure on setup is also an error for connect-transport.
+    engine_closes(&worker, "closes", &send["id"], TransportCloseCode::DtlsFingerprintMismatch);
+    assert_eq!(viewer.next_event("transport-closed").await["code"], "DTLS_FINGERPRINT_MISMATCH");
+    // (After the refusals of the stale requests above.)
+    let error = loop {
+        let error = viewer.next_event("error").await;
+        if error["event"] != "restart-ice" && error["event"] != "resume-consumer" {
+            break error;
+        }
+    };
+    assert_eq!(error["event"], "connect-transport");
+    assert_eq!(error["code"], "DTLS_FINGERPRINT_MISMATCH");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_the_worker_closes_puts_its_participants_out_and_is_forgotten() {
+    let (worker, addr, state) = signalling_with_worker((45320, 45329), Duration::from_secs(30)).await;
+    let url = format!("http://{addr}/");
+    let mut client = TestClient::connect(&url, Some(json!({"token": token("ada", "teacher")})), None)
+        .await
+        .unwrap();
+    client.request("join-room", json!({"roomId": "closing"})).await;
+    client.request("create-transport", json!({"direction": "recv"})).await;
+    worker.control.close_room(&"closing".into()).expect("closes");
+    let left = client.next_event("left-room").await;
+    assert_eq!(left["code"], "ROOM_CLOSED", "{left}");
+    assert_eq!(client.next_event("room-closed").await["roomId"], "closing");
+    // Closes nobody asked this participant about are reported; a room's closing is told once.
+    assert!(!client.receives("transport-closed", Duration::from_millis(100)).await);
+    assert_eq!(state.followed_rooms(), 0, "nothing of the closed room is left here");
+    let again = client.request("join-room", json!({"roomId": "closing"})).await;
+    assert_eq!(again["success"], true, "{again}");
+    // Followed again after the rejoin: a second participant is announced.
+    let other = TestClient::connect(&url, Some(json!({"token": token("bob", "teacher")})), None)
+        .await
+        .unwrap();
+    other.request("join-room", json!({"roomId": "closing"})).await;
+    assert_eq!(client.next_event("participant-joined").await["userId"], "bob");
+    worker.shutdown().await;
+}
