@@ -5,6 +5,8 @@
 //! types ([`api`]) and a typed client for it ([`client`]), which the operator and signalling use.
 
 pub mod api;
+#[cfg(feature = "media")]
+pub mod bwe;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "media")]
