@@ -35,6 +35,7 @@ pub fn chrome_vp8_parameters() -> RtpParameters {
         "headerExtensions": [
             {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
             {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": uri::TRANSPORT_WIDE_CC, "id": 3, "encrypt": false, "parameters": {}},
             {"uri": uri::VIDEO_ORIENTATION, "id": 13, "encrypt": false, "parameters": {}},
             {"uri": uri::TOFFSET, "id": 14, "encrypt": false, "parameters": {}}
         ],
@@ -56,6 +57,7 @@ pub fn chrome_opus_parameters() -> RtpParameters {
         "headerExtensions": [
             {"uri": uri::MID, "id": 9, "encrypt": false, "parameters": {}},
             {"uri": uri::ABS_SEND_TIME, "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": uri::TRANSPORT_WIDE_CC, "id": 3, "encrypt": false, "parameters": {}},
             {"uri": uri::SSRC_AUDIO_LEVEL, "id": 1, "encrypt": false, "parameters": {}}
         ],
         "encodings": [{"ssrc": 1129421238, "dtx": false}],
@@ -68,9 +70,11 @@ pub fn chrome_opus_parameters() -> RtpParameters {
 /// payload types and extension ids).
 pub fn chrome_device_capabilities() -> RtpCapabilities {
     let video_feedback = json!([
+        {"type": "goog-remb", "parameter": ""},
+        {"type": "transport-cc", "parameter": ""},
+        {"type": "ccm", "parameter": "fir"},
         {"type": "nack", "parameter": ""},
-        {"type": "nack", "parameter": "pli"},
-        {"type": "ccm", "parameter": "fir"}
+        {"type": "nack", "parameter": "pli"}
     ]);
     let extension = |kind: &str, uri: &str, id: u8| {
         json!({"kind": kind, "uri": uri, "preferredId": id, "preferredEncrypt": false,
@@ -80,7 +84,7 @@ pub fn chrome_device_capabilities() -> RtpCapabilities {
         "codecs": [
             {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100,
              "clockRate": 48000, "channels": 2, "parameters": {"minptime": 10, "useinbandfec": 1},
-             "rtcpFeedback": []},
+             "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]},
             {"mimeType": "video/VP8", "kind": "video", "preferredPayloadType": 101,
              "clockRate": 90000, "parameters": {}, "rtcpFeedback": video_feedback},
             {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 102,
@@ -91,6 +95,7 @@ pub fn chrome_device_capabilities() -> RtpCapabilities {
             extension("video", uri::MID, 1),
             extension("audio", uri::ABS_SEND_TIME, 4),
             extension("video", uri::ABS_SEND_TIME, 4),
+            extension("video", uri::TRANSPORT_WIDE_CC, 5),
             extension("audio", uri::SSRC_AUDIO_LEVEL, 10),
             extension("video", uri::VIDEO_ORIENTATION, 11),
             extension("video", uri::TOFFSET, 12)

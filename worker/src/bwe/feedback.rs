@@ -84,10 +84,10 @@ impl TransportCcFeedback {
             return out;
         }
         while let Some(tagged) = self.recorder.poll_write() {
-            if let Packet::Rtcp(packets) = tagged.message.packet {
-                if let Ok(bytes) = rtc::rtcp::packet::marshal(&packets) {
-                    out.push(bytes.to_vec());
-                }
+            if let Packet::Rtcp(packets) = tagged.message.packet
+                && let Ok(bytes) = rtc::rtcp::packet::marshal(&packets)
+            {
+                out.push(bytes.to_vec());
             }
         }
         out

@@ -16,6 +16,8 @@ struct Sent {
     filled: bool,
     /// Reported as received: a second report of it is ignored.
     acked: bool,
+    /// Reported as lost.
+    lost: bool,
 }
 
 /// A sent packet as feedback finds it.
@@ -53,7 +55,7 @@ impl SendHistory {
         let sequence = self.next;
         self.next = self.next.wrapping_add(1);
         self.slots[usize::from(sequence) % HISTORY_LEN] =
-            Sent { sequence, size: size.min(usize::from(u16::MAX)) as u16, sent_us: now_us as u32, probe, filled: true, acked: false };
+            Sent { sequence, size: size.min(usize::from(u16::MAX)) as u16, sent_us: now_us as u32, probe, filled: true, acked: false, lost: false };
         self.newest_us = self.newest_us.max(now_us);
         sequence
     }
@@ -72,18 +74,27 @@ impl SendHistory {
         Some(SentPacket { sequence, sent_us, size: usize::from(slot.size), probe: slot.probe })
     }
 
-    /// Marks `sequence` reported as received; false when it already was (or is unknown).
-    pub fn acknowledge(&mut self, sequence: u16) -> bool {
+    /// The sequence number the next [`SendHistory::record`] takes.
+    pub fn next_sequence(&self) -> u16 {
+        self.next
+    }
+
+    /// Feedback reports `sequence` as `arrived` or lost: whether to count the report. A packet
+    /// counts once as received, and as lost at most once and never after it was received
+    /// (a later report may repeat an earlier one's losses).
+    pub fn report(&mut self, sequence: u16, arrived: bool) -> bool {
         if self.get(sequence).is_none() {
             return false;
         }
         let slot = &mut self.slots[usize::from(sequence) % HISTORY_LEN];
-        !std::mem::replace(&mut slot.acked, true)
-    }
-
-    /// Whether `sequence` was reported as received already.
-    pub fn is_acknowledged(&self, sequence: u16) -> bool {
-        self.get(sequence).is_some() && self.slots[usize::from(sequence) % HISTORY_LEN].acked
+        if slot.acked {
+            return false;
+        }
+        if arrived {
+            slot.acked = true;
+            return true;
+        }
+        !std::mem::replace(&mut slot.lost, true)
     }
 }
 
@@ -110,11 +121,16 @@ mod tests {
     }
 
     #[test]
-    fn a_packet_is_acknowledged_once() {
+    fn a_packet_counts_once_as_received_and_at_most_once_as_lost() {
         let mut history = SendHistory::new(0);
         history.record(1000, 0, 0);
-        assert!(history.acknowledge(0));
-        assert!(!history.acknowledge(0));
-        assert!(!history.acknowledge(1), "never sent");
+        history.record(1000, 0, 0);
+        assert!(history.report(0, true));
+        assert!(!history.report(0, true));
+        assert!(!history.report(0, false), "received, then reported lost again");
+        assert!(history.report(1, false));
+        assert!(!history.report(1, false));
+        assert!(history.report(1, true), "lost, then received after all");
+        assert!(!history.report(2, true), "never sent");
     }
 }

@@ -64,7 +64,7 @@ impl LossBasedCap {
             self.lost = 0;
             self.expected = 0;
         }
-        let Some(fraction) = self.fraction else { return None };
+        let fraction = self.fraction?;
         if fraction > HIGH_LOSS {
             if !self.acted_on_fraction && self.last_decrease_us.is_none_or(|last| now_us - last >= DECREASE_INTERVAL_US + rtt_us) {
                 let from = self.cap_bps.unwrap_or(current_bps).min(current_bps);
@@ -72,13 +72,13 @@ impl LossBasedCap {
                 self.acted_on_fraction = true;
                 self.last_decrease_us = Some(now_us);
             }
-        } else if fraction < LOW_LOSS {
-            if let Some(cap) = self.cap_bps {
-                let lowest = self.history.front().map_or(cap, |(_, c)| *c);
-                let grown = (lowest * 1.08 + 1000.0).max(cap);
-                // Grown past the delay-based estimate: no longer a cap.
-                self.cap_bps = (grown < delay_bps).then_some(grown);
-            }
+        } else if fraction < LOW_LOSS
+            && let Some(cap) = self.cap_bps
+        {
+            let lowest = self.history.front().map_or(cap, |(_, c)| *c);
+            let grown = (lowest * 1.08 + 1000.0).max(cap);
+            // Grown past the delay-based estimate: no longer a cap.
+            self.cap_bps = (grown < delay_bps).then_some(grown);
         }
         if let Some(cap) = self.cap_bps {
             while self.history.front().is_some_and(|(at, _)| now_us - at + 1000 > INCREASE_INTERVAL_US) {

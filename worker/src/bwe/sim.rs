@@ -32,6 +32,9 @@ impl Link {
     }
 }
 
+/// A packet's sequence number and its arrival on the receiver's clock (`None`: lost).
+type Arrival = (u16, Option<i64>);
+
 pub struct Sim {
     pub bwe: SendSideBwe,
     pub history: SendHistory,
@@ -41,10 +44,10 @@ pub struct Sim {
     pub now_us: i64,
     link_free_us: i64,
     sent_count: u32,
-    /// (sequence, receiver arrival) of packets on their way or waiting to be reported.
-    unreported: VecDeque<(u16, Option<i64>)>,
+    /// Packets on their way or waiting to be reported.
+    unreported: VecDeque<Arrival>,
     /// Reports on their way back: (delivery time, results).
-    reports: VecDeque<(i64, Vec<(u16, Option<i64>)>)>,
+    reports: VecDeque<(i64, Vec<Arrival>)>,
     next_frame_us: i64,
     next_feedback_us: i64,
     probe: Option<(ProbeCluster, i64, usize)>,
@@ -82,7 +85,7 @@ impl Sim {
         let probe = self.probe.map_or(0, |(c, _, _)| c.id);
         let sequence = self.history.record(size, self.now_us, probe);
         self.sent_count += 1;
-        let lost_on_the_way = self.link.lose_every > 0 && self.sent_count % self.link.lose_every == 0;
+        let lost_on_the_way = self.link.lose_every > 0 && self.sent_count.is_multiple_of(self.link.lose_every);
         let start = self.link_free_us.max(self.now_us);
         let queued = start - self.now_us;
         let arrival = if queued > self.link.queue_limit_us || lost_on_the_way {
@@ -101,7 +104,7 @@ impl Sim {
         let end = self.now_us + duration_us;
         while self.now_us < end {
             self.step();
-            if self.now_us % 100_000 == 0 {
+            if self.now_us.rem_euclid(100_000) == 0 {
                 observe(self.now_us, self.bwe.target_bps());
             }
         }
@@ -120,7 +123,7 @@ impl Sim {
             }
         }
         // Probes: padding paced in 5 ms steps up to the cluster's rate (media included).
-        if self.probe.is_none() && self.now_us % 20_000 == 0 {
+        if self.probe.is_none() && self.now_us.rem_euclid(20_000) == 0 {
             let cap = (self.wanted_bps * 2.0).max(1e6);
             if let Some(cluster) = self.bwe.poll_probe(self.wanted_bps, cap, self.now_us) {
                 self.probe = Some((cluster, self.now_us, 0));

@@ -106,10 +106,10 @@ impl Trendline {
             self.history.pop_front();
         }
         let mut trend = self.previous_trend;
-        if self.history.len() == WINDOW {
-            if let Some(slope) = linear_fit_slope(&self.history) {
-                trend = slope;
-            }
+        if self.history.len() == WINDOW
+            && let Some(slope) = linear_fit_slope(&self.history)
+        {
+            trend = slope;
         }
         self.detect(trend, send_delta_ms, arrival_ms);
         self.usage

@@ -4,9 +4,11 @@
 //! - [`dtls`]: DTLS sessions and the SRTP keys they yield.
 //! - [`transport`]: one WebRTC transport as a sans-IO state machine (ICE, DTLS, SRTP).
 //! - [`srtp`]: in-place AEAD_AES_128_GCM sealing for forwarded RTP.
-//! - [`router`]: where a packet is forwarded (sans-IO); [`udp`]: sockets and media threads;
+//! - [`router`]: where a packet is forwarded (sans-IO), with [`congestion`] (feedback and
+//!   estimates per transport); [`udp`]: sockets and media threads;
 //!   [`egress`]: how forwarded copies leave (one segmented send per transport and batch).
 
+pub mod congestion;
 pub mod dtls;
 pub mod egress;
 pub mod ice;

@@ -172,23 +172,66 @@ impl RtpView {
         if value.is_empty() || value.len() > 255 || form == ExtensionForm::Other {
             return false;
         }
+        self.rebuild_extensions(packet, (ext_start, ext_end), id, value, false)
+    }
+
+    /// Adds extension `id` with `value`, which must be absent: into the existing block (rebuilt
+    /// as [`RtpView::set_extension_value`] does), or as a new one-byte block (two-byte when the
+    /// element needs it) after the CSRCs. Returns false when the packet already has it, its
+    /// block is of another profile, or the value cannot be encoded; the packet is then left as
+    /// it was. Like `set_extension_value` it does not allocate while `packet` has spare capacity.
+    pub fn add_extension(&self, packet: &mut Vec<u8>, id: u8, value: &[u8]) -> bool {
+        if id == 0 || value.is_empty() || value.len() > 255 {
+            return false;
+        }
+        match self.extensions {
+            Some((_, _, ExtensionForm::Other)) => false,
+            Some((start, end, _)) => self.extension(packet, id).is_none() && self.rebuild_extensions(packet, (start, end), id, value, true),
+            None => {
+                let header_end = self.payload_start;
+                let old_len = packet.len();
+                if (1..=14).contains(&id) && value.len() <= 16 {
+                    packet.extend_from_slice(&[0xBE, 0xDE, 0, 0, (id << 4) | (value.len() as u8 - 1)]);
+                } else {
+                    packet.extend_from_slice(&[0x10, 0x00, 0, 0, id, value.len() as u8]);
+                }
+                packet.extend_from_slice(value);
+                while !(packet.len() - old_len).is_multiple_of(4) {
+                    packet.push(0);
+                }
+                let block_len = packet.len() - old_len;
+                let words = ((block_len - 4) / 4) as u16;
+                packet[old_len + 2..old_len + 4].copy_from_slice(&words.to_be_bytes());
+                packet[header_end..].rotate_right(block_len);
+                packet[0] |= 0x10;
+                true
+            }
+        }
+    }
+
+    /// Writes the extension block again with `id` set to `value` (`added`: appended as a new
+    /// element), after the payload, then rotates it into the old block's place.
+    fn rebuild_extensions(&self, packet: &mut Vec<u8>, (ext_start, ext_end): (usize, usize), id: u8, value: &[u8], added: bool) -> bool {
         let value_len = |ext_id: u8, (s, e): (usize, usize)| if ext_id == id { value.len() } else { e - s };
-        // The one-byte form when every element, ours replaced, fits it (RFC 8285 4.2).
-        let mut one_byte = true;
+        // The one-byte form when every element, ours included, fits it (RFC 8285 4.2).
+        let mut one_byte = !added || ((1..=14).contains(&id) && value.len() <= 16);
         self.walk_extensions(packet, |ext_id, _, range| {
             one_byte &= (1..=14).contains(&ext_id) && (1..=16).contains(&value_len(ext_id, range));
         });
         // The new block after the payload: profile, length (set below), elements, padding.
         let old_len = packet.len();
         packet.extend_from_slice(if one_byte { &[0xBE, 0xDE, 0, 0] } else { &[0x10, 0x00, 0, 0] });
-        let mut at = ext_start;
-        while let Some((ext_id, _, range, next)) = self.next_extension(&packet[..old_len], at) {
-            let len = value_len(ext_id, range);
+        let push_element = |packet: &mut Vec<u8>, ext_id: u8, len: usize| {
             if one_byte {
                 packet.push((ext_id << 4) | (len as u8 - 1));
             } else {
                 packet.extend_from_slice(&[ext_id, len as u8]);
             }
+        };
+        let mut at = ext_start;
+        while let Some((ext_id, _, range, next)) = self.next_extension(&packet[..old_len], at) {
+            let len = value_len(ext_id, range);
+            push_element(packet, ext_id, len);
             if ext_id == id {
                 packet.extend_from_slice(value);
             } else {
@@ -196,7 +239,11 @@ impl RtpView {
             }
             at = next;
         }
-        while (packet.len() - old_len) % 4 != 0 {
+        if added {
+            push_element(packet, id, value.len());
+            packet.extend_from_slice(value);
+        }
+        while !(packet.len() - old_len).is_multiple_of(4) {
             packet.push(0);
         }
         let block_len = packet.len() - old_len;
@@ -343,6 +390,31 @@ pub(crate) mod tests {
         // And back to one character: the block shrinks.
         assert!(view.set_extension_value(&mut p, 9, b"7"));
         assert_eq!(p, packet(96, 1, 1, 1, &[(9, b"7"), (2, &[5, 6, 7])], b"payload"));
+    }
+
+    #[test]
+    fn an_extension_is_added_to_a_block_or_as_a_new_block_without_reallocating() {
+        let mut p = packet(96, 1, 1, 1, &[(1, b"1"), (2, &[5, 6, 7])], b"payload");
+        p.reserve(64);
+        let buffer = p.as_ptr();
+        let view = RtpView::parse(&p).unwrap();
+        assert!(view.add_extension(&mut p, 5, &[0xAB, 0xCD]));
+        assert_eq!(p, packet(96, 1, 1, 1, &[(1, b"1"), (2, &[5, 6, 7]), (5, &[0xAB, 0xCD])], b"payload"));
+        assert!(!RtpView::parse(&p).unwrap().add_extension(&mut p, 5, &[1, 2]), "already there");
+        let mut bare = packet(96, 1, 1, 1, &[], b"payload");
+        bare.reserve(64);
+        assert!(RtpView::parse(&bare).unwrap().add_extension(&mut bare, 5, &[0xAB, 0xCD]));
+        assert_eq!(bare, packet(96, 1, 1, 1, &[(5, &[0xAB, 0xCD])], b"payload"));
+        assert_eq!(p.as_ptr(), buffer, "no reallocation: this runs for every forwarded copy");
+        // With CSRCs and padding the block goes after the CSRCs, the padding stays last.
+        let mut c = packet(96, 1, 1, 1, &[], b"abc");
+        c[0] |= 0x21;
+        c.splice(12..12, [0, 0, 0, 9]);
+        c.extend_from_slice(&[0, 0, 3]);
+        assert!(RtpView::parse(&c).unwrap().add_extension(&mut c, 14, &[7]));
+        let view = RtpView::parse(&c).unwrap();
+        assert_eq!((view.extension(&c, 14), view.payload(&c)), (Some(&[7u8][..]), &b"abc"[..]));
+        assert_eq!(&c[12..16], &[0, 0, 0, 9]);
     }
 
     #[test]

@@ -454,16 +454,23 @@ fn media_thread(
         sending: Vec::new(),
         segmentation: true,
     }));
-    // Router timers (keyframe request repeats, NACKs, reports) for every room of this thread.
+    // Router timers (keyframe request repeats, NACKs, reports, congestion feedback) for every
+    // room of this thread, and in between the finer steps of probes in progress.
     let ticking = state.clone();
     local.spawn_local(async move {
-        let mut tick = tokio::time::interval(ROUTER_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut next_tick = Instant::now() + ROUTER_TICK;
         loop {
-            tick.tick().await;
+            let probe_step = ticking.borrow().routers.values().filter_map(|r| r.poll_timeout()).min();
+            let wake = probe_step.map_or(next_tick, |at| at.min(next_tick));
+            tokio::time::sleep_until(wake.into()).await;
             let now = Instant::now();
             let mut st = ticking.borrow_mut();
-            let out: Vec<Outgoing> = st.routers.values_mut().flat_map(|r| r.handle_timeout(now)).collect();
+            let out: Vec<Outgoing> = if now >= next_tick {
+                next_tick = (next_tick + ROUTER_TICK).max(now);
+                st.routers.values_mut().flat_map(|r| r.handle_timeout(now)).collect()
+            } else {
+                st.routers.values_mut().filter(|r| r.poll_timeout().is_some_and(|at| at <= now)).flat_map(|r| r.handle_probe_steps(now)).collect()
+            };
             for o in out {
                 st.deliver(o, now);
             }

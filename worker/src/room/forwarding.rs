@@ -45,6 +45,31 @@ pub struct CodecInfo {
     pub apt: Option<PayloadType>,
 }
 
+/// The bandwidth estimation a producer's or consumer's packets take part in, by mediasoup's
+/// rule: transport-cc when the transport-wide sequence number extension and `transport-cc`
+/// feedback are negotiated, else REMB when abs-send-time and `goog-remb` are, else none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimation {
+    /// Packets carry a transport-wide sequence number as extension `extension_id`.
+    TransportCc { extension_id: u8 },
+    /// Packets carry abs-send-time as extension `abs_send_time_id`; the estimate travels in REMBs.
+    Remb { abs_send_time_id: u8 },
+}
+
+impl Estimation {
+    /// The estimation negotiated in `parameters`.
+    pub fn of(parameters: &RtpParameters) -> Option<Estimation> {
+        let extension = |uri: &str| parameters.header_extensions.iter().find(|e| e.uri == uri).map(|e| e.id);
+        let feedback = |kind: &str| parameters.codecs.iter().any(|c| c.rtcp_feedback.iter().any(|fb| fb.r#type == kind));
+        use crate::rtp::header_extension_uri::{ABS_SEND_TIME, TRANSPORT_WIDE_CC};
+        match (extension(TRANSPORT_WIDE_CC), extension(ABS_SEND_TIME)) {
+            (Some(extension_id), _) if feedback("transport-cc") => Some(Estimation::TransportCc { extension_id }),
+            (_, Some(abs_send_time_id)) if feedback("goog-remb") => Some(Estimation::Remb { abs_send_time_id }),
+            _ => None,
+        }
+    }
+}
+
 /// One incoming producer stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundStream {
@@ -64,6 +89,8 @@ pub struct InboundStream {
     pub repairs: Option<Ssrc>,
     /// The consumers of this stream, in creation order.
     pub targets: Vec<ForwardTarget>,
+    /// The feedback its producer's browser expects for it.
+    pub estimation: Option<Estimation>,
 }
 
 /// A consumer of a stream and how to rewrite the stream's packets for it.
@@ -90,6 +117,9 @@ pub struct ForwardTarget {
     pub rtx: Option<(Ssrc, PayloadType)>,
     /// The consumer is paused: it gets nothing.
     pub paused: bool,
+    /// What the worker stamps on its packets for the subscriber's feedback, in the consumer's
+    /// extension ids.
+    pub estimation: Option<Estimation>,
 }
 
 impl InboundStream {
@@ -174,6 +204,7 @@ impl ForwardingTable {
                             codecs: codecs.clone(),
                             repairs: if rtx { media_ssrc } else { None },
                             targets,
+                            estimation: Estimation::of(&producer.rtp_parameters),
                         },
                     );
                 };
@@ -287,5 +318,6 @@ fn target(producer: &Producer, consumer: &Consumer, rtx: bool) -> Option<Forward
             .find(|e| e.uri == crate::rtp::header_extension_uri::MID)
             .map(|e| e.id),
         paused: consumer.paused,
+        estimation: Estimation::of(&consumer.rtp_parameters),
     })
 }

@@ -54,7 +54,7 @@ mod transport;
 
 pub use error::RoomError;
 pub use event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
-pub use forwarding::{CodecInfo, Forward, ForwardTarget, ForwardingTable, InboundStream};
+pub use forwarding::{CodecInfo, Estimation, Forward, ForwardTarget, ForwardingTable, InboundStream};
 pub use ids::{
     ConsumerId, IdGenerator, MAX_ID_LEN, MAX_ROOM_ID_LEN, PeerId, ProducerId, RoomId,
     SequentialIds, TransportId, check_id, shown,

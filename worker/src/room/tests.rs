@@ -1762,15 +1762,15 @@ fn forwarding_rewrites_header_extension_ids_and_sets_the_consumers_mid() {
     let (send, _, _, _) = alice_sends_bob_receives(&mut world);
     let table = world.table();
     let target = &table.stream(&send, CHROME_VP8_SSRC).expect("known").targets[0];
-    // Chrome's ids (mid 9, abs-send-time 2, video-orientation 13, toffset 14) become the
-    // router's (1, 4, 11, 12).
+    // Chrome's ids (mid 9, abs-send-time 2, transport-wide 3, video-orientation 13, toffset
+    // 14) become the router's (1, 4, 5, 11, 12).
     assert_eq!(
         target
             .header_extension_ids
             .iter()
             .map(|(from, to)| (*from, *to))
             .collect::<Vec<_>>(),
-        [(2, 4), (9, 1), (13, 11), (14, 12)]
+        [(2, 4), (3, 5), (9, 1), (13, 11), (14, 12)]
     );
     assert_eq!(target.mid.as_deref(), Some("0"));
 }

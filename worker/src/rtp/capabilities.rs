@@ -25,15 +25,24 @@ fn parameters(entries: &[(&str, super::parameters::ParameterValue)]) -> Paramete
 }
 
 /// Feedback for video codecs: NACK (answered from the per-consumer packet store), PLI and FIR
-/// (keyframe requests, forwarded to producers). transport-cc and goog-remb are left out until
-/// the worker implements bandwidth estimation: advertising them would make browsers rely on
-/// feedback that never comes.
+/// (keyframe requests, forwarded to producers), and both bandwidth-estimation feedbacks, as
+/// mediasoup lists them: transport-cc (the worker sends transport-wide feedback to publishers
+/// and reads it from subscribers) and goog-remb (REMB to publishers that negotiated only
+/// abs-send-time). Each consumer keeps one of the two ([`super::ortc::consumer_parameters`]).
 fn video_feedback() -> Vec<RtcpFeedback> {
     vec![
+        RtcpFeedback::new("goog-remb", ""),
+        RtcpFeedback::new("transport-cc", ""),
+        RtcpFeedback::new("ccm", "fir"),
         RtcpFeedback::new("nack", ""),
         RtcpFeedback::new("nack", "pli"),
-        RtcpFeedback::new("ccm", "fir"),
     ]
+}
+
+/// Feedback for audio codecs: transport-cc, so a publisher's audio is counted by its browser's
+/// estimator with its video (mediasoup's audio codecs list it too).
+fn audio_feedback() -> Vec<RtcpFeedback> {
+    vec![RtcpFeedback::new("transport-cc", "")]
 }
 
 fn supported_codec(
@@ -52,7 +61,7 @@ fn supported_codec(
         channels,
         parameters: codec_parameters,
         rtcp_feedback: match kind {
-            MediaKind::Audio => Vec::new(),
+            MediaKind::Audio => audio_feedback(),
             MediaKind::Video => video_feedback(),
         },
     }
@@ -65,6 +74,14 @@ fn supported_extension(kind: MediaKind, uri: &str, preferred_id: u8) -> RtpHeade
         preferred_id,
         preferred_encrypt: false,
         direction: RtpHeaderExtensionDirection::SendRecv,
+    }
+}
+
+/// An extension the router only receives: consumers do not get it.
+fn received_extension(kind: MediaKind, uri: &str, preferred_id: u8) -> RtpHeaderExtension {
+    RtpHeaderExtension {
+        direction: RtpHeaderExtensionDirection::RecvOnly,
+        ..supported_extension(kind, uri, preferred_id)
     }
 }
 
@@ -120,6 +137,11 @@ pub fn supported_capabilities() -> RtpCapabilities {
             supported_extension(Video, uri::MID, 1),
             supported_extension(Audio, uri::ABS_SEND_TIME, 4),
             supported_extension(Video, uri::ABS_SEND_TIME, 4),
+            // Transport-wide sequence numbers: publishers stamp audio and video, so their
+            // feedback covers both; towards subscribers only video carries them (mediasoup's
+            // rule: audio is too little to estimate from, and never dropped).
+            received_extension(Audio, uri::TRANSPORT_WIDE_CC, 5),
+            supported_extension(Video, uri::TRANSPORT_WIDE_CC, 5),
             supported_extension(Audio, uri::SSRC_AUDIO_LEVEL, 10),
             supported_extension(Video, uri::VIDEO_ORIENTATION, 11),
             supported_extension(Video, uri::TOFFSET, 12),
@@ -283,7 +305,7 @@ pub fn router_capabilities(
 mod tests {
     use super::super::codec::{apt, is_rtx};
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn default_router() -> RtpCapabilities {
         router_capabilities(&default_media_codecs()).expect("default codecs are supported")
@@ -371,9 +393,11 @@ mod tests {
                 .map(|fb| (fb.r#type.as_str(), fb.parameter.as_str()))
                 .collect();
             match (codec.kind, is_rtx(&codec.mime_type)) {
-                (MediaKind::Video, false) => {
-                    assert_eq!(feedback, [("nack", ""), ("nack", "pli"), ("ccm", "fir")])
-                }
+                (MediaKind::Video, false) => assert_eq!(
+                    feedback,
+                    [("goog-remb", ""), ("transport-cc", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+                ),
+                (MediaKind::Audio, _) => assert_eq!(feedback, [("transport-cc", "")]),
                 _ => assert!(feedback.is_empty(), "{}: {feedback:?}", codec.mime_type),
             }
         }
@@ -391,6 +415,8 @@ mod tests {
             (MediaKind::Video, uri::MID, 1),
             (MediaKind::Audio, uri::ABS_SEND_TIME, 4),
             (MediaKind::Video, uri::ABS_SEND_TIME, 4),
+            (MediaKind::Audio, uri::TRANSPORT_WIDE_CC, 5),
+            (MediaKind::Video, uri::TRANSPORT_WIDE_CC, 5),
             (MediaKind::Audio, uri::SSRC_AUDIO_LEVEL, 10),
             (MediaKind::Video, uri::VIDEO_ORIENTATION, 11),
             (MediaKind::Video, uri::TOFFSET, 12),
@@ -421,7 +447,8 @@ mod tests {
         assert_eq!(
             value["codecs"][0],
             json!({"kind": "audio", "mimeType": "audio/opus", "preferredPayloadType": 100,
-                   "clockRate": 48000, "channels": 2, "parameters": {}, "rtcpFeedback": []})
+                   "clockRate": 48000, "channels": 2, "parameters": {},
+                   "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]})
         );
         assert_eq!(
             value["codecs"][2],
@@ -432,6 +459,21 @@ mod tests {
             value["headerExtensions"][0],
             json!({"kind": "audio", "uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "preferredId": 1,
                    "preferredEncrypt": false, "direction": "sendrecv"})
+        );
+        let transport_wide: Vec<&Value> = value["headerExtensions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["uri"] == uri::TRANSPORT_WIDE_CC)
+            .collect();
+        assert_eq!(
+            transport_wide,
+            [
+                &json!({"kind": "audio", "uri": uri::TRANSPORT_WIDE_CC, "preferredId": 5,
+                        "preferredEncrypt": false, "direction": "recvonly"}),
+                &json!({"kind": "video", "uri": uri::TRANSPORT_WIDE_CC, "preferredId": 5,
+                        "preferredEncrypt": false, "direction": "sendrecv"})
+            ]
         );
     }
 

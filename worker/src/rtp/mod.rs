@@ -52,8 +52,8 @@ pub mod header_extension_uri {
     pub const TOFFSET: &str = "urn:ietf:params:rtp-hdrext:toffset";
     /// Coordination of video orientation (3GPP TS 26.114).
     pub const VIDEO_ORIENTATION: &str = "urn:3gpp:video-orientation";
-    /// Transport-wide sequence numbers for transport-cc. Not offered: the worker has no
-    /// transport-cc yet, but consumer parameters still follow mediasoup's rule for it.
+    /// Transport-wide sequence numbers for transport-cc feedback (draft-holmer-rmcat-
+    /// transport-wide-cc-extensions-01).
     pub const TRANSPORT_WIDE_CC: &str =
         "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 }

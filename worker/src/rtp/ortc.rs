@@ -364,9 +364,11 @@ impl ConsumerOptions {
 /// and its `maxBitrate` is the highest of the producer's. RTCP: the producer's cname, reduced
 /// size.
 ///
-/// One deliberate difference from mediasoup: feedback the router codec does not list (for
-/// instance transport-cc, which this worker does not implement) is never passed on, whatever
-/// the device claims.
+/// One deliberate difference from mediasoup: feedback the router codec does not list is never
+/// passed on, whatever the device claims (the worker would not act on it). Bandwidth
+/// estimation follows mediasoup's rule: transport-cc when the consumer has the transport-wide
+/// sequence number extension, else goog-remb when it has abs-send-time, else neither; the
+/// other's feedback is removed.
 ///
 /// Errors: [`RtpError::InvalidRtpCapabilities`] for malformed capabilities,
 /// [`RtpError::CannotConsume`] when the device matches none of the media codecs.
@@ -592,9 +594,11 @@ mod tests {
     /// and extension ids, Chrome's own codec parameters.
     fn chrome_device() -> Value {
         let video_feedback = json!([
+            {"type": "goog-remb", "parameter": ""},
+            {"type": "transport-cc", "parameter": ""},
+            {"type": "ccm", "parameter": "fir"},
             {"type": "nack", "parameter": ""},
-            {"type": "nack", "parameter": "pli"},
-            {"type": "ccm", "parameter": "fir"}
+            {"type": "nack", "parameter": "pli"}
         ]);
         let rtx = |payload_type: u8, apt: u8| {
             json!({"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": payload_type,
@@ -608,7 +612,7 @@ mod tests {
             "codecs": [
                 {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100,
                  "clockRate": 48000, "channels": 2, "parameters": {"minptime": 10, "useinbandfec": 1},
-                 "rtcpFeedback": []},
+                 "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]},
                 {"mimeType": "video/VP8", "kind": "video", "preferredPayloadType": 101,
                  "clockRate": 90000, "parameters": {}, "rtcpFeedback": video_feedback},
                 rtx(102, 101),
@@ -627,6 +631,7 @@ mod tests {
                 extension("video", uri::MID, 1),
                 extension("audio", uri::ABS_SEND_TIME, 4),
                 extension("video", uri::ABS_SEND_TIME, 4),
+                extension("video", uri::TRANSPORT_WIDE_CC, 5),
                 extension("audio", uri::SSRC_AUDIO_LEVEL, 10),
                 extension("video", uri::VIDEO_ORIENTATION, 11),
                 extension("video", uri::TOFFSET, 12)
@@ -861,9 +866,11 @@ mod tests {
                         "mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000,
                         "parameters": {},
                         "rtcpFeedback": [
+                            {"type": "goog-remb", "parameter": ""},
+                            {"type": "transport-cc", "parameter": ""},
+                            {"type": "ccm", "parameter": "fir"},
                             {"type": "nack", "parameter": ""},
-                            {"type": "nack", "parameter": "pli"},
-                            {"type": "ccm", "parameter": "fir"}
+                            {"type": "nack", "parameter": "pli"}
                         ]
                     },
                     {
@@ -874,6 +881,7 @@ mod tests {
                 "headerExtensions": [
                     {"uri": uri::MID, "id": 1, "encrypt": false, "parameters": {}},
                     {"uri": uri::ABS_SEND_TIME, "id": 4, "encrypt": false, "parameters": {}},
+                    {"uri": uri::TRANSPORT_WIDE_CC, "id": 5, "encrypt": false, "parameters": {}},
                     {"uri": uri::VIDEO_ORIENTATION, "id": 11, "encrypt": false, "parameters": {}},
                     {"uri": uri::TOFFSET, "id": 12, "encrypt": false, "parameters": {}}
                 ],
@@ -993,9 +1001,10 @@ mod tests {
                         "mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000,
                         "parameters": {},
                         "rtcpFeedback": [
+                            {"type": "transport-cc", "parameter": ""},
+                            {"type": "ccm", "parameter": "fir"},
                             {"type": "nack", "parameter": ""},
-                            {"type": "nack", "parameter": "pli"},
-                            {"type": "ccm", "parameter": "fir"}
+                            {"type": "nack", "parameter": "pli"}
                         ]
                     },
                     {
@@ -1006,6 +1015,7 @@ mod tests {
                 "headerExtensions": [
                     {"uri": uri::MID, "id": 1, "encrypt": false, "parameters": {}},
                     {"uri": uri::ABS_SEND_TIME, "id": 4, "encrypt": false, "parameters": {}},
+                    {"uri": uri::TRANSPORT_WIDE_CC, "id": 5, "encrypt": false, "parameters": {}},
                     {"uri": uri::VIDEO_ORIENTATION, "id": 11, "encrypt": false, "parameters": {}},
                     {"uri": uri::TOFFSET, "id": 12, "encrypt": false, "parameters": {}}
                 ],
@@ -1039,7 +1049,7 @@ mod tests {
             .iter()
             .map(|e| (e.uri.as_str(), e.id))
             .collect();
-        assert_eq!(kept, [(uri::MID, 1), (uri::ABS_SEND_TIME, 4)]);
+        assert_eq!(kept, [(uri::MID, 1), (uri::ABS_SEND_TIME, 4), (uri::TRANSPORT_WIDE_CC, 5)]);
     }
 
     #[test]
@@ -1075,7 +1085,7 @@ mod tests {
             .iter()
             .map(|fb| (fb.r#type.as_str(), fb.parameter.as_str()))
             .collect();
-        assert_eq!(feedback, [("nack", "pli"), ("ccm", "fir")]);
+        assert_eq!(feedback, [("transport-cc", ""), ("ccm", "fir"), ("nack", "pli")]);
     }
 
     #[test]
@@ -1096,7 +1106,7 @@ mod tests {
     fn consumer_feedback_never_includes_what_the_router_does_not_offer() {
         let mut device = chrome_device();
         device["codecs"][1]["rtcpFeedback"] = json!([
-            {"type": "goog-remb"}, {"type": "transport-cc"}, {"type": "nack"}, {"type": "nack", "parameter": "pli"}
+            {"type": "goog-lntf"}, {"type": "nack"}, {"type": "nack", "parameter": "pli"}
         ]);
         let consumer = consumer_parameters(
             &vp8_consumable(),
@@ -1110,6 +1120,40 @@ mod tests {
             .map(|fb| fb.r#type.as_str())
             .collect();
         assert_eq!(feedback, ["nack", "nack"]);
+    }
+
+    /// The bandwidth-estimation feedback a VP8 consumer gets from a device offering both,
+    /// with `extensions` (uri, id) in its capabilities.
+    fn estimation_feedback(extensions: &[(&str, u8)]) -> (Vec<String>, Vec<String>) {
+        let mut device = chrome_device();
+        device["codecs"][1]["rtcpFeedback"] = json!([
+            {"type": "goog-remb"}, {"type": "transport-cc"}, {"type": "nack"}, {"type": "nack", "parameter": "pli"}
+        ]);
+        device["headerExtensions"] = extensions
+            .iter()
+            .map(|(uri, id)| json!({"kind": "video", "uri": uri, "preferredId": id, "preferredEncrypt": false, "direction": "sendrecv"}))
+            .collect();
+        let consumer = consumer_parameters(&vp8_consumable(), &capabilities(device), &ConsumerOptions::new(MediaKind::Video, Ssrc(1)))
+            .expect("consumable");
+        let feedback = consumer.codecs[0]
+            .rtcp_feedback
+            .iter()
+            .map(|fb| fb.r#type.clone())
+            .filter(|t| t == "goog-remb" || t == "transport-cc")
+            .collect();
+        (feedback, consumer.header_extensions.into_iter().map(|e| e.uri).collect())
+    }
+
+    #[test]
+    fn consumers_get_transport_cc_when_both_are_offered_and_remb_without_the_transport_wide_extension() {
+        let (feedback, extensions) = estimation_feedback(&[(uri::ABS_SEND_TIME, 4), (uri::TRANSPORT_WIDE_CC, 5)]);
+        assert_eq!(feedback, ["transport-cc"]);
+        // As mediasoup: both extensions stay, only the feedback is reduced.
+        assert_eq!(extensions, [uri::ABS_SEND_TIME, uri::TRANSPORT_WIDE_CC]);
+        assert_eq!(estimation_feedback(&[(uri::ABS_SEND_TIME, 4)]).0, ["goog-remb"]);
+        assert!(estimation_feedback(&[(uri::MID, 1)]).0.is_empty(), "neither without their extensions");
+        // An id other than the router's is not the same extension.
+        assert_eq!(estimation_feedback(&[(uri::ABS_SEND_TIME, 4), (uri::TRANSPORT_WIDE_CC, 3)]).0, ["goog-remb"]);
     }
 
     #[test]
