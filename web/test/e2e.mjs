@@ -173,6 +173,26 @@ for (const codec of ['VP8', 'VP9', 'H264']) {
   });
 }
 
+scenario("a publisher's estimate passes 1 Mbps within 10 s: the worker's transport-wide feedback feeds Chrome's estimator", async (open) => {
+  const ada = await open('ada', { room: room('bwe') });
+  await ada.join();
+  // The clock starts when the video producer's transport is up and Chrome reports an estimate.
+  await eventually(async () => (await ada.availableOutgoingBitrate()) !== null, { describe: () => 'no candidate pair with an estimate' });
+  const started = Date.now();
+  const curve = [];
+  let reached = null;
+  while (Date.now() - started < 10000) {
+    const bps = await ada.availableOutgoingBitrate();
+    const at = Date.now() - started;
+    curve.push(`${(at / 1000).toFixed(1)}s:${(bps / 1e6).toFixed(2)}`);
+    if (reached === null && bps > 1e6) reached = at;
+    await sleep(500);
+  }
+  console.log(`figure: publisher availableOutgoingBitrate (Mbps) = ${curve.join(' ')}`);
+  figure('publisher availableOutgoingBitrate above 1 Mbps after', reached, 'ms');
+  assert.ok(reached !== null, `the estimate stayed at or below 1 Mbps for 10 s: ${curve.join(' ')}`);
+});
+
 scenario('a bad token is refused with a visible error and nothing is created on the worker', async (open) => {
   const before = await product.workerStats();
   const forged = signJwt(

@@ -136,6 +136,23 @@ export class Participant {
     }, participantId);
   }
 
+  /**
+   * The send-side bandwidth estimate of this participant's `kind` producer's transport
+   * (availableOutgoingBitrate of the selected candidate pair, from the RTCRtpSender's stats),
+   * in bit/s; null before the transport is up.
+   */
+  availableOutgoingBitrate(kind = 'video') {
+    return this.page.evaluate(async (k) => {
+      const producer = window.fanoutDemo.producers.get(k);
+      if (!producer) return null;
+      let bps = null;
+      (await producer.getStats()).forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && s.availableOutgoingBitrate !== undefined) bps = s.availableOutgoingBitrate;
+      });
+      return bps;
+    }, kind);
+  }
+
   joinToFirstRemoteFrameMs() {
     return this.page.evaluate(() => window.fanoutDemo.joinToFirstRemoteFrameMs);
   }
