@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::load::client_transport::CONSENT_INTERVAL;
-use crate::load::synthetic::{AudioSource, Stamp, VideoSource, AUDIO_PACKET_INTERVAL_MS, KEYFRAME_INTERVAL_FRAMES, VIDEO_FPS};
+use crate::load::synthetic::{set_transport_sequence, AudioSource, Stamp, VideoSource, AUDIO_PACKET_INTERVAL_MS, KEYFRAME_INTERVAL_FRAMES, VIDEO_FPS};
 use crate::load::{epoch_ns, Phase};
 use crate::media::dtls::SrtpSession;
 use crate::media::ice::binding_request;
@@ -20,6 +20,8 @@ pub struct Publisher {
     pub audio: AudioSource,
     /// ICE consent toward the worker: (ufrag, password). None for the in-process relay.
     pub consent: Option<(String, String)>,
+    /// The next transport-wide sequence number.
+    pub transport_sequence: u16,
 }
 
 /// What the publishers did.
@@ -113,6 +115,8 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
 }
 
 fn send(p: &mut Publisher, mut packet: Vec<u8>) -> bool {
+    set_transport_sequence(&mut packet, p.transport_sequence);
+    p.transport_sequence = p.transport_sequence.wrapping_add(1);
     Stamp::set_sent(&mut packet, epoch_ns());
     match p.srtp.outbound.encrypt_rtp(&packet) {
         Ok(sealed) => p.socket.send_to(&sealed, p.remote).is_ok(),

@@ -102,6 +102,7 @@ pub fn run_relay(
             video: VideoSource::new(ssrc, 96, "1"),
             audio: AudioSource::new(ssrc + 1, 111, "0"),
             consent: None,
+            transport_sequence: 0,
         });
     }
     let mut outputs = Vec::new();

@@ -26,6 +26,7 @@ pub const AUDIO_PAYLOAD: usize = 120;
 /// and `chrome_opus_parameters` declare them).
 pub const MID_EXTENSION_ID: u8 = 9;
 pub const ABS_SEND_TIME_EXTENSION_ID: u8 = 2;
+pub const TRANSPORT_WIDE_CC_EXTENSION_ID: u8 = 3;
 
 const STAMP_MAGIC: u32 = 0xFA_10AD_01;
 /// Where the stamp sits in a video payload: after the 1-byte VP8 payload descriptor and the
@@ -83,7 +84,9 @@ impl Stamp {
     }
 }
 
-/// The RTP header with the one-byte extensions Chrome sends: MID and abs-send-time.
+/// The RTP header with the one-byte extensions Chrome sends: MID, abs-send-time and the
+/// transport-wide sequence number (zero here: the publisher numbers its packets as it sends
+/// them, [`set_transport_sequence`]).
 fn header(packet: &mut Vec<u8>, pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, mid: &str) {
     packet.push(0x90); // V=2, X=1
     packet.push(pt | if marker { 0x80 } else { 0 });
@@ -94,12 +97,20 @@ fn header(packet: &mut Vec<u8>, pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u
     elements.extend_from_slice(mid.as_bytes());
     elements.push((ABS_SEND_TIME_EXTENSION_ID << 4) | 2);
     elements.extend_from_slice(&[0, 0, 0]);
+    elements.push((TRANSPORT_WIDE_CC_EXTENSION_ID << 4) | 1);
+    elements.extend_from_slice(&[0, 0]);
     while elements.len() % 4 != 0 {
         elements.push(0);
     }
     packet.extend_from_slice(&[0xBE, 0xDE]);
     packet.extend_from_slice(&((elements.len() / 4) as u16).to_be_bytes());
     packet.extend_from_slice(&elements);
+}
+
+/// Writes the transport-wide sequence number into a packet built by a source, as a browser
+/// numbers every packet of its transport (audio and video in one sequence).
+pub fn set_transport_sequence(packet: &mut Vec<u8>, sequence: u16) -> bool {
+    RtpView::parse(packet).is_some_and(|view| view.set_extension_value(packet, TRANSPORT_WIDE_CC_EXTENSION_ID, &sequence.to_be_bytes()))
 }
 
 /// A VP8-like video stream.

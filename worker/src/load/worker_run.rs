@@ -127,6 +127,7 @@ pub async fn run_worker(
             video: VideoSource::new(vs, vpt, vmid),
             audio: AudioSource::new(as_, apt, amid),
             consent: Some((created.ice_parameters.username_fragment.clone(), created.ice_parameters.password.clone())),
+            transport_sequence: 0,
         });
     }
     let phase = Arc::new(AtomicU8::new(Phase::Quiet as u8));
