@@ -80,6 +80,11 @@ pub struct EnsureRoomRequest {
     /// already: a router's codecs never change under peers that loaded them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media_codecs: Vec<RtpCodecCapability>,
+    /// Seconds the room stays open without peers before the worker closes it (the Room
+    /// object's `spec.emptyTimeoutSeconds`); absent: the worker's
+    /// `--empty-room-timeout-seconds`. Given for an open room, it replaces the room's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_timeout_seconds: Option<u64>,
 }
 
 /// The answer to `PUT /v1/rooms/{room}`.

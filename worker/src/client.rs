@@ -150,8 +150,22 @@ impl WorkerClient {
         room: &str,
         media_codecs: &[RtpCodecCapability],
     ) -> Result<RtpCapabilities, ClientError> {
+        self.ensure_room_with(endpoint, room, media_codecs, None).await
+    }
+
+    /// [`WorkerClient::ensure_room`] with the room's own empty timeout
+    /// (`emptyTimeoutSeconds`: how long it stays open without peers; the Room object's
+    /// `spec.emptyTimeoutSeconds` in Kubernetes mode). `None` leaves the worker's default.
+    pub async fn ensure_room_with(
+        &self,
+        endpoint: &str,
+        room: &str,
+        media_codecs: &[RtpCodecCapability],
+        empty_timeout: Option<Duration>,
+    ) -> Result<RtpCapabilities, ClientError> {
         let body = EnsureRoomRequest {
             media_codecs: media_codecs.to_vec(),
+            empty_timeout_seconds: empty_timeout.map(|timeout| timeout.as_secs()),
         };
         let request = self.http.put(room_url(endpoint, room, "")?).json(&body);
         let answer: RoomCapabilities = self.call(endpoint, request).await?;

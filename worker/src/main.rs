@@ -10,6 +10,7 @@ use clap::Parser;
 use fanout_worker::defaults;
 use fanout_worker::http::HttpLimits;
 use fanout_worker::logging::LogFormat;
+use fanout_worker::room::Quotas;
 use fanout_worker::server::{start, WorkerConfig, WorkerLimits};
 
 /// Fanout's SFU worker: WebRTC media for mediasoup-client browsers, with an internal REST API.
@@ -60,6 +61,27 @@ struct Args {
     /// TOO_MANY_CONNECTIONS.
     #[arg(long, env = "FANOUT_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     http_max_connections: u64,
+    /// Transports one peer may have open at once; one more is refused with 409
+    /// TOO_MANY_TRANSPORTS.
+    #[arg(long, env = "FANOUT_MAX_TRANSPORTS_PER_PEER", default_value_t = Quotas::default().transports_per_peer as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_transports_per_peer: u64,
+    /// Producers one peer may have open at once (409 TOO_MANY_PRODUCERS past it).
+    #[arg(long, env = "FANOUT_MAX_PRODUCERS_PER_PEER", default_value_t = Quotas::default().producers_per_peer as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_producers_per_peer: u64,
+    /// Consumers one peer may have open at once (409 TOO_MANY_CONSUMERS past it).
+    #[arg(long, env = "FANOUT_MAX_CONSUMERS_PER_PEER", default_value_t = Quotas::default().consumers_per_peer as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_consumers_per_peer: u64,
+    /// Largest producer appData in bytes of JSON (413 APP_DATA_TOO_LARGE past it).
+    #[arg(long, env = "FANOUT_MAX_APP_DATA_BYTES", default_value_t = Quotas::default().app_data_bytes as u64, value_parser = clap::value_parser!(u64).range(2..=1024 * 1024))]
+    max_app_data_bytes: u64,
+    /// Largest listing of a room (its peers and producers, sent to every joiner) in bytes of
+    /// JSON (409 ROOM_FULL past it).
+    #[arg(long, env = "FANOUT_MAX_ROOM_LISTING_BYTES", default_value_t = Quotas::default().room_listing_bytes as u64, value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
+    max_room_listing_bytes: u64,
+    /// Seconds a room without peers stays open before the worker closes it; a room's own
+    /// `emptyTimeoutSeconds` (PUT /v1/rooms/{room}) overrides it.
+    #[arg(long, env = "FANOUT_EMPTY_ROOM_TIMEOUT_SECONDS", default_value_t = Quotas::default().empty_room_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]
+    empty_room_timeout_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -114,6 +136,16 @@ fn limits(args: &Args) -> WorkerLimits {
         header_read_timeout: Duration::from_secs(args.http_header_timeout_seconds),
         request_timeout: Duration::from_secs(args.http_request_timeout_seconds),
         max_connections: args.http_max_connections as usize,
+    };
+    // Each bounded by its flag's range, far below usize::MAX.
+    limits.quotas = Quotas {
+        transports_per_peer: args.max_transports_per_peer as usize,
+        producers_per_peer: args.max_producers_per_peer as usize,
+        consumers_per_peer: args.max_consumers_per_peer as usize,
+        app_data_bytes: args.max_app_data_bytes as usize,
+        room_listing_bytes: args.max_room_listing_bytes as usize,
+        empty_room_timeout: Duration::from_secs(args.empty_room_timeout_seconds),
+        ..Quotas::default()
     };
     limits
 }

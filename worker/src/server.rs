@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,6 +13,7 @@ use crate::engine::EngineError;
 use crate::http::{self, ApiState, HttpLimits};
 use crate::media::transport::TransportTimeouts;
 use crate::media::udp::{EngineConfig, UdpEngine};
+use crate::room::Quotas;
 
 /// Everything a worker needs to run.
 #[derive(Debug, Clone)]
@@ -41,6 +43,14 @@ pub struct WorkerLimits {
     pub transport_timeouts: TransportTimeouts,
     /// The REST server's body size, timeouts and connection cap.
     pub http: HttpLimits,
+    /// What one peer may hold, how much a room may list, how long an empty room stays open.
+    pub quotas: Quotas,
+}
+
+/// How often empty rooms are looked for: often enough that a room closes within a quarter
+/// of its timeout past it (a second at most), rarely enough to cost nothing.
+fn empty_room_sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 impl WorkerConfig {
@@ -109,8 +119,9 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         },
         notices_tx,
     )?;
-    let control = Arc::new(ControlPlane::new(engine.clone(), RandomIds::default()));
+    let control = Arc::new(ControlPlane::with_quotas(engine.clone(), RandomIds::default(), config.limits.quotas));
     control.spawn_notice_handler(notices_rx);
+    control.spawn_empty_room_sweeper(empty_room_sweep_interval(config.limits.quotas.empty_room_timeout));
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;

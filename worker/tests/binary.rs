@@ -96,3 +96,29 @@ async fn rust_log_still_turns_the_library_logs_on() {
     let log = lines_within(&lines, Duration::from_millis(500));
     assert!(log.iter().any(|line| line.contains("rtc_dtls")), "RUST_LOG=debug shows the DTLS library: {log:#?}");
 }
+
+#[tokio::test]
+async fn three_hundred_rooms_visited_by_one_participant_are_closed_after_the_empty_timeout() {
+    let (_program, url, _lines) = start(&[("FANOUT_EMPTY_ROOM_TIMEOUT_SECONDS", "1")], (47670, 47679));
+    let client = WorkerClient::new(None, Duration::from_secs(5));
+    // A room with its own, longer timeout (the Room object's spec.emptyTimeoutSeconds) stays.
+    client.ensure_room_with(&url, "kept", &[], Some(Duration::from_secs(3600))).await.expect("opens");
+    let started = std::time::Instant::now();
+    for n in 0..300 {
+        let room = format!("visit-{n}");
+        client.join(&url, &room, &JoinRequest::new("visitor")).await.expect("joins");
+        client.leave(&url, &room, &PeerId::from("visitor")).await.expect("leaves");
+    }
+    println!("300 visits took {} ms; rooms open right after: {}", started.elapsed().as_millis(), client.stats(&url).await.expect("stats").rooms);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let rooms = client.stats(&url).await.expect("stats").rooms;
+        if rooms <= 1 || std::time::Instant::now() > deadline {
+            break rooms;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("rooms open {} ms after the last visit: {left}", started.elapsed().as_millis());
+    assert_eq!(left, 1, "only the room with its own long timeout is left");
+    client.room_info(&url, "kept").await.expect("the long-timeout room is still open");
+}

@@ -31,6 +31,7 @@ mod tests;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
@@ -39,7 +40,7 @@ use crate::engine::{EngineError, EngineNotice, MediaEngine};
 use crate::room::{
     ConsumeOptions, ConsumerCreated, ConsumerId, Direction, DtlsParameters, DtlsRole,
     IceParameters, IdGenerator, JoinResponse, PeerId, PeerInfo, ProduceOptions, ProducerCreated,
-    ProducerId, RoomError, RoomEvent, RoomId, Rooms, TransportCloseCode, TransportCreated,
+    ProducerId, Quotas, RoomError, RoomEvent, RoomId, Rooms, TransportCloseCode, TransportCreated,
     TransportId,
 };
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
@@ -165,11 +166,21 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// No rooms yet. `ids` draws the ids and SSRCs ([`RandomIds`] in production).
+    /// No rooms yet. `ids` draws the ids and SSRCs ([`RandomIds`] in production); the
+    /// default [`Quotas`].
     pub fn new(engine: Arc<dyn MediaEngine>, ids: impl IdGenerator + Send + 'static) -> Self {
+        ControlPlane::with_quotas(engine, ids, Quotas::default())
+    }
+
+    /// [`ControlPlane::new`] with these quotas (the `fanout-worker` flags').
+    pub fn with_quotas(
+        engine: Arc<dyn MediaEngine>,
+        ids: impl IdGenerator + Send + 'static,
+        quotas: Quotas,
+    ) -> Self {
         ControlPlane {
             state: Mutex::new(State {
-                rooms: Rooms::new(ids),
+                rooms: Rooms::with_quotas(ids, quotas),
                 channels: HashMap::new(),
                 accepting: true,
             }),
@@ -247,14 +258,50 @@ impl ControlPlane {
         room_id: &RoomId,
         media_codecs: &[RtpCodecCapability],
     ) -> Result<RtpCapabilities, ControlError> {
+        self.ensure_room_with(room_id, media_codecs, None)
+    }
+
+    /// [`ControlPlane::ensure_room`] with the room's own empty timeout
+    /// ([`Rooms::ensure_room_with`]: the body's `emptyTimeoutSeconds`).
+    pub fn ensure_room_with(
+        &self,
+        room_id: &RoomId,
+        media_codecs: &[RtpCodecCapability],
+        empty_timeout: Option<Duration>,
+    ) -> Result<RtpCapabilities, ControlError> {
         let mut state = self.lock();
-        if let Some(room) = state.rooms.room(room_id) {
-            return Ok(room.rtp_capabilities.clone());
-        }
-        if !state.accepting {
+        if !state.accepting && state.rooms.room(room_id).is_none() {
             return Err(ControlError::ShuttingDown);
         }
-        Ok(state.rooms.ensure_room(room_id, media_codecs)?)
+        Ok(state.rooms.ensure_room_with(room_id, media_codecs, empty_timeout)?)
+    }
+
+    /// Closes the rooms that have been without peers for their empty timeout
+    /// ([`Rooms::close_empty_rooms`]), with their events, and returns their ids.
+    pub fn close_empty_rooms(&self, now: Instant) -> Vec<RoomId> {
+        let mut state = self.lock();
+        let closed = state.rooms.close_empty_rooms(now);
+        for room_id in &closed {
+            tracing::info!(room = %room_id, "closed a room that stayed empty for its empty timeout");
+            self.follow(&mut state, room_id, Routing::Unchanged);
+        }
+        closed
+    }
+
+    /// Starts the task that calls [`ControlPlane::close_empty_rooms`] every `interval`.
+    /// Needs a tokio runtime.
+    pub fn spawn_empty_room_sweeper(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let control = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // Ends with the worker.
+                let Some(control) = control.upgrade() else { return };
+                control.close_empty_rooms(Instant::now());
+            }
+        })
     }
 
     /// `GET /v1/rooms/{room}`: everything open in the room.

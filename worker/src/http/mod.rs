@@ -337,7 +337,8 @@ async fn ensure_room(
     PathArgs(room): PathArgs<RoomId>,
     JsonBody(body): JsonBody<EnsureRoomRequest>,
 ) -> ApiResult {
-    let rtp_capabilities = state.control.ensure_room(&room, &body.media_codecs)?;
+    let empty_timeout = body.empty_timeout_seconds.map(std::time::Duration::from_secs);
+    let rtp_capabilities = state.control.ensure_room_with(&room, &body.media_codecs, empty_timeout)?;
     ok(RoomCapabilities { rtp_capabilities })
 }
 

@@ -895,3 +895,62 @@ async fn a_subscriber_that_falls_behind_gets_one_lagged_message_and_the_stream_e
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_creating_transports_without_end_hits_its_quota_and_leaves_ports_for_others() {
+    // Ten ports; before the quota, mallory took them all and alice got PORTS_EXHAUSTED.
+    let app = app();
+    app.join("mallory").await;
+    app.join("alice").await;
+    let mut created = 0;
+    let refusal = loop {
+        let answer = app
+            .call(Method::POST, &format!("/v1/rooms/{ROOM}/transports"), Some(json!({"peerId": "mallory", "direction": "send"})))
+            .await;
+        if answer.0 != StatusCode::CREATED {
+            break answer;
+        }
+        created += 1;
+        assert!(created <= 10, "no quota");
+    };
+    assert_error(&refusal, StatusCode::CONFLICT, "TOO_MANY_TRANSPORTS");
+    assert_eq!(created, crate::room::Quotas::default().transports_per_peer);
+    app.transport("alice", "recv").await;
+}
+
+#[tokio::test]
+async fn oversized_app_data_is_413_app_data_too_large_and_nothing_is_announced() {
+    let app = app();
+    app.join("alice").await;
+    let send = app.transport("alice", "send").await;
+    let mut events = app.control.subscribe(&RoomId::from(ROOM)).expect("subscribes");
+    let answer = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/producers"),
+            Some(json!({
+                "peerId": "alice", "transportId": send, "kind": "video",
+                "rtpParameters": chrome_vp8_parameters(), "appData": {"blob": "x".repeat(50_000)}
+            })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "APP_DATA_TOO_LARGE");
+    assert!(answer.1["error"]["message"].as_str().unwrap().contains("allowed"));
+    assert!(events.try_recv().is_err(), "no newProducer for a refused producer");
+    assert_eq!(app.room_info().await["producers"], json!([]));
+}
+
+#[tokio::test]
+async fn put_room_takes_an_empty_timeout_and_the_sweep_closes_the_room_after_it() {
+    let app = app();
+    let answer = app.call(Method::PUT, "/v1/rooms/brief", Some(json!({"emptyTimeoutSeconds": 2}))).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let now = std::time::Instant::now();
+    assert!(app.control.close_empty_rooms(now).is_empty());
+    assert!(app.control.close_empty_rooms(now + std::time::Duration::from_secs(1)).is_empty());
+    assert_eq!(app.control.close_empty_rooms(now + std::time::Duration::from_secs(2)), vec![RoomId::from("brief")]);
+    let answer = app.call(Method::GET, "/v1/rooms/brief", None).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND");
+    let answer = app.call(Method::PUT, "/v1/rooms/brief", Some(json!({"emptyTimeoutSeconds": -1}))).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+}

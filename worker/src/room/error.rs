@@ -81,6 +81,46 @@ pub enum RoomError {
     /// A room or peer id that is not a safe path segment ([`check_id`](super::check_id)).
     #[error("{0}")]
     InvalidId(String),
+    /// The peer holds as many transports as one peer may ([`Quotas`](super::Quotas)).
+    #[error(
+        "peer {} already has {limit} transports open, the most one peer may have on this \
+         worker; close one (close-transport) before creating another",
+        shown(peer.as_str())
+    )]
+    TooManyTransports { peer: PeerId, limit: usize },
+    /// The peer holds as many producers as one peer may.
+    #[error(
+        "peer {} already has {limit} producers open, the most one peer may have on this \
+         worker; close one (close-producer) before producing another",
+        shown(peer.as_str())
+    )]
+    TooManyProducers { peer: PeerId, limit: usize },
+    /// The peer holds as many consumers as one peer may.
+    #[error(
+        "peer {} already has {limit} consumers open, the most one peer may have on this \
+         worker; close consumers it no longer shows (close-consumer) before consuming more",
+        shown(peer.as_str())
+    )]
+    TooManyConsumers { peer: PeerId, limit: usize },
+    /// A producer's appData is larger than allowed.
+    #[error(
+        "the producer's appData is {size} bytes of JSON, more than the {limit} allowed; keep \
+         large data in the application and put only a key or a short label in appData"
+    )]
+    AppDataTooLarge { size: usize, limit: usize },
+    /// A peer's info (user id, display name, role, appData) is larger than allowed.
+    #[error(
+        "the peer's info (userId, displayName, role and appData) is {size} bytes of JSON, more \
+         than the {limit} allowed; shorten the display name or the appData"
+    )]
+    PeerInfoTooLarge { size: usize, limit: usize },
+    /// The room's listing (what every joiner is sent) would grow past its bound.
+    #[error(
+        "room {} is full: its peers and producers would take more than {limit} bytes to list \
+         to a joiner; use another room, or ask participants to close producers they do not need",
+        shown(room.as_str())
+    )]
+    RoomFull { room: RoomId, limit: usize },
     /// RTP parameters or capabilities refused by the ORTC rules; the code is the RTP one.
     #[error(transparent)]
     Rtp(#[from] RtpError),
@@ -100,12 +140,19 @@ impl RoomError {
             RoomError::ConsumerNotFound { .. } => "CONSUMER_NOT_FOUND",
             RoomError::InvalidDtlsParameters(_) => "INVALID_DTLS_PARAMETERS",
             RoomError::InvalidId(_) => "INVALID_ID",
+            RoomError::TooManyTransports { .. } => "TOO_MANY_TRANSPORTS",
+            RoomError::TooManyProducers { .. } => "TOO_MANY_PRODUCERS",
+            RoomError::TooManyConsumers { .. } => "TOO_MANY_CONSUMERS",
+            RoomError::AppDataTooLarge { .. } => "APP_DATA_TOO_LARGE",
+            RoomError::PeerInfoTooLarge { .. } => "PEER_INFO_TOO_LARGE",
+            RoomError::RoomFull { .. } => "ROOM_FULL",
             RoomError::Rtp(error) => error.code(),
         }
     }
 
     /// The HTTP status for this error: 404 for an unknown object, 409 for a request that
-    /// conflicts with the object's state, 400 for bad input.
+    /// conflicts with the object's state (a quota reached: closing something makes room),
+    /// 413 for data larger than allowed, 400 for bad input.
     pub fn http_status(&self) -> u16 {
         match self {
             RoomError::RoomNotFound(_)
@@ -113,7 +160,13 @@ impl RoomError {
             | RoomError::TransportNotFound { .. }
             | RoomError::ProducerNotFound { .. }
             | RoomError::ConsumerNotFound { .. } => 404,
-            RoomError::PeerAlreadyJoined { .. } | RoomError::TransportAlreadyConnected(_) => 409,
+            RoomError::PeerAlreadyJoined { .. }
+            | RoomError::TransportAlreadyConnected(_)
+            | RoomError::TooManyTransports { .. }
+            | RoomError::TooManyProducers { .. }
+            | RoomError::TooManyConsumers { .. }
+            | RoomError::RoomFull { .. } => 409,
+            RoomError::AppDataTooLarge { .. } | RoomError::PeerInfoTooLarge { .. } => 413,
             RoomError::TransportDirectionMismatch { .. }
             | RoomError::InvalidDtlsParameters(_)
             | RoomError::InvalidId(_)

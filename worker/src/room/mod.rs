@@ -49,6 +49,7 @@ mod error;
 mod event;
 mod forwarding;
 mod ids;
+mod quotas;
 mod rooms;
 mod transport;
 
@@ -59,6 +60,7 @@ pub use ids::{
     ConsumerId, IdGenerator, MAX_ID_LEN, MAX_ROOM_ID_LEN, PeerId, ProducerId, RoomId,
     SequentialIds, TransportId, check_id, shown,
 };
+pub use quotas::Quotas;
 pub use rooms::{
     AppData, ConsumeOptions, Consumer, ConsumerCreated, ConsumerType, JoinResponse, Peer, PeerInfo,
     PeerSummary, ProduceOptions, Producer, ProducerCreated, ProducerSummary, Room, Rooms,

@@ -2,6 +2,7 @@
 //! [`Consumer`], and every request on it.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use super::error::RoomError;
 use super::event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 use super::forwarding::ForwardingTable;
 use super::ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId, check_id};
+use super::quotas::{Quotas, json_size};
 use super::transport::{
     Direction, DtlsConnection, DtlsParameters, DtlsRole, IceCandidate, IceParameters, Transport,
     TransportCreated, TransportNetwork,
@@ -197,6 +199,8 @@ pub struct Peer {
     /// Who it is.
     pub info: PeerInfo,
     seq: u64,
+    /// Its summary's size in a room listing (bytes of JSON).
+    listed_bytes: usize,
 }
 
 impl Peer {
@@ -231,6 +235,8 @@ pub struct Producer {
     /// Application data.
     pub app_data: AppData,
     seq: u64,
+    /// Its summary's size in a room listing (bytes of JSON), as if unpaused (the longer).
+    listed_bytes: usize,
 }
 
 impl Producer {
@@ -294,6 +300,12 @@ pub struct Room {
     consumers: BTreeMap<ConsumerId, Consumer>,
     /// Creation counter: lists come out in creation order whatever ids the generator gives.
     next_seq: u64,
+    /// How long the room stays open without peers, when it says so itself (the Room
+    /// object's `spec.emptyTimeoutSeconds`); otherwise the worker's default.
+    empty_timeout: Option<Duration>,
+    /// Since when [`Rooms::close_empty_rooms`] has seen it without peers; `None` while it
+    /// has peers, and again after every join and every `ensure_room`.
+    empty_since: Option<Instant>,
 }
 
 /// Collects the ids of the selected objects in creation order.
@@ -324,7 +336,27 @@ impl Room {
             producers: BTreeMap::new(),
             consumers: BTreeMap::new(),
             next_seq: 0,
+            empty_timeout: None,
+            empty_since: None,
         }
+    }
+
+    /// The bytes of JSON its listing (peers and producers, what a joiner receives) takes.
+    fn listing_bytes(&self) -> usize {
+        let peers = self.peers.values().map(|peer| peer.listed_bytes);
+        let producers = self.producers.values().map(|producer| producer.listed_bytes);
+        peers.chain(producers).fold(0, usize::saturating_add)
+    }
+
+    /// Refuses what would take the room's listing past `quotas.room_listing_bytes`.
+    fn check_listing_room(&self, more: usize, quotas: &Quotas) -> Result<(), RoomError> {
+        if self.listing_bytes().saturating_add(more) > quotas.room_listing_bytes {
+            return Err(RoomError::RoomFull {
+                room: self.id.clone(),
+                limit: quotas.room_listing_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -613,6 +645,7 @@ pub struct Rooms {
     rooms: BTreeMap<RoomId, Room>,
     ids: Box<dyn IdGenerator + Send>,
     events: Vec<(RoomId, RoomEvent)>,
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -625,13 +658,24 @@ impl std::fmt::Debug for Rooms {
 }
 
 impl Rooms {
-    /// No rooms yet; new ids and SSRCs come from `ids`.
+    /// No rooms yet; new ids and SSRCs come from `ids`; the default [`Quotas`].
     pub fn new(ids: impl IdGenerator + Send + 'static) -> Self {
+        Rooms::with_quotas(ids, Quotas::default())
+    }
+
+    /// [`Rooms::new`] with these quotas.
+    pub fn with_quotas(ids: impl IdGenerator + Send + 'static, quotas: Quotas) -> Self {
         Rooms {
             rooms: BTreeMap::new(),
             ids: Box::new(ids),
             events: Vec::new(),
+            quotas,
         }
+    }
+
+    /// The quotas in force.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// Takes the events of the calls since the last drain, oldest first, each with its room.
@@ -664,7 +708,24 @@ impl Rooms {
         room_id: &RoomId,
         media_codecs: &[RtpCodecCapability],
     ) -> Result<RtpCapabilities, RoomError> {
-        if let Some(room) = self.rooms.get(room_id) {
+        self.ensure_room_with(room_id, media_codecs, None)
+    }
+
+    /// [`Rooms::ensure_room`] that also sets how long the room stays open without peers
+    /// (`Some`: this room's own timeout, kept until the next `Some`; `None`: unchanged, the
+    /// worker's default for a new room). Either way the room's empty time starts afresh, so
+    /// a room opened for a join that is about to follow is not closed under it.
+    pub fn ensure_room_with(
+        &mut self,
+        room_id: &RoomId,
+        media_codecs: &[RtpCodecCapability],
+        empty_timeout: Option<Duration>,
+    ) -> Result<RtpCapabilities, RoomError> {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.empty_since = None;
+            if empty_timeout.is_some() {
+                room.empty_timeout = empty_timeout;
+            }
             return Ok(room.rtp_capabilities.clone());
         }
         check_id("room", room_id.as_str()).map_err(RoomError::InvalidId)?;
@@ -673,11 +734,39 @@ impl Rooms {
         } else {
             router_capabilities(media_codecs)?
         };
-        self.rooms.insert(
-            room_id.clone(),
-            Room::new(room_id.clone(), capabilities.clone()),
-        );
+        let mut room = Room::new(room_id.clone(), capabilities.clone());
+        room.empty_timeout = empty_timeout;
+        self.rooms.insert(room_id.clone(), room);
         Ok(capabilities)
+    }
+
+    /// Closes every room that has been without peers for its empty timeout (its own, else
+    /// [`Quotas::empty_room_timeout`]) as [`Rooms::close_room`] does, and returns their ids.
+    ///
+    /// The caller calls this every so often with the current time. A room's empty time
+    /// starts at the first call that finds it without peers (so it is closed between one
+    /// timeout and one timeout plus the calling interval after its last peer left), and
+    /// starts afresh after a join or an `ensure_room`, so a peer that came and went between
+    /// two calls does not shorten it.
+    pub fn close_empty_rooms(&mut self, now: Instant) -> Vec<RoomId> {
+        let default = self.quotas.empty_room_timeout;
+        let mut expired = Vec::new();
+        for room in self.rooms.values_mut() {
+            if !room.peers.is_empty() {
+                room.empty_since = None;
+                continue;
+            }
+            let since = *room.empty_since.get_or_insert(now);
+            let timeout = room.empty_timeout.unwrap_or(default);
+            if now.saturating_duration_since(since) >= timeout {
+                expired.push(room.id.clone());
+            }
+        }
+        for room_id in &expired {
+            // Listed just above, so it is open.
+            let _ = self.close_room(room_id);
+        }
+        expired
     }
 
     /// Closes a room (`DELETE /v1/rooms/{room}`): every peer leaves as in [`Rooms::leave`],
@@ -716,6 +805,7 @@ impl Rooms {
         peer_id: &PeerId,
         info: PeerInfo,
     ) -> Result<JoinResponse, RoomError> {
+        let quotas = self.quotas;
         let room = room_mut(&mut self.rooms, room_id)?;
         check_id("peer", peer_id.as_str()).map_err(RoomError::InvalidId)?;
         if room.peers.contains_key(peer_id) {
@@ -724,6 +814,20 @@ impl Rooms {
                 peer: peer_id.clone(),
             });
         }
+        let info_size = json_size(&info);
+        if info_size > quotas.peer_info_bytes {
+            return Err(RoomError::PeerInfoTooLarge {
+                size: info_size,
+                limit: quotas.peer_info_bytes,
+            });
+        }
+        let summary = PeerSummary {
+            peer_id: peer_id.clone(),
+            info,
+        };
+        // + 1: the comma between entries.
+        let listed_bytes = json_size(&summary) + 1;
+        room.check_listing_room(listed_bytes, &quotas)?;
         // The new peer is not in the maps yet, so everything listed belongs to others.
         let response = JoinResponse {
             rtp_capabilities: room.rtp_capabilities.clone(),
@@ -735,10 +839,12 @@ impl Rooms {
                 .collect(),
         };
         let seq = room.next_seq();
+        room.empty_since = None;
         let peer = Peer {
             id: peer_id.clone(),
-            info,
+            info: summary.info,
             seq,
+            listed_bytes,
         };
         let joined = RoomEvent::PeerJoined(peer.summary());
         room.peers.insert(peer_id.clone(), peer);
@@ -788,6 +894,15 @@ impl Rooms {
     ) -> Result<TransportCreated, E> {
         let room = room_mut(&mut self.rooms, room_id)?;
         room.require_peer(peer_id)?;
+        let limit = self.quotas.transports_per_peer;
+        let held = room.transports.values().filter(|t| t.peer_id == *peer_id).count();
+        if held >= limit {
+            return Err(RoomError::TooManyTransports {
+                peer: peer_id.clone(),
+                limit,
+            }
+            .into());
+        }
         let id = self.ids.transport_id();
         let network = open(&id)?;
         let seq = room.next_seq();
@@ -940,6 +1055,30 @@ impl Rooms {
             Ssrc(1),
         )?;
         room.check_streams_free(&options.transport_id, &options.rtp_parameters)?;
+        let quotas = self.quotas;
+        let held = room.producers.values().filter(|p| p.peer_id == *peer_id).count();
+        if held >= quotas.producers_per_peer {
+            return Err(RoomError::TooManyProducers {
+                peer: peer_id.clone(),
+                limit: quotas.producers_per_peer,
+            });
+        }
+        let app_data_size = json_size(&options.app_data);
+        if app_data_size > quotas.app_data_bytes {
+            return Err(RoomError::AppDataTooLarge {
+                size: app_data_size,
+                limit: quotas.app_data_bytes,
+            });
+        }
+        // Ids are drawn below, so the listed size counts a producer id of the longest kind.
+        let listed_bytes = json_size(&ProducerSummary {
+            producer_id: ProducerId("x".repeat(super::ids::MAX_ID_LEN)),
+            peer_id: peer_id.clone(),
+            kind,
+            app_data: options.app_data.clone(),
+            paused: false,
+        }) + 1;
+        room.check_listing_room(listed_bytes, &quotas)?;
 
         let first_mapped_ssrc = self.ids.ssrc();
         let rtp_mapping = producer_mapping(
@@ -967,6 +1106,7 @@ impl Rooms {
             paused: options.paused,
             app_data: options.app_data,
             seq,
+            listed_bytes,
         };
         let announced = RoomEvent::NewProducer {
             producer_id: id.clone(),
@@ -1000,6 +1140,14 @@ impl Rooms {
         )?;
         let mid = transport.next_consumer_mid;
         let producer = room.require_producer(&options.producer_id)?;
+        let limit = self.quotas.consumers_per_peer;
+        let held = room.consumers.values().filter(|c| c.peer_id == *peer_id).count();
+        if held >= limit {
+            return Err(RoomError::TooManyConsumers {
+                peer: peer_id.clone(),
+                limit,
+            });
+        }
         let kind = producer.kind;
         let consumer_options = |ssrc| ConsumerOptions {
             mid: Some(mid.to_string()),

@@ -1549,6 +1549,12 @@ fn each_error_has_a_stable_code_and_a_fitting_status() {
             400,
         ),
         (RoomError::InvalidId(String::new()), "INVALID_ID", 400),
+        (RoomError::TooManyTransports { peer: peer("p"), limit: 1 }, "TOO_MANY_TRANSPORTS", 409),
+        (RoomError::TooManyProducers { peer: peer("p"), limit: 1 }, "TOO_MANY_PRODUCERS", 409),
+        (RoomError::TooManyConsumers { peer: peer("p"), limit: 1 }, "TOO_MANY_CONSUMERS", 409),
+        (RoomError::AppDataTooLarge { size: 2, limit: 1 }, "APP_DATA_TOO_LARGE", 413),
+        (RoomError::PeerInfoTooLarge { size: 2, limit: 1 }, "PEER_INFO_TOO_LARGE", 413),
+        (RoomError::RoomFull { room: room(), limit: 1 }, "ROOM_FULL", 409),
         (
             crate::rtp::RtpError::CannotConsume(String::new()).into(),
             "CANNOT_CONSUME",
@@ -1832,4 +1838,271 @@ fn only_the_first_simulcast_encoding_is_forwarded() {
             .map(|s| (s.encoding_index, s.rtx)),
         Some((2, true))
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quotas: what one peer may hold, and what a room lists
+// ---------------------------------------------------------------------------------------------
+
+/// A world whose rooms enforce `quotas`.
+fn world_with(quotas: Quotas) -> World {
+    let mut rooms = Rooms::with_quotas(SequentialIds::new(), quotas);
+    rooms.ensure_room(&room(), &[]).expect("room opens");
+    World {
+        rooms,
+        next_port: 40000,
+    }
+}
+
+/// Audio parameters with their own SSRC and mid, so that many fit on one transport.
+fn nth_opus(n: u32) -> RtpParameters {
+    let mut parameters = chrome_opus();
+    parameters.mid = Some(format!("q{n}"));
+    parameters.encodings[0].ssrc = Some(Ssrc(7_000_000 + n));
+    parameters
+}
+
+fn produce_nth(world: &mut World, name: &str, transport: &TransportId, n: u32, app_data: AppData) -> Result<ProducerCreated, RoomError> {
+    let options = ProduceOptions {
+        app_data,
+        ..produce_options(transport, MediaKind::Audio, nth_opus(n))
+    };
+    world.rooms.produce(&room(), &peer(name), options)
+}
+
+#[test]
+fn a_peer_at_its_transport_quota_is_refused_with_a_code_and_the_other_peer_is_not() {
+    let mut world = world_with(Quotas {
+        transports_per_peer: 3,
+        ..Quotas::default()
+    });
+    world.join("mallory");
+    world.join("alice");
+    for _ in 0..3 {
+        world.transport("mallory", Direction::Send);
+    }
+    let before = world.rooms.snapshot();
+    let error = world
+        .rooms
+        .create_transport(&room(), &peer("mallory"), Direction::Recv, network(1))
+        .expect_err("over quota");
+    assert_eq!((error.code(), error.http_status()), ("TOO_MANY_TRANSPORTS", 409));
+    assert!(error.to_string().contains("3 transports") && error.to_string().contains("close-transport"), "{error}");
+    assert_eq!(world.rooms.snapshot(), before, "a refusal changes nothing");
+    // Alice has her own quota, untouched by mallory's.
+    for _ in 0..3 {
+        world.transport("alice", Direction::Recv);
+    }
+    // Closing one makes room again.
+    let mallorys = world.rooms.room(&room()).unwrap().transports()[0].id.clone();
+    world.rooms.close_transport(&room(), &mallorys).expect("closes");
+    world.transport("mallory", Direction::Send);
+}
+
+#[test]
+fn a_peer_at_its_producer_quota_is_refused_and_the_other_peer_still_produces() {
+    let mut world = world_with(Quotas {
+        producers_per_peer: 4,
+        ..Quotas::default()
+    });
+    world.join("mallory");
+    world.join("alice");
+    let mallorys = world.transport("mallory", Direction::Send);
+    for n in 0..4 {
+        produce_nth(&mut world, "mallory", &mallorys, n, AppData::new()).expect("within quota");
+    }
+    world.rooms.drain_events();
+    let before = world.rooms.snapshot();
+    let error = produce_nth(&mut world, "mallory", &mallorys, 4, AppData::new()).expect_err("over quota");
+    assert_eq!((error.code(), error.http_status()), ("TOO_MANY_PRODUCERS", 409));
+    assert!(error.to_string().contains("close-producer"), "{error}");
+    assert_eq!(world.rooms.snapshot(), before);
+    assert!(world.rooms.drain_events().is_empty(), "no newProducer for a refused request");
+    // A second transport does not open a second quota.
+    let another = world.transport("mallory", Direction::Send);
+    assert_eq!(produce_nth(&mut world, "mallory", &another, 5, AppData::new()).expect_err("per peer").code(), "TOO_MANY_PRODUCERS");
+    let alices = world.transport("alice", Direction::Send);
+    produce_nth(&mut world, "alice", &alices, 9, AppData::new()).expect("alice is not affected");
+}
+
+#[test]
+fn a_peer_at_its_consumer_quota_is_refused_and_the_other_peer_still_consumes() {
+    let mut world = world_with(Quotas {
+        consumers_per_peer: 2,
+        ..Quotas::default()
+    });
+    let (_, bobs_recv, producer, _) = alice_sends_bob_receives(&mut world);
+    world.consume("bob", &bobs_recv, &producer, false);
+    let error = world
+        .rooms
+        .consume(&room(), &peer("bob"), consume_options(&bobs_recv, &producer, chrome_device(), false))
+        .expect_err("over quota");
+    assert_eq!((error.code(), error.http_status()), ("TOO_MANY_CONSUMERS", 409));
+    assert!(error.to_string().contains("close-consumer"), "{error}");
+    world.join("carol");
+    let carols = world.transport("carol", Direction::Recv);
+    world.consume("carol", &carols, &producer, false);
+}
+
+#[test]
+fn app_data_and_peer_info_past_their_size_are_refused_with_their_sizes() {
+    let mut world = world_with(Quotas {
+        app_data_bytes: 100,
+        peer_info_bytes: 200,
+        ..Quotas::default()
+    });
+    world.join("alice");
+    let transport = world.transport("alice", Direction::Send);
+    let mut app_data = AppData::new();
+    app_data.insert("label".to_owned(), json!("x".repeat(100)));
+    let error = produce_nth(&mut world, "alice", &transport, 0, app_data).expect_err("too large");
+    assert_eq!((error.code(), error.http_status()), ("APP_DATA_TOO_LARGE", 413));
+    assert!(error.to_string().contains("112 bytes") && error.to_string().contains("100 allowed"), "{error}");
+    let mut small = AppData::new();
+    small.insert("source".to_owned(), json!("screen"));
+    produce_nth(&mut world, "alice", &transport, 1, small).expect("a short label fits");
+
+    let mut big = info("bob", "student");
+    big.display_name = "b".repeat(300);
+    let error = world.rooms.join(&room(), &peer("bob"), big).expect_err("too large");
+    assert_eq!((error.code(), error.http_status()), ("PEER_INFO_TOO_LARGE", 413));
+    assert!(world.rooms.room(&room()).unwrap().peer(&peer("bob")).is_none());
+}
+
+#[test]
+fn a_room_whose_listing_would_pass_its_bound_refuses_joins_and_producers_but_lists_what_it_has() {
+    let mut world = world_with(Quotas {
+        room_listing_bytes: 4096,
+        ..Quotas::default()
+    });
+    let mut joined = 0;
+    let error = loop {
+        match world.rooms.join(&room(), &peer(&format!("p{joined}")), info("someone", "student")) {
+            Ok(_) => joined += 1,
+            Err(error) => break error,
+        }
+        assert!(joined < 100, "the bound never held");
+    };
+    assert_eq!((error.code(), error.http_status()), ("ROOM_FULL", 409));
+    assert!(error.to_string().contains("4096 bytes"), "{error}");
+    let answer = world.rooms.join(&room(), &peer("late"), info("x", "y")).expect_err("still full");
+    assert_eq!(answer.code(), "ROOM_FULL");
+    // A leave makes room; what a joiner is sent stays within the bound.
+    world.rooms.leave(&room(), &peer("p0")).expect("leaves");
+    let answer = world.rooms.join(&room(), &peer("late"), info("x", "y")).expect("joins");
+    let size = serde_json::to_vec(&(answer.peers, answer.producers)).unwrap().len();
+    assert!(size <= 4096 + 5, "{size} bytes listed"); // + the pair's brackets and comma
+}
+
+#[test]
+fn the_listing_of_a_room_with_peers_at_their_quotas_stays_bounded() {
+    // The case: 200 producers with 50 KB appData each. Refused at the quotas, and
+    // every joiner's answer stays small.
+    let quotas = Quotas::default();
+    let mut world = world_with(quotas);
+    world.join("mallory");
+    let transport = world.transport("mallory", Direction::Send);
+    let mut refused = Vec::new();
+    for n in 0..200 {
+        let mut app_data = AppData::new();
+        app_data.insert("blob".to_owned(), json!("z".repeat(50_000)));
+        if let Err(error) = produce_nth(&mut world, "mallory", &transport, n, app_data) {
+            refused.push(error.code());
+        }
+        let mut small = AppData::new();
+        small.insert("blob".to_owned(), json!("z".repeat(quotas.app_data_bytes - 20)));
+        if let Err(error) = produce_nth(&mut world, "mallory", &transport, 1000 + n, small) {
+            refused.push(error.code());
+        }
+    }
+    assert!(refused.iter().take(200).all(|code| *code == "APP_DATA_TOO_LARGE" || *code == "TOO_MANY_PRODUCERS"));
+    assert_eq!(world.rooms.room(&room()).unwrap().producers().len(), quotas.producers_per_peer);
+    let answer = world.join("alice");
+    let size = serde_json::to_vec(&answer).unwrap().len();
+    println!("join answer after 400 hostile produce requests: {size} bytes");
+    assert!(size < 64 * 1024, "{size}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms emptied of peers close after their empty timeout
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_empty_room_closes_after_the_timeout_and_not_before() {
+    let start = std::time::Instant::now();
+    let at = |seconds: u64| start + std::time::Duration::from_secs(seconds);
+    let mut rooms = Rooms::with_quotas(
+        SequentialIds::new(),
+        Quotas {
+            empty_room_timeout: std::time::Duration::from_secs(60),
+            ..Quotas::default()
+        },
+    );
+    rooms.ensure_room(&room(), &[]).expect("opens");
+    rooms.join(&room(), &peer("alice"), info("alice", "student")).expect("joins");
+    assert!(rooms.close_empty_rooms(at(0)).is_empty());
+    assert!(rooms.close_empty_rooms(at(500)).is_empty(), "a room with a peer stays");
+    rooms.leave(&room(), &peer("alice")).expect("leaves");
+    rooms.drain_events();
+    assert!(rooms.close_empty_rooms(at(501)).is_empty(), "first seen empty");
+    assert!(rooms.close_empty_rooms(at(560)).is_empty(), "59 s empty");
+    assert_eq!(rooms.close_empty_rooms(at(561)), vec![room()]);
+    assert!(rooms.room(&room()).is_none());
+    assert_eq!(rooms.drain_events(), vec![(room(), RoomEvent::RoomClosed { room_id: room() })]);
+}
+
+#[test]
+fn a_join_or_ensure_room_in_between_starts_the_empty_time_afresh() {
+    let start = std::time::Instant::now();
+    let at = |seconds: u64| start + std::time::Duration::from_secs(seconds);
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let timeout = rooms.quotas().empty_room_timeout.as_secs();
+    rooms.ensure_room(&room(), &[]).expect("opens");
+    assert!(rooms.close_empty_rooms(at(0)).is_empty());
+    // A peer came and went between two sweeps.
+    rooms.join(&room(), &peer("alice"), info("alice", "student")).expect("joins");
+    rooms.leave(&room(), &peer("alice")).expect("leaves");
+    assert!(rooms.close_empty_rooms(at(timeout)).is_empty(), "the visit restarted it");
+    // signalling's PUT before a join restarts it too.
+    rooms.ensure_room(&room(), &[]).expect("still open");
+    assert!(rooms.close_empty_rooms(at(2 * timeout - 1)).is_empty());
+    assert!(rooms.close_empty_rooms(at(3 * timeout)).contains(&room()));
+}
+
+#[test]
+fn a_rooms_own_empty_timeout_overrides_the_workers() {
+    let start = std::time::Instant::now();
+    let at = |seconds: u64| start + std::time::Duration::from_secs(seconds);
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let short = RoomId::from("short");
+    let long = RoomId::from("long");
+    rooms.ensure_room_with(&short, &[], Some(std::time::Duration::from_secs(5))).expect("opens");
+    rooms.ensure_room_with(&long, &[], Some(std::time::Duration::from_secs(3600))).expect("opens");
+    // A later PUT without a timeout keeps the room's own.
+    rooms.ensure_room_with(&long, &[], None).expect("open");
+    rooms.ensure_room(&room(), &[]).expect("opens");
+    assert!(rooms.close_empty_rooms(at(0)).is_empty());
+    assert_eq!(rooms.close_empty_rooms(at(5)), vec![short]);
+    let default = rooms.quotas().empty_room_timeout.as_secs();
+    assert_eq!(rooms.close_empty_rooms(at(default)), vec![room()]);
+    assert!(rooms.close_empty_rooms(at(3599)).is_empty());
+    assert_eq!(rooms.close_empty_rooms(at(3600)), vec![long]);
+}
+
+#[test]
+fn three_hundred_rooms_visited_by_one_participant_leave_nothing_after_the_timeout() {
+    let start = std::time::Instant::now();
+    let mut rooms = Rooms::new(SequentialIds::new());
+    let timeout = rooms.quotas().empty_room_timeout;
+    for n in 0..300 {
+        let now = start + std::time::Duration::from_secs(n);
+        let name = RoomId::from(format!("room-{n}").as_str());
+        rooms.ensure_room(&name, &[]).expect("opens");
+        rooms.join(&name, &peer("visitor"), info("v", "student")).expect("joins");
+        rooms.leave(&name, &peer("visitor")).expect("leaves");
+        rooms.close_empty_rooms(now);
+    }
+    let last_visit = start + std::time::Duration::from_secs(299);
+    rooms.close_empty_rooms(last_visit + timeout);
+    assert_eq!(rooms.rooms().count(), 0);
 }
