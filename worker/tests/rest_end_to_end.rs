@@ -349,15 +349,18 @@ async fn exhausted_ports_tell_the_caller_to_try_elsewhere() {
     let worker = Worker::start().await;
     let client = client();
     let endpoint = worker.endpoint.as_str();
-    client
-        .join(endpoint, ROOM, &JoinRequest::new("alice"))
-        .await
-        .expect("joins");
-    for _ in 0..10 {
+    // Ten ports, two peers within their transport quotas.
+    for name in ["alice", "bob"] {
         client
-            .create_transport(endpoint, ROOM, &peer("alice"), Direction::Recv)
+            .join(endpoint, ROOM, &JoinRequest::new(name))
             .await
-            .expect("a port is free");
+            .expect("joins");
+        for _ in 0..5 {
+            client
+                .create_transport(endpoint, ROOM, &peer(name), Direction::Recv)
+                .await
+                .expect("a port is free");
+        }
     }
     let error = client
         .create_transport(endpoint, ROOM, &peer("alice"), Direction::Recv)
