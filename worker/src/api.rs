@@ -1,4 +1,4 @@
-//! Types of the worker's internal REST API (`/v1`, see DESIGN.md section 5).
+//! Types of the worker's internal REST API (`/v1`, documented in `docs/worker-api.md`).
 //!
 //! They are the wire contract between the worker and its callers (signalling, the operator),
 //! so they live here with their owner and are shared through this crate.

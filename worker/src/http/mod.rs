@@ -1,4 +1,4 @@
-//! The worker's internal REST API (DESIGN.md section 5) on axum: thin handlers that read the
+//! The worker's internal REST API (documented in `docs/worker-api.md`) on axum: thin handlers that read the
 //! request, call the [`ControlPlane`] and write its answer or error.
 //!
 //! | route | body | answer |

@@ -37,8 +37,8 @@ use crate::room::{DtlsFingerprint, DtlsParameters, DtlsRole};
 /// The fixed address the DTLS endpoint knows the peer by (see the module docs).
 const CONNECTION_KEY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)), 9);
 
-/// The SRTP profiles the worker accepts. GCM first: ~4x cheaper per packet than CM+HMAC
-/// (DESIGN.md section 7); the client's order decides, and browsers offer GCM first.
+/// The SRTP profiles the worker accepts. GCM first: ~4x cheaper per packet than CM+HMAC;
+/// the client's order decides, and browsers offer GCM first.
 pub const SUPPORTED_SRTP_PROFILES: [SrtpProtectionProfile; 2] =
     [SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
 

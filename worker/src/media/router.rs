@@ -39,7 +39,7 @@ use crate::rtcp::{
 };
 use crate::rtp::{MediaKind, PayloadType, Ssrc};
 
-/// Keyframe requests reach a producer at most this often (DESIGN.md section 7): every new
+/// Keyframe requests reach a producer at most this often: every new
 /// consumer would otherwise cost the publisher a full frame.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 

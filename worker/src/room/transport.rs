@@ -1,5 +1,5 @@
 //! A peer's WebRTC transport as mediasoup-client sees it: ICE-lite parameters and host
-//! candidates on the way out, the client's DTLS parameters on the way in (DESIGN.md section 7).
+//! candidates on the way out, the client's DTLS parameters on the way in.
 
 use std::fmt;
 use std::net::IpAddr;

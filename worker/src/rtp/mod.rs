@@ -1,7 +1,7 @@
 //! RTP capabilities and parameters as `mediasoup-client` speaks them, and the ORTC rules that
 //! turn a producer's parameters into what each consumer receives.
 //!
-//! This is a Rust rendering of mediasoup v3's `ortc.ts` (DESIGN.md section 7). Everything here
+//! This is a Rust rendering of mediasoup v3's `ortc.ts`. Everything here
 //! is pure: no I/O, no clocks, no randomness. Where mediasoup draws a random SSRC the caller
 //! passes one in, so the same inputs always give the same outputs.
 //!
