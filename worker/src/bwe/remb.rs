@@ -64,13 +64,15 @@ impl RembEstimator {
                 if delta > ABS_SEND_TIME_WRAP / 2 {
                     delta -= ABS_SEND_TIME_WRAP;
                 }
-                last_unwrapped + delta
+                // The publisher picks every value: one that jumps half the wrap ahead each
+                // packet grows the count by 2^23 per packet, so the arithmetic saturates.
+                last_unwrapped.saturating_add(delta)
             }
         };
         if self.last_abs.is_none_or(|(_, last)| unwrapped > last) {
             self.last_abs = Some((abs, unwrapped));
         }
-        let sent_us = unwrapped * 1_000_000 / (1 << 18);
+        let sent_us = i64::try_from(i128::from(unwrapped) * 1_000_000 / (1 << 18)).unwrap_or(i64::MAX);
         self.acked.on_packet(arrived_us, size);
         self.pending.push(PacketTiming { sent_us, arrived_us, size });
         if self.pending.len() >= BATCH {
@@ -115,6 +117,23 @@ mod tests {
     /// abs-send-time of `ms` after the publisher's clock origin.
     fn abs(ms: u64) -> u32 {
         ((ms << 18) / 1000) as u32 & 0xff_ffff
+    }
+
+    #[test]
+    fn abs_send_times_that_always_jump_half_the_wrap_ahead_saturate_instead_of_overflowing() {
+        let t0 = Instant::now();
+        let mut remb = RembEstimator::new(t0);
+        // Where ~1.1 million such packets (20 minutes at 1000 a second) would have taken the
+        // unwrapped count: its microseconds no longer fit an i64.
+        remb.last_abs = Some((0, i64::MAX / 1_000_000 * 4));
+        for i in 0..200u32 {
+            let abs = i.wrapping_mul((1 << 23) - 1) & 0xff_ffff;
+            remb.on_packet(abs, 1000, t0 + Duration::from_millis(u64::from(i)));
+        }
+        remb.last_abs = Some((0, i64::MAX - 1));
+        remb.on_packet((1 << 23) - 1, 1000, t0 + Duration::from_millis(300));
+        assert_eq!(remb.last_abs.map(|(_, unwrapped)| unwrapped), Some(i64::MAX));
+        let _ = remb.poll_remb(t0 + Duration::from_secs(1));
     }
 
     #[test]
