@@ -35,6 +35,8 @@ pub const REQUESTS: &[(&str, Option<&str>)] = &[
     ("pause-consumer", Some("consumer-paused")),
     ("resume-consumer", Some("consumer-resumed")),
     ("close-consumer", Some("consumer-closed")),
+    ("set-consumer-preferred-layers", Some("consumer-preferred-layers-set")),
+    ("set-consumer-priority", Some("consumer-priority-set")),
     ("get-room-info", Some("room-info")),
 ];
 
@@ -246,6 +248,35 @@ pub struct ConsumerRequest {
     pub consumer_id: ConsumerId,
 }
 
+/// `set-consumer-preferred-layers` (mediasoup's `consumer.setPreferredLayers`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetPreferredLayers {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's consumers.
+    pub consumer_id: ConsumerId,
+    /// The spatial layer to prefer (simulcast encoding or SVC layer, 0 = the smallest).
+    pub spatial_layer: u8,
+    /// The temporal layer; absent for the highest.
+    #[serde(default)]
+    pub temporal_layer: Option<u8>,
+}
+
+/// `set-consumer-priority`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetPriority {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's consumers.
+    pub consumer_id: ConsumerId,
+    /// 1 (the default) to 255: its share of its transport's bandwidth.
+    pub priority: u32,
+}
+
 /// A participant as other participants see it: `{participantId, userId, fullName, role,
 /// appData}`. The email stays private to the token's holder.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -372,6 +403,41 @@ pub fn notification(room: &str, event: RoomEvent) -> Option<Notification> {
             Audience::Peer(peer_id),
         ),
         RoomEvent::TransportClosed { .. } => return None,
+        RoomEvent::ProducerScore {
+            producer_id,
+            peer_id,
+            scores,
+        } => (
+            "producer-score",
+            json!({"roomId": room, "producerId": producer_id, "scores": scores}),
+            Audience::Peer(peer_id),
+        ),
+        RoomEvent::ConsumerLayersChanged {
+            consumer_id,
+            peer_id,
+            producer_id,
+            spatial_layer,
+            temporal_layer,
+            state,
+        } => (
+            "consumer-layers-changed",
+            json!({"roomId": room, "consumerId": consumer_id, "producerId": producer_id,
+                   "spatialLayer": spatial_layer, "temporalLayer": temporal_layer, "state": state}),
+            Audience::Peer(peer_id),
+        ),
+        RoomEvent::ConsumerScore {
+            consumer_id,
+            peer_id,
+            producer_id,
+            score,
+            producer_score,
+            producer_scores,
+        } => (
+            "consumer-score",
+            json!({"roomId": room, "consumerId": consumer_id, "producerId": producer_id,
+                   "score": score, "producerScore": producer_score, "producerScores": producer_scores}),
+            Audience::Peer(peer_id),
+        ),
         RoomEvent::RoomClosed { room_id } => {
             ("room-closed", json!({"roomId": room_id}), Audience::Room)
         }

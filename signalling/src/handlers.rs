@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest};
+use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, SetPreferredLayersRequest};
 use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId, PeerInfo};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use socketioxide::extract::SocketRef;
 use crate::error::{Result, SignallingError};
 use crate::events::{
     ConnectTransport, Consume, ConsumerRequest, CreateTransport, JoinRoom, Participant, Produce,
-    ProducerRequest, Relay, RestartIce, RoomRequest,
+    ProducerRequest, Relay, RestartIce, RoomRequest, SetPreferredLayers, SetPriority,
 };
 use crate::followers::room_channel;
 use crate::placement::RoomLocation;
@@ -518,6 +518,57 @@ impl Signalling {
     ) -> Result<Value> {
         self.consumer_lifecycle(&connection, "close-consumer", payload, Lifecycle::Close)
             .await
+    }
+
+    /// `set-consumer-preferred-layers`: on one of the participant's own consumers.
+    pub(crate) async fn set_consumer_preferred_layers(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: SetPreferredLayers = parse("set-consumer-preferred-layers", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_consumer(&request.consumer_id)?;
+        let layers = self
+            .backend
+            .set_consumer_preferred_layers(
+                &session.location.endpoint,
+                &session.room,
+                &request.consumer_id,
+                &SetPreferredLayersRequest {
+                    spatial_layer: request.spatial_layer,
+                    temporal_layer: request.temporal_layer,
+                },
+            )
+            .await?;
+        Ok(json!({
+            "consumerId": request.consumer_id,
+            "spatialLayer": layers.spatial_layer,
+            "temporalLayer": layers.temporal_layer,
+        }))
+    }
+
+    /// `set-consumer-priority`: on one of the participant's own consumers.
+    pub(crate) async fn set_consumer_priority(
+        self: Arc<Self>,
+        _socket: SocketRef,
+        connection: Arc<Connection>,
+        payload: Value,
+    ) -> Result<Value> {
+        let request: SetPriority = parse("set-consumer-priority", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_consumer(&request.consumer_id)?;
+        let priority = self
+            .backend
+            .set_consumer_priority(
+                &session.location.endpoint,
+                &session.room,
+                &request.consumer_id,
+                request.priority,
+            )
+            .await?;
+        Ok(json!({"consumerId": request.consumer_id, "priority": priority}))
     }
 
     /// Pause, resume or close one of the participant's own producers on its worker.

@@ -644,6 +644,10 @@ impl Signalling {
             "pause-consumer" => self.pause_consumer(socket, connection, payload).await,
             "resume-consumer" => self.resume_consumer(socket, connection, payload).await,
             "close-consumer" => self.close_consumer(socket, connection, payload).await,
+            "set-consumer-preferred-layers" => {
+                self.set_consumer_preferred_layers(socket, connection, payload).await
+            }
+            "set-consumer-priority" => self.set_consumer_priority(socket, connection, payload).await,
             "get-room-info" => self.get_room_info(socket, connection, payload).await,
             other => unreachable!("request {other} in REQUESTS has no handler"),
         }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo};
+use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest};
+use fanout_worker::video::Layers;
 use fanout_worker::client::{ClientError, WorkerClient};
 use fanout_worker::control::{ControlError, ControlPlane};
 use fanout_worker::room::{
@@ -99,6 +100,22 @@ pub trait MediaBackend: Send + Sync + 'static {
     /// Closes a consumer.
     async fn close_consumer(&self, endpoint: &str, room: &str, consumer: &ConsumerId)
     -> Result<()>;
+    /// Sets the layers a consumer's app prefers; the layers as kept.
+    async fn set_consumer_preferred_layers(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        request: &SetPreferredLayersRequest,
+    ) -> Result<Layers>;
+    /// Sets a consumer's priority (1-255); the priority as kept.
+    async fn set_consumer_priority(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        priority: u32,
+    ) -> Result<u32>;
     /// Everything open in the room.
     async fn room_info(&self, endpoint: &str, room: &str) -> Result<RoomInfo>;
     /// The room's events from now on; returns once the worker accepted the subscription.
@@ -290,6 +307,34 @@ impl MediaBackend for WorkerBackend {
         self.client
             .close_consumer(endpoint, room, consumer)
             .await
+            .map_err(worker_error)
+    }
+
+    async fn set_consumer_preferred_layers(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        request: &SetPreferredLayersRequest,
+    ) -> Result<Layers> {
+        self.client
+            .set_consumer_preferred_layers(endpoint, room, consumer, request)
+            .await
+            .map(|answer| answer.preferred_layers)
+            .map_err(worker_error)
+    }
+
+    async fn set_consumer_priority(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        priority: u32,
+    ) -> Result<u32> {
+        self.client
+            .set_consumer_priority(endpoint, room, consumer, priority)
+            .await
+            .map(|answer| answer.priority)
             .map_err(worker_error)
     }
 
@@ -486,6 +531,31 @@ impl MediaBackend for InProcessBackend {
     ) -> Result<()> {
         self.control
             .close_consumer(&RoomId::from(room), consumer)
+            .map_err(control_error)
+    }
+
+    async fn set_consumer_preferred_layers(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        request: &SetPreferredLayersRequest,
+    ) -> Result<Layers> {
+        self.control
+            .set_consumer_preferred_layers(&RoomId::from(room), consumer, request.spatial_layer, request.temporal_layer)
+            .map_err(control_error)
+    }
+
+    async fn set_consumer_priority(
+        &self,
+        _endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        priority: u32,
+    ) -> Result<u32> {
+        self.control
+            .set_consumer_priority(&RoomId::from(room), consumer, priority)
+            .map(u32::from)
             .map_err(control_error)
     }
 

@@ -2,7 +2,9 @@
 // hear everybody else, with a small stats overlay per remote stream.
 //
 // URL parameters (all optional): room, name, codec (VP8, VP9, H264), token (skip the development
-// token endpoint), server (signalling URL; default: this page's origin), autojoin=1.
+// token endpoint), server (signalling URL; default: this page's origin), autojoin=1,
+// simulcast=1 (the camera as three simulcast encodings, a quarter, half and full size),
+// scalabilityMode (one SVC encoding, e.g. L3T3_KEY with codec=VP9).
 //
 // window.fanoutDemo exposes the client and the figures the end-to-end tests read.
 
@@ -160,6 +162,19 @@ async function join(event) {
   }
 }
 
+/** The camera's encodings the URL asks for (simulcast=1, scalabilityMode=...), or undefined. */
+function videoEncodings() {
+  if (params.get('simulcast') === '1') {
+    return [
+      { scaleResolutionDownBy: 4, maxBitrate: 150000 },
+      { scaleResolutionDownBy: 2, maxBitrate: 500000 },
+      { scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+    ];
+  }
+  const scalabilityMode = params.get('scalabilityMode');
+  return scalabilityMode ? [{ scalabilityMode }] : undefined;
+}
+
 async function publishLocal(client, stream) {
   $('local-video').srcObject = stream;
   const codecName = codecFromInput($('codec').value);
@@ -169,6 +184,10 @@ async function publishLocal(client, stream) {
       const codec = client.sendCodec(codecName);
       if (!codec) throw new FanoutError('UNSUPPORTED_CODEC', `neither this browser nor the room supports ${codecName}`);
       options.codec = codec;
+    }
+    if (track.kind === 'video') {
+      const encodings = videoEncodings();
+      if (encodings) options.encodings = encodings;
     }
     try {
       const producer = await client.publish(track, options);
@@ -421,12 +440,14 @@ async function streamStats(consumer) {
   });
   if (!inbound) return null;
   return {
+    consumerId: consumer.id,
     kind: consumer.kind,
     timestamp: inbound.timestamp,
     bytesReceived: inbound.bytesReceived ?? 0,
     packetsReceived: inbound.packetsReceived ?? 0,
     packetsLost: inbound.packetsLost ?? 0,
     framesDecoded: inbound.framesDecoded ?? 0,
+    framesDropped: inbound.framesDropped ?? 0,
     frameWidth: inbound.frameWidth,
     frameHeight: inbound.frameHeight,
     framesPerSecond: inbound.framesPerSecond,
@@ -488,6 +509,27 @@ window.fanoutDemo = {
     return state.producers;
   },
   stats: allStats,
+  /** The own camera's outbound-rtp figures, one row per encoding: [{rid, frameWidth, ...}]. */
+  async outboundVideoStats() {
+    const producer = state.producers.get('video');
+    if (!producer) return [];
+    const rows = [];
+    (await producer.getStats()).forEach((s) => {
+      if (s.type !== 'outbound-rtp') return;
+      rows.push({
+        rid: s.rid,
+        ssrc: s.ssrc,
+        scalabilityMode: s.scalabilityMode,
+        frameWidth: s.frameWidth,
+        frameHeight: s.frameHeight,
+        framesEncoded: s.framesEncoded ?? 0,
+        bytesSent: s.bytesSent ?? 0,
+        active: s.active,
+        qualityLimitationReason: s.qualityLimitationReason,
+      });
+    });
+    return rows.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
+  },
   /** Milliseconds from the Join click to the first remote video frame, or null. */
   get joinToFirstRemoteFrameMs() {
     return state.firstRemoteFrameAt === null ? null : state.firstRemoteFrameAt - state.joinStartedAt;

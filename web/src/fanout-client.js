@@ -23,6 +23,12 @@
 //   'remote-track-ended'   {participantId, producerId, consumerId, kind, reason}
 //   'remote-track-paused'  {participantId, producerId, kind}     the sender muted it
 //   'remote-track-resumed' {participantId, producerId, kind}
+//   'remote-track-layers'  {participantId, producerId, consumerId, spatialLayer, temporalLayer, state}
+//                          the layers a simulcast/SVC track is received at changed; no layers
+//                          while state is 'paused', 'producerPaused', 'producerInactive',
+//                          'noLayerFits' (the downlink carries none) or 'waitingForKeyframe'
+//   'remote-track-score'   {participantId, producerId, consumerId, score, producerScore, producerScores}
+//   'producer-score'       {producerId, scores: [{encodingIdx, rid, ssrc, score}]}   own producers, 0-10
 //   'participant-joined'   {participantId, userId, fullName, role, appData}
 //   'participant-left'     {participantId}
 //   'joined'               the join answer, also after an automatic rejoin
@@ -217,6 +223,30 @@ export class FanoutClient {
       if (!this._inRoom(p)) return;
       if (this.consumers.has(p.producerId)) this._dropConsumer(p.producerId, p.reason ?? 'consumer-closed');
     });
+    socket.on('consumer-layers-changed', (p) => {
+      const entry = this._entryOfConsumer(p);
+      if (!entry) return;
+      entry.layers = p.spatialLayer === undefined || p.spatialLayer === null ? null : { spatialLayer: p.spatialLayer, temporalLayer: p.temporalLayer };
+      entry.layerState = p.state;
+      this._emit('remote-track-layers', {
+        participantId: entry.participantId,
+        producerId: p.producerId,
+        consumerId: p.consumerId,
+        spatialLayer: entry.layers?.spatialLayer ?? null,
+        temporalLayer: entry.layers?.temporalLayer ?? null,
+        state: p.state,
+      });
+    });
+    socket.on('consumer-score', (p) => {
+      const entry = this._entryOfConsumer(p);
+      if (!entry) return;
+      entry.score = { score: p.score, producerScore: p.producerScore, producerScores: p.producerScores };
+      this._emit('remote-track-score', { participantId: entry.participantId, producerId: p.producerId, consumerId: p.consumerId, ...entry.score });
+    });
+    socket.on('producer-score', (p) => {
+      if (!this._inRoom(p) || !this.producers.has(p.producerId)) return;
+      this._emit('producer-score', { producerId: p.producerId, scores: p.scores });
+    });
     socket.on('producer-paused', (p) => this._remotePaused(p, true));
     socket.on('producer-resumed', (p) => this._remotePaused(p, false));
     socket.on('room-migrated', (p) => {
@@ -228,6 +258,13 @@ export class FanoutClient {
       this._dropRoomState('room-closed');
       this._emit('left', { roomId, reason: 'room-closed' });
     });
+  }
+
+  /** The remote track a consumer notification is about, if it is still here. */
+  _entryOfConsumer(p) {
+    if (!this._inRoom(p)) return null;
+    const entry = this.consumers.get(p.producerId);
+    return entry && !entry.pending && entry.consumer.id === p.consumerId ? entry : null;
   }
 
   _inRoom(payload) {
@@ -422,7 +459,11 @@ export class FanoutClient {
    * @param {MediaStreamTrack} track
    * @param {object} [options] `appData` (shown to the others, e.g. {source: 'screen'}), and any
    *   mediasoup-client produce option: `codec` (one of `device.sendRtpCapabilities.codecs`),
-   *   `encodings`, `codecOptions`.
+   *   `encodings`, `codecOptions`. Several `encodings` publish simulcast, lowest first (e.g.
+   *   `[{scaleResolutionDownBy: 4, maxBitrate: 150000}, {scaleResolutionDownBy: 2},
+   *   {maxBitrate: 1500000}]`); one with a `scalabilityMode` publishes SVC (with
+   *   `codec: client.sendCodec('video/VP9')` and e.g. `scalabilityMode: 'L3T3_KEY'`). Each
+   *   subscriber then gets the layers its preference and its downlink allow.
    * @returns {Promise<import('mediasoup-client').types.Producer>}
    */
   async publish(track, options = {}) {
@@ -537,10 +578,46 @@ export class FanoutClient {
     });
   }
 
+  /**
+   * Asks for other layers of a simulcast or SVC remote track (mediasoup's setPreferredLayers):
+   * `spatialLayer` 0 is the smallest encoding; `temporalLayer` left out means its highest. The
+   * track moves there at the next keyframe, if the publisher sends that layer and the downlink
+   * carries it; 'remote-track-layers' says when. Resolves with the layers as kept.
+   * @param {string} producerId the remote track's producer
+   */
+  async setPreferredLayers(producerId, { spatialLayer, temporalLayer } = {}) {
+    const entry = this.consumers.get(producerId);
+    if (!entry || entry.pending) throw new FanoutError('CONSUMER_NOT_FOUND', `no remote track of producer ${producerId}`, 'set-consumer-preferred-layers');
+    const payload = { roomId: this.roomId, consumerId: entry.consumer.id, spatialLayer };
+    if (temporalLayer !== undefined && temporalLayer !== null) payload.temporalLayer = temporalLayer;
+    const answer = await this.request('set-consumer-preferred-layers', payload);
+    return { spatialLayer: answer.spatialLayer, temporalLayer: answer.temporalLayer };
+  }
+
+  /**
+   * Sets a remote track's priority, 1 (the default) to 255: when the downlink cannot carry
+   * every track at its preferred layers, higher priorities are served first.
+   * @param {string} producerId the remote track's producer
+   */
+  async setPriority(producerId, priority) {
+    const entry = this.consumers.get(producerId);
+    if (!entry || entry.pending) throw new FanoutError('CONSUMER_NOT_FOUND', `no remote track of producer ${producerId}`, 'set-consumer-priority');
+    const answer = await this.request('set-consumer-priority', { roomId: this.roomId, consumerId: entry.consumer.id, priority });
+    return answer.priority;
+  }
+
   /** Remote tracks now: [{participantId, producerId, kind, track, consumer}]. */
   remoteTracks() {
     return [...this.consumers.entries()]
       .filter(([, e]) => !e.pending)
-      .map(([producerId, e]) => ({ participantId: e.participantId, producerId, kind: e.kind, track: e.consumer.track, consumer: e.consumer }));
+      .map(([producerId, e]) => ({
+        participantId: e.participantId,
+        producerId,
+        kind: e.kind,
+        track: e.consumer.track,
+        consumer: e.consumer,
+        layers: e.layers ?? null,
+        layerState: e.layerState ?? null,
+      }));
   }
 }

@@ -14,7 +14,10 @@ use crate::room::{
     AppData, ConsumeOptions, ConsumerId, Direction, DtlsParameters, IceParameters, PeerId,
     PeerInfo, PeerSummary, ProduceOptions, ProducerId, ProducerSummary, RoomId, TransportId,
 };
+use crate::engine::{ConsumerLayerState, ConsumerScore, EncodingStats};
+use crate::room::ConsumerType;
 use crate::rtp::{MediaKind, RtpCapabilities, RtpCodecCapability, RtpParameters};
+use crate::video::Layers;
 
 /// `GET /v1/stats`: what one worker process currently hosts.
 ///
@@ -263,4 +266,73 @@ impl ConsumeRequest {
             },
         )
     }
+}
+
+/// `POST /v1/rooms/{room}/consumers/{id}/preferred-layers` (mediasoup's
+/// `consumer.setPreferredLayers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetPreferredLayersRequest {
+    /// The spatial layer (simulcast encoding, 0 = the smallest) to prefer.
+    pub spatial_layer: u8,
+    /// The temporal layer; absent for the highest of that spatial layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal_layer: Option<u8>,
+}
+
+/// The answer to `.../preferred-layers`: the layers as kept (clamped to what the producer has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredLayersResponse {
+    pub preferred_layers: Layers,
+}
+
+/// `POST /v1/rooms/{room}/consumers/{id}/priority`, and its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerPriority {
+    /// 1 (the default) to 255: its share of its transport's bandwidth against the others'.
+    pub priority: u32,
+}
+
+/// `GET /v1/rooms/{room}/producers/{id}/stats`: what arrives of each encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerStats {
+    pub producer_id: ProducerId,
+    pub kind: MediaKind,
+    /// How consumers take its layers: `simple`, `simulcast` or `svc`.
+    pub r#type: ConsumerType,
+    pub paused: bool,
+    /// One entry per encoding, lowest first; an encoding signalled by RID that has not been
+    /// seen yet has no `ssrc`.
+    pub encodings: Vec<EncodingStats>,
+}
+
+/// `GET /v1/rooms/{room}/consumers/{id}/stats`: its layers and what it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStats {
+    pub consumer_id: ConsumerId,
+    pub producer_id: ProducerId,
+    pub kind: MediaKind,
+    pub r#type: ConsumerType,
+    /// Paused by its app.
+    pub paused: bool,
+    pub producer_paused: bool,
+    /// What its app prefers, what it should get now, what it gets (simulcast and SVC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_layers: Option<Layers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_layers: Option<Layers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_layers: Option<Layers>,
+    /// Why it receives what it receives: `active`, `paused`, `producerPaused`,
+    /// `producerInactive`, `noLayerFits` or `waitingForKeyframe`.
+    pub state: ConsumerLayerState,
+    pub priority: u8,
+    pub score: ConsumerScore,
+    pub packets_sent: u64,
+    /// Bits per second over the last second.
+    pub bitrate: u64,
 }

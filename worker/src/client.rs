@@ -19,9 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ConnectTransportRequest, ConsumeRequest, CreateTransportRequest, EnsureRoomRequest,
-    ErrorResponse, JoinRequest, ProduceRequest, RestartIceResponse, RoomCapabilities, RoomInfo,
-    WorkerStats,
+    ConnectTransportRequest, ConsumeRequest, ConsumerPriority, ConsumerStats, CreateTransportRequest,
+    EnsureRoomRequest, ErrorResponse, JoinRequest, PreferredLayersResponse, ProduceRequest, ProducerStats,
+    RestartIceResponse, RoomCapabilities, RoomInfo, SetPreferredLayersRequest, WorkerStats,
 };
 use crate::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
@@ -358,6 +358,44 @@ impl WorkerClient {
     ) -> Result<(), ClientError> {
         self.action(endpoint, room, "consumers", consumer.as_str(), "/resume")
             .await
+    }
+
+    /// `POST .../consumers/{id}/preferred-layers`: the layers as the worker kept them.
+    pub async fn set_consumer_preferred_layers(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        request: &SetPreferredLayersRequest,
+    ) -> Result<PreferredLayersResponse, ClientError> {
+        let path = format!("/consumers/{}/preferred-layers", encode_segment(consumer.as_str()));
+        self.post(endpoint, room_url(endpoint, room, &path)?, request).await
+    }
+
+    /// `POST .../consumers/{id}/priority`: the priority as kept.
+    pub async fn set_consumer_priority(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        priority: u32,
+    ) -> Result<ConsumerPriority, ClientError> {
+        let path = format!("/consumers/{}/priority", encode_segment(consumer.as_str()));
+        self.post(endpoint, room_url(endpoint, room, &path)?, &ConsumerPriority { priority }).await
+    }
+
+    /// `GET .../producers/{id}/stats`.
+    pub async fn producer_stats(&self, endpoint: &str, room: &str, producer: &ProducerId) -> Result<ProducerStats, ClientError> {
+        let path = format!("/producers/{}/stats", encode_segment(producer.as_str()));
+        let request = self.http.get(room_url(endpoint, room, &path)?);
+        self.call(endpoint, request).await
+    }
+
+    /// `GET .../consumers/{id}/stats`.
+    pub async fn consumer_stats(&self, endpoint: &str, room: &str, consumer: &ConsumerId) -> Result<ConsumerStats, ClientError> {
+        let path = format!("/consumers/{}/stats", encode_segment(consumer.as_str()));
+        let request = self.http.get(room_url(endpoint, room, &path)?);
+        self.call(endpoint, request).await
     }
 
     /// `DELETE .../consumers/{id}`.

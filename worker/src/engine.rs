@@ -9,7 +9,10 @@
 //! [`EngineNotice`]s. The packet path never takes the control plane's lock: each media thread
 //! holds its own copy of its rooms' [`ForwardingTable`]s.
 
-use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, RoomId, TransportCloseCode, TransportId, TransportNetwork};
+use serde::{Deserialize, Serialize};
+
+use crate::room::{ConsumerId, DtlsParameters, DtlsRole, ForwardingTable, ProducerId, RoomId, TransportCloseCode, TransportId, TransportNetwork};
+use crate::video::Layers;
 
 /// Why the engine refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +69,143 @@ pub enum EngineNotice {
     /// cascades to its producers and consumers and emits the events with this code and
     /// reason (a sentence for people).
     TransportClosed { room: RoomId, transport: TransportId, code: TransportCloseCode, reason: String },
+    /// What changed in a room's media that its peers are told (scores, layers).
+    Media { room: RoomId, events: Vec<MediaEvent> },
+}
+
+/// A change in what producers deliver and consumers get, as the media plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A producer's encodings' scores changed (mediasoup's producer `score` event).
+    ProducerScore { producer_id: ProducerId, scores: Vec<EncodingScore> },
+    /// The layers a simulcast or SVC consumer receives changed (mediasoup's `layerschange`);
+    /// `None` while it receives nothing, for the reason `state` gives.
+    ConsumerLayersChanged { consumer_id: ConsumerId, layers: Option<Layers>, state: ConsumerLayerState },
+    /// A consumer's scores changed (mediasoup's consumer `score` event).
+    ConsumerScore { consumer_id: ConsumerId, score: ConsumerScore },
+}
+
+/// The score of one producer encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncodingScore {
+    /// Its index among the producer's encodings (0 = the lowest).
+    pub encoding_idx: usize,
+    /// The SSRC it arrives with, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssrc: Option<u32>,
+    /// Its RID, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    /// 0 (nothing arrives) to 10 (everything does), computed as mediasoup does.
+    pub score: u8,
+}
+
+/// A consumer's scores: how its own stream fares (from its receiver's reports) and how the
+/// producer stream it gets, and every encoding of the producer, fare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerScore {
+    /// The consumer's stream, 0-10, from what its receiver reports losing.
+    pub score: u8,
+    /// The producer stream it currently receives.
+    pub producer_score: u8,
+    /// Every encoding of the producer.
+    pub producer_scores: Vec<u8>,
+}
+
+/// Why a consumer receives what it receives, beyond its layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsumerLayerState {
+    /// Media flows.
+    Active,
+    /// Its app paused it (`pause-consumer`).
+    Paused,
+    /// Its producer is paused.
+    ProducerPaused,
+    /// Its producer sends none of its layers right now.
+    ProducerInactive,
+    /// Every layer the producer sends is above what the subscriber's downlink allows: it is
+    /// paused for bandwidth, and resumes by itself when a layer fits.
+    NoLayerFits,
+    /// A layer is chosen and its keyframe has been asked for; nothing passes until it comes.
+    WaitingForKeyframe,
+}
+
+/// One producer encoding's reception figures, for `GET .../producers/{id}/stats` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncodingStats {
+    /// Its index among the producer's encodings.
+    pub encoding_idx: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    /// The SSRC it arrives with; `None` while an encoding signalled by RID has not been seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssrc: Option<u32>,
+    /// Packets arrive (within the last 1.5 s).
+    pub active: bool,
+    /// mediasoup's 0-10 score.
+    pub score: u8,
+    /// Bits per second over the last second, all its layers.
+    pub bitrate: u64,
+    /// Packets received, retransmissions included.
+    pub packets_received: u64,
+    /// Packets the sequence numbers say were sent but never arrived, repairs counted.
+    pub packets_lost: i64,
+    /// Packets received again in a retransmission.
+    pub packets_repaired: u64,
+    /// Interarrival jitter, RTP clock ticks.
+    pub jitter: u32,
+    /// The bitrate of each layer, per spatial and temporal layer (cumulative: what a consumer
+    /// of that layer gets).
+    pub layers: Vec<LayerBitrate>,
+}
+
+/// What a consumer of a layer gets, bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerBitrate {
+    #[serde(flatten)]
+    pub layers: Layers,
+    pub bitrate: u64,
+}
+
+/// A producer's media as the media plane sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerMediaStats {
+    pub producer_id: ProducerId,
+    pub encodings: Vec<EncodingStats>,
+}
+
+/// A consumer's media as the media plane sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerMediaStats {
+    pub consumer_id: ConsumerId,
+    /// What the app prefers, what it should get, what it gets (see `video::layers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_layers: Option<Layers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_layers: Option<Layers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_layers: Option<Layers>,
+    pub state: ConsumerLayerState,
+    pub priority: u8,
+    pub score: ConsumerScore,
+    pub packets_sent: u64,
+    /// Bits per second sent over the last second.
+    pub bitrate: u64,
+}
+
+/// A room's media as the media plane last saw it (refreshed about once a second).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMediaStats {
+    pub producers: Vec<ProducerMediaStats>,
+    pub consumers: Vec<ConsumerMediaStats>,
 }
 
 /// The engine's counters since it started, and current bitrates.
@@ -117,5 +257,16 @@ pub trait MediaEngine: Send + Sync + 'static {
     /// Counters and bitrates for `/v1/stats` and `/metrics`.
     fn snapshot(&self) -> EngineSnapshot {
         EngineSnapshot::default()
+    }
+
+    /// The media figures of a room's producers and consumers, as of the last second; `None`
+    /// for a room the engine has no media of.
+    fn media_stats(&self, _room: &RoomId) -> Option<RoomMediaStats> {
+        None
+    }
+
+    /// Every room's media figures (for `/metrics`).
+    fn all_media_stats(&self) -> Vec<(RoomId, RoomMediaStats)> {
+        Vec::new()
     }
 }

@@ -30,6 +30,7 @@ pub mod rtp;
 pub mod server;
 #[doc(hidden)]
 pub mod testing;
+pub mod video;
 
 /// Defaults of the `fanout-worker` binary's flags. The operator's SfuWorker defaults use them,
 /// and a test checks the Helm chart's values against them.

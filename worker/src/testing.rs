@@ -45,6 +45,27 @@ pub fn chrome_vp8_parameters() -> RtpParameters {
     .expect("the VP8 fixture is valid RtpParameters")
 }
 
+/// Chrome's VP8 camera with three simulcast encodings, as stock mediasoup-client sends
+/// `produce({encodings: [3]})`: encodings named by RID (`r0` lowest) with no SSRCs, the RID
+/// and repaired-RID extensions negotiated (ids 10 and 11).
+pub fn chrome_vp8_simulcast_parameters() -> RtpParameters {
+    let mut parameters = chrome_vp8_parameters();
+    parameters.header_extensions.extend(
+        serde_json::from_value::<Vec<crate::rtp::RtpHeaderExtensionParameters>>(json!([
+            {"uri": uri::RID, "id": 10, "encrypt": false, "parameters": {}},
+            {"uri": uri::REPAIRED_RID, "id": 11, "encrypt": false, "parameters": {}}
+        ]))
+        .expect("extensions parse"),
+    );
+    parameters.encodings = serde_json::from_value(json!([
+        {"rid": "r0", "scalabilityMode": "L1T3", "scaleResolutionDownBy": 4.0, "maxBitrate": 150000},
+        {"rid": "r1", "scalabilityMode": "L1T3", "scaleResolutionDownBy": 2.0, "maxBitrate": 500000},
+        {"rid": "r2", "scalabilityMode": "L1T3", "scaleResolutionDownBy": 1.0, "maxBitrate": 1500000}
+    ]))
+    .expect("encodings parse");
+    parameters
+}
+
 /// Chrome's Opus microphone producer.
 pub fn chrome_opus_parameters() -> RtpParameters {
     serde_json::from_value(json!({
@@ -88,7 +109,11 @@ pub fn chrome_device_capabilities() -> RtpCapabilities {
             {"mimeType": "video/VP8", "kind": "video", "preferredPayloadType": 101,
              "clockRate": 90000, "parameters": {}, "rtcpFeedback": video_feedback},
             {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 102,
-             "clockRate": 90000, "parameters": {"apt": 101}, "rtcpFeedback": []}
+             "clockRate": 90000, "parameters": {"apt": 101}, "rtcpFeedback": []},
+            {"mimeType": "video/VP9", "kind": "video", "preferredPayloadType": 103,
+             "clockRate": 90000, "parameters": {"profile-id": 0}, "rtcpFeedback": video_feedback},
+            {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 104,
+             "clockRate": 90000, "parameters": {"apt": 103}, "rtcpFeedback": []}
         ],
         "headerExtensions": [
             extension("audio", uri::MID, 1),
@@ -138,6 +163,11 @@ pub struct VideoCall {
 }
 
 pub fn video_call() -> VideoCall {
+    video_call_with(chrome_vp8_parameters())
+}
+
+/// [`video_call`] with other producer parameters (simulcast, SVC, another codec).
+pub fn video_call_with(rtp_parameters: RtpParameters) -> VideoCall {
     let mut rooms = Rooms::new(SequentialIds::new());
     let room = RoomId::from("maths-101");
     rooms.ensure_room(&room, &[]).expect("room opens");
@@ -151,7 +181,7 @@ pub fn video_call() -> VideoCall {
         .produce(&room, &alice, ProduceOptions {
             transport_id: alice_send.clone(),
             kind: MediaKind::Video,
-            rtp_parameters: chrome_vp8_parameters(),
+            rtp_parameters,
             app_data: Default::default(),
             paused: false,
         })

@@ -365,6 +365,22 @@ impl MediaBackend for FakeBackend {
         self.record("close_consumer", Call::Other("close_consumer"))
     }
 
+    async fn set_consumer_preferred_layers(
+        &self,
+        _: &str,
+        _: &str,
+        _: &ConsumerId,
+        request: &fanout_worker::api::SetPreferredLayersRequest,
+    ) -> Result<fanout_worker::video::Layers> {
+        self.record("set_consumer_preferred_layers", Call::Other("set_consumer_preferred_layers"))?;
+        Ok(fanout_worker::video::Layers::new(request.spatial_layer, request.temporal_layer.unwrap_or(2)))
+    }
+
+    async fn set_consumer_priority(&self, _: &str, _: &str, _: &ConsumerId, priority: u32) -> Result<u32> {
+        self.record("set_consumer_priority", Call::Other("set_consumer_priority"))?;
+        Ok(priority)
+    }
+
     async fn room_info(&self, _: &str, room: &str) -> Result<RoomInfo> {
         self.record("room_info", Call::Other("room_info"))?;
         Ok(RoomInfo {

@@ -35,8 +35,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::api::{ConsumerSummary, ErrorResponse, RoomInfo, TransportSummary, WorkerStats};
-use crate::engine::{EngineError, EngineNotice, MediaEngine};
+use crate::api::{ConsumerStats, ConsumerSummary, ErrorResponse, ProducerStats, RoomInfo, TransportSummary, WorkerStats};
+use crate::engine::{ConsumerLayerState, ConsumerScore, EncodingStats, EngineError, EngineNotice, MediaEngine, MediaEvent};
+use crate::room::ConsumerType;
+use crate::video::Layers;
 use crate::room::{
     ConsumeOptions, ConsumerCreated, ConsumerId, Direction, DtlsParameters, DtlsRole,
     IceParameters, IdGenerator, JoinResponse, PeerId, PeerInfo, ProduceOptions, ProducerCreated,
@@ -236,6 +238,11 @@ impl ControlPlane {
                 _ => {}
             }
         }
+        self.publish(state, events);
+    }
+
+    /// Sends events to their rooms' subscribers, a request's events as one message.
+    fn publish(&self, state: &mut State, events: Vec<(RoomId, RoomEvent)>) {
         for (room, batch) in batches(events) {
             tracing::debug!(room = %room, ?batch, "room events");
             if let Some(channel) = state.channels.get(&room) {
@@ -527,6 +534,101 @@ impl ControlPlane {
         })
     }
 
+    /// `POST .../consumers/{id}/preferred-layers`: the layers as kept.
+    pub fn set_consumer_preferred_layers(
+        &self,
+        room_id: &RoomId,
+        id: &ConsumerId,
+        spatial_layer: u8,
+        temporal_layer: Option<u8>,
+    ) -> Result<Layers, ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.set_consumer_preferred_layers(room_id, id, spatial_layer, temporal_layer)?)
+        })
+    }
+
+    /// `POST .../consumers/{id}/priority`: the priority as kept.
+    pub fn set_consumer_priority(&self, room_id: &RoomId, id: &ConsumerId, priority: u32) -> Result<u8, ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
+            Ok(rooms.set_consumer_priority(room_id, id, priority)?)
+        })
+    }
+
+    /// `GET .../producers/{id}/stats`: the engine's figures of its encodings (as of the last
+    /// second), every encoding listed even before its first packet.
+    pub fn producer_stats(&self, room_id: &RoomId, id: &ProducerId) -> Result<ProducerStats, ControlError> {
+        let (kind, r#type, paused, encodings) = {
+            let state = self.lock();
+            let room = state.rooms.room(room_id).ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))?;
+            let producer = room
+                .producer(id)
+                .ok_or_else(|| RoomError::ProducerNotFound { room: room_id.clone(), producer: id.clone() })?;
+            let encodings: Vec<(Option<String>, Option<u32>)> =
+                producer.rtp_parameters.encodings.iter().map(|e| (e.rid.clone(), e.ssrc.map(|s| s.0))).collect();
+            (producer.kind, ConsumerType::of_producer(&producer.consumable_parameters), producer.paused, encodings)
+        };
+        let seen = self.engine.media_stats(room_id).and_then(|m| m.producers.into_iter().find(|p| &p.producer_id == id));
+        let encodings = encodings
+            .into_iter()
+            .enumerate()
+            .map(|(index, (rid, ssrc))| {
+                seen.as_ref().and_then(|p| p.encodings.iter().find(|e| e.encoding_idx == index).cloned()).unwrap_or(EncodingStats {
+                    encoding_idx: index,
+                    rid,
+                    ssrc,
+                    active: false,
+                    score: 0,
+                    bitrate: 0,
+                    packets_received: 0,
+                    packets_lost: 0,
+                    packets_repaired: 0,
+                    jitter: 0,
+                    layers: Vec::new(),
+                })
+            })
+            .collect();
+        Ok(ProducerStats { producer_id: id.clone(), kind, r#type, paused, encodings })
+    }
+
+    /// `GET .../consumers/{id}/stats`: its layers and what it is sent (as of the last second).
+    pub fn consumer_stats(&self, room_id: &RoomId, id: &ConsumerId) -> Result<ConsumerStats, ControlError> {
+        let consumer = {
+            let state = self.lock();
+            let room = state.rooms.room(room_id).ok_or_else(|| RoomError::RoomNotFound(room_id.clone()))?;
+            room.consumer(id)
+                .cloned()
+                .ok_or_else(|| RoomError::ConsumerNotFound { room: room_id.clone(), consumer: id.clone() })?
+        };
+        let seen = self.engine.media_stats(room_id).and_then(|m| m.consumers.into_iter().find(|c| &c.consumer_id == id));
+        let state = match (&seen, consumer.paused, consumer.producer_paused) {
+            (_, true, _) => ConsumerLayerState::Paused,
+            (_, _, true) => ConsumerLayerState::ProducerPaused,
+            (Some(seen), ..) => seen.state,
+            (None, ..) => ConsumerLayerState::WaitingForKeyframe,
+        };
+        Ok(ConsumerStats {
+            consumer_id: consumer.id.clone(),
+            producer_id: consumer.producer_id.clone(),
+            kind: consumer.kind,
+            r#type: consumer.r#type,
+            paused: consumer.paused,
+            producer_paused: consumer.producer_paused,
+            preferred_layers: seen.as_ref().and_then(|s| s.preferred_layers).or(consumer.preferred_layers),
+            target_layers: seen.as_ref().and_then(|s| s.target_layers),
+            current_layers: seen.as_ref().and_then(|s| s.current_layers),
+            state,
+            priority: consumer.priority,
+            score: seen.as_ref().map(|s| s.score.clone()).unwrap_or(ConsumerScore { score: 0, producer_score: 0, producer_scores: Vec::new() }),
+            packets_sent: seen.as_ref().map_or(0, |s| s.packets_sent),
+            bitrate: seen.as_ref().map_or(0, |s| s.bitrate),
+        })
+    }
+
+    /// Every room's media figures, for `/metrics`.
+    pub fn all_media_stats(&self) -> Vec<(RoomId, crate::engine::RoomMediaStats)> {
+        self.engine.all_media_stats()
+    }
+
     /// `DELETE .../consumers/{id}`.
     pub fn close_consumer(&self, room_id: &RoomId, id: &ConsumerId) -> Result<(), ControlError> {
         self.apply(room_id, Routing::MayHaveChanged, |rooms, _| {
@@ -573,6 +675,15 @@ impl ControlPlane {
     /// lost without a leave (a signalling restart) would stay in the room for good.
     pub fn handle_notice(&self, notice: EngineNotice) {
         match notice {
+            EngineNotice::Media { room, events } => {
+                let mut state = self.lock();
+                let Some(open) = state.rooms.room(&room) else { return };
+                let events: Vec<(RoomId, RoomEvent)> =
+                    events.into_iter().filter_map(|event| room_event(open, event)).map(|event| (room.clone(), event)).collect();
+                if !events.is_empty() {
+                    self.publish(&mut state, events);
+                }
+            }
             EngineNotice::TransportClosed {
                 room,
                 transport,
@@ -642,6 +753,39 @@ impl ControlPlane {
     pub fn is_shutting_down(&self) -> bool {
         !self.lock().accepting
     }
+}
+
+/// A media event as its room's subscribers hear it, with the peers it is for; `None` for
+/// objects that closed meanwhile.
+fn room_event(room: &crate::room::Room, event: MediaEvent) -> Option<RoomEvent> {
+    Some(match event {
+        MediaEvent::ProducerScore { producer_id, scores } => {
+            let peer_id = room.producer(&producer_id)?.peer_id.clone();
+            RoomEvent::ProducerScore { producer_id, peer_id, scores }
+        }
+        MediaEvent::ConsumerLayersChanged { consumer_id, layers, state } => {
+            let consumer = room.consumer(&consumer_id)?;
+            RoomEvent::ConsumerLayersChanged {
+                peer_id: consumer.peer_id.clone(),
+                producer_id: consumer.producer_id.clone(),
+                consumer_id,
+                spatial_layer: layers.map(|l| l.spatial_layer),
+                temporal_layer: layers.map(|l| l.temporal_layer),
+                state,
+            }
+        }
+        MediaEvent::ConsumerScore { consumer_id, score } => {
+            let consumer = room.consumer(&consumer_id)?;
+            RoomEvent::ConsumerScore {
+                peer_id: consumer.peer_id.clone(),
+                producer_id: consumer.producer_id.clone(),
+                consumer_id,
+                score: score.score,
+                producer_score: score.producer_score,
+                producer_scores: score.producer_scores,
+            }
+        }
+    })
 }
 
 /// A request's events as one batch per room, rooms in the order their first event came.

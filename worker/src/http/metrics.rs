@@ -9,7 +9,8 @@ use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
 use crate::api::WorkerStats;
-use crate::engine::EngineSnapshot;
+use crate::engine::{EngineSnapshot, RoomMediaStats};
+use crate::room::RoomId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DropLabels {
@@ -26,6 +27,16 @@ pub struct RequestLabels {
     pub method: String,
     /// The response status code.
     pub status: String,
+}
+
+/// Labels of the per-encoding producer gauges: one series per producer encoding, gone when
+/// the producer closes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EncodingLabels {
+    pub room: String,
+    pub producer: String,
+    /// The encoding's RID, or its index when it has none.
+    pub encoding: String,
 }
 
 /// The worker's metrics. Object counts are read from the control plane at scrape time, so
@@ -45,6 +56,8 @@ pub struct Metrics {
     bytes_sent: Counter,
     packets_forwarded: Counter,
     packets_dropped: Family<DropLabels, Counter>,
+    encoding_score: Family<EncodingLabels, Gauge>,
+    encoding_bitrate: Family<EncodingLabels, Gauge>,
     /// The engine snapshot last exported: counters advance by the difference.
     last: Mutex<EngineSnapshot>,
 }
@@ -89,7 +102,21 @@ impl Metrics {
             "Datagrams dropped by the media engine, by reason (bad STUN, failed SRTP, unknown protocol...)",
             packets_dropped.clone(),
         );
+        let encoding_score = Family::<EncodingLabels, Gauge>::default();
+        registry.register(
+            "producer_encoding_score",
+            "Score (0-10, as mediasoup computes it) of what arrives of each producer encoding",
+            encoding_score.clone(),
+        );
+        let encoding_bitrate = Family::<EncodingLabels, Gauge>::default();
+        registry.register(
+            "producer_encoding_bitrate_bps",
+            "Bits per second received of each producer encoding, over the last second",
+            encoding_bitrate.clone(),
+        );
         Metrics {
+            encoding_score,
+            encoding_bitrate,
             packets_received,
             bytes_received,
             packets_sent,
@@ -118,8 +145,25 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with the object gauges set from `stats`.
-    pub fn render(&self, stats: &WorkerStats, engine: &EngineSnapshot) -> String {
+    /// The exposition text, with the object gauges set from `stats` and the per-encoding
+    /// gauges from `media` (each room's figures).
+    pub fn render(&self, stats: &WorkerStats, engine: &EngineSnapshot, media: &[(RoomId, RoomMediaStats)]) -> String {
+        // Only the encodings open now: closed producers' series go.
+        self.encoding_score.clear();
+        self.encoding_bitrate.clear();
+        for (room, figures) in media {
+            for producer in &figures.producers {
+                for encoding in &producer.encodings {
+                    let labels = EncodingLabels {
+                        room: room.to_string(),
+                        producer: producer.producer_id.to_string(),
+                        encoding: encoding.rid.clone().unwrap_or_else(|| encoding.encoding_idx.to_string()),
+                    };
+                    self.encoding_score.get_or_create(&labels).set(i64::from(encoding.score));
+                    self.encoding_bitrate.get_or_create(&labels).set(i64::try_from(encoding.bitrate).unwrap_or(i64::MAX));
+                }
+            }
+        }
         {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             self.packets_received.inc_by(engine.packets_received.saturating_sub(last.packets_received));

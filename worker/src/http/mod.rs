@@ -20,6 +20,10 @@
 //! | `DELETE .../producers/{id}` | | 204 |
 //! | `POST /v1/rooms/{room}/consumers` | [`ConsumeRequest`] | 201 [`ConsumerCreated`](crate::room::ConsumerCreated) |
 //! | `POST .../consumers/{id}/pause`, `/resume` | | 204 |
+//! | `POST .../consumers/{id}/preferred-layers` | [`SetPreferredLayersRequest`] | [`PreferredLayersResponse`] |
+//! | `POST .../consumers/{id}/priority` | [`ConsumerPriority`] | [`ConsumerPriority`] |
+//! | `GET .../consumers/{id}/stats` | | [`ConsumerStats`](crate::api::ConsumerStats) |
+//! | `GET .../producers/{id}/stats` | | [`ProducerStats`](crate::api::ProducerStats) |
 //! | `DELETE .../consumers/{id}` | | 204 |
 //! | `GET /v1/rooms/{room}/events` | | Server-Sent Events, see below |
 //!
@@ -63,8 +67,9 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{
-    ConnectTransportRequest, ConsumeRequest, CreateTransportRequest, EnsureRoomRequest,
-    JoinRequest, ProduceRequest, RestartIceResponse, RoomCapabilities, WorkerStats,
+    ConnectTransportRequest, ConsumeRequest, ConsumerPriority, CreateTransportRequest, EnsureRoomRequest,
+    JoinRequest, PreferredLayersResponse, ProduceRequest, RestartIceResponse, RoomCapabilities,
+    SetPreferredLayersRequest, WorkerStats,
 };
 use crate::control::ControlPlane;
 use crate::room::{ConsumerId, PeerId, ProducerId, RoomEvent, RoomId, TransportId};
@@ -155,6 +160,16 @@ pub fn router(state: ApiState) -> Router {
             "/v1/rooms/{room}/consumers/{id}/resume",
             post(resume_consumer),
         )
+        .route(
+            "/v1/rooms/{room}/consumers/{id}/preferred-layers",
+            post(set_consumer_preferred_layers),
+        )
+        .route(
+            "/v1/rooms/{room}/consumers/{id}/priority",
+            post(set_consumer_priority),
+        )
+        .route("/v1/rooms/{room}/consumers/{id}/stats", get(consumer_stats))
+        .route("/v1/rooms/{room}/producers/{id}/stats", get(producer_stats))
         // route_layer: only matched /v1 routes need the token, so probes and unknown paths
         // keep their own answers.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -299,7 +314,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let text = state.metrics.render(&state.control.stats(), &state.control.engine_snapshot());
+    let text = state.metrics.render(&state.control.stats(), &state.control.engine_snapshot(), &state.control.all_media_stats());
     (
         [(
             header::CONTENT_TYPE,
@@ -471,6 +486,38 @@ async fn resume_consumer(
 ) -> ApiResult {
     state.control.resume_consumer(&room, &id)?;
     done()
+}
+
+async fn set_consumer_preferred_layers(
+    State(state): State<ApiState>,
+    PathArgs((room, id)): PathArgs<(RoomId, ConsumerId)>,
+    JsonBody(body): JsonBody<SetPreferredLayersRequest>,
+) -> ApiResult {
+    let preferred_layers = state.control.set_consumer_preferred_layers(&room, &id, body.spatial_layer, body.temporal_layer)?;
+    ok(PreferredLayersResponse { preferred_layers })
+}
+
+async fn set_consumer_priority(
+    State(state): State<ApiState>,
+    PathArgs((room, id)): PathArgs<(RoomId, ConsumerId)>,
+    JsonBody(body): JsonBody<ConsumerPriority>,
+) -> ApiResult {
+    let priority = state.control.set_consumer_priority(&room, &id, body.priority)?;
+    ok(ConsumerPriority { priority: u32::from(priority) })
+}
+
+async fn consumer_stats(
+    State(state): State<ApiState>,
+    PathArgs((room, id)): PathArgs<(RoomId, ConsumerId)>,
+) -> ApiResult {
+    ok(state.control.consumer_stats(&room, &id)?)
+}
+
+async fn producer_stats(
+    State(state): State<ApiState>,
+    PathArgs((room, id)): PathArgs<(RoomId, ProducerId)>,
+) -> ApiResult {
+    ok(state.control.producer_stats(&room, &id)?)
 }
 
 async fn close_consumer(

@@ -954,3 +954,59 @@ async fn put_room_takes_an_empty_timeout_and_the_sweep_closes_the_room_after_it(
     let answer = app.call(Method::PUT, "/v1/rooms/brief", Some(json!({"emptyTimeoutSeconds": -1}))).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
 }
+
+#[tokio::test]
+async fn preferred_layers_are_clamped_kept_and_pushed_to_the_engine() {
+    let app = app();
+    app.join("alice").await;
+    app.join("bob").await;
+    let send = app.transport("alice", "send").await;
+    let recv = app.transport("bob", "recv").await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{ROOM}/producers"),
+            Some(json!({"peerId": "alice", "transportId": send, "kind": "video",
+                        "rtpParameters": crate::testing::chrome_vp8_simulcast_parameters()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let producer = body["id"].as_str().expect("id").to_owned();
+    let (status, consumer) = app.consume("bob", &recv, &producer).await;
+    assert_eq!(status, StatusCode::CREATED, "{consumer}");
+    assert_eq!(consumer["type"], "simulcast");
+    assert_eq!(consumer["rtpParameters"]["encodings"][0]["scalabilityMode"], "L3T3");
+    let consumer = consumer["id"].as_str().expect("id").to_owned();
+
+    let uri = format!("/v1/rooms/{ROOM}/consumers/{consumer}/preferred-layers");
+    let answer = app.call(Method::POST, &uri, Some(json!({"spatialLayer": 9}))).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    assert_eq!(answer.1, json!({"preferredLayers": {"spatialLayer": 2, "temporalLayer": 2}}), "clamped to L3T3");
+    let answer = app.call(Method::POST, &uri, Some(json!({"spatialLayer": 0, "temporalLayer": 1}))).await;
+    assert_eq!(answer.1["preferredLayers"], json!({"spatialLayer": 0, "temporalLayer": 1}));
+    let table = app.engine.last_routes(&RoomId::from(ROOM)).expect("routes");
+    let preferred: Vec<_> = table.unbound().iter().flat_map(|u| &u.media.targets).map(|t| t.preferred_layers).collect();
+    assert_eq!(preferred, vec![Some(crate::video::Layers::new(0, 1)); 3], "every encoding's target knows it");
+    assert_error(&app.call(Method::POST, &uri, Some(json!({"spatialLayer": -1}))).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+
+    let uri = format!("/v1/rooms/{ROOM}/consumers/{consumer}/priority");
+    let answer = app.call(Method::POST, &uri, Some(json!({"priority": 7}))).await;
+    assert_eq!(answer.1, json!({"priority": 7}));
+    assert_error(&app.call(Method::POST, &uri, Some(json!({"priority": 0}))).await, StatusCode::BAD_REQUEST, "INVALID_PRIORITY");
+    assert_error(&app.call(Method::POST, &uri, Some(json!({"priority": 256}))).await, StatusCode::BAD_REQUEST, "INVALID_PRIORITY");
+    let gone = format!("/v1/rooms/{ROOM}/consumers/nope/priority");
+    assert_error(&app.call(Method::POST, &gone, Some(json!({"priority": 2}))).await, StatusCode::NOT_FOUND, "CONSUMER_NOT_FOUND");
+
+    // Stats name every encoding, unseen ones without an SSRC, and the consumer's layers.
+    let (status, stats) = app.call(Method::GET, &format!("/v1/rooms/{ROOM}/producers/{producer}/stats"), None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["type"], "simulcast");
+    let rids: Vec<&str> = stats["encodings"].as_array().expect("encodings").iter().map(|e| e["rid"].as_str().unwrap()).collect();
+    assert_eq!(rids, ["r0", "r1", "r2"]);
+    assert!(stats["encodings"][0].get("ssrc").is_none());
+    let (status, stats) = app.call(Method::GET, &format!("/v1/rooms/{ROOM}/consumers/{consumer}/stats"), None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!((stats["priority"].clone(), stats["state"].clone()), (json!(7), json!("paused")));
+    assert_eq!(stats["preferredLayers"], json!({"spatialLayer": 0, "temporalLayer": 1}));
+    assert_error(&app.call(Method::GET, &format!("/v1/rooms/{ROOM}/producers/nope/stats"), None).await, StatusCode::NOT_FOUND, "PRODUCER_NOT_FOUND");
+}

@@ -18,6 +18,16 @@
 //!   producer retransmissions (RTX) are unwrapped and forwarded as media.
 //! - Reports: Receiver Reports to producers and Sender Reports to consumers, once a second,
 //!   the latter derived from the producer's so audio and video stay in sync.
+//!
+//! Simulcast and SVC (see `worker/docs/adaptive-video.md`): streams signalled by RID or MID
+//! are recognised by their first packets ([`recognise`]); each packet's layers are read once
+//! on the producer side ([`descriptor::parse`]) and each consumer's [`LayerSelector`] decides
+//! whether it gets it. A consumer that moves to another producer stream (a simulcast switch,
+//! or an encoder restarted under a new SSRC) continues its sequence numbers after the last one
+//! sent and its timestamps where the producer's Sender Reports say the new stream's clock is
+//! (or, before any, one frame after the last), and its VP8 picture ids go on from where they
+//! were. Which layers a consumer should get is [`choose_layers`] of its app's preference, the
+//! allocator's cap ([`Router::set_consumer_cap`]) and what the producer sends right now.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -31,13 +41,21 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use crate::bwe::EstimateStats;
 use crate::media::congestion::Congestion;
+use crate::engine::{
+    ConsumerLayerState, ConsumerMediaStats, ConsumerScore, EncodingScore, EncodingStats, LayerBitrate, MediaEvent,
+    ProducerMediaStats, RoomMediaStats,
+};
 use crate::media::rtp_packet::RtpView;
-use crate::room::{ConsumerId, ForwardingTable, InboundStream, TransportId};
+use crate::room::{Binding, ConsumerId, ConsumerType, ForwardingTable, InboundStream, ProducerId, TransportId, UnboundEncoding};
 use crate::rtcp::{
-    build_rtx, is_keyframe, nack_to_seqs, unwrap_rtx, KeyframeGate, KeyframeRequestKind, KeyframeRequester, NackConfig,
-    NackGenerator, ReceiverStats, RetransmissionBuffer, RtxHeader, SenderReportTranslator, SeqRewriter, VideoCodec,
+    build_rtx, nack_to_seqs, unwrap_rtx, KeyframeGate, KeyframeRequestKind, KeyframeRequester, NackConfig, NackGenerator,
+    ReceiverStats, RetransmissionBuffer, RtxHeader, SenderReportTranslator, SeqRewriter, VideoCodec,
 };
 use crate::rtp::{MediaKind, PayloadType, Ssrc};
+use crate::video::descriptor::{self, PayloadInfo};
+use crate::video::selector::{LayerSelector, Mode, Verdict};
+use crate::video::stats::{BitrateWindow, Delivery, LayerBitrates, StreamScore, MAX_SPATIAL};
+use crate::video::{choose_layers, LayerChoice, Layers, SpatialLayer};
 
 /// Keyframe requests reach a producer at most this often: every new
 /// consumer would otherwise cost the publisher a full frame.
@@ -45,6 +63,11 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often Sender and Receiver Reports go out.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A producer stream (or SVC layer) without a packet for this long counts as not sent, as
+/// mediasoup's inactivity check has it: Chrome stops sending a simulcast encoding its
+/// bandwidth estimate cannot carry, and its consumers move to one it sends.
+pub const INACTIVE_AFTER: Duration = Duration::from_millis(1500);
 
 /// The SSRC the worker signs its own RTCP with.
 pub const WORKER_SSRC: u32 = 0xFA_0000_01;
@@ -64,10 +87,16 @@ pub struct Outgoing {
     pub rtcp: bool,
 }
 
+/// A producer stream's key: the transport its packets arrive on and their SSRC.
+type StreamKey = (TransportId, Ssrc);
+
 /// State of one incoming producer media stream (its RTX stream shares it).
 struct ProducerStream {
     transport: TransportId,
     ssrc: Ssrc,
+    producer_id: ProducerId,
+    encoding: u8,
+    rid: Option<String>,
     /// Its number among the room's producer streams, for [`Router::by_transport`].
     ordinal: usize,
     /// One entry per target of the table stream, in their order: the fan-out walks both side
@@ -76,6 +105,17 @@ struct ProducerStream {
     stats: ReceiverStats,
     /// Video only: audio is not retransmitted (opus has in-band FEC) nor keyframed.
     repair: Option<VideoRepair>,
+    /// When its last packet (and its last packet of each SVC spatial layer) arrived.
+    last_packet: Option<Instant>,
+    layer_seen: [Option<Instant>; MAX_SPATIAL],
+    /// Whether it (and each SVC spatial layer) counted as sent when last looked at.
+    active: bool,
+    active_layers: u8,
+    bitrates: LayerBitrates,
+    score: StreamScore,
+    delivery: Delivery,
+    /// The last Sender Report: NTP time, RTP timestamp, and when it came.
+    last_sender_report: Option<(u64, u32, Instant)>,
 }
 
 struct VideoRepair {
@@ -91,7 +131,8 @@ struct Arrival {
     payload_type: PayloadType,
     sequence: u16,
     timestamp: u32,
-    keyframe: bool,
+    /// Its layers, as its payload descriptor says (keyframe included).
+    info: PayloadInfo,
     payload_len: usize,
     bytes: Bytes,
 }
@@ -121,20 +162,92 @@ struct ConsumerStream {
     ssrc: Ssrc,
     rtx: Option<(Ssrc, PayloadType)>,
     rtx_sequence: u16,
-    /// The producer stream `(transport, media SSRC)` it receives.
-    source: (TransportId, Ssrc),
+    /// The producer's media streams by encoding, as far as they are known.
+    sources: Vec<Option<StreamKey>>,
+    /// The stream its last packet came from; another one next means a switch.
+    current_source: Option<StreamKey>,
     seq: SeqRewriter,
+    /// Simple video consumers: nothing passes until a keyframe.
     gate: KeyframeGate,
+    /// Simulcast and SVC consumers: their layers.
+    selector: LayerSelector,
+    preferred: Layers,
+    /// The allocator's limit from the subscriber's downlink; `None` for none.
+    cap: Option<Layers>,
+    priority: u8,
+    choice: LayerChoice,
     reports: SenderReportTranslator,
+    /// Its receiver's reports, for its score.
+    score: StreamScore,
+    delivery: Delivery,
+    packets_sent: u64,
+    bitrate: BitrateWindow,
+    /// Its receiver has sent a report about its stream.
+    reported: bool,
+    /// The last packet sent ended a frame (had the marker bit).
+    last_marker: bool,
     active: bool,
+    paused: bool,
+    producer_paused: bool,
     video: bool,
+}
+
+impl ConsumerStream {
+    fn layered(&self) -> bool {
+        self.selector.mode() != Mode::Simple
+    }
+
+    /// The stream that gets its keyframe requests and answers its NACKs: the one it receives,
+    /// else the one it waits for.
+    fn source(&self) -> Option<&StreamKey> {
+        self.current_source.as_ref().or_else(|| self.target_source())
+    }
+
+    /// The stream of its target layers (for simulcast the target encoding's).
+    fn target_source(&self) -> Option<&StreamKey> {
+        let encoding = match self.selector.mode() {
+            Mode::Simulcast => self.selector.target().map_or(0, |t| usize::from(t.spatial_layer)),
+            _ => 0,
+        };
+        self.sources.get(encoding).and_then(Option::as_ref)
+    }
+
+    fn layer_state(&self) -> ConsumerLayerState {
+        if self.paused {
+            ConsumerLayerState::Paused
+        } else if self.producer_paused {
+            ConsumerLayerState::ProducerPaused
+        } else if !self.layered() {
+            if self.gate.is_waiting() && self.video { ConsumerLayerState::WaitingForKeyframe } else { ConsumerLayerState::Active }
+        } else {
+            match self.choice {
+                LayerChoice::ProducerInactive => ConsumerLayerState::ProducerInactive,
+                LayerChoice::NoLayerFits => ConsumerLayerState::NoLayerFits,
+                LayerChoice::Layers(_) if self.selector.current().is_none() => ConsumerLayerState::WaitingForKeyframe,
+                LayerChoice::Layers(_) => ConsumerLayerState::Active,
+            }
+        }
+    }
+}
+
+/// A consumer's candidate layers and what each costs, for the bandwidth allocator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerCandidates {
+    pub consumer_id: ConsumerId,
+    /// The recv transport whose estimate it shares.
+    pub transport_id: TransportId,
+    pub priority: u8,
+    /// What its app prefers; candidates above it are not worth giving.
+    pub preferred: Layers,
+    /// Every layer the producer sends, lowest first, with the bitrate a consumer of it gets.
+    pub layers: Vec<LayerBitrate>,
 }
 
 /// The forwarding state of one room.
 #[derive(Default)]
 pub struct Router {
     table: ForwardingTable,
-    producers: HashMap<(TransportId, Ssrc), ProducerStream>,
+    producers: HashMap<StreamKey, ProducerStream>,
     /// Consumer streams, flat; rebuilt on every table update (rare), walked per packet (often).
     consumers: Vec<ConsumerStream>,
     next_report: Option<Instant>,
@@ -154,6 +267,18 @@ pub struct Router {
     pub retransmitted_packets: u64,
     /// Feedback to publishers, estimates towards subscribers.
     congestion: Congestion,
+    /// SSRCs recognised by RID or MID ([`recognise`]), applied again to every new table.
+    learned: Vec<Binding>,
+    /// The I/O shell's transport handles, as last given ([`Router::set_transport_handles`]),
+    /// for tables the router installs itself (after learning an SSRC).
+    handles: rustc_hash::FxHashMap<TransportId, Option<usize>>,
+    /// RTCP to send at the next [`Router::handle_timeout`] (keyframe requests for the
+    /// consumers of a stream just recognised, which the packet path cannot hand back).
+    pending: Vec<Outgoing>,
+    /// What to tell the control plane ([`Router::drain_events`]).
+    events: Vec<MediaEvent>,
+    /// A producer stream or layer stopped arriving: targets are chosen again.
+    availability_changed: bool,
 }
 
 fn marshal(packets: &[Box<dyn RtcpPacket>]) -> Option<Vec<u8>> {
@@ -164,16 +289,70 @@ fn video_codec(stream: &InboundStream, pt: PayloadType) -> Option<VideoCodec> {
     stream.codecs.get(&pt).and_then(|c| VideoCodec::from_mime_type(&c.mime_type))
 }
 
+fn selector_mode(stream: &InboundStream) -> Mode {
+    match (stream.kind, stream.consumer_type) {
+        (MediaKind::Audio, _) | (_, ConsumerType::Simple) => Mode::Simple,
+        (_, ConsumerType::Simulcast) => Mode::Simulcast,
+        (_, ConsumerType::Svc) => Mode::Svc { k_svc: stream.k_svc },
+    }
+}
+
+/// The highest layers, which `choose_layers` reads as "the top of whatever there is".
+const HIGHEST: Layers = Layers::new(u8::MAX, u8::MAX);
+
+/// The timestamp offset for a consumer moving from stream `from` (whose packets it got with
+/// `offset`) to stream `to`, whose next packet has `timestamp`.
+///
+/// With a Sender Report of each, the streams' clocks line up as the producer says they do
+/// (mediasoup's NTP-based sync): the new packet gets the timestamp the old stream would have
+/// had at the same instant. Without, it comes one frame (1/30 s) after the newest sent. Either
+/// way time never goes back: a timestamp not after the newest sent becomes one frame after it.
+fn switch_timestamp_offset(
+    offset: u32,
+    from: Option<(u64, u32)>,
+    to: Option<(u64, u32)>,
+    clock_rate: u32,
+    newest: Option<u32>,
+    timestamp: u32,
+) -> u32 {
+    let frame = clock_rate / 30;
+    let Some(newest) = newest else { return offset };
+    let continuing = newest.wrapping_add(frame).wrapping_sub(timestamp);
+    let (Some((ntp_from, rtp_from)), Some((ntp_to, rtp_to))) = (from, to) else { return continuing };
+    // NTP times are 32.32 fixed point: the difference in seconds, as ticks of the clock.
+    let seconds = (ntp_to.wrapping_sub(ntp_from) as i64) as f64 / 4_294_967_296.0;
+    let ticks = (seconds * f64::from(clock_rate)).round() as i64 as u32;
+    // `to`'s timestamp `rtp_to` is the instant `from`'s clock read `rtp_from + ticks`.
+    let synced = offset.wrapping_add(rtp_from).wrapping_add(ticks).wrapping_sub(rtp_to);
+    let out = timestamp.wrapping_add(synced);
+    if (out.wrapping_sub(newest) as i32) <= 0 { continuing } else { synced }
+}
+
 impl Router {
     /// Installs the room's new table. Consumers that became active (new, or resumed) start
     /// a new gap-free run of sequence numbers and, for video, wait for a keyframe that is
     /// requested from the producer.
     pub fn update(&mut self, table: ForwardingTable, now: Instant) -> Vec<Outgoing> {
+        // The shell gives its handles again for the new table; old ones may be stale.
+        self.handles.clear();
+        self.install(table, now)
+    }
+
+    /// [`Router::update`], keeping the shell's handles (for a table the router changed itself).
+    fn install(&mut self, mut table: ForwardingTable, now: Instant) -> Vec<Outgoing> {
+        // What was learned of streams without signalled SSRCs still holds for the same
+        // producers (the control plane's table never has it): media first, then the RTX
+        // streams that repair them.
+        self.learned.retain(|binding| table.unbound().iter().any(|u| is_encoding_of(u, binding)));
+        self.learned.sort_by_key(|binding| binding.rtx);
+        self.learned.retain(|binding| table.bind(binding));
         let mut out = Vec::new();
         let mut live_producers = BTreeSet::new();
         let mut live_consumers = BTreeSet::new();
         let mut consumers: HashMap<ConsumerId, ConsumerStream> =
             std::mem::take(&mut self.consumers).into_iter().map(|c| (c.id.clone(), c)).collect();
+        let mut sources: HashMap<ConsumerId, Vec<Option<StreamKey>>> = HashMap::new();
+        let mut activated = Vec::new();
         for ((transport, ssrc), stream) in table.streams() {
             if stream.rtx {
                 continue;
@@ -181,9 +360,13 @@ impl Router {
             let key = (transport.clone(), *ssrc);
             live_producers.insert(key.clone());
             let clock_rate = stream.codecs.values().find(|c| c.apt.is_none()).map_or(90000, |c| c.clock_rate);
+            let rid = table.unbound().iter().find(|u| u.media.producer_id == stream.producer_id && u.media.encoding_index == stream.encoding_index).and_then(|u| u.rid.clone());
             self.producers.entry(key.clone()).or_insert_with(|| ProducerStream {
                 transport: transport.clone(),
                 ssrc: *ssrc,
+                producer_id: stream.producer_id.clone(),
+                encoding: stream.encoding_index as u8,
+                rid,
                 ordinal: 0,
                 fanout: Vec::new(),
                 stats: ReceiverStats::new(clock_rate),
@@ -192,6 +375,14 @@ impl Router {
                     nack: NackGenerator::new(NackConfig::default()),
                     keyframes: KeyframeRequester::with_interval(KeyframeRequestKind::Pli, KEYFRAME_REQUEST_INTERVAL),
                 }),
+                last_packet: None,
+                layer_seen: [None; MAX_SPATIAL],
+                active: false,
+                active_layers: 0,
+                bitrates: LayerBitrates::default(),
+                score: StreamScore::default(),
+                delivery: Delivery::default(),
+                last_sender_report: None,
             });
             for target in &stream.targets {
                 live_consumers.insert(target.consumer_id.clone());
@@ -201,33 +392,56 @@ impl Router {
                     ssrc: target.ssrc,
                     rtx: target.rtx,
                     rtx_sequence: (target.ssrc.0 >> 8) as u16,
-                    source: key.clone(),
+                    sources: Vec::new(),
+                    current_source: None,
                     // The consumer's numbering starts somewhere unrelated to the producer's,
                     // as in mediasoup (here derived from its SSRC, so tests are repeatable).
                     seq: SeqRewriter::new(target.ssrc.0 as u16, 0),
                     gate: if stream.kind == MediaKind::Video { KeyframeGate::new() } else { KeyframeGate::open() },
+                    selector: LayerSelector::new(selector_mode(stream), stream.spatial_layers, stream.temporal_layers),
+                    preferred: HIGHEST,
+                    cap: None,
+                    priority: 1,
+                    choice: LayerChoice::ProducerInactive,
                     reports: SenderReportTranslator::new(target.ssrc, clock_rate),
+                    score: StreamScore::default(),
+                    delivery: Delivery::default(),
+                    packets_sent: 0,
+                    bitrate: BitrateWindow::default(),
+                    reported: false,
+                    last_marker: false,
                     active: false,
+                    paused: false,
+                    producer_paused: false,
                     video: stream.kind == MediaKind::Video,
                 });
+                consumer.preferred = target.preferred_layers.unwrap_or(HIGHEST);
+                consumer.priority = target.priority;
+                consumer.paused = target.paused;
+                consumer.producer_paused = stream.producer_paused;
+                let by_encoding = sources.entry(target.consumer_id.clone()).or_default();
+                if by_encoding.len() < stream.encodings {
+                    by_encoding.resize(stream.encodings, None);
+                }
+                by_encoding[stream.encoding_index] = Some(key.clone());
                 let active = !target.paused && !stream.producer_paused;
                 if active && !consumer.active {
-                    consumer.seq.resync();
-                    if stream.kind == MediaKind::Video {
-                        consumer.gate.close();
-                        // Not connected yet: asked for when it connects.
-                        let connected = self.connected.contains(&target.transport_id);
-                        if let Some(repair) =
-                            self.producers.get_mut(&key).and_then(|p| p.repair.as_mut()).filter(|_| connected)
-                        {
-                            if let Some(request) = repair.keyframes.request(now) {
-                                push_rtcp(&mut out, transport, &[request.to_packet(Ssrc(WORKER_SSRC), *ssrc)]);
-                            }
-                        }
-                    }
+                    activated.push(target.consumer_id.clone());
                 }
                 consumer.active = active;
             }
+        }
+        for (id, consumer) in consumers.iter_mut() {
+            let Some(by_encoding) = sources.remove(id) else { continue };
+            // A stream of the current encoding that is no longer the one forwarded (its
+            // encoder restarted under a new SSRC): start over on the new one, which starts
+            // with a keyframe; the switch then continues the numbering.
+            let replaced = consumer.current_source.as_ref().is_some_and(|current| !by_encoding.contains(&Some(current.clone())));
+            if replaced {
+                consumer.gate.close();
+                consumer.selector.restart();
+            }
+            consumer.sources = by_encoding;
         }
         self.producers.retain(|k, _| live_producers.contains(k));
         consumers.retain(|k, _| live_consumers.contains(k));
@@ -250,7 +464,8 @@ impl Router {
                 // Every target's consumer was kept above, so each has an index and the entries
                 // line up with the targets.
                 let send_side = target.estimation.and_then(|_| self.congestion.send_side(&target.transport_id));
-                producer.fanout.push(FanoutEntry { consumer: index[&target.consumer_id], transport: None, send_side });
+                let transport = self.handles.get(&target.transport_id).copied().flatten();
+                producer.fanout.push(FanoutEntry { consumer: index[&target.consumer_id], transport, send_side });
                 let slot = *transport_slot.entry(&target.transport_id).or_insert_with(|| {
                     self.by_transport.push(Vec::new());
                     self.by_transport.len() - 1
@@ -259,23 +474,108 @@ impl Router {
             }
         }
         self.table = table;
+        self.retarget_all(now, &mut out);
+        for id in activated {
+            let Some(&i) = index.get(&id) else { continue };
+            self.start_consumer(i, now, &mut out);
+        }
         out
+    }
+
+    /// A consumer turned active (new, resumed, or its transport connected): a new gap-free
+    /// run of sequence numbers, and video waits for a keyframe, which is asked for.
+    fn start_consumer(&mut self, index: usize, now: Instant, out: &mut Vec<Outgoing>) {
+        let consumer = &mut self.consumers[index];
+        consumer.seq.resync();
+        if !consumer.video {
+            return;
+        }
+        consumer.gate.close();
+        consumer.selector.restart();
+        consumer.current_source = None;
+        // Not connected yet: asked for when it connects (a keyframe before is lost to it).
+        if !self.connected.contains(&consumer.transport) {
+            return;
+        }
+        if let Some(source) = consumer.target_source().cloned() {
+            self.request_keyframe(&source, now, out);
+        }
+    }
+
+    fn request_keyframe(&mut self, source: &StreamKey, now: Instant, out: &mut Vec<Outgoing>) {
+        let Some(producer) = self.producers.get_mut(source) else { return };
+        if let Some(request) = producer.repair.as_mut().and_then(|r| r.keyframes.request(now)) {
+            push_rtcp(out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
+        }
+    }
+
+    /// What the producer of consumer `index` sends right now, spatial layer by layer.
+    fn availability(&self, index: usize) -> Vec<SpatialLayer> {
+        let consumer = &self.consumers[index];
+        let (spatial, temporal) = consumer.selector.layer_counts();
+        let stream = |encoding: usize| consumer.sources.get(encoding).and_then(Option::as_ref).and_then(|key| self.producers.get(key));
+        (0..spatial)
+            .map(|s| {
+                let active = match consumer.selector.mode() {
+                    Mode::Simulcast => stream(usize::from(s)).is_some_and(|p| p.active),
+                    _ => stream(0).is_some_and(|p| p.active && p.active_layers & (1 << s.min(7)) != 0),
+                };
+                SpatialLayer { active, temporal_layers: temporal }
+            })
+            .collect()
+    }
+
+    /// Chooses consumer `index`'s target layers again; asks for the keyframe a spatial switch
+    /// needs, and reports when what it receives changed.
+    fn retarget(&mut self, index: usize, now: Instant, out: &mut Vec<Outgoing>) {
+        if !self.consumers[index].layered() {
+            return;
+        }
+        let available = self.availability(index);
+        let consumer = &mut self.consumers[index];
+        let choice = choose_layers(consumer.preferred, consumer.cap, &available);
+        let before = (consumer.selector.current(), consumer.layer_state());
+        let changed_target = consumer.selector.target() != choice.layers();
+        consumer.choice = choice;
+        let needs_keyframe = consumer.selector.set_target(choice.layers());
+        let after = (consumer.selector.current(), consumer.layer_state());
+        if before != after && (after.0.is_none() || before.0 != after.0) {
+            self.events.push(MediaEvent::ConsumerLayersChanged { consumer_id: consumer.id.clone(), layers: after.0, state: after.1 });
+        }
+        if needs_keyframe && changed_target && consumer.active {
+            if let Some(source) = consumer.target_source().cloned() {
+                self.request_keyframe(&source, now, out);
+            }
+        }
+    }
+
+    fn retarget_all(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        for i in 0..self.consumers.len() {
+            self.retarget(i, now, out);
+        }
     }
 
     /// Records the I/O shell's handle (an index into its own table of transports) for every
     /// target's transport, passed back with each copy so the shell needs no lookup either.
     /// Call it after [`Router::update`] and whenever the shell's handles change.
     pub fn set_transport_handles(&mut self, handle: &dyn Fn(&TransportId) -> Option<usize>) {
+        self.handles.clear();
         for (key, producer) in self.producers.iter_mut() {
             let Some(stream) = self.table.stream(&key.0, key.1) else { continue };
             for (target, entry) in stream.targets.iter().zip(producer.fanout.iter_mut()) {
                 entry.transport = handle(&target.transport_id);
+                self.handles.insert(target.transport_id.clone(), entry.transport);
             }
         }
     }
 
     pub fn table(&self) -> &ForwardingTable {
         &self.table
+    }
+
+    /// What to tell the control plane since the last call (scores, layer changes).
+    pub fn drain_events(&mut self) -> Vec<MediaEvent> {
+        std::mem::take(&mut self.events)
     }
 
     /// A transport finished DTLS. Whatever was forwarded to its video consumers before was
@@ -285,20 +585,10 @@ impl Router {
         self.connected.insert(transport.clone());
         let mut out = Vec::new();
         self.congestion.on_transport_connected(transport);
-        let mut sources = Vec::new();
-        for consumer in self.consumers.iter_mut().filter(|c| &c.transport == transport && c.video && c.active) {
-            consumer.gate.close();
-            consumer.seq.resync();
-            sources.push(consumer.source.clone());
-        }
-        sources.sort();
-        sources.dedup();
-        for source in sources {
-            if let Some(producer) = self.producers.get_mut(&source) {
-                if let Some(request) = producer.repair.as_mut().and_then(|r| r.keyframes.request(now)) {
-                    push_rtcp(&mut out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
-                }
-            }
+        let starting: Vec<usize> =
+            (0..self.consumers.len()).filter(|&i| &self.consumers[i].transport == transport && self.consumers[i].video && self.consumers[i].active).collect();
+        for i in starting {
+            self.start_consumer(i, now, &mut out);
         }
         out
     }
@@ -339,9 +629,14 @@ impl Router {
         let mut arrivals = std::mem::take(&mut self.arrivals);
         let mut restored: Vec<Vec<u8>> = Vec::new();
         for (index, packet) in packets.iter().enumerate() {
-            let Some(stream) = RtpView::parse(packet).and_then(|_| self.table.stream(from, Ssrc(RtpView::ssrc(packet)))) else { continue };
+            let Some(view) = RtpView::parse(packet) else { continue };
+            let ssrc = Ssrc(RtpView::ssrc(packet));
+            if self.table.stream(from, ssrc).is_none() {
+                self.learn(from, packet, &view, now);
+            }
+            let Some(stream) = self.table.stream(from, ssrc) else { continue };
             if !stream.rtx {
-                if let Some(arrival) = self.on_producer_packet(from, packet, Bytes::Batch(index), now) {
+                if let Some(arrival) = self.on_producer_packet(from, packet, Bytes::Batch(index), false, now) {
                     arrivals.push(arrival);
                 }
                 continue;
@@ -355,7 +650,7 @@ impl Router {
             let mut original = vec![0u8; MAX_PACKET];
             if let Ok((len, _)) = unwrap_rtx(packet, media_ssrc, apt, &mut original) {
                 original.truncate(len);
-                if let Some(arrival) = self.on_producer_packet(from, &original, Bytes::Restored(restored.len()), now) {
+                if let Some(arrival) = self.on_producer_packet(from, &original, Bytes::Restored(restored.len()), true, now) {
                     arrivals.push(arrival);
                 }
                 restored.push(original);
@@ -364,7 +659,8 @@ impl Router {
         // The consumer side: the batch's streams, each with its ordinal, largest packets first
         // (a consumer's copies of a batch can then share one segmented send: equal sizes, and
         // a shorter one last).
-        let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, by_transport, congestion, .. } = self;
+        let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, by_transport, congestion, events, .. } = self;
+        let producers = &*producers;
         let mut streams: Vec<(Ssrc, usize, &InboundStream, &ProducerStream)> = Vec::new();
         for arrival in &arrivals {
             if streams.iter().any(|(ssrc, ..)| *ssrc == arrival.ssrc) {
@@ -386,8 +682,57 @@ impl Router {
             let Some(consumer) = consumers.get_mut(entry.consumer) else { return };
             for arrival in arrivals.iter().filter(|a| a.ssrc == ssrc) {
                 let Some(payload_type) = stream.receives(target, arrival.payload_type) else { continue };
-                if !consumer.gate.admit(arrival.keyframe) {
+                let mut marker = None;
+                let mut picture_numbers = None;
+                if consumer.layered() {
+                    match consumer.selector.admit(producer.encoding, &arrival.info) {
+                        Verdict::Drop => continue,
+                        Verdict::Skip => {
+                            consumer.seq.skip(arrival.sequence);
+                            continue;
+                        }
+                        Verdict::Forward(forward) => {
+                            if forward.layers_changed {
+                                events.push(MediaEvent::ConsumerLayersChanged {
+                                    consumer_id: consumer.id.clone(),
+                                    layers: consumer.selector.current(),
+                                    state: ConsumerLayerState::Active,
+                                });
+                            }
+                            if forward.marker {
+                                marker = Some(true);
+                            }
+                            if forward.picture_id.is_some() || forward.tl0_pic_idx.is_some() {
+                                picture_numbers = Some((forward.picture_id, forward.tl0_pic_idx));
+                            }
+                        }
+                    }
+                } else if !consumer.gate.admit(arrival.info.keyframe) {
                     continue;
+                }
+                let source = (producer.transport.clone(), producer.ssrc);
+                if consumer.current_source.as_ref() != Some(&source) {
+                    // Another producer stream from here on (a simulcast switch, or the same
+                    // encoding under a new SSRC): numbers continue after the last sent, and
+                    // the clock where the reports say the new stream's is.
+                    if consumer.last_marker { consumer.seq.resync() } else { consumer.seq.resync_leaving_a_gap() }
+                    if let Some(previous) = consumer.current_source.as_ref() {
+                        let from = producers.get(previous).and_then(|p| p.last_sender_report).map(|(ntp, rtp, _)| (ntp, rtp));
+                        let to = producer.last_sender_report.map(|(ntp, rtp, _)| (ntp, rtp));
+                        let offset = switch_timestamp_offset(
+                            consumer.seq.timestamp_offset(),
+                            from,
+                            to,
+                            producer.stats.clock_rate(),
+                            consumer.seq.newest_timestamp(),
+                            arrival.timestamp,
+                        );
+                        consumer.seq.set_timestamp_offset(offset);
+                    }
+                    if let Some((ntp, rtp, at)) = producer.last_sender_report {
+                        consumer.reports.on_producer_sender_report(ntp, rtp, at);
+                    }
+                    consumer.current_source = Some(source);
                 }
                 let Some(rewritten) = consumer.seq.rewrite(arrival.sequence, arrival.timestamp) else { continue };
                 let packet = match arrival.bytes {
@@ -404,12 +749,25 @@ impl Router {
                 RtpView::set_payload_type(copy, payload_type.0);
                 RtpView::set_sequence(copy, rewritten.sequence_number);
                 RtpView::set_timestamp(copy, rewritten.timestamp);
+                if let Some(marker) = marker {
+                    RtpView::set_marker(copy, marker);
+                }
+                if let Some((picture_id, tl0_pic_idx)) = picture_numbers {
+                    // Before the MID below, which may move the payload.
+                    let payload = view.header_len()..view.header_len() + arrival.payload_len;
+                    if let Some(payload) = copy.get_mut(payload) {
+                        descriptor::write_picture_numbers(payload, &arrival.info, picture_id, tl0_pic_idx);
+                    }
+                }
                 view.rewrite_extension_ids(copy, &target.header_extension_ids);
                 if let (Some(side), Some(estimation)) = (entry.send_side, target.estimation) {
                     congestion.stamp(side, estimation, &mut view, copy, now_us);
                 }
                 set_mid(&view, copy, target);
+                consumer.last_marker = RtpView::marker(copy);
                 consumer.reports.on_packet_sent(arrival.payload_len);
+                consumer.packets_sent += 1;
+                consumer.bitrate.on_bytes(copy.len(), now);
                 *forwarded_packets += 1;
                 *forwarded_bytes += copy.len() as u64;
                 copies += 1;
@@ -441,25 +799,85 @@ impl Router {
         copies
     }
 
+    /// A packet of an SSRC the table does not know: if its RID or MID names an unbound
+    /// encoding, the SSRC becomes that encoding's stream from now on (see [`recognise`]).
+    fn learn(&mut self, from: &TransportId, packet: &[u8], view: &RtpView, now: Instant) {
+        let Some(binding) = recognise(self.table.unbound(), from, packet, view) else { return };
+        let mut table = std::mem::take(&mut self.table);
+        if !table.bind(&binding) {
+            self.table = table;
+            return;
+        }
+        tracing::debug!(transport = %from, producer = %binding.producer_id, encoding = binding.encoding_index,
+            rtx = binding.rtx, ssrc = binding.ssrc.0, "stream recognised by its RID or MID");
+        self.learned.retain(|b| !(b.producer_id == binding.producer_id && b.encoding_index == binding.encoding_index && b.rtx == binding.rtx));
+        self.learned.push(binding);
+        let out = self.install(table, now);
+        self.pending.extend(out);
+    }
+
     /// What a producer's stream does with an arriving media packet (statistics, NACKs to
-    /// send, the retransmission buffer, keyframes seen), and what its consumers need of it.
-    fn on_producer_packet(&mut self, from: &TransportId, packet: &[u8], bytes: Bytes, now: Instant) -> Option<Arrival> {
+    /// send, the retransmission buffer, keyframes seen, layers), and what its consumers need
+    /// of it. `repaired` for a packet restored from a retransmission.
+    fn on_producer_packet(&mut self, from: &TransportId, packet: &[u8], bytes: Bytes, repaired: bool, now: Instant) -> Option<Arrival> {
         let view = RtpView::parse(packet)?;
         let ssrc = Ssrc(RtpView::ssrc(packet));
         let payload_type = PayloadType(RtpView::payload_type(packet));
         let (sequence, timestamp) = (RtpView::sequence(packet), RtpView::timestamp(packet));
         let stream = self.table.stream(from, ssrc)?;
-        let keyframe = video_codec(stream, payload_type).is_some_and(|codec| is_keyframe(codec, view.payload(packet)));
+        let info = video_codec(stream, payload_type).map(|codec| descriptor::parse(codec, view.payload(packet))).unwrap_or_default();
         let producer = self.producers.get_mut(&(from.clone(), ssrc))?;
         producer.stats.on_packet(sequence, timestamp, now);
+        if repaired {
+            producer.delivery.retransmitted += 1;
+        } else {
+            producer.delivery.received += 1;
+        }
         if let Some(repair) = producer.repair.as_mut() {
+            let recovered = repair.nack.stats().recovered;
             repair.nack.on_packet(sequence, now);
+            if repaired && repair.nack.stats().recovered > recovered {
+                producer.delivery.repaired += 1;
+            }
             let _ = repair.buffer.insert(packet, now);
-            if keyframe {
+        }
+        // Padding-only packets (bandwidth probes) say nothing about what is sent.
+        let mut started = false;
+        if !view.payload(packet).is_empty() {
+            producer.last_packet = Some(now);
+            let spatial = usize::from(info.spatial).min(MAX_SPATIAL - 1);
+            producer.layer_seen[spatial] = Some(now);
+            producer.bitrates.on_packet(info.spatial, info.temporal, packet.len(), now);
+            if !producer.active || producer.active_layers & (1 << spatial) == 0 {
+                producer.active = true;
+                producer.active_layers |= 1 << spatial;
+                if producer.score.reset(10) {
+                    self.events.extend(producer_score_event(&self.producers, from, ssrc));
+                }
+                started = true;
+            }
+        }
+        if started {
+            // A stream or layer starts: consumers may move to it, and the keyframes they ask
+            // for are met by this packet if it is one (so it is seen as a keyframe after).
+            let mut out = Vec::new();
+            self.retarget_all(now, &mut out);
+            self.pending.extend(out);
+        }
+        if info.keyframe {
+            if let Some(repair) = self.producers.get_mut(&(from.clone(), ssrc)).and_then(|p| p.repair.as_mut()) {
                 repair.keyframes.on_keyframe();
             }
         }
-        Some(Arrival { ssrc, payload_type, sequence, timestamp, keyframe, payload_len: view.payload(packet).len(), bytes })
+        Some(Arrival {
+            ssrc,
+            payload_type,
+            sequence,
+            timestamp,
+            info,
+            payload_len: view.payload(packet).len(),
+            bytes,
+        })
     }
 
     /// A decrypted RTCP compound packet arrived on `from`.
@@ -487,8 +905,26 @@ impl Router {
                 let key = (from.clone(), Ssrc(sr.ssrc));
                 if let Some(producer) = self.producers.get_mut(&key) {
                     producer.stats.on_sender_report(sr.ntp_time, now);
-                    for consumer in self.consumers.iter_mut().filter(|c| c.source == key) {
+                    producer.last_sender_report = Some((sr.ntp_time, sr.rtp_time, now));
+                    for consumer in self.consumers.iter_mut().filter(|c| c.current_source.as_ref() == Some(&key)) {
                         consumer.reports.on_producer_sender_report(sr.ntp_time, sr.rtp_time, now);
+                    }
+                }
+            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                for block in &rr.reports {
+                    if let Some(consumer) = self.consumers.iter_mut().find(|c| &c.transport == from && c.ssrc.0 == block.ssrc) {
+                        // The receiver's view of the consumer's stream: what it lost of what
+                        // was sent (its cumulative count, which repairs bring down).
+                        let lost = u64::from(block.total_lost & 0x7f_ffff);
+                        let sent = consumer.packets_sent;
+                        consumer.delivery = Delivery { expected: sent, received: sent.saturating_sub(lost), ..Delivery::default() };
+                        let before = consumer_score(&self.producers, consumer).score;
+                        consumer.reported = true;
+                        consumer.score.update(consumer.delivery);
+                        if consumer_score(&self.producers, consumer).score != before {
+                            let event = consumer_score_event(&self.producers, consumer);
+                            self.events.push(event);
+                        }
                     }
                 }
             }
@@ -500,12 +936,14 @@ impl Router {
         self.consumers.iter_mut().find(|c| &c.transport == transport && c.ssrc == ssrc)
     }
 
-    /// A consumer asked for a keyframe: ask its producer, at most once per interval.
+    /// A consumer asked for a keyframe: ask the stream it receives (and the one it waits for,
+    /// if another), at most once per interval each.
     fn keyframe_wanted_by(&mut self, transport: &TransportId, consumer_ssrc: Ssrc, now: Instant, out: &mut Vec<Outgoing>) {
-        let Some(source) = self.consumer_on(transport, consumer_ssrc).map(|c| c.source.clone()) else { return };
-        let Some(producer) = self.producers.get_mut(&source) else { return };
-        if let Some(request) = producer.repair.as_mut().and_then(|r| r.keyframes.request(now)) {
-            push_rtcp(out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
+        let Some(consumer) = self.consumer_on(transport, consumer_ssrc) else { return };
+        let current = consumer.source().cloned();
+        let target = consumer.target_source().cloned().filter(|t| Some(t) != current.as_ref());
+        for source in [current, target].into_iter().flatten() {
+            self.request_keyframe(&source, now, out);
         }
     }
 
@@ -514,9 +952,10 @@ impl Router {
     fn retransmit(&mut self, transport: &TransportId, consumer_ssrc: Ssrc, consumer_seq: u16, now: Instant, out: &mut Vec<Outgoing>) {
         let Some(consumer) = self.consumers.iter_mut().find(|c| &c.transport == transport && c.ssrc == consumer_ssrc) else { return };
         let Some(producer_seq) = consumer.seq.producer_seq(consumer_seq) else { return };
-        let Some(producer) = self.producers.get(&consumer.source) else { return };
+        let Some(source) = consumer.current_source.as_ref() else { return };
+        let Some(producer) = self.producers.get(source) else { return };
         let Some(original) = producer.repair.as_ref().and_then(|r| r.buffer.lookup(producer_seq, now)) else { return };
-        let Some(stream) = self.table.stream(&consumer.source.0, consumer.source.1) else { return };
+        let Some(stream) = self.table.stream(&source.0, source.1) else { return };
         let Some(target) = stream.targets.iter().find(|t| t.transport_id == consumer.transport && t.ssrc == consumer.ssrc) else { return };
         let Some(view) = RtpView::parse(original) else { return };
         let Some(pt) = target.payload_types.get(&PayloadType(RtpView::payload_type(original))) else { return };
@@ -525,6 +964,21 @@ impl Router {
         RtpView::set_payload_type(&mut copy, pt.0);
         RtpView::set_sequence(&mut copy, consumer_seq);
         RtpView::set_timestamp(&mut copy, RtpView::timestamp(original).wrapping_add(consumer.seq.timestamp_offset()));
+        if consumer.layered() {
+            // As it was sent: the consumer's picture numbers, and the marker of the top layer
+            // it gets.
+            if let Some(codec) = video_codec(stream, PayloadType(RtpView::payload_type(original))) {
+                let info = descriptor::parse(codec, view.payload(original));
+                let resent = consumer.selector.renumber(&info);
+                if resent.marker {
+                    RtpView::set_marker(&mut copy, true);
+                }
+                let payload = view.header_len()..view.header_len() + view.payload(original).len();
+                if let Some(payload) = copy.get_mut(payload) {
+                    descriptor::write_picture_numbers(payload, &info, resent.picture_id, resent.tl0_pic_idx);
+                }
+            }
+        }
         view.rewrite_extension_ids(&mut copy, &target.header_extension_ids);
         set_mid(&view, &mut copy, target);
         let mut packet = match consumer.rtx {
@@ -570,15 +1024,32 @@ impl Router {
         self.congestion.estimates().map(|(t, stats)| (t.clone(), stats)).collect()
     }
 
-    /// Timers: keyframe request repeats, NACKs to producers, the reports, feedback to
-    /// publishers and probes to subscribers.
+    /// Timers: keyframe request repeats, NACKs to producers, the reports, streams going
+    /// silent, scores, feedback to publishers and probes to subscribers.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Outgoing> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.pending);
         let mut congestion = Vec::new();
         self.congestion.handle_timeout(now, &mut congestion);
         out.extend(congestion.into_iter().map(|(transport, packet, rtcp)| Outgoing { transport, packet, rtcp }));
         let mut nacks = Vec::new();
-        for producer in self.producers.values_mut() {
+        let mut silent = Vec::new();
+        for (key, producer) in self.producers.iter_mut() {
+            // Streams and SVC layers that stopped arriving.
+            let mut layers = 0u8;
+            for (spatial, seen) in producer.layer_seen.iter().enumerate() {
+                if seen.is_some_and(|at| now.saturating_duration_since(at) < INACTIVE_AFTER) {
+                    layers |= 1 << spatial;
+                }
+            }
+            let active = producer.last_packet.is_some_and(|at| now.saturating_duration_since(at) < INACTIVE_AFTER);
+            if active != producer.active || layers != producer.active_layers {
+                if producer.active && !active {
+                    silent.push(key.clone());
+                }
+                producer.active = active;
+                producer.active_layers = layers;
+                self.availability_changed = true;
+            }
             let Some(repair) = producer.repair.as_mut() else { continue };
             if let Some(request) = repair.keyframes.poll(now) {
                 push_rtcp(&mut out, &producer.transport, &[request.to_packet(Ssrc(WORKER_SSRC), producer.ssrc)]);
@@ -590,12 +1061,35 @@ impl Router {
                 push_rtcp(&mut out, &producer.transport, &[Box::new(nack)]);
             }
         }
+        for key in silent {
+            if self.producers.get_mut(&key).is_some_and(|p| p.score.reset(0)) {
+                self.events.extend(producer_score_event(&self.producers, &key.0, key.1));
+            }
+        }
+        if std::mem::take(&mut self.availability_changed) {
+            self.retarget_all(now, &mut out);
+        }
         if self.next_report.is_none_or(|at| now >= at) {
             self.next_report = Some(now + REPORT_INTERVAL);
-            for producer in self.producers.values_mut() {
+            let mut rescored = Vec::new();
+            for (key, producer) in self.producers.iter_mut() {
                 if let Some(block) = producer.stats.reception_report(producer.ssrc, now) {
                     let rr = ReceiverReport { ssrc: WORKER_SSRC, reports: vec![block], ..Default::default() };
                     push_rtcp(&mut out, &producer.transport, &[Box::new(rr)]);
+                }
+                if producer.active {
+                    producer.delivery.expected = producer.stats.expected();
+                    if producer.score.update(producer.delivery) {
+                        rescored.push(key.clone());
+                    }
+                }
+            }
+            rescored.sort();
+            let mut announced = BTreeSet::new();
+            for key in rescored {
+                let Some(producer_id) = self.producers.get(&key).map(|p| p.producer_id.clone()) else { continue };
+                if announced.insert(producer_id) {
+                    self.events.extend(producer_score_event(&self.producers, &key.0, key.1));
                 }
             }
             for consumer in self.consumers.iter_mut().filter(|c| c.active) {
@@ -606,6 +1100,218 @@ impl Router {
         }
         out
     }
+
+    // --- For the bandwidth allocator and for stats ---
+
+    /// Every layered consumer's candidate layers with what each costs now, for the bandwidth
+    /// allocator: it shares a recv transport's estimate across the transport's consumers by
+    /// priority and caps each ([`Router::set_consumer_cap`]).
+    pub fn layer_candidates(&self, now: Instant) -> Vec<LayerCandidates> {
+        (0..self.consumers.len())
+            .filter(|&i| self.consumers[i].layered() && self.consumers[i].active)
+            .map(|i| {
+                let consumer = &self.consumers[i];
+                let available = self.availability(i);
+                let svc = matches!(consumer.selector.mode(), Mode::Svc { .. });
+                let mut layers = Vec::new();
+                for (spatial, layer) in available.iter().enumerate() {
+                    if !layer.active {
+                        continue;
+                    }
+                    let stream = consumer.sources.get(if svc { 0 } else { spatial }).and_then(Option::as_ref).and_then(|k| self.producers.get(k));
+                    for temporal in 0..layer.temporal_layers {
+                        let bitrate = stream.map_or(0, |p| p.bitrates.cumulative(if svc { spatial as u8 } else { 0 }, temporal, svc, now));
+                        layers.push(LayerBitrate { layers: Layers::new(spatial as u8, temporal), bitrate });
+                    }
+                }
+                LayerCandidates {
+                    consumer_id: consumer.id.clone(),
+                    transport_id: consumer.transport.clone(),
+                    priority: consumer.priority,
+                    preferred: consumer.preferred,
+                    layers,
+                }
+            })
+            .collect()
+    }
+
+    /// Caps a consumer's layers at what the allocator found its downlink can carry (`None`:
+    /// no cap). Below every layer the producer sends, the consumer gets nothing, in state
+    /// [`ConsumerLayerState::NoLayerFits`], until a layer fits again. Returns the keyframe
+    /// requests a switch needs.
+    pub fn set_consumer_cap(&mut self, consumer_id: &ConsumerId, cap: Option<Layers>, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if let Some(i) = self.consumers.iter().position(|c| &c.id == consumer_id) {
+            if self.consumers[i].cap != cap {
+                self.consumers[i].cap = cap;
+                self.retarget(i, now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The room's media figures now: per producer encoding and per consumer.
+    pub fn media_stats(&self, now: Instant) -> RoomMediaStats {
+        let mut producers: Vec<ProducerMediaStats> = Vec::new();
+        let mut streams: Vec<(&StreamKey, &ProducerStream)> = self.producers.iter().collect();
+        streams.sort_by_key(|(_, p)| (p.producer_id.clone(), p.encoding));
+        for (key, producer) in streams {
+            let Some(stream) = self.table.stream(&key.0, key.1) else { continue };
+            let svc = stream.consumer_type == ConsumerType::Svc;
+            let spatial_layers = if svc { stream.spatial_layers } else { 1 };
+            let mut layers = Vec::new();
+            for s in 0..spatial_layers {
+                for t in 0..stream.temporal_layers {
+                    let bitrate = producer.bitrates.cumulative(s, t, svc, now);
+                    let spatial = if svc { s } else { producer.encoding };
+                    layers.push(LayerBitrate { layers: Layers::new(spatial, t), bitrate });
+                }
+            }
+            let bitrate = producer.bitrates.cumulative(spatial_layers - 1, stream.temporal_layers - 1, true, now);
+            let expected = producer.stats.expected();
+            let received = producer.delivery.received + producer.delivery.retransmitted;
+            let encoding = EncodingStats {
+                encoding_idx: usize::from(producer.encoding),
+                rid: producer.rid.clone(),
+                ssrc: Some(producer.ssrc.0),
+                active: producer.active,
+                score: producer.score.score(),
+                bitrate,
+                packets_received: received,
+                packets_lost: expected as i64 - (producer.delivery.received + producer.delivery.repaired) as i64,
+                packets_repaired: producer.delivery.repaired,
+                jitter: producer.stats.jitter(),
+                layers,
+            };
+            match producers.iter_mut().find(|p| p.producer_id == producer.producer_id) {
+                Some(entry) => entry.encodings.push(encoding),
+                None => producers.push(ProducerMediaStats { producer_id: producer.producer_id.clone(), encodings: vec![encoding] }),
+            }
+        }
+        // Encodings not seen yet (signalled by RID) are listed too, without an SSRC.
+        for unbound in self.table.unbound() {
+            let bound = producers.iter().any(|p| {
+                p.producer_id == unbound.media.producer_id && p.encodings.iter().any(|e| e.encoding_idx == unbound.media.encoding_index)
+            });
+            if bound {
+                continue;
+            }
+            let encoding = EncodingStats {
+                encoding_idx: unbound.media.encoding_index,
+                rid: unbound.rid.clone(),
+                ssrc: None,
+                active: false,
+                score: 0,
+                bitrate: 0,
+                packets_received: 0,
+                packets_lost: 0,
+                packets_repaired: 0,
+                jitter: 0,
+                layers: Vec::new(),
+            };
+            match producers.iter_mut().find(|p| p.producer_id == unbound.media.producer_id) {
+                Some(entry) => entry.encodings.push(encoding),
+                None => producers.push(ProducerMediaStats { producer_id: unbound.media.producer_id.clone(), encodings: vec![encoding] }),
+            }
+        }
+        for producer in producers.iter_mut() {
+            producer.encodings.sort_by_key(|e| e.encoding_idx);
+        }
+        let consumers = self
+            .consumers
+            .iter()
+            .map(|c| ConsumerMediaStats {
+                consumer_id: c.id.clone(),
+                preferred_layers: c.layered().then_some(c.preferred).map(|p| self.clamp_layers(c, p)),
+                target_layers: c.selector.target(),
+                current_layers: c.selector.current(),
+                state: c.layer_state(),
+                priority: c.priority,
+                score: consumer_score(&self.producers, c),
+                packets_sent: c.packets_sent,
+                bitrate: c.bitrate.bitrate(now),
+            })
+            .collect();
+        RoomMediaStats { producers, consumers }
+    }
+
+    fn clamp_layers(&self, consumer: &ConsumerStream, layers: Layers) -> Layers {
+        let (spatial, temporal) = consumer.selector.layer_counts();
+        Layers::new(layers.spatial_layer.min(spatial - 1), layers.temporal_layer.min(temporal - 1))
+    }
+}
+
+/// A producer's encodings' scores, as the event announcing them; `from`/`ssrc` name one of
+/// its streams.
+fn producer_score_event(producers: &HashMap<StreamKey, ProducerStream>, from: &TransportId, ssrc: Ssrc) -> Option<MediaEvent> {
+    let producer_id = producers.get(&(from.clone(), ssrc))?.producer_id.clone();
+    let mut scores: Vec<EncodingScore> = producers
+        .values()
+        .filter(|p| p.producer_id == producer_id)
+        .map(|p| EncodingScore { encoding_idx: usize::from(p.encoding), ssrc: Some(p.ssrc.0), rid: p.rid.clone(), score: p.score.score() })
+        .collect();
+    scores.sort_by_key(|s| s.encoding_idx);
+    Some(MediaEvent::ProducerScore { producer_id, scores })
+}
+
+fn consumer_score(producers: &HashMap<StreamKey, ProducerStream>, consumer: &ConsumerStream) -> ConsumerScore {
+    let score_of = |key: &Option<StreamKey>| key.as_ref().and_then(|k| producers.get(k)).map_or(0, |p| p.score.score());
+    ConsumerScore {
+        // Until its receiver reports, what is sent is assumed to arrive.
+        score: match (consumer.packets_sent, consumer.reported) {
+            (0, _) => 0,
+            (_, false) => 10,
+            (_, true) => consumer.score.score(),
+        },
+        producer_score: score_of(&consumer.current_source),
+        producer_scores: consumer.sources.iter().map(score_of).collect(),
+    }
+}
+
+fn consumer_score_event(producers: &HashMap<StreamKey, ProducerStream>, consumer: &ConsumerStream) -> MediaEvent {
+    MediaEvent::ConsumerScore { consumer_id: consumer.id.clone(), score: consumer_score(producers, consumer) }
+}
+
+fn is_encoding_of(unbound: &UnboundEncoding, binding: &Binding) -> bool {
+    unbound.transport_id == binding.transport_id
+        && unbound.media.producer_id == binding.producer_id
+        && unbound.media.encoding_index == binding.encoding_index
+}
+
+/// Which unbound encoding a packet of an unknown SSRC belongs to, as mediasoup's
+/// `RtpListener` and `Producer::GetRtpStream` decide it.
+///
+/// Its payload type says media or RTX. Its MID, when it carries one, narrows the candidates
+/// to the producer with that `mid` (every simulcast producer of a browser names its encodings
+/// `r0`, `r1`...). Then an encoding with a RID takes the packet whose RID (for RTX: its
+/// repaired RID, or its RID) is that one; the single encoding of a producer that signalled
+/// neither SSRC nor RID takes any packet of its producer, which it can only be told by MID.
+/// Browsers send these extensions until the worker's reports acknowledge the SSRC, so the
+/// first packets always have them.
+pub fn recognise(unbound: &[UnboundEncoding], from: &TransportId, packet: &[u8], view: &RtpView) -> Option<Binding> {
+    let payload_type = PayloadType(RtpView::payload_type(packet));
+    let text = |id: Option<u8>| id.and_then(|id| view.extension(packet, id));
+    unbound.iter().filter(|u| &u.transport_id == from).find_map(|u| {
+        let rtx = u.media.codecs.get(&payload_type)?.apt.is_some();
+        let mid = text(u.mid_extension_id);
+        if mid.is_some() && mid != u.mid.as_deref().map(str::as_bytes) {
+            return None;
+        }
+        let matches = match u.rid.as_deref() {
+            Some(rid) => {
+                let carried = if rtx { text(u.repaired_rid_extension_id).or_else(|| text(u.rid_extension_id)) } else { text(u.rid_extension_id) };
+                carried == Some(rid.as_bytes())
+            }
+            None => mid.is_some(),
+        };
+        matches.then(|| Binding {
+            transport_id: from.clone(),
+            producer_id: u.media.producer_id.clone(),
+            encoding_index: u.media.encoding_index,
+            rtx,
+            ssrc: Ssrc(RtpView::ssrc(packet)),
+        })
+    })
 }
 
 /// Writes the consumer's mid into the MID extension, when the packet carries one. `view` is
@@ -1019,6 +1725,450 @@ mod tests {
         assert_eq!(router.on_rtp(&call.alice_send, &packet(96, 3, 2, CHROME_VP8_SSRC, &[], KEYFRAME), later).len(), 1);
         // Another transport connecting changes nothing for Bob.
         assert!(router.on_transport_connected(&call.alice_send, later).is_empty());
+    }
+
+    // --- Streams found by RID or MID ---
+
+    /// Chrome's extension ids in [`crate::testing::chrome_vp8_simulcast_parameters`].
+    const MID: u8 = 9;
+    const RID: u8 = 10;
+    const REPAIRED_RID: u8 = 11;
+
+    fn marked(mut packet: Vec<u8>) -> Vec<u8> {
+        packet[1] |= 0x80;
+        packet
+    }
+
+    fn simulcast_call() -> VideoCall {
+        crate::testing::video_call_with(crate::testing::chrome_vp8_simulcast_parameters())
+    }
+
+    #[test]
+    fn a_simulcast_encoding_is_found_by_its_rid_and_keeps_its_ssrc_after() {
+        let call = simulcast_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        // Chrome's first packets of r0 carry mid and rid; later ones nothing.
+        let first = router.on_rtp(&call.alice_send, &packet(96, 10, 1000, 5555, &[(MID, b"1"), (RID, b"r0")], KEYFRAME), now);
+        assert_eq!(first.len(), 1, "recognised and forwarded at once");
+        assert_eq!(RtpView::ssrc(&first[0].packet), consumer_ssrc(&call));
+        let view = RtpView::parse(&first[0].packet).unwrap();
+        assert_eq!(view.extension(&first[0].packet, 2), None, "the rid is not forwarded: the consumer has none");
+        let next = router.on_rtp(&call.alice_send, &packet(96, 11, 1000, 5555, &[], DELTA), now);
+        assert_eq!(next.len(), 1);
+        assert_eq!(RtpView::sequence(&next[0].packet), RtpView::sequence(&first[0].packet).wrapping_add(1));
+        // Unknown rids and other SSRCs without extensions find nothing.
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, 6666, &[(MID, b"1"), (RID, b"r9")], KEYFRAME), now).is_empty());
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, 7777, &[], KEYFRAME), now).is_empty());
+    }
+
+    #[test]
+    fn an_rtx_stream_is_found_by_its_repaired_rid_once_its_media_is_known() {
+        let call = simulcast_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let mut rtx_payload = 11u16.to_be_bytes().to_vec();
+        rtx_payload.extend_from_slice(DELTA);
+        let rtx = packet(97, 300, 1000, 8888, &[(MID, b"1"), (REPAIRED_RID, b"r0")], &rtx_payload);
+        assert!(router.on_rtp(&call.alice_send, &rtx, now).is_empty(), "nothing to repair yet");
+        router.on_rtp(&call.alice_send, &packet(96, 10, 1000, 5555, &[(MID, b"1"), (RID, b"r0")], KEYFRAME), now);
+        let out = router.on_rtp(&call.alice_send, &rtx, now);
+        assert_eq!(out.len(), 1, "unwrapped and forwarded as media");
+        assert_eq!(RtpView::ssrc(&out[0].packet), consumer_ssrc(&call));
+        assert_eq!(RtpView::parse(&out[0].packet).unwrap().payload(&out[0].packet), DELTA);
+        // Found once: later retransmissions carry no extensions.
+        let mut later = 12u16.to_be_bytes().to_vec();
+        later.extend_from_slice(DELTA);
+        assert_eq!(router.on_rtp(&call.alice_send, &packet(97, 301, 1000, 8888, &[], &later), now).len(), 1);
+    }
+
+    #[test]
+    fn a_new_ssrc_under_a_known_rid_replaces_the_stream_seamlessly() {
+        let call = simulcast_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        router.on_rtp(&call.alice_send, &packet(96, 10, 90_000, 5555, &[(MID, b"1"), (RID, b"r0")], KEYFRAME), now);
+        // The last packet of the old stream ends its frame (marker).
+        let last = router.on_rtp(&call.alice_send, &marked(packet(96, 11, 93_000, 5555, &[], DELTA)), now);
+        // The encoder restarts: new SSRC, new numbering, new clock, a keyframe first.
+        let restarted = router.on_rtp(&call.alice_send, &packet(96, 40_000, 7, 9999, &[(MID, b"1"), (RID, b"r0")], KEYFRAME), now);
+        assert_eq!(restarted.len(), 1, "one stream, not two");
+        let (before, after) = (&last[0].packet, &restarted[0].packet);
+        assert_eq!(RtpView::ssrc(after), RtpView::ssrc(before));
+        assert_eq!(RtpView::sequence(after), RtpView::sequence(before).wrapping_add(1));
+        assert_eq!(RtpView::timestamp(after), RtpView::timestamp(before).wrapping_add(3000), "one frame later");
+        // The old SSRC is forgotten; the new one goes on without extensions.
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 12, 96_000, 5555, &[], DELTA), now).is_empty());
+        let next = router.on_rtp(&call.alice_send, &packet(96, 40_001, 3007, 9999, &[], DELTA), now);
+        assert_eq!(RtpView::sequence(&next[0].packet), RtpView::sequence(after).wrapping_add(1));
+    }
+
+    #[test]
+    fn what_was_learned_survives_a_new_table() {
+        let mut call = simulcast_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        router.on_rtp(&call.alice_send, &packet(96, 10, 1000, 5555, &[(MID, b"1"), (RID, b"r0")], KEYFRAME), now);
+        add_carol(&mut call);
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        let out = router.on_rtp(&call.alice_send, &packet(96, 11, 1000, 5555, &[], KEYFRAME), now);
+        assert_eq!(out.len(), 2, "bob and the new consumer: {out:?}");
+    }
+
+    #[test]
+    fn a_single_encoding_without_ssrc_is_found_by_its_producers_mid() {
+        let mut parameters = crate::testing::chrome_vp8_parameters();
+        parameters.encodings = vec![Default::default()];
+        let call = crate::testing::video_call_with(parameters);
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        assert!(router.on_rtp(&call.alice_send, &packet(96, 1, 1, 4242, &[(MID, b"7")], KEYFRAME), now).is_empty(), "another mid");
+        assert_eq!(router.on_rtp(&call.alice_send, &packet(96, 2, 1, 4242, &[(MID, b"1")], KEYFRAME), now).len(), 1);
+        assert_eq!(router.on_rtp(&call.alice_send, &packet(96, 3, 1, 4242, &[], DELTA), now).len(), 1);
+    }
+
+    #[test]
+    fn the_same_rid_of_two_producers_on_one_transport_is_told_apart_by_mid() {
+        use crate::room::{ConsumeOptions, PeerId, ProduceOptions};
+        let mut call = simulcast_call();
+        let mut screen = crate::testing::chrome_vp8_simulcast_parameters();
+        screen.mid = Some("2".into());
+        let options = ProduceOptions { transport_id: call.alice_send.clone(), kind: MediaKind::Video, rtp_parameters: screen, app_data: Default::default(), paused: false };
+        let screen = call.rooms.produce(&call.room, &PeerId::from("alice"), options).unwrap().id;
+        let options = ConsumeOptions { transport_id: call.bob_recv.clone(), producer_id: screen, rtp_capabilities: crate::testing::chrome_device_capabilities(), paused: false };
+        let screen_consumer = call.rooms.consume(&call.room, &PeerId::from("bob"), options).unwrap();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let out = router.on_rtp(&call.alice_send, &packet(96, 1, 1, 3131, &[(MID, b"2"), (RID, b"r0")], KEYFRAME), now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(RtpView::ssrc(&out[0].packet), screen_consumer.rtp_parameters.encodings[0].ssrc.unwrap().0);
+    }
+
+    // --- Simulcast and SVC consumers ---
+
+    /// A Chrome-like simulcast publisher in simulated time: three encodings with their own
+    /// SSRCs, sequence numbers, clocks and picture ids, one packet per frame (with the marker).
+    struct Publisher {
+        call: VideoCall,
+        router: Router,
+        now: Instant,
+        ssrc: [u32; 3],
+        seq: [u16; 3],
+        ts: [u32; 3],
+        picture_id: [u16; 3],
+        tl0: [u8; 3],
+        named: [bool; 3],
+    }
+
+    impl Publisher {
+        fn new() -> Self {
+            let call = simulcast_call();
+            let now = Instant::now();
+            let router = started(&call, now);
+            Publisher {
+                call,
+                router,
+                now,
+                ssrc: [1111, 2222, 3333],
+                seq: [100, 20_000, 60_000],
+                ts: [1_000, 5_000_000, 4_000_000_000],
+                picture_id: [10, 5_000, 30_000],
+                tl0: [0, 100, 250],
+                named: [false; 3],
+            }
+        }
+
+        /// One frame of encoding `e` at temporal layer `tid` (a layer sync frame when `sync`);
+        /// the copies it makes.
+        fn frame(&mut self, e: usize, tid: u8, keyframe: bool) -> Vec<Outgoing> {
+            if tid == 0 {
+                self.tl0[e] = self.tl0[e].wrapping_add(1);
+            }
+            let payload = crate::video::descriptor::tests::vp8_payload(self.picture_id[e], self.tl0[e], tid, tid > 0, keyframe);
+            let rid = [b"r0", b"r1", b"r2"][e];
+            let extensions: &[(u8, &[u8])] = if self.named[e] { &[] } else { &[(MID, b"1"), (RID, rid)] };
+            self.named[e] = true;
+            let p = marked(packet(96, self.seq[e], self.ts[e], self.ssrc[e], extensions, &payload));
+            self.seq[e] = self.seq[e].wrapping_add(1);
+            self.picture_id[e] = (self.picture_id[e] + 1) & 0x7fff;
+            let out = self.router.on_rtp(&self.call.alice_send, &p, self.now);
+            out
+        }
+
+        /// A frame of every encoding, the lowest first, 1/30 s after the last; the copies.
+        fn tick(&mut self, tid: u8, keyframe: [bool; 3]) -> Vec<Outgoing> {
+            let mut out = Vec::new();
+            for e in 0..3 {
+                out.extend(self.frame(e, tid, keyframe[e]));
+                self.ts[e] = self.ts[e].wrapping_add(3000);
+            }
+            self.now += Duration::from_millis(33);
+            out.extend(self.router.handle_timeout(self.now).into_iter().filter(|o| !o.rtcp));
+            out
+        }
+
+        /// A second of frames: keyframe requests made at the start may go out again.
+        fn settle(&mut self) {
+            for _ in 0..31 {
+                self.tick(0, [false; 3]);
+            }
+        }
+
+        fn prefer(&mut self, spatial: u8, temporal: Option<u8>) -> Vec<Outgoing> {
+            self.call.rooms.set_consumer_preferred_layers(&self.call.room, &self.call.consumer, spatial, temporal).unwrap();
+            self.router.update(self.call.rooms.forwarding_table(&self.call.room).unwrap(), self.now)
+        }
+
+        fn layers(&self) -> (Option<Layers>, Option<Layers>) {
+            let stats = self.router.media_stats(self.now);
+            let c = &stats.consumers[0];
+            (c.target_layers, c.current_layers)
+        }
+    }
+
+    /// What the consumer saw: (seq, timestamp, picture id, TL0PICIDX) of each video copy.
+    fn seen(out: &[Outgoing]) -> Vec<(u16, u32, u16, u8)> {
+        out.iter()
+            .filter(|o| !o.rtcp)
+            .map(|o| {
+                let view = RtpView::parse(&o.packet).unwrap();
+                let info = crate::video::descriptor::parse(VideoCodec::Vp8, view.payload(&o.packet));
+                (RtpView::sequence(&o.packet), RtpView::timestamp(&o.packet), info.picture_id.unwrap().value, info.tl0_pic_idx.unwrap().0)
+            })
+            .collect()
+    }
+
+    /// One continuous stream: sequence numbers and picture ids +1 each, timestamps rising.
+    fn assert_continuous(frames: &[(u16, u32, u16, u8)]) {
+        for pair in frames.windows(2) {
+            let ((s0, t0, p0, _), (s1, t1, p1, _)) = (pair[0], pair[1]);
+            assert_eq!(s1, s0.wrapping_add(1), "sequence gap in {frames:?}");
+            assert_eq!(p1, (p0 + 1) & 0x7fff, "picture id gap in {frames:?}");
+            let step = t1.wrapping_sub(t0) as i32;
+            assert!(step > 0 && step <= 6000, "timestamp step {step} in {frames:?}");
+        }
+    }
+
+    fn is_pli(out: &[Outgoing], ssrc: u32) -> bool {
+        out.iter().any(|o| is_pli_for(o, ssrc))
+    }
+
+    #[test]
+    fn a_simulcast_consumer_climbs_to_the_top_encoding_on_its_keyframes_in_one_continuous_stream() {
+        let mut p = Publisher::new();
+        let mut copies = Vec::new();
+        // Chrome starts all three with keyframes, lowest first.
+        copies.extend(p.tick(0, [true, true, true]));
+        for _ in 0..10 {
+            copies.extend(p.tick(0, [false; 3]));
+        }
+        assert_eq!(p.layers(), (Some(Layers::new(2, 2)), Some(Layers::new(2, 0))), "target: the top; current: on it");
+        let frames = seen(&copies);
+        assert_eq!(frames.len(), 13, "r0's keyframe, r1's, then r2's frames: one copy per frame time after the climb");
+        assert_continuous(&frames);
+        let changes: Vec<Option<Layers>> = p
+            .router
+            .drain_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                MediaEvent::ConsumerLayersChanged { layers, .. } => Some(layers),
+                _ => None,
+            })
+            .collect();
+        // Waiting for a keyframe (nothing yet), then each encoding in turn.
+        assert_eq!(changes, [None, Some(Layers::new(0, 0)), Some(Layers::new(1, 0)), Some(Layers::new(2, 0))]);
+    }
+
+    #[test]
+    fn a_lower_preference_switches_down_on_that_encodings_keyframe_and_not_before() {
+        let mut p = Publisher::new();
+        p.tick(0, [true, true, true]);
+        p.settle();
+        let before = seen(&p.tick(0, [false; 3]));
+        let asked = p.prefer(0, None);
+        assert!(is_pli(&asked, 1111), "a keyframe of r0 is asked for: {asked:?}");
+        assert_eq!(p.layers().0, Some(Layers::new(0, 2)));
+        // r2 goes on until r0's keyframe: no freeze.
+        let meanwhile = seen(&p.tick(0, [false; 3]));
+        assert_eq!(meanwhile.len(), 1);
+        assert_eq!(p.layers().1.map(|l| l.spatial_layer), Some(2));
+        let switched = seen(&p.tick(0, [true, false, false]));
+        assert_eq!(switched.len(), 1, "only r0's keyframe, not r2's frame");
+        assert_eq!(p.layers().1.map(|l| l.spatial_layer), Some(0));
+        let after = seen(&p.tick(0, [false; 3]));
+        assert_continuous(&[before, meanwhile, switched, after].concat());
+        // And back up when asked again.
+        p.settle();
+        let asked = p.prefer(2, None);
+        assert!(is_pli(&asked, 3333));
+        let up = seen(&[p.tick(0, [false; 3]), p.tick(0, [false, false, true]), p.tick(0, [false; 3])].concat());
+        assert_eq!(p.layers().1.map(|l| l.spatial_layer), Some(2));
+        assert_continuous(&up);
+    }
+
+    #[test]
+    fn temporal_layers_above_the_preference_are_dropped_without_a_gap() {
+        let mut p = Publisher::new();
+        p.tick(0, [true, true, true]);
+        p.prefer(2, Some(0));
+        let mut frames = Vec::new();
+        // L1T3: T0 T2 T1 T2 T0 T2 T1 T2 ...
+        for tid in [0, 2, 1, 2, 0, 2, 1, 2, 0] {
+            frames.extend(seen(&p.tick(tid, [false; 3])));
+        }
+        assert_eq!(frames.len(), 3, "only the T0 frames: {frames:?}");
+        for pair in frames.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0.wrapping_add(1), "no sequence gap for the skipped frames");
+            assert_eq!(pair[1].2, pair[0].2 + 1, "no picture id gap either");
+            assert_eq!(pair[1].3, pair[0].3.wrapping_add(1), "TL0PICIDX counts the T0 frames");
+        }
+        // Up to T1: from the next layer sync frame (Chrome sets Y on every T1/T2 frame here).
+        p.prefer(2, Some(1));
+        let more: Vec<_> = [0, 2, 1, 2, 0].iter().flat_map(|&tid| seen(&p.tick(tid, [false; 3]))).collect();
+        assert_eq!(more.len(), 3, "T0, T1, T0: {more:?}");
+        assert_eq!(p.layers().1, Some(Layers::new(2, 1)));
+    }
+
+    #[test]
+    fn a_switch_with_sender_reports_keeps_the_clocks_in_step() {
+        let mut p = Publisher::new();
+        // The consumer is on r0; r2 has just started, and waits for its keyframe.
+        p.frame(0, 0, true);
+        p.frame(2, 0, false);
+        p.ts[2] = p.ts[2].wrapping_add(3000);
+        // r0 and r2 report the same instant at their own clocks.
+        let ntp = 0xE000_0000_0000_0000u64;
+        let (r0_clock, r2_clock) = (p.ts[0], p.ts[2]);
+        for (ssrc, rtp_time) in [(1111u32, r0_clock), (3333, r2_clock)] {
+            let sr = SenderReport { ssrc, ntp_time: ntp, rtp_time, packet_count: 1, octet_count: 1, ..Default::default() };
+            let sr = rtc::rtcp::packet::marshal(&[Box::new(sr) as Box<dyn RtcpPacket>]).unwrap().to_vec();
+            p.router.on_rtcp(&p.call.alice_send, &sr, p.now);
+        }
+        let last_r0 = seen(&p.frame(0, 0, false))[0];
+        // r2 appears two frames later (r0's frame between them was lost) with a keyframe:
+        // the consumer moves to it, at the time the reports say, not one frame on.
+        p.ts[2] = r2_clock.wrapping_add(6000);
+        let first_r2 = seen(&p.frame(2, 0, true));
+        assert_eq!(p.layers().1.map(|l| l.spatial_layer), Some(2));
+        assert_eq!(first_r2[0].1.wrapping_sub(last_r0.1), 6000);
+        assert_eq!(first_r2[0].0, last_r0.0.wrapping_add(1), "the sequence goes on");
+    }
+
+    #[test]
+    fn a_cap_below_every_encoding_sent_stops_the_consumer_visibly_until_one_fits() {
+        let mut p = Publisher::new();
+        p.tick(0, [true, true, true]);
+        p.settle();
+        p.router.drain_events();
+        // Only r1 and r2 are sent from now on (r0 goes silent)...
+        p.now += INACTIVE_AFTER;
+        for _ in 0..3 {
+            p.frame(1, 0, false);
+            p.frame(2, 0, false);
+            p.router.handle_timeout(p.now);
+        }
+        // ...and the allocator finds the downlink carries less than r1.
+        let consumer = p.call.consumer.clone();
+        p.router.set_consumer_cap(&consumer, Some(Layers::new(0, 2)), p.now);
+        let stats = p.router.media_stats(p.now);
+        assert_eq!(stats.consumers[0].state, ConsumerLayerState::NoLayerFits);
+        assert!(p.router.drain_events().iter().any(|e| matches!(e,
+            MediaEvent::ConsumerLayersChanged { layers: None, state: ConsumerLayerState::NoLayerFits, .. })));
+        assert!(p.frame(1, 0, true).is_empty() && p.frame(2, 0, true).is_empty());
+        // A wider cap: back on r1 at its keyframe.
+        let asked = p.router.set_consumer_cap(&consumer, Some(Layers::new(1, 2)), p.now);
+        assert!(is_pli(&asked, 2222));
+        assert_eq!(p.frame(1, 0, true).len(), 1);
+        let candidates = p.router.layer_candidates(p.now);
+        assert_eq!(candidates[0].layers.iter().map(|c| c.layers.spatial_layer).min(), Some(1), "r0 is not sent: not a candidate");
+        assert!(candidates[0].layers.iter().all(|c| c.bitrate > 0 || c.layers.temporal_layer > 0));
+    }
+
+    #[test]
+    fn layer_filtering_and_picture_rewriting_use_one_buffer_for_every_copy() {
+        let mut p = Publisher::new();
+        p.tick(0, [true, true, true]);
+        let mut buffers = std::collections::BTreeSet::new();
+        for tid in [0, 2, 1, 2, 0, 2, 1, 2, 0] {
+            let payload = crate::video::descriptor::tests::vp8_payload(p.picture_id[2], p.tl0[2], tid, true, false);
+            let packet = marked(packet(96, p.seq[2], p.ts[2], p.ssrc[2], &[(MID, b"1")], &payload));
+            p.seq[2] = p.seq[2].wrapping_add(1);
+            p.picture_id[2] += 1;
+            let alice = p.call.alice_send.clone();
+            p.router.route_rtp(&alice, &packet, p.now, &mut |_, _, copy| {
+                buffers.insert(copy.as_ptr() as usize);
+            });
+        }
+        assert_eq!(buffers.len(), 1, "no allocation per copy");
+    }
+
+    #[test]
+    fn the_timestamp_offset_of_a_switch() {
+        let frame = 3000;
+        // No report: one frame after the newest sent.
+        assert_eq!(switch_timestamp_offset(0, None, None, 90_000, Some(10_000), 500), 10_000 + frame - 500);
+        // Reports: r2's clock reads 7 000 when r0's reads 1 000 (NTP equal), offset 0 on r0.
+        let sr = |rtp| Some((0xE000_0000_0000_0000u64, rtp));
+        let offset = switch_timestamp_offset(0, sr(1_000), sr(7_000), 90_000, Some(1_000), 7_000 + 6_000);
+        assert_eq!((7_000u32 + 6_000).wrapping_add(offset), 7_000, "the instant r0's clock read 7 000");
+        // Half a second apart in NTP.
+        let later = Some((0xE000_0000_8000_0000u64, 50_000));
+        let offset = switch_timestamp_offset(0, sr(1_000), later, 90_000, Some(1_000), 50_000);
+        assert_eq!(50_000u32.wrapping_add(offset), 1_000 + 45_000);
+        // A synced timestamp not after the newest sent: one frame after it instead.
+        assert_eq!(switch_timestamp_offset(0, sr(1_000), sr(1_000), 90_000, Some(9_000), 1_000), 9_000 + frame - 1_000);
+        // Nothing sent yet: the offset stays.
+        assert_eq!(switch_timestamp_offset(42, sr(1), sr(2), 90_000, None, 5), 42);
+    }
+
+    // --- VP9 SVC ---
+
+    fn svc_call() -> VideoCall {
+        let mut parameters = crate::testing::chrome_vp8_parameters();
+        parameters.codecs[0].mime_type = "video/VP9".into();
+        parameters.codecs[0].parameters = serde_json::from_value(serde_json::json!({"profile-id": 0})).unwrap();
+        parameters.encodings[0].scalability_mode = Some("L3T3_KEY".into());
+        crate::testing::video_call_with(parameters)
+    }
+
+    #[test]
+    fn an_svc_consumer_gets_the_spatial_layers_up_to_its_preference_with_the_marker_on_the_top_one() {
+        use crate::video::descriptor::tests::vp9_payload;
+        let mut call = svc_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let mut seq = 1000u16;
+        let mut send = |router: &mut Router, sid: u8, predicted: bool| {
+            // Each layer frame one packet (B and E); the top layer's ends the picture (M).
+            let mut p = packet(96, seq, 9000, CHROME_VP8_SSRC, &[], &vp9_payload(sid, 0, true, true, predicted, false));
+            if sid == 2 {
+                p[1] |= 0x80;
+            }
+            seq += 1;
+            router.on_rtp(&call.alice_send, &p, now)
+        };
+        let picture = |router: &mut Router, send: &mut dyn FnMut(&mut Router, u8, bool) -> Vec<Outgoing>, predicted| {
+            (0..3).flat_map(|sid| send(router, sid, predicted)).collect::<Vec<_>>()
+        };
+        // The first keyframe: layers 1 and 2 are not known to be sent before their packets
+        // come, so the consumer starts on layer 0 and climbs at the next keyframe.
+        let first = picture(&mut router, &mut send, false);
+        assert_eq!(first.len(), 1);
+        let all = [first, picture(&mut router, &mut send, false)].concat();
+        assert_eq!(all.len(), 4, "then all layers, the highest by default");
+        call.rooms.set_consumer_preferred_layers(&call.room, &call.consumer, 1, None).unwrap();
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        let still = picture(&mut router, &mut send, true);
+        assert_eq!(still.len(), 1, "K-SVC: layer 2 alone until a keyframe");
+        let key = picture(&mut router, &mut send, false);
+        assert_eq!(key.len(), 2, "layers 0 and 1 from the keyframe on");
+        assert!(RtpView::marker(&key[1].packet) && !RtpView::marker(&key[0].packet), "the marker moves to layer 1");
+        let inter = picture(&mut router, &mut send, true);
+        assert_eq!(inter.len(), 1, "layer 1 alone: its inter frames need no layer 0");
+        let seqs: Vec<u16> = [all, still, key, inter].concat().iter().map(|o| RtpView::sequence(&o.packet)).collect();
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0].wrapping_add(1), "dropped layers leave no gap: {seqs:?}");
+        }
     }
 
     #[test]

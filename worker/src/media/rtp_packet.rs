@@ -99,6 +99,10 @@ impl RtpView {
         &packet[self.payload_start..self.payload_end]
     }
 
+    pub fn set_marker(packet: &mut [u8], marker: bool) {
+        packet[1] = (packet[1] & 0x7f) | if marker { 0x80 } else { 0 };
+    }
+
     pub fn set_payload_type(packet: &mut [u8], pt: u8) {
         packet[1] = (packet[1] & 0x80) | (pt & 0x7f);
     }

@@ -24,13 +24,16 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, Notify};
 
-use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine};
+use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine, RoomMediaStats};
 use crate::media::dtls::DtlsIdentity;
 use crate::media::egress::{self, SegmentBatch};
 use crate::media::ports::PortPool;
 use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, TransportTimeouts, WebRtcTransport};
 use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, RoomId, TransportId, TransportNetwork};
+
+/// How often a media thread publishes its rooms' media figures.
+const MEDIA_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often a media thread drives its routers' timers. NACK delays are tens of
 /// milliseconds, so a coarser tick would delay repairs.
@@ -64,6 +67,8 @@ pub struct EngineCounters {
     pub transports_open: AtomicU64,
     /// Drops by reason, for `/metrics`.
     pub drops_by_reason: Mutex<HashMap<&'static str, u64>>,
+    /// Each room's media figures, refreshed by its media thread about once a second.
+    pub media: Mutex<HashMap<RoomId, RoomMediaStats>>,
 }
 
 enum Command {
@@ -261,6 +266,16 @@ impl MediaEngine for UdpEngine {
         }
     }
 
+    fn media_stats(&self, room: &RoomId) -> Option<RoomMediaStats> {
+        lock(&self.counters.media).get(room).cloned()
+    }
+
+    fn all_media_stats(&self) -> Vec<(RoomId, RoomMediaStats)> {
+        let mut all: Vec<(RoomId, RoomMediaStats)> = lock(&self.counters.media).iter().map(|(r, s)| (r.clone(), s.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     fn close_room(&self, room: &RoomId) {
         let mut transports = lock(&self.transports);
         let before = transports.len();
@@ -455,10 +470,12 @@ fn media_thread(
         segmentation: true,
     }));
     // Router timers (keyframe request repeats, NACKs, reports, congestion feedback) for every
-    // room of this thread, and in between the finer steps of probes in progress.
+    // room of this thread, in between the finer steps of probes in progress, and once a
+    // second its rooms' media figures.
     let ticking = state.clone();
     local.spawn_local(async move {
         let mut next_tick = Instant::now() + ROUTER_TICK;
+        let mut next_stats = Instant::now();
         loop {
             let probe_step = ticking.borrow().routers.values().filter_map(|r| r.poll_timeout()).min();
             let wake = probe_step.map_or(next_tick, |at| at.min(next_tick));
@@ -473,6 +490,15 @@ fn media_thread(
             };
             for o in out {
                 st.deliver(o, now);
+            }
+            st.report_media_events();
+            if now >= next_stats {
+                next_stats = now + MEDIA_STATS_INTERVAL;
+                let figures: Vec<(RoomId, RoomMediaStats)> = st.routers.iter().map(|(room, r)| (room.clone(), r.media_stats(now))).collect();
+                let mut media = lock(&st.counters.media);
+                for (room, stats) in figures {
+                    media.insert(room, stats);
+                }
             }
         }
     });
@@ -556,6 +582,7 @@ fn media_thread(
                         st.close(&t, now);
                     }
                     st.routers.remove(&room);
+                    lock(&st.counters.media).remove(&room);
                 }
             }
             // Packets are forwarded by the receive loop that got them, so nothing should wait
@@ -730,6 +757,16 @@ impl MediaThread {
         counters.packets_forwarded.fetch_add(copies as u64, Ordering::Relaxed);
     }
 
+    /// Tells the control plane what the routers noticed (scores, layer changes).
+    fn report_media_events(&mut self) {
+        for (room, router) in self.routers.iter_mut() {
+            let events = router.drain_events();
+            if !events.is_empty() {
+                let _ = self.notices.send(EngineNotice::Media { room: room.clone(), events });
+            }
+        }
+    }
+
     /// Sends every transport's batch of forwarded copies.
     fn flush_sends(&mut self) {
         let MediaThread { transports, counters, sending, segmentation, .. } = self;
@@ -891,7 +928,7 @@ mod tests {
         engine.connect_transport(&room, &transport, &wrong, DtlsRole::Server).unwrap();
         assert!(peer.connect(Duration::from_secs(2)).await.is_err());
         let notice = tokio::time::timeout(Duration::from_secs(5), notices.recv()).await.unwrap().unwrap();
-        let EngineNotice::TransportClosed { transport: closed, code, .. } = notice;
+        let EngineNotice::TransportClosed { transport: closed, code, .. } = notice else { panic!("{notice:?}") };
         assert_eq!(closed, transport);
         assert_eq!(code, crate::room::TransportCloseCode::DtlsFingerprintMismatch);
     }

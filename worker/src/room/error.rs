@@ -121,6 +121,9 @@ pub enum RoomError {
         shown(room.as_str())
     )]
     RoomFull { room: RoomId, limit: usize },
+    /// A consumer priority outside 1-255.
+    #[error("priority {0} is out of range; give a value from 1 (the default, lowest) to 255")]
+    InvalidPriority(u32),
     /// RTP parameters or capabilities refused by the ORTC rules; the code is the RTP one.
     #[error(transparent)]
     Rtp(#[from] RtpError),
@@ -146,6 +149,7 @@ impl RoomError {
             RoomError::AppDataTooLarge { .. } => "APP_DATA_TOO_LARGE",
             RoomError::PeerInfoTooLarge { .. } => "PEER_INFO_TOO_LARGE",
             RoomError::RoomFull { .. } => "ROOM_FULL",
+            RoomError::InvalidPriority(_) => "INVALID_PRIORITY",
             RoomError::Rtp(error) => error.code(),
         }
     }
@@ -170,6 +174,7 @@ impl RoomError {
             RoomError::TransportDirectionMismatch { .. }
             | RoomError::InvalidDtlsParameters(_)
             | RoomError::InvalidId(_)
+            | RoomError::InvalidPriority(_)
             | RoomError::Rtp(_) => 400,
         }
     }

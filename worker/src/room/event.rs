@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{ConsumerLayerState, EncodingScore};
 use crate::rtp::MediaKind;
 
 use super::ids::{ConsumerId, PeerId, ProducerId, RoomId, TransportId};
@@ -193,6 +194,36 @@ pub enum RoomEvent {
     },
     /// The room closed; every peer has already left.
     RoomClosed { room_id: RoomId },
+    /// The scores of a producer's encodings changed (mediasoup's producer `score`);
+    /// `peer_id` is the producing peer, the one to tell.
+    ProducerScore {
+        producer_id: ProducerId,
+        peer_id: PeerId,
+        scores: Vec<EncodingScore>,
+    },
+    /// The layers a simulcast or SVC consumer receives changed (mediasoup's `layerschange`):
+    /// no layers while it receives nothing, for the reason `state` says. `peer_id` is the
+    /// consuming peer.
+    ConsumerLayersChanged {
+        consumer_id: ConsumerId,
+        peer_id: PeerId,
+        producer_id: ProducerId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spatial_layer: Option<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temporal_layer: Option<u8>,
+        state: ConsumerLayerState,
+    },
+    /// A consumer's scores changed (mediasoup's consumer `score`): its own stream's, the
+    /// producer stream it receives and every encoding of the producer, 0-10.
+    ConsumerScore {
+        consumer_id: ConsumerId,
+        peer_id: PeerId,
+        producer_id: ProducerId,
+        score: u8,
+        producer_score: u8,
+        producer_scores: Vec<u8>,
+    },
 }
 
 #[cfg(test)]

@@ -12,27 +12,68 @@
 //! incremental state to get wrong.
 //!
 //! Kept simple on purpose, and the limits are these:
-//! - Streams are known by their signalled SSRCs. A producer that signals only RIDs (simulcast
-//!   without SSRCs) has no entry until the media plane learns its SSRCs from the RID header
-//!   extension.
-//! - A consumer receives one stream. For a simulcast producer only encoding 0 (the lowest
-//!   layer, always sent) is forwarded; the other encodings have entries with no targets until
-//!   the media plane selects layers.
+//! - Streams are known by their signalled SSRCs. An encoding signalled without one (simulcast
+//!   named by RIDs, or a single encoding known only by its producer's `mid`) is listed as an
+//!   [`UnboundEncoding`]: the media plane recognises its first packets by their RID or MID
+//!   header extension and [`ForwardingTable::bind`]s the SSRC they carry, for itself (the
+//!   control plane never learns it; the next table it gets is unbound again, and the media
+//!   plane binds it anew from what it learned).
+//! - A consumer receives one stream. Every encoding of a simulcast producer lists all the
+//!   producer's consumers; which encoding (and which temporal or SVC layers) each one gets
+//!   is the media plane's choice, packet by packet (`video::selector`), from the preferred
+//!   layers and priority given here.
 //! - Sequence numbers and timestamps are the media plane's business: it rewrites them per
 //!   consumer (gap-free across pause and keyframe waits), unwraps producer RTX and builds
 //!   consumer RTX itself (see `media::router`), using the codec and RTX details kept here.
 
 use std::collections::BTreeMap;
 
+use crate::rtp::header_extension_uri as uri;
 use crate::rtp::{MediaKind, PayloadType, RtpParameters, Ssrc};
 
 use super::ids::{ConsumerId, ProducerId, TransportId};
-use super::rooms::{Consumer, Producer, Room};
+use super::rooms::{Consumer, ConsumerType, Producer, Room, producer_layers};
+use crate::video::{Layers, ScalabilityMode};
 
 /// A room's routing: `(transport, SSRC)` of an incoming producer stream to its receivers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardingTable {
     streams: BTreeMap<(TransportId, Ssrc), InboundStream>,
+    unbound: Vec<UnboundEncoding>,
+}
+
+/// A producer encoding whose SSRC was not signalled, and the streams its packets make once
+/// the media plane has recognised them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnboundEncoding {
+    /// The send transport its packets arrive on.
+    pub transport_id: TransportId,
+    /// The encoding's RID; `None` for the single encoding of a producer known by its `mid`.
+    pub rid: Option<String>,
+    /// The producer's `mid`, which its packets carry in the MID extension.
+    pub mid: Option<String>,
+    /// The producer's ids for the MID, RID and repaired-RID header extensions.
+    pub mid_extension_id: Option<u8>,
+    pub rid_extension_id: Option<u8>,
+    pub repaired_rid_extension_id: Option<u8>,
+    /// The media stream, as it is entered into the table once bound.
+    pub media: InboundStream,
+    /// The RTX stream, when the producer has an RTX codec (its `repairs` is set on binding).
+    pub rtx: Option<InboundStream>,
+}
+
+/// An SSRC the media plane recognised as a producer encoding's media or RTX stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Binding {
+    /// The transport the packets arrive on.
+    pub transport_id: TransportId,
+    /// The producer and its encoding.
+    pub producer_id: ProducerId,
+    pub encoding_index: usize,
+    /// True for the encoding's RTX stream.
+    pub rtx: bool,
+    /// The SSRC its packets carry.
+    pub ssrc: Ssrc,
 }
 
 /// What the media plane needs to know of a producer payload type.
@@ -79,6 +120,15 @@ pub struct InboundStream {
     pub kind: MediaKind,
     /// The producer encoding (simulcast layer) it carries.
     pub encoding_index: usize,
+    /// How many encodings the producer sends.
+    pub encodings: usize,
+    /// How its consumers take its layers (mediasoup's consumer type).
+    pub consumer_type: ConsumerType,
+    /// Spatial layers of the producer (its encodings, or its SVC layers) and temporal layers
+    /// of each, from its scalability mode; K-SVC for `..._KEY` modes.
+    pub spatial_layers: u8,
+    pub temporal_layers: u8,
+    pub k_svc: bool,
     /// True for the encoding's RTX (retransmission) stream.
     pub rtx: bool,
     /// The producer is paused: nothing is forwarded.
@@ -117,6 +167,10 @@ pub struct ForwardTarget {
     pub rtx: Option<(Ssrc, PayloadType)>,
     /// The consumer is paused: it gets nothing.
     pub paused: bool,
+    /// The layers its app prefers; `None` for the highest.
+    pub preferred_layers: Option<Layers>,
+    /// Its claim on its transport's bandwidth (1-255).
+    pub priority: u8,
     /// What the worker stamps on its packets for the subscriber's feedback, in the consumer's
     /// extension ids.
     pub estimation: Option<Estimation>,
@@ -170,6 +224,7 @@ impl ForwardingTable {
     /// The table for a room as it is now.
     pub fn for_room(room: &Room) -> Self {
         let mut streams = BTreeMap::new();
+        let mut unbound = Vec::new();
         for producer in room.producers() {
             let consumers = room.consumers_of(&producer.id);
             let codecs: BTreeMap<PayloadType, CodecInfo> = producer
@@ -181,42 +236,109 @@ impl ForwardingTable {
                     (c.payload_type, CodecInfo { mime_type: c.mime_type.clone(), clock_rate: c.clock_rate, apt })
                 })
                 .collect();
+            let encodings = producer.rtp_parameters.encodings.len();
+            let consumer_type = ConsumerType::of_producer(&producer.consumable_parameters);
+            let (spatial_layers, temporal_layers) = producer_layers(&producer.consumable_parameters);
+            let k_svc = ScalabilityMode::parse(producer.rtp_parameters.encodings.first().and_then(|e| e.scalability_mode.as_deref())).k_svc;
+            let has_rtx = codecs.values().any(|codec| codec.apt.is_some());
+            let extension_id = |wanted: &str| {
+                producer.rtp_parameters.header_extensions.iter().find(|e| e.uri == wanted).map(|e| e.id)
+            };
             for (index, encoding) in producer.rtp_parameters.encodings.iter().enumerate() {
-                let forwarded = index == 0;
-                let media_ssrc = encoding.ssrc;
-                let mut add = |ssrc: Ssrc, rtx: bool| {
-                    let targets = if forwarded {
-                        consumers
-                            .iter()
-                            .filter_map(|consumer| target(producer, consumer, rtx))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
-                    streams.insert(
-                        (producer.transport_id.clone(), ssrc),
-                        InboundStream {
-                            producer_id: producer.id.clone(),
-                            kind: producer.kind,
-                            encoding_index: index,
-                            rtx,
-                            producer_paused: producer.paused,
-                            codecs: codecs.clone(),
-                            repairs: if rtx { media_ssrc } else { None },
-                            targets,
-                            estimation: Estimation::of(&producer.rtp_parameters),
-                        },
-                    );
+                let stream = |rtx: bool, repairs: Option<Ssrc>| {
+                    let targets = consumers.iter().filter_map(|consumer| target(producer, consumer, rtx)).collect();
+                    InboundStream {
+                        producer_id: producer.id.clone(),
+                        kind: producer.kind,
+                        encoding_index: index,
+                        encodings,
+                        consumer_type,
+                        spatial_layers,
+                        temporal_layers,
+                        k_svc,
+                        rtx,
+                        producer_paused: producer.paused,
+                        codecs: codecs.clone(),
+                        repairs,
+                        targets,
+                        estimation: Estimation::of(&producer.rtp_parameters),
+                    }
                 };
-                if let Some(ssrc) = encoding.ssrc {
-                    add(ssrc, false);
-                }
+                let Some(ssrc) = encoding.ssrc else {
+                    unbound.push(UnboundEncoding {
+                        transport_id: producer.transport_id.clone(),
+                        rid: encoding.rid.clone(),
+                        mid: producer.rtp_parameters.mid.clone(),
+                        mid_extension_id: extension_id(uri::MID),
+                        rid_extension_id: extension_id(uri::RID),
+                        repaired_rid_extension_id: extension_id(uri::REPAIRED_RID),
+                        media: stream(false, None),
+                        rtx: has_rtx.then(|| stream(true, None)),
+                    });
+                    continue;
+                };
+                streams.insert((producer.transport_id.clone(), ssrc), stream(false, None));
                 if let Some(rtx) = encoding.rtx {
-                    add(rtx.ssrc, true);
+                    streams.insert((producer.transport_id.clone(), rtx.ssrc), stream(true, Some(ssrc)));
                 }
             }
         }
-        ForwardingTable { streams }
+        ForwardingTable { streams, unbound }
+    }
+
+    /// The encodings whose SSRCs are not known yet (or were learned, see [`Self::bind`]).
+    pub fn unbound(&self) -> &[UnboundEncoding] {
+        &self.unbound
+    }
+
+    /// Enters a stream the media plane recognised: from now on its packets are routed like
+    /// those of a signalled SSRC. Returns false (and changes nothing) when the binding names
+    /// no unbound encoding, when its SSRC is taken by another stream, or for an RTX stream
+    /// whose media stream is not bound yet (it could not be unwrapped).
+    ///
+    /// A second SSRC for the same encoding replaces the first (a browser that restarts its
+    /// encoder starts a new SSRC under the same RID); the encoding's RTX stream then repairs
+    /// the new one.
+    pub fn bind(&mut self, binding: &Binding) -> bool {
+        let Some(unbound) = self.unbound.iter().find(|u| {
+            u.transport_id == binding.transport_id
+                && u.media.producer_id == binding.producer_id
+                && u.media.encoding_index == binding.encoding_index
+        }) else {
+            return false;
+        };
+        let key = (binding.transport_id.clone(), binding.ssrc);
+        if let Some(holder) = self.streams.get(&key) {
+            // Bound already, as this very stream: nothing to do; as another: refused.
+            return holder.producer_id == binding.producer_id
+                && holder.encoding_index == binding.encoding_index
+                && holder.rtx == binding.rtx;
+        }
+        let is_this = |stream: &InboundStream, rtx: bool| {
+            stream.producer_id == binding.producer_id && stream.encoding_index == binding.encoding_index && stream.rtx == rtx
+        };
+        let bound_media = self
+            .streams
+            .iter()
+            .find(|((transport, _), stream)| *transport == binding.transport_id && is_this(stream, false))
+            .map(|((_, ssrc), _)| *ssrc);
+        let stream = if binding.rtx {
+            let (Some(template), Some(media)) = (unbound.rtx.clone(), bound_media) else { return false };
+            InboundStream { repairs: Some(media), ..template }
+        } else {
+            unbound.media.clone()
+        };
+        let transport = binding.transport_id.clone();
+        self.streams.retain(|(t, _), s| !(*t == transport && is_this(s, binding.rtx)));
+        if !binding.rtx {
+            for ((t, _), s) in self.streams.iter_mut() {
+                if *t == transport && is_this(s, true) {
+                    s.repairs = Some(binding.ssrc);
+                }
+            }
+        }
+        self.streams.insert(key, stream);
+        true
     }
 
     /// The stream a packet arriving on `transport_id` with `ssrc` belongs to, if any.
@@ -319,5 +441,7 @@ fn target(producer: &Producer, consumer: &Consumer, rtx: bool) -> Option<Forward
             .map(|e| e.id),
         paused: consumer.paused,
         estimation: Estimation::of(&consumer.rtp_parameters),
+        preferred_layers: consumer.preferred_layers,
+        priority: consumer.priority,
     })
 }

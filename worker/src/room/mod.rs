@@ -55,7 +55,10 @@ mod transport;
 
 pub use error::RoomError;
 pub use event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
-pub use forwarding::{CodecInfo, Estimation, Forward, ForwardTarget, ForwardingTable, InboundStream};
+pub use forwarding::{
+    Binding, CodecInfo, Estimation, Forward, ForwardTarget, ForwardingTable, InboundStream,
+    UnboundEncoding,
+};
 pub use ids::{
     ConsumerId, IdGenerator, MAX_ID_LEN, MAX_ROOM_ID_LEN, PeerId, ProducerId, RoomId,
     SequentialIds, TransportId, check_id, shown,
@@ -63,7 +66,7 @@ pub use ids::{
 pub use quotas::Quotas;
 pub use rooms::{
     AppData, ConsumeOptions, Consumer, ConsumerCreated, ConsumerType, JoinResponse, Peer, PeerInfo,
-    PeerSummary, ProduceOptions, Producer, ProducerCreated, ProducerSummary, Room, Rooms,
+    PeerSummary, ProduceOptions, Producer, ProducerCreated, ProducerSummary, Room, Rooms, producer_layers,
 };
 pub use transport::{
     Direction, DtlsConnection, DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate,

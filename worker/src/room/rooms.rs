@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::api::WorkerStats;
+use crate::video::{Layers, ScalabilityMode};
 use crate::rtp::{
     ConsumerOptions, MediaKind, RtpCapabilities, RtpCodecCapability, RtpError, RtpMapping,
     RtpParameters, Ssrc, can_consume, consumable_parameters, consumer_parameters,
@@ -138,39 +139,44 @@ pub enum ConsumerType {
 }
 
 impl ConsumerType {
-    /// The type mediasoup gives consumers of a producer with these parameters.
+    /// The type mediasoup gives consumers of a producer with these parameters
+    /// (`RtpParameters::GetType`): several encodings are simulcast; one encoding with several
+    /// spatial or temporal layers is SVC for VP9 and simulcast (of one stream, whose temporal
+    /// layers can still be chosen) for VP8 and H264; anything else is simple.
     pub fn of_producer(parameters: &RtpParameters) -> ConsumerType {
         match parameters.encodings.as_slice() {
-            [single] if spatial_layers(single.scalability_mode.as_deref()) > 1 => ConsumerType::Svc,
-            [_] | [] => ConsumerType::Simple,
+            [single] => {
+                let mode = ScalabilityMode::parse(single.scalability_mode.as_deref());
+                if mode.spatial_layers <= 1 && mode.temporal_layers <= 1 {
+                    return ConsumerType::Simple;
+                }
+                let codec = parameters
+                    .codecs
+                    .iter()
+                    .find(|c| single.codec_payload_type.is_none_or(|pt| pt == c.payload_type) && !c.mime_type.eq_ignore_ascii_case("video/rtx"))
+                    .map(|c| c.mime_type.to_ascii_lowercase());
+                match codec.as_deref() {
+                    Some("video/vp9") => ConsumerType::Svc,
+                    Some("video/vp8" | "video/h264") => ConsumerType::Simulcast,
+                    _ => ConsumerType::Simple,
+                }
+            }
+            [] => ConsumerType::Simple,
             _ => ConsumerType::Simulcast,
         }
     }
 }
 
-/// Spatial layers of a scalability mode such as `L3T3` or `S2T1_KEY` (mediasoup's
-/// `^[LS]([1-9]\d?)T([1-9]\d?)`); 1 when absent or unreadable.
-fn spatial_layers(scalability_mode: Option<&str>) -> u32 {
-    let Some(mode) = scalability_mode else {
-        return 1;
+/// The spatial and temporal layer counts of a producer: its encodings (simulcast) or its one
+/// encoding's spatial layers (SVC), and the temporal layers of its scalability mode.
+pub fn producer_layers(parameters: &RtpParameters) -> (u8, u8) {
+    let mode = ScalabilityMode::parse(parameters.encodings.first().and_then(|e| e.scalability_mode.as_deref()));
+    let spatial = if parameters.encodings.len() > 1 {
+        u8::try_from(parameters.encodings.len()).unwrap_or(u8::MAX)
+    } else {
+        mode.spatial_layers
     };
-    let bytes = mode.as_bytes();
-    if !matches!(bytes.first(), Some(b'L' | b'S')) {
-        return 1;
-    }
-    let digits: Vec<u8> = bytes[1..]
-        .iter()
-        .take(2)
-        .take_while(|b| b.is_ascii_digit())
-        .copied()
-        .collect();
-    let followed_by_t = bytes.get(1 + digits.len()) == Some(&b'T');
-    match digits.first() {
-        Some(b'1'..=b'9') if followed_by_t => digits
-            .iter()
-            .fold(0, |layers, digit| layers * 10 + u32::from(digit - b'0')),
-        _ => 1,
-    }
+    (spatial.max(1), mode.temporal_layers.max(1))
 }
 
 /// The answer to `consume`: what mediasoup-client's `recvTransport.consume` takes.
@@ -273,6 +279,12 @@ pub struct Consumer {
     pub paused: bool,
     /// Its producer is paused.
     pub producer_paused: bool,
+    /// The layers its app prefers (`setPreferredLayers`); `None` for the highest. Only
+    /// simulcast and SVC consumers have layers to choose from.
+    pub preferred_layers: Option<Layers>,
+    /// Its claim on its transport's bandwidth next to the transport's other consumers: 1 (the
+    /// default, as in mediasoup) to 255.
+    pub priority: u8,
     seq: u64,
 }
 
@@ -1199,6 +1211,8 @@ impl Rooms {
                 r#type: consumer_type,
                 paused: options.paused,
                 producer_paused,
+                preferred_layers: None,
+                priority: 1,
                 seq,
             },
         );
@@ -1312,6 +1326,55 @@ impl Rooms {
         Ok(())
     }
 
+    /// Sets the layers a simulcast or SVC consumer's app prefers (mediasoup's
+    /// `setPreferredLayers`) and returns them as kept: clamped to the layers the producer has
+    /// (a temporal layer of `None` means its highest). The media plane moves the consumer to
+    /// them if the producer sends them and the downlink allows; a consumer of a producer
+    /// without layers keeps them but has nothing to choose. No event: its own peer asked.
+    pub fn set_consumer_preferred_layers(
+        &mut self,
+        room_id: &RoomId,
+        consumer_id: &ConsumerId,
+        spatial_layer: u8,
+        temporal_layer: Option<u8>,
+    ) -> Result<Layers, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let not_found = room.consumer_not_found(consumer_id);
+        let consumer = room.consumers.get(consumer_id).ok_or(not_found)?;
+        let (spatial_layers, temporal_layers) = room
+            .producers
+            .get(&consumer.producer_id)
+            .map(|producer| producer_layers(&producer.consumable_parameters))
+            .unwrap_or((1, 1));
+        let layers = Layers::new(
+            spatial_layer.min(spatial_layers - 1),
+            temporal_layer.unwrap_or(u8::MAX).min(temporal_layers - 1),
+        );
+        if let Some(consumer) = room.consumers.get_mut(consumer_id) {
+            consumer.preferred_layers = Some(layers);
+        }
+        Ok(layers)
+    }
+
+    /// Sets a consumer's priority (1-255, else `INVALID_PRIORITY`): the share of its
+    /// transport's estimated bandwidth it gets against the transport's other consumers.
+    pub fn set_consumer_priority(
+        &mut self,
+        room_id: &RoomId,
+        consumer_id: &ConsumerId,
+        priority: u32,
+    ) -> Result<u8, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let not_found = room.consumer_not_found(consumer_id);
+        let consumer = room.consumers.get_mut(consumer_id).ok_or(not_found)?;
+        let priority = u8::try_from(priority)
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or(RoomError::InvalidPriority(priority))?;
+        consumer.priority = priority;
+        Ok(priority)
+    }
+
     /// Closes a consumer. Emits `consumerClosed` with reason `requested`.
     pub fn close_consumer(
         &mut self,
@@ -1367,13 +1430,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spatial_layers_read_mediasoups_scalability_modes() {
-        assert_eq!(spatial_layers(Some("L3T3")), 3);
-        assert_eq!(spatial_layers(Some("S2T1_KEY")), 2);
-        assert_eq!(spatial_layers(Some("L12T3")), 12);
-        assert_eq!(spatial_layers(Some("L1T3")), 1);
-        assert_eq!(spatial_layers(Some("L0T3")), 1);
-        assert_eq!(spatial_layers(Some("x")), 1);
-        assert_eq!(spatial_layers(None), 1);
+    fn consumer_types_follow_mediasoups_rules() {
+        let with = |mime: &str, modes: &[Option<&str>]| {
+            let mut parameters = crate::testing::chrome_vp8_parameters();
+            parameters.codecs[0].mime_type = mime.to_owned();
+            parameters.encodings = modes
+                .iter()
+                .map(|m| crate::rtp::RtpEncodingParameters { scalability_mode: m.map(str::to_owned), ..Default::default() })
+                .collect();
+            ConsumerType::of_producer(&parameters)
+        };
+        assert_eq!(with("video/VP8", &[None]), ConsumerType::Simple);
+        assert_eq!(with("video/VP8", &[Some("L1T1")]), ConsumerType::Simple);
+        assert_eq!(with("video/VP8", &[Some("L1T3")]), ConsumerType::Simulcast);
+        assert_eq!(with("video/H264", &[Some("L1T3")]), ConsumerType::Simulcast);
+        assert_eq!(with("video/VP9", &[Some("L3T3_KEY")]), ConsumerType::Svc);
+        assert_eq!(with("video/VP9", &[Some("L1T3")]), ConsumerType::Svc);
+        assert_eq!(with("video/VP8", &[Some("L1T3"), Some("L1T3")]), ConsumerType::Simulcast);
+        assert_eq!(with("audio/opus", &[Some("L1T3")]), ConsumerType::Simple);
     }
 }

@@ -1804,7 +1804,7 @@ fn forwarding_table_is_rebuilt_the_same_and_forgets_closed_consumers() {
 }
 
 #[test]
-fn only_the_first_simulcast_encoding_is_forwarded() {
+fn every_simulcast_encoding_lists_the_consumers_and_the_media_plane_picks_one() {
     let mut world = World::new();
     world.join("alice");
     world.join("bob");
@@ -1831,7 +1831,9 @@ fn only_the_first_simulcast_encoding_is_forwarded() {
 
     let table = world.table();
     assert_eq!(table.forward(&send, Ssrc(111), PayloadType(96)).len(), 1);
-    assert!(table.forward(&send, Ssrc(221), PayloadType(96)).is_empty());
+    assert_eq!(table.forward(&send, Ssrc(221), PayloadType(96)).len(), 1);
+    let stream = table.stream(&send, Ssrc(221)).expect("known");
+    assert_eq!((stream.spatial_layers, stream.temporal_layers, stream.consumer_type), (3, 3, ConsumerType::Simulcast));
     assert_eq!(
         table
             .stream(&send, Ssrc(332))
@@ -2105,4 +2107,47 @@ fn three_hundred_rooms_visited_by_one_participant_leave_nothing_after_the_timeou
     let last_visit = start + std::time::Duration::from_secs(299);
     rooms.close_empty_rooms(last_visit + timeout);
     assert_eq!(rooms.rooms().count(), 0);
+}
+
+#[test]
+fn encodings_signalled_by_rid_wait_unbound_until_the_media_plane_binds_their_ssrcs() {
+    use crate::room::Binding;
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let camera = world
+        .rooms
+        .produce(
+            &room(),
+            &peer("alice"),
+            produce_options(&send, MediaKind::Video, crate::testing::chrome_vp8_simulcast_parameters()),
+        )
+        .expect("produces")
+        .id;
+    world.consume("bob", &recv, &camera, false);
+    let mut table = world.table();
+    assert_eq!(table.streams().count(), 0, "no SSRC is known yet");
+    let rids: Vec<(Option<&str>, Option<u8>, Option<u8>)> = table
+        .unbound()
+        .iter()
+        .map(|u| (u.rid.as_deref(), u.rid_extension_id, u.repaired_rid_extension_id))
+        .collect();
+    assert_eq!(rids, [(Some("r0"), Some(10), Some(11)), (Some("r1"), Some(10), Some(11)), (Some("r2"), Some(10), Some(11))]);
+    assert!(table.unbound().iter().all(|u| u.mid.as_deref() == Some("1") && u.mid_extension_id == Some(9)));
+
+    let binding = |encoding_index, rtx, ssrc| Binding { transport_id: send.clone(), producer_id: camera.clone(), encoding_index, rtx, ssrc: Ssrc(ssrc) };
+    assert!(!table.bind(&binding(0, true, 800)), "RTX before its media has nothing to repair");
+    assert!(table.bind(&binding(0, false, 500)));
+    assert!(table.bind(&binding(0, false, 500)), "binding again is a no-op");
+    assert!(!table.bind(&binding(1, false, 500)), "an SSRC is one stream");
+    assert!(table.bind(&binding(0, true, 800)));
+    assert_eq!(table.forward(&send, Ssrc(500), PayloadType(96)).len(), 1);
+    assert_eq!(table.stream(&send, Ssrc(800)).and_then(|s| s.repairs), Some(Ssrc(500)));
+    // An encoder restart: the encoding moves to a new SSRC and its RTX repairs that one.
+    assert!(table.bind(&binding(0, false, 600)));
+    assert!(table.stream(&send, Ssrc(500)).is_none());
+    assert_eq!(table.stream(&send, Ssrc(800)).and_then(|s| s.repairs), Some(Ssrc(600)));
+    assert!(!table.bind(&Binding { producer_id: ProducerId::from("nobody"), ..binding(0, false, 700) }));
 }

@@ -129,6 +129,16 @@ impl ReceiverStats {
         self.last_sender_report = Some((ntp_middle(ntp_time), now));
     }
 
+    /// Packets the sequence numbers say were sent so far (0 before the first).
+    pub fn expected(&self) -> u64 {
+        if self.epoch.is_none() { 0 } else { self.highest - self.base + 1 }
+    }
+
+    /// The stream's RTP clock rate, Hz.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
     /// The interarrival jitter in RTP clock ticks.
     pub fn jitter(&self) -> u32 {
         u32::try_from(self.jitter_x16 >> 4).unwrap_or(u32::MAX)

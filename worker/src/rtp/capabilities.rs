@@ -77,7 +77,7 @@ fn supported_extension(kind: MediaKind, uri: &str, preferred_id: u8) -> RtpHeade
     }
 }
 
-/// An extension the router only receives: consumers do not get it.
+/// An extension the router only receives: producers send it, consumers never get it.
 fn received_extension(kind: MediaKind, uri: &str, preferred_id: u8) -> RtpHeaderExtension {
     RtpHeaderExtension {
         direction: RtpHeaderExtensionDirection::RecvOnly,
@@ -91,7 +91,9 @@ fn received_extension(kind: MediaKind, uri: &str, preferred_id: u8) -> RtpHeader
 /// Audio is forwarded without looking inside, so the usual WebRTC audio codecs are all here.
 /// Video is limited to the codecs whose keyframes the worker recognises (VP8, VP9, H264),
 /// because a new consumer drops video until the first keyframe. Header extension ids are
-/// mediasoup's, which mediasoup-client's users may have come to rely on.
+/// mediasoup's, which mediasoup-client's users may have come to rely on. The RID extensions
+/// are what a browser needs to send simulcast (it names each encoding by RID rather than
+/// SSRC); without them Chrome refuses `produce` with several encodings.
 pub fn supported_capabilities() -> RtpCapabilities {
     use MediaKind::{Audio, Video};
     RtpCapabilities {
@@ -135,6 +137,9 @@ pub fn supported_capabilities() -> RtpCapabilities {
         header_extensions: vec![
             supported_extension(Audio, uri::MID, 1),
             supported_extension(Video, uri::MID, 1),
+            // Receive-only, as in mediasoup: a consumer is one stream, so it has no RID.
+            received_extension(Video, uri::RID, 2),
+            received_extension(Video, uri::REPAIRED_RID, 3),
             supported_extension(Audio, uri::ABS_SEND_TIME, 4),
             supported_extension(Video, uri::ABS_SEND_TIME, 4),
             // Transport-wide sequence numbers: publishers stamp audio and video, so their
@@ -404,15 +409,18 @@ mod tests {
     }
 
     #[test]
-    fn header_extensions_are_the_five_supported_with_mediasoup_ids() {
-        let extensions: Vec<(MediaKind, String, u8)> = default_router()
+    fn header_extensions_are_the_supported_ones_with_mediasoup_ids() {
+        let router = default_router();
+        let extensions: Vec<(MediaKind, String, u8)> = router
             .header_extensions
-            .into_iter()
-            .map(|extension| (extension.kind, extension.uri, extension.preferred_id))
+            .iter()
+            .map(|extension| (extension.kind, extension.uri.clone(), extension.preferred_id))
             .collect();
         let expected = [
             (MediaKind::Audio, uri::MID, 1),
             (MediaKind::Video, uri::MID, 1),
+            (MediaKind::Video, uri::RID, 2),
+            (MediaKind::Video, uri::REPAIRED_RID, 3),
             (MediaKind::Audio, uri::ABS_SEND_TIME, 4),
             (MediaKind::Video, uri::ABS_SEND_TIME, 4),
             (MediaKind::Audio, uri::TRANSPORT_WIDE_CC, 5),
@@ -426,6 +434,15 @@ mod tests {
             .map(|(k, u, id)| (*k, (*u).to_owned(), *id))
             .collect();
         assert_eq!(extensions, expected);
+        // Producers send the RIDs (and audio's transport-wide sequence numbers); consumers
+        // never get them.
+        let receive_only: Vec<&str> = router
+            .header_extensions
+            .iter()
+            .filter(|e| e.direction == RtpHeaderExtensionDirection::RecvOnly)
+            .map(|e| e.uri.as_str())
+            .collect();
+        assert_eq!(receive_only, [uri::RID, uri::REPAIRED_RID, uri::TRANSPORT_WIDE_CC]);
     }
 
     #[test]

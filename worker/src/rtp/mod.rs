@@ -44,6 +44,11 @@ pub use validation::validate_rtp_parameters;
 pub mod header_extension_uri {
     /// The BUNDLE `mid` of the m-section a packet belongs to.
     pub const MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+    /// The RID (RFC 8852) of the simulcast encoding a packet belongs to: how the worker finds
+    /// the stream of a producer that signals RIDs instead of SSRCs.
+    pub const RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+    /// The RID of the stream an RTX packet repairs (RFC 8852).
+    pub const REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
     /// Audio level of the packet (RFC 6464).
     pub const SSRC_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
     /// Absolute send time, used by REMB bandwidth estimation.

@@ -1,0 +1,170 @@
+// Simulcast and SVC in real Chromium with the stock mediasoup-client (issue 14): a publisher
+// sends its camera as three VP8 simulcast encodings, or as one VP9 L3T3_KEY encoding, and
+// each subscriber gets one stream of the layer chosen for it.
+//
+//   node --test web/test/simulcast.mjs      (scripts/test-web.sh installs and builds what it needs)
+//
+// Chrome starts a publisher's send bandwidth estimate low and raises it over seconds, and only
+// sends an encoding (or spatial layer) once the estimate carries it, so the tests wait on
+// what the publisher's outbound-rtp stats say it sends, never on fixed sleeps.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+
+import { Participant, eventually, launchBrowser } from '../testing/browser.mjs';
+import { startProduct } from '../testing/product.mjs';
+
+/** The fake camera's size (the demo asks for 640x480). */
+const FULL_WIDTH = 640;
+
+let product;
+let browser;
+
+before(
+  async () => {
+    product = await startProduct();
+    browser = await launchBrowser();
+    console.log(`product (${product.mode}) at ${product.baseUrl}; logs in ${product.logDir}`);
+  },
+  { timeout: 20 * 60 * 1000 },
+);
+
+after(async () => {
+  await browser?.close();
+  await product?.stop();
+});
+
+const room = (label) => `simulcast-${label}-${randomBytes(3).toString('hex')}`;
+
+function scenario(name, body, timeoutMs = 180000) {
+  test(name, { timeout: timeoutMs }, async () => {
+    const participants = [];
+    const open = async (who, params) => {
+      const p = await Participant.open(browser, product, who, params);
+      participants.push(p);
+      return p;
+    };
+    try {
+      await body(open);
+    } catch (err) {
+      err.message += `\n${participants.map((p) => p.diagnostics()).join('\n')}\n${product.logs()}`;
+      throw err;
+    } finally {
+      await Promise.all(participants.map((p) => p.close()));
+    }
+  });
+}
+
+/** The publisher's outbound-rtp rows of its camera, one per encoding. */
+const outbound = (publisher) => publisher.page.evaluate(() => window.fanoutDemo.outboundVideoStats());
+
+/** `viewer`'s row for the video of `publisher` (inbound-rtp figures and the consumer id). */
+async function videoFrom(viewer, publisherId) {
+  return (await viewer.stats()).find((r) => r.participantId === publisherId && r.kind === 'video');
+}
+
+/** The producer id of `viewer`'s remote video from `publisherId`. */
+async function videoProducerOf(viewer, publisherId) {
+  const row = await eventually(() => videoFrom(viewer, publisherId), { describe: () => `${viewer.name} has no video of ${publisherId}` });
+  return row.producerId;
+}
+
+/**
+ * Polls `viewer`'s video of `publisherId` every 250 ms until `done(row)`, and measures how it
+ * decoded meanwhile: the longest time framesDecoded stood still, and frames dropped.
+ */
+async function watch(viewer, publisherId, done, { timeoutMs = 60000, what } = {}) {
+  const started = Date.now();
+  let first = null;
+  let last = null;
+  let lastProgress = Date.now();
+  let longestStallMs = 0;
+  for (;;) {
+    const row = await videoFrom(viewer, publisherId);
+    if (row) {
+      first ??= row;
+      if (last && row.framesDecoded > last.framesDecoded) lastProgress = Date.now();
+      longestStallMs = Math.max(longestStallMs, Date.now() - lastProgress);
+      last = row;
+      if (done(row)) {
+        return { row, longestStallMs, framesDecoded: row.framesDecoded - first.framesDecoded, framesDropped: (row.framesDropped ?? 0) - (first.framesDropped ?? 0), ms: Date.now() - started };
+      }
+    }
+    if (Date.now() - started > timeoutMs) {
+      throw new Error(`${what ?? 'condition'} not met within ${timeoutMs / 1000} s; ${viewer.name} sees ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Waits until the publisher sends its top layer at full width (Chrome's estimate ramps up). */
+async function publisherSendsFullWidth(publisher) {
+  const started = Date.now();
+  let rows = [];
+  await eventually(
+    async () => {
+      rows = await outbound(publisher);
+      return rows.some((r) => r.frameWidth === FULL_WIDTH && r.framesEncoded > 0);
+    },
+    { timeoutMs: 120000, intervalMs: 500, describe: () => `${publisher.name} sends ${JSON.stringify(rows)}` },
+  );
+  console.log(`figure: publisher sends its ${FULL_WIDTH}-wide layer after ${Date.now() - started} ms of waiting; ${JSON.stringify(rows)}`);
+}
+
+/**
+ * The shared story: `ada` publishes with `params`; bob watches at the top layer; carol asks for
+ * the lowest spatial layer, gets about a quarter of the width, asks for the top again and gets
+ * it back, and neither subscriber's picture freezes meanwhile.
+ */
+async function layersPerSubscriber(open, label, params) {
+  const name = room(label);
+  const ada = await open('ada', { room: name, ...params });
+  await ada.join();
+  const adaId = await ada.participantId();
+  const bob = await open('bob', { room: name });
+  await bob.join();
+  const carol = await open('carol', { room: name });
+  await carol.join();
+  await publisherSendsFullWidth(ada);
+
+  const top = await watch(bob, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: `bob decodes ada at ${FULL_WIDTH}` });
+  console.log(`${label}: bob decodes ${top.row.frameWidth}x${top.row.frameHeight} (${top.row.codec})`);
+  await watch(carol, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: `carol decodes ada at ${FULL_WIDTH} first` });
+
+  const producerId = await videoProducerOf(carol, adaId);
+  const kept = await carol.page.evaluate((id) => window.fanoutDemo.client.setPreferredLayers(id, { spatialLayer: 0 }), producerId);
+  assert.equal(kept.spatialLayer, 0, `the preference is kept: ${JSON.stringify(kept)}`);
+  const down = await watch(carol, adaId, (r) => r.frameWidth > 0 && r.frameWidth <= FULL_WIDTH / 4 + 8, { what: 'carol at the lowest layer' });
+  console.log(
+    `figure: ${label} switch down to ${down.row.frameWidth}x${down.row.frameHeight} took ${down.ms} ms; longest stall ${down.longestStallMs} ms; ${down.framesDecoded} frames decoded, ${down.framesDropped} dropped meanwhile`,
+  );
+  assert.ok(down.row.frameWidth >= FULL_WIDTH / 4 - 8, `about a quarter of ${FULL_WIDTH}: ${down.row.frameWidth}`);
+  // It stays there while bob keeps the top layer.
+  const steady = await watch(carol, adaId, (r) => r.framesDecoded > down.row.framesDecoded + 30, { what: 'carol goes on decoding the lowest layer' });
+  assert.ok(steady.row.frameWidth <= FULL_WIDTH / 4 + 8, `still the lowest layer: ${JSON.stringify(steady.row)}`);
+  assert.equal((await videoFrom(bob, adaId)).frameWidth, FULL_WIDTH, 'bob keeps the top layer');
+  const layers = await carol.page.evaluate(
+    (id) => window.fanoutDemo.client.remoteTracks().find((t) => t.producerId === id)?.layers ?? null,
+    producerId,
+  );
+  assert.equal(layers?.spatialLayer, 0, `carol's client was told (remote-track-layers): ${JSON.stringify(layers)}`);
+
+  await carol.page.evaluate((id) => window.fanoutDemo.client.setPreferredLayers(id, { spatialLayer: 2 }), producerId);
+  const up = await watch(carol, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: 'carol back at the top layer' });
+  console.log(
+    `figure: ${label} switch up took ${up.ms} ms; longest stall ${up.longestStallMs} ms; ${up.framesDecoded} frames decoded, ${up.framesDropped} dropped meanwhile`,
+  );
+  for (const [what, phase] of [['down', down], ['steady', steady], ['up', up]]) {
+    assert.ok(phase.framesDecoded > 0, `${what}: frames decoded throughout`);
+    assert.ok(phase.longestStallMs < 2000, `${what}: the picture never stood still for long (${phase.longestStallMs} ms)`);
+  }
+}
+
+scenario('a VP8 publisher with three simulcast encodings: each subscriber gets the layer it asks for', async (open) => {
+  await layersPerSubscriber(open, 'vp8', { codec: 'VP8', simulcast: '1' });
+});
+
+scenario('a VP9 L3T3_KEY publisher: each subscriber gets the spatial layers it asks for', async (open) => {
+  await layersPerSubscriber(open, 'vp9', { codec: 'VP9', scalabilityMode: 'L3T3_KEY' });
+});

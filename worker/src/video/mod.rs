@@ -1,0 +1,23 @@
+//! Adaptive video: the layers of simulcast and SVC producers, and which of them each consumer
+//! gets (see `worker/docs/adaptive-video.md` for what is decided where, and why).
+//!
+//! - [`layers`]: spatial/temporal layers and the layer choice ([`layers::choose_layers`]),
+//!   a pure function of the app's preference, the allocator's cap and what the producer sends.
+//! - [`descriptor`]: what VP8 and VP9 payload descriptors say about a packet's layers, read
+//!   once per packet; the in-place rewrite of VP8 picture numbers.
+//! - [`numbering`]: the gap-closing renumbering of VP8 picture ids and `TL0PICIDX`.
+//! - [`selector`]: per consumer, packet by packet: forward, skip or drop, switching layers
+//!   only where the decoder can follow.
+//! - [`stats`]: per producer stream, its layers' bitrates and mediasoup's 0-10 score.
+
+#[cfg(feature = "media")]
+pub mod descriptor;
+pub mod layers;
+#[cfg(feature = "media")]
+pub mod numbering;
+#[cfg(feature = "media")]
+pub mod selector;
+#[cfg(feature = "media")]
+pub mod stats;
+
+pub use layers::{LayerChoice, Layers, ScalabilityMode, SpatialLayer, choose_layers};
