@@ -4,7 +4,8 @@
 // URL parameters (all optional): room, name, codec (VP8, VP9, H264), token (skip the development
 // token endpoint), server (signalling URL; default: this page's origin), autojoin=1,
 // simulcast=1 (the camera as three simulcast encodings, a quarter, half and full size),
-// scalabilityMode (one SVC encoding, e.g. L3T3_KEY with codec=VP9).
+// scalabilityMode (one SVC encoding, e.g. L3T3_KEY with codec=VP9), width and height (the
+// camera size asked for, default 640x480), publish=0 (watch only: no camera, no microphone).
 //
 // window.fanoutDemo exposes the client and the figures the end-to-end tests read.
 
@@ -138,12 +139,14 @@ async function join(event) {
   const client = new FanoutClient();
   try {
     const token = $('token').value.trim() || (await devToken(room, name));
-    const media = navigator.mediaDevices
-      .getUserMedia({ audio: true, video: { width: 640, height: 480 } })
-      .catch((err) => {
-        showMessage(describe(err), 'warning');
-        return null;
-      });
+    const size = { width: Number(params.get('width')) || 640, height: Number(params.get('height')) || 480 };
+    const media =
+      params.get('publish') === '0'
+        ? Promise.resolve(null)
+        : navigator.mediaDevices.getUserMedia({ audio: true, video: size }).catch((err) => {
+            showMessage(describe(err), 'warning');
+            return null;
+          });
     await client.connect({ url: server, token });
     state.client = client;
     wire(client);
@@ -165,10 +168,12 @@ async function join(event) {
 /** The camera's encodings the URL asks for (simulcast=1, scalabilityMode=...), or undefined. */
 function videoEncodings() {
   if (params.get('simulcast') === '1') {
+    // Modest caps on the lower two, so that Chrome sends the top one as soon as its bandwidth
+    // estimate reaches about 0.4 Mbps (it enables a layer once the layers below get theirs).
     return [
-      { scaleResolutionDownBy: 4, maxBitrate: 150000 },
-      { scaleResolutionDownBy: 2, maxBitrate: 500000 },
-      { scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+      { scaleResolutionDownBy: 4, maxBitrate: 80000 },
+      { scaleResolutionDownBy: 2, maxBitrate: 200000 },
+      { scaleResolutionDownBy: 1, maxBitrate: 900000 },
     ];
   }
   const scalabilityMode = params.get('scalabilityMode');
@@ -514,7 +519,12 @@ window.fanoutDemo = {
     const producer = state.producers.get('video');
     if (!producer) return [];
     const rows = [];
-    (await producer.getStats()).forEach((s) => {
+    let availableOutgoingBitrate;
+    const report = await producer.getStats();
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate !== undefined) availableOutgoingBitrate = s.availableOutgoingBitrate;
+    });
+    report.forEach((s) => {
       if (s.type !== 'outbound-rtp') return;
       rows.push({
         rid: s.rid,
@@ -526,6 +536,7 @@ window.fanoutDemo = {
         bytesSent: s.bytesSent ?? 0,
         active: s.active,
         qualityLimitationReason: s.qualityLimitationReason,
+        availableOutgoingBitrate,
       });
     });
     return rows.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));

@@ -15,8 +15,13 @@ import { after, before, test } from 'node:test';
 import { Participant, eventually, launchBrowser } from '../testing/browser.mjs';
 import { startProduct } from '../testing/product.mjs';
 
-/** The fake camera's size (the demo asks for 640x480). */
-const FULL_WIDTH = 640;
+/**
+ * The camera size the publisher asks Chrome's fake camera for. Chrome sends three simulcast
+ * encodings, or three VP9 spatial layers, only from about 960x540 up (at 640x480 it sends
+ * two), so the top layer is 1280 wide and the lowest a quarter of that.
+ */
+const FULL_WIDTH = 1280;
+const FULL_HEIGHT = 720;
 
 let product;
 let browser;
@@ -107,7 +112,7 @@ async function publisherSendsFullWidth(publisher) {
       rows = await outbound(publisher);
       return rows.some((r) => r.frameWidth === FULL_WIDTH && r.framesEncoded > 0);
     },
-    { timeoutMs: 120000, intervalMs: 500, describe: () => `${publisher.name} sends ${JSON.stringify(rows)}` },
+    { timeoutMs: 150000, intervalMs: 500, describe: () => `${publisher.name} sends ${JSON.stringify(rows)}` },
   );
   console.log(`figure: publisher sends its ${FULL_WIDTH}-wide layer after ${Date.now() - started} ms of waiting; ${JSON.stringify(rows)}`);
 }
@@ -119,12 +124,13 @@ async function publisherSendsFullWidth(publisher) {
  */
 async function layersPerSubscriber(open, label, params) {
   const name = room(label);
-  const ada = await open('ada', { room: name, ...params });
+  const ada = await open('ada', { room: name, width: FULL_WIDTH, height: FULL_HEIGHT, ...params });
   await ada.join();
   const adaId = await ada.participantId();
-  const bob = await open('bob', { room: name });
+  // The subscribers only watch: on two cores, more encoders would make Chrome scale ada down.
+  const bob = await open('bob', { room: name, publish: '0' });
   await bob.join();
-  const carol = await open('carol', { room: name });
+  const carol = await open('carol', { room: name, publish: '0' });
   await carol.join();
   await publisherSendsFullWidth(ada);
 

@@ -542,10 +542,12 @@ impl Router {
         if before != after && (after.0.is_none() || before.0 != after.0) {
             self.events.push(MediaEvent::ConsumerLayersChanged { consumer_id: consumer.id.clone(), layers: after.0, state: after.1 });
         }
-        if needs_keyframe && changed_target && consumer.active {
-            if let Some(source) = consumer.target_source().cloned() {
-                self.request_keyframe(&source, now, out);
-            }
+        if needs_keyframe
+            && changed_target
+            && consumer.active
+            && let Some(source) = consumer.target_source().cloned()
+        {
+            self.request_keyframe(&source, now, out);
         }
     }
 
@@ -864,10 +866,10 @@ impl Router {
             self.retarget_all(now, &mut out);
             self.pending.extend(out);
         }
-        if info.keyframe {
-            if let Some(repair) = self.producers.get_mut(&(from.clone(), ssrc)).and_then(|p| p.repair.as_mut()) {
-                repair.keyframes.on_keyframe();
-            }
+        if info.keyframe
+            && let Some(repair) = self.producers.get_mut(&(from.clone(), ssrc)).and_then(|p| p.repair.as_mut())
+        {
+            repair.keyframes.on_keyframe();
         }
         Some(Arrival {
             ssrc,
@@ -1141,11 +1143,11 @@ impl Router {
     /// requests a switch needs.
     pub fn set_consumer_cap(&mut self, consumer_id: &ConsumerId, cap: Option<Layers>, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        if let Some(i) = self.consumers.iter().position(|c| &c.id == consumer_id) {
-            if self.consumers[i].cap != cap {
-                self.consumers[i].cap = cap;
-                self.retarget(i, now, &mut out);
-            }
+        if let Some(i) = self.consumers.iter().position(|c| &c.id == consumer_id)
+            && self.consumers[i].cap != cap
+        {
+            self.consumers[i].cap = cap;
+            self.retarget(i, now, &mut out);
         }
         out
     }
@@ -1891,15 +1893,14 @@ mod tests {
             let p = marked(packet(96, self.seq[e], self.ts[e], self.ssrc[e], extensions, &payload));
             self.seq[e] = self.seq[e].wrapping_add(1);
             self.picture_id[e] = (self.picture_id[e] + 1) & 0x7fff;
-            let out = self.router.on_rtp(&self.call.alice_send, &p, self.now);
-            out
+            self.router.on_rtp(&self.call.alice_send, &p, self.now)
         }
 
         /// A frame of every encoding, the lowest first, 1/30 s after the last; the copies.
         fn tick(&mut self, tid: u8, keyframe: [bool; 3]) -> Vec<Outgoing> {
             let mut out = Vec::new();
-            for e in 0..3 {
-                out.extend(self.frame(e, tid, keyframe[e]));
+            for (e, keyframe) in keyframe.into_iter().enumerate() {
+                out.extend(self.frame(e, tid, keyframe));
                 self.ts[e] = self.ts[e].wrapping_add(3000);
             }
             self.now += Duration::from_millis(33);

@@ -939,6 +939,7 @@ impl Rooms {
             },
             dtls: None,
             next_consumer_mid: 0,
+            producer_cname: None,
             seq,
         };
         let created = transport.created();
@@ -1092,6 +1093,18 @@ impl Rooms {
         }) + 1;
         room.check_listing_room(listed_bytes, &quotas)?;
 
+        // One CNAME for all of the transport's producers, as mediasoup has it: Chrome's
+        // simulcast parameters carry none (its offer has no SSRC lines to read one from), and
+        // a consumer without one cannot be set up (mediasoup-client's `a=msid` needs it).
+        let mut options = options;
+        if let Some(transport) = room.transports.get_mut(&options.transport_id) {
+            let given = options.rtp_parameters.rtcp.cname.clone().filter(|cname| !cname.is_empty());
+            let cname = transport
+                .producer_cname
+                .get_or_insert_with(|| given.unwrap_or_else(|| transport.id.as_str().chars().filter(char::is_ascii_alphanumeric).take(16).collect()))
+                .clone();
+            options.rtp_parameters.rtcp.cname = Some(cname);
+        }
         let first_mapped_ssrc = self.ids.ssrc();
         let rtp_mapping = producer_mapping(
             kind,

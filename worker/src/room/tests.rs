@@ -2151,3 +2151,26 @@ fn encodings_signalled_by_rid_wait_unbound_until_the_media_plane_binds_their_ssr
     assert_eq!(table.stream(&send, Ssrc(800)).and_then(|s| s.repairs), Some(Ssrc(600)));
     assert!(!table.bind(&Binding { producer_id: ProducerId::from("nobody"), ..binding(0, false, 700) }));
 }
+
+#[test]
+fn a_producer_without_a_cname_gets_its_transports_so_consumers_can_be_set_up_and_synced() {
+    let mut world = World::new();
+    world.join("alice");
+    world.join("bob");
+    let send = world.transport("alice", Direction::Send);
+    let recv = world.transport("bob", Direction::Recv);
+    let microphone = world.produce("alice", &send, MediaKind::Audio);
+    // Chrome's simulcast offer has no SSRC lines, so mediasoup-client finds no CNAME.
+    let mut camera = crate::testing::chrome_vp8_simulcast_parameters();
+    camera.rtcp.cname = Some(String::new());
+    let camera = world
+        .rooms
+        .produce(&room(), &peer("alice"), produce_options(&send, MediaKind::Video, camera))
+        .expect("produces")
+        .id;
+    let video = world.consume("bob", &recv, &camera, false);
+    let audio = world.consume("bob", &recv, &microphone, false);
+    let cname = video.rtp_parameters.rtcp.cname.clone();
+    assert!(cname.as_deref().is_some_and(|c| !c.is_empty()), "{cname:?}");
+    assert_eq!(cname, audio.rtp_parameters.rtcp.cname, "one CNAME per sending transport: lip sync");
+}

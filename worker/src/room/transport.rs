@@ -288,6 +288,10 @@ pub struct Transport {
     pub dtls: Option<DtlsConnection>,
     /// The `mid` the next consumer on this transport gets (mediasoup's per-transport counter).
     pub(super) next_consumer_mid: u32,
+    /// The RTCP CNAME of every producer on this transport (mediasoup's `cnameForProducers`):
+    /// the first one a producer gave, so that a peer's audio and video keep one CNAME (which
+    /// receivers sync them by) even when a simulcast producer's parameters have none.
+    pub(super) producer_cname: Option<String>,
     /// Creation order within the room.
     pub(super) seq: u64,
 }

@@ -144,10 +144,10 @@ pub fn write_picture_numbers(payload: &mut [u8], info: &PayloadInfo, picture_id:
             *byte = value as u8 & 0x7f;
         }
     }
-    if let (Some((_, at)), Some(value)) = (info.tl0_pic_idx, tl0_pic_idx) {
-        if let Some(byte) = payload.get_mut(usize::from(at)) {
-            *byte = value;
-        }
+    if let (Some((_, at)), Some(value)) = (info.tl0_pic_idx, tl0_pic_idx)
+        && let Some(byte) = payload.get_mut(usize::from(at))
+    {
+        *byte = value;
     }
 }
 
