@@ -650,6 +650,8 @@ pub fn read_request(event: &str, payload: Value) -> Result<()> {
         "pause-consumer" | "resume-consumer" | "close-consumer" => {
             parse::<ConsumerRequest>(event, payload).map(drop)
         }
+        "set-consumer-preferred-layers" => parse::<SetPreferredLayers>(event, payload).map(drop),
+        "set-consumer-priority" => parse::<SetPriority>(event, payload).map(drop),
         other => Err(SignallingError::InvalidPayload {
             event: other.to_owned(),
             reason: "not a request event".to_owned(),

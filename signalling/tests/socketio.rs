@@ -676,3 +676,80 @@ async fn a_room_moved_to_another_worker_tells_its_participants_room_migrated() {
     assert_eq!(event["roomId"], "maths");
     assert!(!bob.receives("room-migrated", std::time::Duration::from_millis(300)).await, "other rooms are not told");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_layers_and_priority_of_an_own_consumer_are_set_and_answered_by_name() {
+    let server = Server::start().await;
+    let (mut client, _) = server.joined("u1", "student", "maths").await;
+    client
+        .request("create-transport", json!({"direction": "recv"}))
+        .await;
+    let consumer = client
+        .request(
+            "consume",
+            json!({"producerId": "producer-9", "rtpCapabilities": {"codecs": []}, "paused": true}),
+        )
+        .await;
+    let id = consumer["id"].clone();
+    let layers = client
+        .request(
+            "set-consumer-preferred-layers",
+            json!({"roomId": "maths", "consumerId": id, "spatialLayer": 0, "temporalLayer": 1}),
+        )
+        .await;
+    assert_eq!(layers, json!({"consumerId": id, "spatialLayer": 0, "temporalLayer": 1}));
+    assert_eq!(client.next_event("consumer-preferred-layers-set").await, layers);
+    let priority = client
+        .request("set-consumer-priority", json!({"roomId": "maths", "consumerId": id, "priority": 3}))
+        .await;
+    assert_eq!(priority, json!({"consumerId": id, "priority": 3}));
+    assert_eq!(client.next_event("consumer-priority-set").await, priority);
+    // Only the participant's own consumers, and the payload's shape is checked.
+    let foreign = client
+        .request("set-consumer-priority", json!({"consumerId": "not-mine", "priority": 3}))
+        .await;
+    assert_eq!(code(&foreign), "CONSUMER_NOT_FOUND");
+    let malformed = client
+        .request("set-consumer-preferred-layers", json!({"consumerId": id, "spatialLayer": "top"}))
+        .await;
+    assert_eq!(code(&malformed), "INVALID_PAYLOAD");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_changes_and_scores_are_told_to_their_consumers_owner_only() {
+    let server = Server::start().await;
+    let (mut owner, owner_id) = server.joined("u1", "student", "maths").await;
+    let (mut other, _) = server.joined("u2", "student", "maths").await;
+    server.backend.publish(
+        "maths",
+        RoomEvent::ConsumerLayersChanged {
+            consumer_id: ConsumerId::from("consumer-1"),
+            peer_id: PeerId::from(owner_id.as_str()),
+            producer_id: ProducerId::from("producer-1"),
+            spatial_layer: Some(0),
+            temporal_layer: Some(2),
+            state: fanout_worker::engine::ConsumerLayerState::Active,
+        },
+    );
+    let layers = owner.next_event("consumer-layers-changed").await;
+    assert_eq!(
+        layers,
+        json!({"roomId": "maths", "consumerId": "consumer-1", "producerId": "producer-1",
+               "spatialLayer": 0, "temporalLayer": 2, "state": "active"})
+    );
+    server.backend.publish(
+        "maths",
+        RoomEvent::ConsumerScore {
+            consumer_id: ConsumerId::from("consumer-1"),
+            peer_id: PeerId::from(owner_id.as_str()),
+            producer_id: ProducerId::from("producer-1"),
+            score: 10,
+            producer_score: 9,
+            producer_scores: vec![10, 9, 0],
+        },
+    );
+    let score = owner.next_event("consumer-score").await;
+    assert_eq!(score["producerScores"], json!([10, 9, 0]));
+    assert!(!other.receives("consumer-layers-changed", QUIET).await);
+    assert!(!other.receives("consumer-score", QUIET).await);
+}
