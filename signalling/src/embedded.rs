@@ -70,6 +70,7 @@ pub async fn start_worker(options: &EmbeddedOptions, jwt_secret: Option<String>)
         listen_ip: options.rtc_ip,
         announced_ip: options.rtc_ip,
         rtc_ports: options.rtc_ports,
+        rtc_tcp_port: Some(0),
         media_threads: 1,
         api_token: Some(worker_token.clone()),
         limits: Default::default(),

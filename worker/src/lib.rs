@@ -41,4 +41,7 @@ pub mod defaults {
     pub const RTC_MIN_PORT: u16 = 40000;
     /// Last UDP port for WebRTC transports (inclusive).
     pub const RTC_MAX_PORT: u16 = 49999;
+    /// The TCP port every transport's ICE-TCP candidate shares: one hole for firewalls that
+    /// let no UDP through.
+    pub const RTC_TCP_PORT: u16 = 50000;
 }

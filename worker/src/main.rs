@@ -29,6 +29,16 @@ struct Args {
     /// Last UDP port for WebRTC transports (inclusive).
     #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = defaults::RTC_MAX_PORT)]
     rtc_max_port: u16,
+    /// TCP port for ICE-TCP, shared by all transports: clients whose networks block UDP
+    /// connect here.
+    #[arg(long, env = "FANOUT_RTC_TCP_PORT", default_value_t = defaults::RTC_TCP_PORT)]
+    rtc_tcp_port: u16,
+    /// Listen on the ICE-TCP port and offer TCP candidates (`false`: UDP only).
+    #[arg(long, env = "FANOUT_ENABLE_TCP", default_value_t = true, action = clap::ArgAction::Set)]
+    enable_tcp: bool,
+    /// ICE-TCP connections open at once; one more is closed at once.
+    #[arg(long, env = "FANOUT_RTC_TCP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rtc_tcp_max_connections: u64,
     /// IP announced to browsers in ICE candidates (the node's address in Kubernetes).
     #[arg(long, env = "FANOUT_ANNOUNCED_IP")]
     announced_ip: Option<IpAddr>,
@@ -115,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         listen_ip: args.listen_ip,
         announced_ip,
         rtc_ports: (args.rtc_min_port, args.rtc_max_port),
+        rtc_tcp_port: args.enable_tcp.then_some(args.rtc_tcp_port),
         media_threads: threads,
         api_token: args.api_token.clone(),
         limits: limits(&args),
@@ -130,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
 fn limits(args: &Args) -> WorkerLimits {
     let mut limits = WorkerLimits::default();
     limits.transport_timeouts.ice.setup = Duration::from_secs(args.ice_timeout_seconds);
+    limits.tcp.max_connections = args.rtc_tcp_max_connections as usize;
     limits.http = HttpLimits {
         // Both bounded by the flags' ranges, far below usize::MAX.
         body_limit: args.http_body_limit_bytes as usize,

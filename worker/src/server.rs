@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::{ControlPlane, RandomIds};
 use crate::engine::EngineError;
 use crate::http::{self, ApiState, HttpLimits};
+use crate::media::ice_tcp::TcpLimits;
 use crate::media::transport::TransportTimeouts;
 use crate::media::udp::{EngineConfig, UdpEngine};
 use crate::room::Quotas;
@@ -26,6 +27,9 @@ pub struct WorkerConfig {
     pub announced_ip: IpAddr,
     /// UDP port range for transports (inclusive).
     pub rtc_ports: (u16, u16),
+    /// The ICE-TCP port all transports share (0: one the system picks, as tests do); `None`
+    /// turns ICE-TCP off.
+    pub rtc_tcp_port: Option<u16>,
     /// Media threads (rooms are spread over them).
     pub media_threads: usize,
     /// Bearer token of the REST API; `None` leaves it open (development only).
@@ -45,6 +49,8 @@ pub struct WorkerLimits {
     pub http: HttpLimits,
     /// What one peer may hold, how much a room may list, how long an empty room stays open.
     pub quotas: Quotas,
+    /// ICE-TCP's connection caps, first-check timeout and send queue.
+    pub tcp: TcpLimits,
 }
 
 /// How often empty rooms are looked for: often enough that a room closes within a quarter
@@ -61,6 +67,7 @@ impl WorkerConfig {
             listen_ip: [127, 0, 0, 1].into(),
             announced_ip: [127, 0, 0, 1].into(),
             rtc_ports,
+            rtc_tcp_port: Some(0),
             media_threads: 1,
             api_token: None,
             limits: WorkerLimits::default(),
@@ -116,6 +123,8 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
             port_max: config.rtc_ports.1,
             threads: config.media_threads.max(1),
             timeouts: config.limits.transport_timeouts,
+            tcp_port: config.rtc_tcp_port,
+            tcp_limits: config.limits.tcp,
         },
         notices_tx,
     )?;
@@ -131,6 +140,6 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     let server = tokio::spawn(http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    tracing::info!(%http_addr, announced_ip = %config.announced_ip, ports = ?config.rtc_ports, threads = config.media_threads, "worker started");
+    tracing::info!(%http_addr, announced_ip = %config.announced_ip, ports = ?config.rtc_ports, tcp_port = ?engine.tcp_port(), threads = config.media_threads, "worker started");
     Ok(RunningWorker { http_addr, control, engine, stop: Some(stop), server })
 }

@@ -217,6 +217,7 @@ async fn start_worker(pod: &Pod, ip: IpAddr) -> Result<RunningWorker, String> {
         listen_ip: ip,
         announced_ip: ip,
         rtc_ports: rtc,
+        rtc_tcp_port: arg("rtc-tcp-port"),
         media_threads: 1,
         api_token: Some(WORKER_TOKEN.to_string()),
         limits: Default::default(),

@@ -7,15 +7,19 @@
 //! - [`router`]: where a packet is forwarded (sans-IO), with [`congestion`] (feedback and
 //!   estimates per transport); [`udp`]: sockets and media threads;
 //!   [`egress`]: how forwarded copies leave (one segmented send per transport and batch).
+//! - [`ice_tcp`]: ICE-TCP's framing, send queue and ufrag lookup (sans-IO); [`tcp`]: its
+//!   listener and connections.
 
 pub mod congestion;
 pub mod dtls;
 pub mod egress;
 pub mod ice;
+pub mod ice_tcp;
 pub mod peer;
 pub mod ports;
 pub mod router;
 pub mod rtp_packet;
 pub mod srtp;
+pub mod tcp;
 pub mod transport;
 pub mod udp;

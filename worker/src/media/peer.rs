@@ -1,11 +1,15 @@
 //! A minimal WebRTC client for tests and load programs: it reaches a worker transport the way
 //! a browser under mediasoup-client does (ICE checks with USE-CANDIDATE, DTLS as client, SRTP),
-//! over a real UDP socket.
+//! over a real UDP socket, or over ICE-TCP as a browser's `tcptype active` candidate does
+//! (a connection to the worker's TCP port, RFC 4571 frames).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::media::ice_tcp::{frame, FrameDecoder};
 
 use crate::media::dtls::{DtlsEvent, DtlsIdentity, DtlsSession, FingerprintAlgorithm, SrtpSession};
 use crate::media::ice::binding_request;
@@ -24,9 +28,44 @@ pub enum PeerError {
     NoCandidate,
 }
 
+/// How the peer reaches the worker.
+enum Link {
+    Udp(UdpSocket),
+    Tcp { stream: TcpStream, decoder: FrameDecoder },
+}
+
+impl Link {
+    async fn send(&mut self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        match self {
+            Link::Udp(socket) => socket.send_to(data, to).await.map(drop),
+            Link::Tcp { stream, .. } => stream.write_all(&frame(data)).await,
+        }
+    }
+
+    /// One datagram, or one frame. Cancel-safe: a frame read in part stays in the decoder.
+    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Udp(socket) => socket.recv_from(buf).await.map(|(n, _)| n),
+            Link::Tcp { stream, decoder } => loop {
+                let next = decoder.next_frame().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                if let Some(frame) = next {
+                    let n = frame.len().min(buf.len());
+                    buf[..n].copy_from_slice(&frame[..n]);
+                    return Ok(n);
+                }
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await? {
+                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    n => decoder.extend(&chunk[..n]),
+                }
+            },
+        }
+    }
+}
+
 /// One transport's worth of a browser.
 pub struct TestPeer {
-    socket: UdpSocket,
+    socket: Link,
     identity: DtlsIdentity,
     remote: SocketAddr,
     ice_ufrag: String,
@@ -40,13 +79,27 @@ impl TestPeer {
     /// A peer for a transport the worker created (`iceParameters`, `iceCandidates`,
     /// `dtlsParameters` as the REST API returns them).
     pub async fn new(network: &TransportNetwork) -> Result<TestPeer, PeerError> {
+        TestPeer::over(network, IceProtocol::Udp).await
+    }
+
+    /// A peer that uses only the transport's candidate of `protocol` (over TCP: it connects
+    /// now, and the worker waits for its first check from the moment it accepts).
+    pub async fn over(network: &TransportNetwork, protocol: IceProtocol) -> Result<TestPeer, PeerError> {
         let provider = rtc::crypto::default_provider().map_err(|e| PeerError::Dtls(e.to_string()))?;
         let identity = DtlsIdentity::generate(provider).map_err(|e| PeerError::Dtls(e.to_string()))?;
-        let address = network.addresses.first().ok_or(PeerError::NoCandidate)?;
+        let address = network.addresses.iter().find(|a| a.protocol == protocol).ok_or(PeerError::NoCandidate)?;
         let remote = SocketAddr::new(address.ip, address.port);
         let bind = if remote.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        let socket = match protocol {
+            IceProtocol::Udp => Link::Udp(UdpSocket::bind(bind).await?),
+            IceProtocol::Tcp => {
+                let stream = TcpStream::connect(remote).await?;
+                stream.set_nodelay(true)?;
+                Link::Tcp { stream, decoder: FrameDecoder::default() }
+            }
+        };
         Ok(TestPeer {
-            socket: UdpSocket::bind(bind).await?,
+            socket,
             identity,
             remote,
             ice_ufrag: network.ice_username_fragment.clone(),
@@ -59,17 +112,22 @@ impl TestPeer {
 
     /// A peer for a transport as `POST .../transports` answered it (what mediasoup-client gets).
     pub async fn for_transport(created: &TransportCreated) -> Result<TestPeer, PeerError> {
+        TestPeer::for_transport_over(created, IceProtocol::Udp).await
+    }
+
+    /// [`TestPeer::for_transport`] over the candidate of `protocol`.
+    pub async fn for_transport_over(created: &TransportCreated, protocol: IceProtocol) -> Result<TestPeer, PeerError> {
         let network = TransportNetwork {
             ice_username_fragment: created.ice_parameters.username_fragment.clone(),
             ice_password: created.ice_parameters.password.clone(),
             addresses: created
                 .ice_candidates
                 .iter()
-                .map(|c| ListenAddress { ip: c.address, port: c.port, protocol: IceProtocol::Udp })
+                .map(|c| ListenAddress { ip: c.address, port: c.port, protocol: c.protocol })
                 .collect(),
             fingerprints: created.dtls_parameters.fingerprints.clone(),
         };
-        TestPeer::new(&network).await
+        TestPeer::over(&network, protocol).await
     }
 
     /// What the peer sends in `connect-transport` (it takes the DTLS client role).
@@ -97,9 +155,9 @@ impl TestPeer {
         // ICE: check until the worker answers.
         loop {
             let check = binding_request(&self.ice_ufrag, "testpeer", &self.ice_password, true, provider.crypto());
-            self.socket.send_to(&check, self.remote).await?;
-            match tokio::time::timeout(Duration::from_millis(200), self.socket.recv_from(&mut self.buf)).await {
-                Ok(Ok((n, _))) if n > 0 && self.buf[0] < 4 => break,
+            self.socket.send(&check, self.remote).await?;
+            match tokio::time::timeout(Duration::from_millis(200), self.socket.recv(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 && self.buf[0] < 4 => break,
                 _ if Instant::now() > deadline => return Err(PeerError::Timeout(timeout)),
                 _ => {}
             }
@@ -109,7 +167,7 @@ impl TestPeer {
             .map_err(|e| PeerError::Dtls(e.to_string()))?;
         loop {
             while let Some(data) = dtls.poll_transmit() {
-                self.socket.send_to(&data, self.remote).await?;
+                self.socket.send(&data, self.remote).await?;
             }
             if self.srtp.is_some() {
                 return Ok(());
@@ -117,8 +175,8 @@ impl TestPeer {
             if Instant::now() > deadline {
                 return Err(PeerError::Timeout(timeout));
             }
-            match tokio::time::timeout(Duration::from_millis(100), self.socket.recv_from(&mut self.buf)).await {
-                Ok(Ok((n, _))) if (20..=63).contains(&self.buf[0]) => {
+            match tokio::time::timeout(Duration::from_millis(100), self.socket.recv(&mut self.buf)).await {
+                Ok(Ok(n)) if (20..=63).contains(&self.buf[0]) => {
                     for event in dtls.handle_datagram(&self.buf[..n], Instant::now()).map_err(|e| PeerError::Dtls(e.to_string()))? {
                         if let DtlsEvent::Connected(srtp) = event {
                             self.srtp = Some(*srtp);
@@ -154,7 +212,7 @@ impl TestPeer {
         let srtp = self.srtp.as_mut().ok_or_else(|| PeerError::Dtls("not connected".into()))?;
         let sealed = if rtcp { srtp.outbound.encrypt_rtcp(packet) } else { srtp.outbound.encrypt_rtp(packet) }
             .map_err(|e| PeerError::Dtls(e.to_string()))?;
-        self.socket.send_to(&sealed, self.remote).await?;
+        self.socket.send(&sealed, self.remote).await?;
         Ok(())
     }
 
@@ -163,11 +221,11 @@ impl TestPeer {
     pub async fn recv(&mut self, wait: Duration) -> Result<Option<(bool, Vec<u8>)>, PeerError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let received = match tokio::time::timeout_at(deadline, self.socket.recv_from(&mut self.buf)).await {
+            let received = match tokio::time::timeout_at(deadline, self.socket.recv(&mut self.buf)).await {
                 Ok(r) => r?,
                 Err(_) => return Ok(None),
             };
-            let data = &self.buf[..received.0];
+            let data = &self.buf[..received];
             if !(128..=191).contains(&data[0]) {
                 continue;
             }

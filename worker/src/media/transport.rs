@@ -151,6 +151,12 @@ impl WebRtcTransport {
         self.ice.selected()
     }
 
+    /// Whether a valid ICE check came from `tuple` (an ICE-TCP connection is kept only once
+    /// one has).
+    pub fn is_valid_tuple(&self, tuple: SocketAddr) -> bool {
+        self.valid_tuples.contains(&tuple)
+    }
+
     /// The client's DTLS parameters arrived: set up DTLS in `local_role` and replay any DTLS
     /// that came early. When DTLS cannot be set up the transport closes (`DTLS_FAILED`).
     pub fn connect(&mut self, remote: &DtlsParameters, local_role: DtlsRole, now: Instant) -> Result<(), DtlsError> {

@@ -27,7 +27,9 @@ use tokio::sync::{mpsc, Notify};
 use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine, RoomMediaStats};
 use crate::media::dtls::DtlsIdentity;
 use crate::media::egress::{self, SegmentBatch};
+use crate::media::ice_tcp::{SendOutcome, TcpLimits};
 use crate::media::ports::PortPool;
+use crate::media::tcp::{self, Handoff, Refusal, TcpCounters, TcpLeg};
 use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, TransportTimeouts, WebRtcTransport};
 use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, RoomId, TransportId, TransportNetwork};
@@ -52,6 +54,9 @@ pub struct EngineConfig {
     pub threads: usize,
     /// When transports close by themselves (ICE timeout and consent, DTLS setup).
     pub timeouts: TransportTimeouts,
+    /// The ICE-TCP port all transports share (0: one the system picks); `None`: no ICE-TCP.
+    pub tcp_port: Option<u16>,
+    pub tcp_limits: TcpLimits,
 }
 
 /// Counters the metrics endpoint and `/v1/stats` read.
@@ -69,6 +74,15 @@ pub struct EngineCounters {
     pub drops_by_reason: Mutex<HashMap<&'static str, u64>>,
     /// Each room's media figures, refreshed by its media thread about once a second.
     pub media: Mutex<HashMap<RoomId, RoomMediaStats>>,
+    /// ICE-TCP connections.
+    pub tcp: Arc<TcpCounters>,
+}
+
+impl EngineCounters {
+    fn drop_for(&self, reason: &'static str) {
+        self.packets_dropped.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.drops_by_reason).entry(reason).or_default() += 1;
+    }
 }
 
 enum Command {
@@ -78,7 +92,19 @@ enum Command {
     Close { transport: TransportId },
     Routes { room: RoomId, table: ForwardingTable },
     CloseRoom { room: RoomId },
+    /// An ICE-TCP connection whose first check names this transport's ufrag.
+    AttachTcp { transport: TransportId, handoff: Box<Handoff> },
 }
+
+/// What the engine knows of an open transport.
+struct OpenTransport {
+    room: RoomId,
+    /// Its ufrags, current and before the last ICE restart, for the ICE-TCP lookup.
+    ufrags: Vec<String>,
+}
+
+/// Finds the transport of an ICE-TCP connection by ufrag, for the listener's thread.
+type UfragTable = Arc<Mutex<HashMap<String, (RoomId, TransportId)>>>;
 
 /// The UDP media engine.
 pub struct UdpEngine {
@@ -87,9 +113,12 @@ pub struct UdpEngine {
     /// Shared with the media threads: a port returns to the pool only once its socket is
     /// dropped, so the next bind of it cannot fail.
     ports: Arc<Mutex<PortPool>>,
-    threads: Vec<mpsc::UnboundedSender<Command>>,
-    /// Which port each open transport holds, to return it on close.
-    transports: Mutex<HashMap<TransportId, (RoomId, u16)>>,
+    threads: Arc<Vec<mpsc::UnboundedSender<Command>>>,
+    /// The open transports' rooms and ufrags.
+    transports: Mutex<HashMap<TransportId, OpenTransport>>,
+    ufrags: UfragTable,
+    /// The ICE-TCP port, once bound.
+    tcp_port: Option<u16>,
     shutting_down: AtomicBool,
     pub counters: Arc<EngineCounters>,
     /// The byte counts at the start of the current bitrate window, and the last rates.
@@ -124,17 +153,31 @@ impl UdpEngine {
             let counters = counters.clone();
             let ports = ports.clone();
             let timeouts = config.timeouts;
+            let send_queue_limit = config.tcp_limits.send_queue_limit;
+            let per_transport = config.tcp_limits.per_transport;
+            let first_request_timeout = config.tcp_limits.first_request_timeout;
             std::thread::Builder::new()
                 .name(format!("fanout-media-{index}"))
-                .spawn(move || media_thread(rx, identity, timeouts, notices, counters, ports))
+                .spawn(move || {
+                    let tcp = TcpSettings { send_queue_limit, per_transport, first_request_timeout };
+                    media_thread(rx, identity, timeouts, tcp, notices, counters, ports)
+                })
                 .map_err(|e| EngineError::Io(e.to_string()))?;
             threads.push(tx);
         }
+        let threads = Arc::new(threads);
+        let ufrags = UfragTable::default();
+        let tcp_port = match config.tcp_port {
+            Some(port) => Some(start_tcp(&config, port, &threads, &ufrags, &counters)?),
+            None => None,
+        };
         Ok(Arc::new(UdpEngine {
             ports,
             config,
             identity,
             threads,
+            ufrags,
+            tcp_port,
             transports: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             counters,
@@ -152,10 +195,13 @@ impl UdpEngine {
         lock(&self.ports).in_use()
     }
 
+    /// The ICE-TCP port every transport's TCP candidate has, when ICE-TCP is on.
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.tcp_port
+    }
+
     fn thread_for(&self, room: &RoomId) -> &mpsc::UnboundedSender<Command> {
-        let mut h = DefaultHasher::new();
-        room.as_str().hash(&mut h);
-        &self.threads[(h.finish() as usize) % self.threads.len()]
+        thread_for(&self.threads, room)
     }
 
     fn send(&self, room: &RoomId, command: Command) {
@@ -166,9 +212,43 @@ impl UdpEngine {
     fn room_of(&self, transport: &TransportId) -> Result<RoomId, EngineError> {
         lock(&self.transports)
             .get(transport)
-            .map(|(room, _)| room.clone())
+            .map(|open| open.room.clone())
             .ok_or_else(|| EngineError::UnknownTransport(transport.to_string()))
     }
+}
+
+fn thread_for<'a>(threads: &'a [mpsc::UnboundedSender<Command>], room: &RoomId) -> &'a mpsc::UnboundedSender<Command> {
+    let mut h = DefaultHasher::new();
+    room.as_str().hash(&mut h);
+    &threads[(h.finish() as usize) % threads.len()]
+}
+
+/// Binds the ICE-TCP port and starts its listener, which hands each identified connection to
+/// its transport's media thread. Returns the bound port.
+fn start_tcp(
+    config: &EngineConfig,
+    port: u16,
+    threads: &Arc<Vec<mpsc::UnboundedSender<Command>>>,
+    ufrags: &UfragTable,
+    counters: &Arc<EngineCounters>,
+) -> Result<u16, EngineError> {
+    let address = SocketAddr::new(config.listen_ip, port);
+    let listener = std::net::TcpListener::bind(address).map_err(|e| EngineError::Io(format!("cannot listen for ICE-TCP on {address}: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| EngineError::Io(e.to_string()))?.port();
+    let (threads, table) = (threads.clone(), ufrags.clone());
+    let route: tcp::Route = Arc::new(move |ufrag, handoff| {
+        let Some((room, transport)) = lock(&table).get(ufrag).cloned() else { return Err(handoff) };
+        thread_for(&threads, &room)
+            .send(Command::AttachTcp { transport, handoff: Box::new(handoff) })
+            .map_err(|e| match e.0 {
+                Command::AttachTcp { handoff, .. } => *handoff,
+                _ => unreachable!("the command sent is given back"),
+            })
+    });
+    let refusals = counters.clone();
+    let refused = Arc::new(move |refusal: Refusal| refusals.drop_for(refusal.as_str()));
+    tcp::start_listener(listener, config.tcp_limits, counters.tcp.clone(), route, refused).map_err(|e| EngineError::Io(e.to_string()))?;
+    Ok(bound)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -199,7 +279,10 @@ impl MediaEngine for UdpEngine {
             return Err(EngineError::PortsExhausted { min: self.config.port_min, max: self.config.port_max });
         };
         let (ufrag, password) = (ice_credential(16), ice_credential(32));
-        lock(&self.transports).insert(transport.clone(), (room.clone(), port));
+        lock(&self.transports).insert(transport.clone(), OpenTransport { room: room.clone(), ufrags: vec![ufrag.clone()] });
+        if self.tcp_port.is_some() {
+            lock(&self.ufrags).insert(ufrag.clone(), (room.clone(), transport.clone()));
+        }
         self.counters.transports_open.fetch_add(1, Ordering::Relaxed);
         self.send(room, Command::Open {
             room: room.clone(),
@@ -209,10 +292,14 @@ impl MediaEngine for UdpEngine {
             ufrag: ufrag.clone(),
             password: password.clone(),
         });
+        let mut addresses = vec![ListenAddress { ip: self.config.announced_ip, port, protocol: IceProtocol::Udp }];
+        if let Some(tcp_port) = self.tcp_port {
+            addresses.push(ListenAddress { ip: self.config.announced_ip, port: tcp_port, protocol: IceProtocol::Tcp });
+        }
         Ok(TransportNetwork {
             ice_username_fragment: ufrag,
             ice_password: password,
-            addresses: vec![ListenAddress { ip: self.config.announced_ip, port, protocol: IceProtocol::Udp }],
+            addresses,
             fingerprints: self.identity.fingerprints(),
         })
     }
@@ -224,15 +311,32 @@ impl MediaEngine for UdpEngine {
     }
 
     fn restart_ice(&self, room: &RoomId, transport: &TransportId) -> Result<(String, String), EngineError> {
-        self.room_of(transport)?;
         let (ufrag, password) = (ice_credential(16), ice_credential(32));
+        {
+            let mut transports = lock(&self.transports);
+            let open = transports.get_mut(transport).ok_or_else(|| EngineError::UnknownTransport(transport.to_string()))?;
+            if self.tcp_port.is_some() {
+                let mut table = lock(&self.ufrags);
+                // The transport accepts the credentials before the restart until the new ones
+                // are used, and never older ones.
+                if open.ufrags.len() >= 2 {
+                    table.remove(&open.ufrags.remove(0));
+                }
+                table.insert(ufrag.clone(), (room.clone(), transport.clone()));
+            }
+            open.ufrags.push(ufrag.clone());
+        }
         self.send(room, Command::RestartIce { transport: transport.clone(), ufrag: ufrag.clone(), password: password.clone() });
         Ok((ufrag, password))
     }
 
     fn close_transport(&self, room: &RoomId, transport: &TransportId) {
-        if lock(&self.transports).remove(transport).is_some() {
+        if let Some(open) = lock(&self.transports).remove(transport) {
             self.counters.transports_open.fetch_sub(1, Ordering::Relaxed);
+            let mut table = lock(&self.ufrags);
+            for ufrag in &open.ufrags {
+                table.remove(ufrag);
+            }
         }
         self.send(room, Command::Close { transport: transport.clone() });
     }
@@ -279,7 +383,17 @@ impl MediaEngine for UdpEngine {
     fn close_room(&self, room: &RoomId) {
         let mut transports = lock(&self.transports);
         let before = transports.len();
-        transports.retain(|_, (r, _)| r != room);
+        let mut table = lock(&self.ufrags);
+        transports.retain(|_, open| {
+            if &open.room != room {
+                return true;
+            }
+            for ufrag in &open.ufrags {
+                table.remove(ufrag);
+            }
+            false
+        });
+        drop(table);
         self.counters.transports_open.fetch_sub((before - transports.len()) as u64, Ordering::Relaxed);
         drop(transports);
         self.send(room, Command::CloseRoom { room: room.clone() });
@@ -322,6 +436,50 @@ struct Slot {
     /// Wakes the receive task when its timer may have changed, or to stop it.
     wake: Rc<Notify>,
     closed: bool,
+    /// ICE-TCP connections, nearly always none or one.
+    tcp: Vec<Rc<TcpLeg>>,
+}
+
+impl Slot {
+    /// The ICE-TCP connection from `peer`, if that tuple is one. A UDP tuple with the very
+    /// same address and port as a TCP one would be taken for it; browsers bind the two
+    /// independently, so this does not happen in practice.
+    fn tcp_leg(&self, peer: SocketAddr) -> Option<&Rc<TcpLeg>> {
+        self.tcp.iter().find(|leg| leg.peer == peer)
+    }
+
+    /// Sends one datagram of the transport's own (STUN, DTLS, RTCP) to `to`.
+    fn transmit(&self, to: SocketAddr, data: &[u8], counters: &EngineCounters) {
+        let sent = match self.tcp_leg(to) {
+            Some(leg) => send_on_leg(leg, data, counters),
+            None => egress::send_datagram(self.fd, data, to),
+        };
+        if sent {
+            counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+            counters.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Frames and writes (or queues) a datagram on an ICE-TCP connection; a full queue drops it,
+/// counted. True when it was written or queued.
+fn send_on_leg(leg: &TcpLeg, data: &[u8], counters: &EngineCounters) -> bool {
+    match leg.send(data) {
+        SendOutcome::Written | SendOutcome::Queued => true,
+        SendOutcome::Dropped => {
+            counters.drop_for("tcp_send_queue_full");
+            false
+        }
+        SendOutcome::Failed => false,
+    }
+}
+
+/// A media thread's share of the ICE-TCP limits.
+#[derive(Debug, Clone, Copy)]
+struct TcpSettings {
+    send_queue_limit: usize,
+    per_transport: usize,
+    first_request_timeout: std::time::Duration,
 }
 
 /// A media thread's transports. Each keeps its index (its handle) while it is open, so the
@@ -427,6 +585,7 @@ impl CommandQueue {
 struct MediaThread {
     identity: DtlsIdentity,
     timeouts: TransportTimeouts,
+    tcp: TcpSettings,
     transports: Slots,
     routers: HashMap<RoomId, Router>,
     notices: mpsc::UnboundedSender<EngineNotice>,
@@ -445,6 +604,7 @@ fn media_thread(
     mut commands: mpsc::UnboundedReceiver<Command>,
     identity: DtlsIdentity,
     timeouts: TransportTimeouts,
+    tcp: TcpSettings,
     notices: mpsc::UnboundedSender<EngineNotice>,
     counters: Arc<EngineCounters>,
     ports: Arc<Mutex<PortPool>>,
@@ -460,6 +620,7 @@ fn media_thread(
     let state = Rc::new(RefCell::new(MediaThread {
         identity,
         timeouts,
+        tcp,
         transports: Slots::default(),
         routers: HashMap::new(),
         notices,
@@ -545,6 +706,7 @@ fn media_thread(
                         wake: wake.clone(),
                         closed: false,
                         pending: SegmentBatch::default(),
+                        tcp: Vec::new(),
                     });
                     st.refresh_handles(&room);
                     drop(st);
@@ -584,6 +746,7 @@ fn media_thread(
                     st.routers.remove(&room);
                     lock(&st.counters.media).remove(&room);
                 }
+                Command::AttachTcp { transport, handoff } => attach_tcp(&state, transport, *handoff),
             }
             // Packets are forwarded by the receive loop that got them, so nothing should wait
             // here; but no packet or copy outlives the step that made it.
@@ -650,6 +813,110 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
     }
 }
 
+/// Makes an identified ICE-TCP connection a leg of its transport, within the per-transport
+/// cap, and starts its task.
+fn attach_tcp(state: &Rc<RefCell<MediaThread>>, transport: TransportId, handoff: Handoff) {
+    let mut st = state.borrow_mut();
+    let settings = st.tcp;
+    let Some(slot) = st.transports.get_mut(&transport) else {
+        // Closed while the connection was on its way.
+        st.counters.drop_for(Refusal::UnknownUfrag.as_str());
+        return;
+    };
+    slot.tcp.retain(|leg| !leg.is_closed());
+    if slot.closed || slot.tcp.len() >= settings.per_transport {
+        st.counters.drop_for("tcp_too_many_for_transport");
+        return;
+    }
+    let Handoff { stream, peer, first, decoder, accepted, permit } = handoff;
+    let stream = match stream.set_nonblocking(true).and_then(|_| tokio::net::TcpStream::from_std(stream)) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register an ICE-TCP connection");
+            return;
+        }
+    };
+    let leg = Rc::new(TcpLeg::new(peer, stream, settings.send_queue_limit, permit));
+    slot.tcp.push(leg.clone());
+    drop(st);
+    let deadline = accepted + settings.first_request_timeout;
+    tokio::task::spawn_local(tcp_loop(state.clone(), transport, leg, first, decoder, deadline));
+}
+
+/// Reads one ICE-TCP connection's frames into its transport and writes out what queued up,
+/// until either side closes it. A connection that has not passed an ICE check by `deadline`
+/// is closed.
+async fn tcp_loop(
+    state: Rc<RefCell<MediaThread>>,
+    id: TransportId,
+    leg: Rc<TcpLeg>,
+    first: Vec<u8>,
+    mut decoder: crate::media::ice_tcp::FrameDecoder,
+    deadline: Instant,
+) {
+    let mut buf = vec![0u8; tcp::READ_BUFFER];
+    let mut validated = false;
+    let mut pending_first = Some(first);
+    loop {
+        {
+            let now = Instant::now();
+            let mut st = state.borrow_mut();
+            if let Some(frame) = pending_first.take() {
+                st.receive(&id, leg.peer, &frame);
+            }
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => st.receive(&id, leg.peer, frame),
+                    Ok(None) => break,
+                    Err(_) => {
+                        st.counters.drop_for(Refusal::FrameTooLarge.as_str());
+                        leg.close();
+                        break;
+                    }
+                }
+            }
+            match st.transports.get(&id) {
+                Some(slot) if !slot.closed => validated |= slot.transport.is_valid_tuple(leg.peer),
+                // The transport is gone, or closed by the engine: so is the connection.
+                _ => leg.close(),
+            }
+            st.finish_batch(now);
+        }
+        if leg.is_closed() {
+            break;
+        }
+        let expiry = async {
+            if validated {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        };
+        tokio::select! {
+            readable = leg.stream.readable() => {
+                if readable.is_err() || !matches!(tcp::read_into(&leg, &mut buf, &mut decoder), Ok(true)) {
+                    break;
+                }
+            }
+            writable = leg.stream.writable(), if leg.has_queued() => {
+                if writable.is_err() || !leg.flush() {
+                    break;
+                }
+            }
+            _ = leg.wake.notified() => {}
+            _ = expiry => {
+                state.borrow().counters.drop_for("tcp_no_valid_check");
+                break;
+            }
+        }
+    }
+    // What is queued (a close_notify, say) goes if the socket takes it now.
+    leg.flush();
+    leg.close();
+    if let Some(slot) = state.borrow_mut().transports.get_mut(&id) {
+        slot.tcp.retain(|l| !Rc::ptr_eq(l, &leg));
+    }
+}
+
 impl MediaThread {
     /// One datagram arrived on a transport's socket.
     fn receive(&mut self, id: &TransportId, from: SocketAddr, datagram: &[u8]) {
@@ -667,19 +934,13 @@ impl MediaThread {
         loop {
             let Some(slot) = self.transports.get_mut(id) else { return };
             for reason in slot.transport.drops.drain(..) {
-                self.counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.counters.drops_by_reason).entry(reason.as_str()).or_default() += 1;
+                self.counters.drop_for(reason.as_str());
             }
             let Some(output) = slot.transport.poll_output() else { return };
             // Cheap next to what each output costs (a datagram, a decryption).
             let room = slot.room.clone();
             match output {
-                Output::Transmit { to, data } => {
-                    if egress::send_datagram(slot.fd, &data, to) {
-                        self.counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-                        self.counters.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
-                }
+                Output::Transmit { to, data } => slot.transmit(to, &data, &self.counters),
                 // Forwarded with the rest of the batch ([`MediaThread::finish_batch`]).
                 Output::Rtp(packet) => self.arrived.push((room, id.clone(), packet)),
                 Output::Rtcp(packet) => {
@@ -746,6 +1007,15 @@ impl MediaThread {
             previous = Some(handle);
             let Some(slot) = transports.at_mut(handle) else { return };
             let Some(to) = slot.transport.seal_rtp(copy) else { return };
+            // Over ICE-TCP each copy is framed into the connection's queue at once: TCP
+            // coalesces by itself, and GSO is for datagrams.
+            if let Some(leg) = slot.tcp_leg(to) {
+                if send_on_leg(leg, copy, counters) {
+                    counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes_sent.fetch_add(copy.len() as u64, Ordering::Relaxed);
+                }
+                return;
+            }
             if slot.pending.is_empty() {
                 sending.push(handle);
             } else if !slot.pending.admits(copy.len(), to) {
@@ -805,10 +1075,13 @@ impl MediaThread {
             slot.transport.close(now);
             while let Some(output) = slot.transport.poll_output() {
                 if let Output::Transmit { to, data } = output {
-                    let _ = egress::send_datagram(slot.fd, &data, to);
+                    slot.transmit(to, &data, &self.counters);
                 }
             }
             slot.wake.notify_one();
+            for leg in &slot.tcp {
+                leg.close();
+            }
         }
     }
 }
@@ -828,6 +1101,8 @@ mod tests {
             port_max,
             threads: 2,
             timeouts: TransportTimeouts::default(),
+            tcp_port: Some(0),
+            tcp_limits: TcpLimits::default(),
         };
         (UdpEngine::start(config, tx).unwrap(), rx)
     }
@@ -879,6 +1154,38 @@ mod tests {
         peer.send_rtp(&[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7, 1, 2, 3]).await.unwrap();
         assert_eq!(peer.recv_rtp(Duration::from_millis(200)).await.unwrap(), None);
         assert!(engine.counters.packets_received.load(Ordering::Relaxed) >= 3);
+    }
+
+    #[tokio::test]
+    async fn a_peer_completes_ice_and_dtls_over_tcp_on_the_shared_port_with_a_passive_candidate() {
+        let (engine, _notices) = engine(46020, 46029);
+        let room = RoomId::from("r");
+        let tcp_port = engine.tcp_port().expect("ICE-TCP is on");
+        let networks: Vec<TransportNetwork> =
+            ["t1", "t2"].iter().map(|t| engine.open_transport(&room, &TransportId::from(*t)).unwrap()).collect();
+        for network in &networks {
+            let protocols: Vec<(IceProtocol, u16)> = network.addresses.iter().map(|a| (a.protocol, a.port)).collect();
+            assert_eq!(protocols[1], (IceProtocol::Tcp, tcp_port), "UDP first, then the shared TCP port: {protocols:?}");
+        }
+        // Both transports' peers reach their own transport on the one port, told apart by ufrag.
+        let mut peers = Vec::new();
+        for (network, id) in networks.iter().zip(["t1", "t2"]) {
+            let mut peer = TestPeer::over(network, IceProtocol::Tcp).await.unwrap();
+            engine.connect_transport(&room, &TransportId::from(id), &peer.dtls_parameters(), DtlsRole::Server).unwrap();
+            peer.connect(Duration::from_secs(5)).await.unwrap();
+            assert!(peer.is_connected());
+            peers.push(peer);
+        }
+        assert_eq!(engine.counters.tcp.connections_open.load(Ordering::Relaxed), 2);
+        // A peer that goes away takes its connection with it.
+        peers.pop();
+        for _ in 0..100 {
+            if engine.counters.tcp.connections_open.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(engine.counters.tcp.connections_open.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

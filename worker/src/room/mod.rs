@@ -71,7 +71,7 @@ pub use rooms::{
 pub use transport::{
     Direction, DtlsConnection, DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate,
     IceCandidateType, IceParameters, IceProtocol, ListenAddress, SUPPORTED_FINGERPRINT_ALGORITHMS,
-    Transport, TransportCreated, TransportNetwork,
+    TcpType, Transport, TransportCreated, TransportNetwork,
 };
 
 #[cfg(test)]

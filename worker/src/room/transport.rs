@@ -36,11 +36,21 @@ impl fmt::Display for Direction {
     }
 }
 
-/// Transport protocol of an ICE candidate. The worker listens on UDP only.
+/// Transport protocol of an ICE candidate: a UDP port per transport, and one TCP port per
+/// worker that all transports share (ICE-TCP, RFC 6544).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IceProtocol {
     Udp,
+    Tcp,
+}
+
+/// The TCP candidate type (RFC 6544 section 4.5). The worker only accepts connections:
+/// `passive`, and the browser's candidates are `active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpType {
+    Passive,
 }
 
 /// Type of an ICE candidate. An ICE-lite server only has host candidates (with the announced
@@ -57,9 +67,8 @@ pub enum IceCandidateType {
 pub struct ListenAddress {
     /// The announced address clients send to.
     pub ip: IpAddr,
-    /// The UDP port.
+    /// The UDP or TCP port.
     pub port: u16,
-    /// Always UDP for now.
     pub protocol: IceProtocol,
 }
 
@@ -95,7 +104,8 @@ pub struct IceParameters {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IceCandidate {
-    /// mediasoup's fixed `udpcandidate`: all candidates share one base per protocol.
+    /// mediasoup's fixed `udpcandidate` or `tcpcandidate`: all candidates share one base per
+    /// protocol.
     pub foundation: String,
     /// RFC 8445 priority for a host candidate, earlier addresses higher.
     pub priority: u32,
@@ -103,28 +113,37 @@ pub struct IceCandidate {
     pub address: IpAddr,
     /// The same address under its older name, which mediasoup-client before 3.7 reads.
     pub ip: IpAddr,
-    /// `udp`.
+    /// `udp` or `tcp`.
     pub protocol: IceProtocol,
     /// The port.
     pub port: u16,
     /// `host`.
     pub r#type: IceCandidateType,
+    /// `passive` on TCP candidates (mediasoup's `tcpType`); absent on UDP ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_type: Option<TcpType>,
 }
 
 impl IceCandidate {
-    /// The host candidate for the `index`-th listening address (index 0 preferred).
+    /// The host candidate for the `index`-th listening address (index 0 preferred: the engine
+    /// lists UDP before TCP unless the transport prefers TCP).
     pub fn host(address: &ListenAddress, index: usize) -> Self {
         // RFC 8445 section 5.1.2.1: (2^24) * type preference (126 for host) + (2^8) * local
         // preference + (256 - component id); rtcp-mux means component 1 only.
         let local_preference = 65_535u32.saturating_sub(u32::try_from(index).unwrap_or(u32::MAX));
+        let (foundation, tcp_type) = match address.protocol {
+            IceProtocol::Udp => ("udpcandidate", None),
+            IceProtocol::Tcp => ("tcpcandidate", Some(TcpType::Passive)),
+        };
         IceCandidate {
-            foundation: "udpcandidate".to_owned(),
+            foundation: foundation.to_owned(),
             priority: (126 << 24) | (local_preference << 8) | 255,
             address: address.ip,
             ip: address.ip,
             protocol: address.protocol,
             port: address.port,
             r#type: IceCandidateType::Host,
+            tcp_type,
         }
     }
 }
@@ -407,5 +426,21 @@ mod tests {
         let second = IceCandidate::host(&address, 1);
         assert!(first.priority > second.priority);
         assert_eq!(first.priority, 2_130_706_431);
+    }
+
+    #[test]
+    fn a_tcp_candidate_is_passive_in_mediasoups_shape_and_a_udp_one_has_no_tcp_type() {
+        let ip = "203.0.113.7".parse().expect("ip");
+        let udp = IceCandidate::host(&ListenAddress { ip, port: 40000, protocol: IceProtocol::Udp }, 0);
+        let tcp = IceCandidate::host(&ListenAddress { ip, port: 50000, protocol: IceProtocol::Tcp }, 1);
+        assert!(udp.priority > tcp.priority);
+        assert_eq!(
+            serde_json::to_value(&tcp).expect("json"),
+            serde_json::json!({
+                "foundation": "tcpcandidate", "priority": tcp.priority, "address": "203.0.113.7",
+                "ip": "203.0.113.7", "protocol": "tcp", "port": 50000, "type": "host", "tcpType": "passive",
+            })
+        );
+        assert!(serde_json::to_value(&udp).expect("json").get("tcpType").is_none());
     }
 }
