@@ -244,13 +244,14 @@ fn ice_lines(sdp: &mut String, transport: &TransportCreated) {
         let typ = serde_json::to_value(candidate.r#type).unwrap();
         let _ = write!(
             sdp,
-            "a=candidate:{} 1 {} {} {} {} typ {}\r\n",
+            "a=candidate:{} 1 {} {} {} {} typ {}{}\r\n",
             candidate.foundation,
             protocol.as_str().unwrap(),
             candidate.priority,
             candidate.address,
             candidate.port,
-            typ.as_str().unwrap()
+            typ.as_str().unwrap(),
+            if candidate.tcp_type.is_some() { " tcptype passive" } else { "" }
         );
     }
     sdp.push_str("a=end-of-candidates\r\na=ice-options:renomination\r\n");

@@ -234,7 +234,7 @@ impl SendQueue {
 /// Binding request's USERNAME (`ours:theirs`, RFC 8445 section 7.2.2). `None` for anything
 /// else, which closes the connection: the transport itself checks the request's integrity.
 pub fn local_ufrag(frame: &[u8]) -> Option<String> {
-    if !frame.first().is_some_and(|b| *b < 4) {
+    if frame.first().is_none_or(|b| *b >= 4) {
         return None;
     }
     let mut msg = Message::new();

@@ -64,9 +64,9 @@ pub struct Handoff {
     pub permit: ConnectionPermit,
 }
 
-/// Where the listener sends identified connections: the engine's ufrag lookup. `Err` gives
-/// the connection back when no transport has the ufrag.
-pub type Route = Arc<dyn Fn(&str, Handoff) -> Result<(), Handoff> + Send + Sync>;
+/// Where the listener sends identified connections: the engine's ufrag lookup. `false` when
+/// no transport has the ufrag (the connection is then dropped: closed).
+pub type Route = Arc<dyn Fn(&str, Handoff) -> bool + Send + Sync>;
 
 /// Why a connection was closed before it reached a transport; counted by the engine as drop
 /// reasons.
@@ -140,7 +140,7 @@ pub fn start_listener(
                     pending.fetch_sub(1, Ordering::Relaxed);
                     match outcome {
                         Ok((ufrag, handoff)) => {
-                            if route(&ufrag, handoff).is_err() {
+                            if !route(&ufrag, handoff) {
                                 refused(Refusal::UnknownUfrag);
                             }
                         }
@@ -187,13 +187,14 @@ async fn identify(
 
 /// One ICE-TCP connection of a transport, on its media thread.
 pub struct TcpLeg {
+    /// First, so the count drops no later than the connection closes.
+    _permit: ConnectionPermit,
     pub peer: SocketAddr,
     pub stream: tokio::net::TcpStream,
     queue: RefCell<SendQueue>,
     /// Wakes the connection's task: bytes were queued, or the leg is to close.
     pub wake: Notify,
     closed: Cell<bool>,
-    _permit: ConnectionPermit,
 }
 
 impl TcpLeg {
