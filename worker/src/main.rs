@@ -176,7 +176,7 @@ async fn announced_ip(args: &Args) -> anyhow::Result<IpAddr> {
             if !text.is_empty() {
                 return text.parse().with_context(|| format!("{} holds {text:?}, which is not an IP address", path.display()));
             }
-            if waited.as_secs() % 30 == 0 {
+            if waited.as_secs().is_multiple_of(30) {
                 tracing::info!(path = %path.display(), "waiting for the announced IP to be written");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -44,10 +44,10 @@ async fn closed_code(events: &mut Events, transport: &TransportId, within: Durat
             .unwrap_or_else(|_| panic!("no transportClosed for {transport} within {within:?}"))
             .expect("stream open")
             .expect("readable event");
-        if let RoomEvent::TransportClosed { transport_id, code, reason, .. } = event {
-            if &transport_id == transport {
-                return (code, reason);
-            }
+        if let RoomEvent::TransportClosed { transport_id, code, reason, .. } = event
+            && &transport_id == transport
+        {
+            return (code, reason);
         }
     }
 }

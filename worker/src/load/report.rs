@@ -177,7 +177,7 @@ mod tests {
         assert!((r.loss_percent - 1.0).abs() < 1e-9);
         assert!((r.reorder_percent - 0.5).abs() < 1e-9);
         assert_eq!((r.rss_per_subscriber_kib, r.rss_per_consumer_kib), (20.0, 10.0));
-        let table = table(&[r.clone()]);
+        let table = table(std::slice::from_ref(&r));
         assert!(table.contains("| 1 × 100 | 100000 | 25% | 3.00 | 2.00 | 1.50x | 333333 |"), "{table}");
         let relay_p99 = r.relay_latency_p99_ms.unwrap();
         assert!((0.6..0.8).contains(&relay_p99), "the relay's own latency, {relay_p99} ms");

@@ -317,15 +317,15 @@ impl WebRtcTransport {
             };
             return self.close_with(TransportCloseCode::DtlsFailed, reason);
         }
-        if let Some(dtls) = self.dtls.as_mut() {
-            if dtls.poll_timeout().is_some_and(|at| at <= now) {
-                if let Err(e) = dtls.handle_timeout(now) {
-                    if !dtls.is_connected() {
-                        return self.close_with(TransportCloseCode::DtlsFailed, format!("the DTLS handshake failed: {e}"));
-                    }
-                }
-                self.flush_dtls();
+        if let Some(dtls) = self.dtls.as_mut()
+            && dtls.poll_timeout().is_some_and(|at| at <= now)
+        {
+            if let Err(e) = dtls.handle_timeout(now)
+                && !dtls.is_connected()
+            {
+                return self.close_with(TransportCloseCode::DtlsFailed, format!("the DTLS handshake failed: {e}"));
             }
+            self.flush_dtls();
         }
     }
 
@@ -452,12 +452,12 @@ mod tests {
                 match out {
                     Output::Transmit { to, data } => {
                         assert_eq!(to, browser_addr());
-                        if (20..=63).contains(&data[0]) {
-                            if let Some(dtls) = browser.dtls.as_mut() {
-                                for ev in dtls.handle_datagram(&data, now).unwrap_or_default() {
-                                    if let DtlsEvent::Connected(s) = ev {
-                                        browser.srtp = Some(*s);
-                                    }
+                        if (20..=63).contains(&data[0])
+                            && let Some(dtls) = browser.dtls.as_mut()
+                        {
+                            for ev in dtls.handle_datagram(&data, now).unwrap_or_default() {
+                                if let DtlsEvent::Connected(s) = ev {
+                                    browser.srtp = Some(*s);
                                 }
                             }
                         }
