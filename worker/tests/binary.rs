@@ -28,6 +28,8 @@ fn start(env: &[(&str, &str)], rtc_ports: (u16, u16)) -> (Program, String, std::
     command
         .args(["--listen-ip", "127.0.0.1", "--http-port", "0"])
         .args(["--rtc-min-port", &rtc_ports.0.to_string(), "--rtc-max-port", &rtc_ports.1.to_string()])
+        // The ICE-TCP port is one per worker: these programs run side by side.
+        .args(["--enable-tcp", "false"])
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())
