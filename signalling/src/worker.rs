@@ -28,7 +28,7 @@ use crate::error::{Result, SignallingError};
 /// A room's event stream: ends after `roomClosed` or with an error (lagged, broken).
 pub type RoomEvents = BoxStream<'static, Result<RoomEvent>>;
 
-/// One method per worker call signalling needs (DESIGN.md section 5).
+/// One method per worker call signalling needs (the worker REST API, `docs/worker-api.md`).
 #[async_trait]
 pub trait MediaBackend: Send + Sync + 'static {
     /// Opens the room with the worker's default codecs if needed; its router capabilities.
