@@ -15,7 +15,7 @@ use crate::room::{
     PeerInfo, PeerSummary, ProduceOptions, ProducerId, ProducerSummary, RoomId, TransportId,
 };
 use crate::engine::{ConsumerLayerState, ConsumerScore, EncodingStats};
-use crate::room::ConsumerType;
+use crate::room::{ConsumerType, TransportProtocols};
 use crate::rtp::{MediaKind, RtpCapabilities, RtpCodecCapability, RtpParameters};
 use crate::video::Layers;
 
@@ -182,6 +182,10 @@ pub struct CreateTransportRequest {
     pub peer_id: PeerId,
     /// `send` (its producers) or `recv` (its consumers).
     pub direction: Direction,
+    /// `enableUdp`, `enableTcp`, `preferUdp`, `preferTcp`, as in mediasoup's
+    /// `WebRtcTransportOptions`; each one left out is the worker's default.
+    #[serde(flatten)]
+    pub protocols: TransportProtocols,
 }
 
 /// `POST /v1/rooms/{room}/transports/{id}/connect`.

@@ -25,7 +25,8 @@ use crate::api::{
 };
 use crate::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
-    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId, check_id,
+    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId, TransportProtocols,
+    check_id,
 };
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
 
@@ -227,9 +228,23 @@ impl WorkerClient {
         peer: &PeerId,
         direction: Direction,
     ) -> Result<TransportCreated, ClientError> {
+        self.create_transport_over(endpoint, room, peer, direction, &TransportProtocols::default())
+            .await
+    }
+
+    /// `POST /v1/rooms/{room}/transports` with `enableUdp`/`enableTcp`/`preferUdp`/`preferTcp`.
+    pub async fn create_transport_over(
+        &self,
+        endpoint: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+        protocols: &TransportProtocols,
+    ) -> Result<TransportCreated, ClientError> {
         let body = CreateTransportRequest {
             peer_id: peer.clone(),
             direction,
+            protocols: *protocols,
         };
         self.post(endpoint, room_url(endpoint, room, "/transports")?, &body)
             .await

@@ -11,7 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::room::{ConsumerId, DtlsParameters, DtlsRole, ForwardingTable, ProducerId, RoomId, TransportCloseCode, TransportId, TransportNetwork};
+use crate::room::{
+    ConsumerId, DtlsParameters, DtlsRole, ForwardingTable, ProducerId, ProtocolError, RoomId, TransportCloseCode, TransportId,
+    TransportNetwork, TransportProtocols,
+};
 use crate::video::Layers;
 
 /// Why the engine refused a request.
@@ -26,6 +29,9 @@ pub enum EngineError {
     /// The engine is shutting down and takes no new transports.
     #[error("the worker is shutting down and accepts no new transports")]
     ShuttingDown,
+    /// The transport's `enableUdp`/`enableTcp`/`preferUdp`/`preferTcp` cannot be met.
+    #[error(transparent)]
+    Protocols(#[from] ProtocolError),
     /// Anything else the operating system refused (socket errors).
     #[error("media engine error: {0}")]
     Io(String),
@@ -38,6 +44,7 @@ impl EngineError {
             EngineError::PortsExhausted { .. } => "PORTS_EXHAUSTED",
             EngineError::UnknownTransport(_) => "TRANSPORT_NOT_FOUND",
             EngineError::ShuttingDown => "SHUTTING_DOWN",
+            EngineError::Protocols(error) => error.code(),
             EngineError::Io(_) => "MEDIA_ENGINE_ERROR",
         }
     }
@@ -56,6 +63,7 @@ impl EngineError {
         match self {
             EngineError::PortsExhausted { .. } | EngineError::ShuttingDown => 503,
             EngineError::UnknownTransport(_) => 404,
+            EngineError::Protocols(_) => 400,
             EngineError::Io(_) => 500,
         }
     }
@@ -229,7 +237,10 @@ pub struct EngineSnapshot {
 pub trait MediaEngine: Send + Sync + 'static {
     /// Reserves a UDP port and an ICE/DTLS identity for a new transport; the returned network
     /// parameters go into the transport's `iceParameters`, `iceCandidates` and `dtlsParameters`.
-    fn open_transport(&self, room: &RoomId, transport: &TransportId) -> Result<TransportNetwork, EngineError>;
+    ///
+    /// `protocols` says which of UDP (a port of its own) and ICE-TCP (the worker's shared
+    /// port) the transport listens on, in the order of its candidates' priority.
+    fn open_transport(&self, room: &RoomId, transport: &TransportId, protocols: &TransportProtocols) -> Result<TransportNetwork, EngineError>;
 
     /// The client sent its DTLS parameters: start (or wait for) the handshake in `local_role`,
     /// and accept only a peer certificate matching `remote`'s fingerprints.

@@ -10,6 +10,7 @@ use clap::Parser;
 use fanout_worker::defaults;
 use fanout_worker::http::HttpLimits;
 use fanout_worker::logging::LogFormat;
+use fanout_worker::room::ProtocolDefaults;
 use fanout_worker::room::Quotas;
 use fanout_worker::server::{start, WorkerConfig, WorkerLimits};
 
@@ -36,6 +37,13 @@ struct Args {
     /// Listen on the ICE-TCP port and offer TCP candidates (`false`: UDP only).
     #[arg(long, env = "FANOUT_ENABLE_TCP", default_value_t = true, action = clap::ArgAction::Set)]
     enable_tcp: bool,
+    /// Give transports a UDP candidate unless their request says otherwise (`enableUdp`).
+    #[arg(long, env = "FANOUT_ENABLE_UDP", default_value_t = true, action = clap::ArgAction::Set)]
+    enable_udp: bool,
+    /// Put the TCP candidate before the UDP one unless a request says otherwise
+    /// (`preferUdp`/`preferTcp`).
+    #[arg(long, env = "FANOUT_PREFER_TCP", default_value_t = false, action = clap::ArgAction::Set)]
+    prefer_tcp: bool,
     /// ICE-TCP connections open at once; one more is closed at once.
     #[arg(long, env = "FANOUT_RTC_TCP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rtc_tcp_max_connections: u64,
@@ -101,6 +109,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     fanout_worker::logging::init(args.log_format, &["fanout_worker"]);
+    if !args.enable_udp && !args.enable_tcp {
+        anyhow::bail!("--enable-udp=false and --enable-tcp=false leave transports no protocol: enable at least one");
+    }
     if args.rtc_min_port > args.rtc_max_port {
         anyhow::bail!("--rtc-min-port ({}) is above --rtc-max-port ({})", args.rtc_min_port, args.rtc_max_port);
     }
@@ -142,6 +153,7 @@ fn limits(args: &Args) -> WorkerLimits {
     let mut limits = WorkerLimits::default();
     limits.transport_timeouts.ice.setup = Duration::from_secs(args.ice_timeout_seconds);
     limits.tcp.max_connections = args.rtc_tcp_max_connections as usize;
+    limits.protocols = ProtocolDefaults { enable_udp: args.enable_udp, enable_tcp: args.enable_tcp, prefer_tcp: args.prefer_tcp };
     limits.http = HttpLimits {
         // Both bounded by the flags' ranges, far below usize::MAX.
         body_limit: args.http_body_limit_bytes as usize,

@@ -12,6 +12,7 @@ use crate::control::{ControlPlane, RandomIds};
 use crate::engine::EngineError;
 use crate::http::{self, ApiState, HttpLimits};
 use crate::media::ice_tcp::TcpLimits;
+use crate::room::ProtocolDefaults;
 use crate::media::transport::TransportTimeouts;
 use crate::media::udp::{EngineConfig, UdpEngine};
 use crate::room::Quotas;
@@ -51,6 +52,9 @@ pub struct WorkerLimits {
     pub quotas: Quotas,
     /// ICE-TCP's connection caps, first-check timeout and send queue.
     pub tcp: TcpLimits,
+    /// Which protocols a transport gets unless its request says (`--enable-udp`,
+    /// `--enable-tcp`, `--prefer-tcp`).
+    pub protocols: ProtocolDefaults,
 }
 
 /// How often empty rooms are looked for: often enough that a room closes within a quarter
@@ -125,6 +129,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
             timeouts: config.limits.transport_timeouts,
             tcp_port: config.rtc_tcp_port,
             tcp_limits: config.limits.tcp,
+            protocols: config.limits.protocols,
         },
         notices_tx,
     )?;

@@ -1,5 +1,6 @@
 //! ICE-TCP against a real worker on loopback: peers that reach the worker only over its one
-//! TCP port (as a browser behind a firewall that drops UDP does) connect and get media; a
+//! TCP port (as a browser behind a firewall that drops UDP does, on transports created with
+//! `enableUdp: false`) connect and get media; a
 //! subscriber that stops reading costs the others nothing; connections that never pass an
 //! ICE check are closed; a closed transport's connection ends and the port takes new ones.
 #![cfg(all(feature = "media", feature = "client"))]
@@ -9,12 +10,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest};
-use fanout_worker::client::WorkerClient;
+use fanout_worker::client::{ClientError, WorkerClient};
 use fanout_worker::media::ice::binding_request;
 use fanout_worker::media::ice_tcp::{frame, TcpLimits};
 use fanout_worker::media::peer::TestPeer;
 use fanout_worker::media::rtp_packet::RtpView;
-use fanout_worker::room::{ConsumerCreated, Direction, IceProtocol, PeerId, ProducerId, TcpType, TransportCreated};
+use fanout_worker::room::{ConsumerCreated, Direction, IceProtocol, PeerId, ProducerId, TcpType, TransportCreated, TransportProtocols};
 use fanout_worker::rtp::MediaKind;
 use fanout_worker::server::{start, RunningWorker, WorkerConfig, WorkerLimits};
 use fanout_worker::testing::{chrome_device_capabilities, chrome_vp8_parameters};
@@ -56,7 +57,12 @@ async fn transport(
     protocol: IceProtocol,
 ) -> (TransportCreated, TestPeer) {
     let endpoint = worker.endpoint();
-    let created = client.create_transport(&endpoint, ROOM, &PeerId::from(peer), direction).await.expect("transport");
+    let only = match protocol {
+        IceProtocol::Udp => TransportProtocols { enable_tcp: Some(false), ..Default::default() },
+        IceProtocol::Tcp => TransportProtocols { enable_udp: Some(false), ..Default::default() },
+    };
+    let created = client.create_transport_over(&endpoint, ROOM, &PeerId::from(peer), direction, &only).await.expect("transport");
+    assert_eq!(created.ice_candidates.iter().map(|c| c.protocol).collect::<Vec<_>>(), vec![protocol]);
     let mut test_peer = TestPeer::for_transport_over(&created, protocol).await.expect("peer");
     client.connect_transport(&endpoint, ROOM, &created.id, &test_peer.dtls_parameters()).await.expect("connect");
     test_peer.connect(WAIT).await.expect("ICE and DTLS complete");
@@ -141,6 +147,61 @@ async fn video_flows_between_peers_that_reach_the_worker_over_tcp_only() {
     assert_eq!(seen.len(), 200, "TCP loses nothing on loopback");
     assert!(seen.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "in order, consecutive");
     assert_eq!(worker.engine.counters.tcp.connections_open.load(Ordering::Relaxed), 2);
+    assert_eq!(worker.engine.ports_in_use(), 0, "TCP-only transports hold no UDP port");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_transport_takes_mediasouplike_protocol_options_and_refuses_impossible_ones() {
+    let (worker, client) = worker((47740, 47749), TcpLimits::default()).await;
+    join(&worker, &client, &["alice"]).await;
+    let endpoint = worker.endpoint();
+    let alice = PeerId::from("alice");
+    let create = |protocols: TransportProtocols| {
+        let (client, endpoint, alice) = (client.clone(), endpoint.clone(), alice.clone());
+        async move { client.create_transport_over(&endpoint, ROOM, &alice, Direction::Send, &protocols).await }
+    };
+    let protocols = |created: &TransportCreated| created.ice_candidates.iter().map(|c| c.protocol).collect::<Vec<_>>();
+    let both = create(TransportProtocols::default()).await.unwrap();
+    assert_eq!(protocols(&both), vec![IceProtocol::Udp, IceProtocol::Tcp], "the worker's defaults: both, UDP preferred");
+    assert!(both.ice_candidates[0].priority > both.ice_candidates[1].priority);
+    let tcp_first = create(TransportProtocols { prefer_tcp: Some(true), ..Default::default() }).await.unwrap();
+    assert_eq!(protocols(&tcp_first), vec![IceProtocol::Tcp, IceProtocol::Udp]);
+    assert!(tcp_first.ice_candidates[0].priority > tcp_first.ice_candidates[1].priority, "preferTcp: TCP's priority higher");
+    for (protocols, code) in [
+        (TransportProtocols { enable_udp: Some(false), enable_tcp: Some(false), ..Default::default() }, "NO_TRANSPORT_PROTOCOL"),
+        (TransportProtocols { prefer_udp: Some(true), prefer_tcp: Some(true), ..Default::default() }, "CONFLICTING_PROTOCOL_PREFERENCE"),
+    ] {
+        match create(protocols).await {
+            Err(ClientError::Api { status: 400, code: got, message }) => {
+                assert_eq!(got, code);
+                println!("{code}: {message}");
+            }
+            other => panic!("{protocols:?}: {other:?}"),
+        }
+    }
+    // A worker without ICE-TCP offers UDP by default and refuses a transport that asks for TCP.
+    let udp_only = start(WorkerConfig { rtc_tcp_port: None, ..WorkerConfig::loopback((47750, 47759)) }).await.unwrap();
+    client.join(&udp_only.endpoint(), ROOM, &JoinRequest::new("alice")).await.unwrap();
+    let plain = client.create_transport(&udp_only.endpoint(), ROOM, &alice, Direction::Send).await.unwrap();
+    assert_eq!(protocols(&plain), vec![IceProtocol::Udp]);
+    let asked = TransportProtocols { enable_tcp: Some(true), ..Default::default() };
+    match client.create_transport_over(&udp_only.endpoint(), ROOM, &alice, Direction::Send, &asked).await {
+        Err(ClientError::Api { status: 400, code, .. }) => assert_eq!(code, "TCP_UNAVAILABLE"),
+        other => panic!("{other:?}"),
+    }
+    // The raw body as signalling or any HTTP client sends it.
+    let response = reqwest::Client::new()
+        .post(format!("{endpoint}/v1/rooms/{ROOM}/transports"))
+        .json(&serde_json::json!({"peerId": "alice", "direction": "recv", "enableUdp": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["iceCandidates"][0]["protocol"], "tcp");
+    assert_eq!(body["iceCandidates"][0]["tcpType"], "passive");
+    udp_only.shutdown().await;
     worker.shutdown().await;
 }
 

@@ -43,7 +43,7 @@ use crate::room::{
     ConsumeOptions, ConsumerCreated, ConsumerId, Direction, DtlsParameters, DtlsRole,
     IceParameters, IdGenerator, JoinResponse, PeerId, PeerInfo, ProduceOptions, ProducerCreated,
     ProducerId, Quotas, RoomError, RoomEvent, RoomId, Rooms, TransportCloseCode, TransportCreated,
-    TransportId,
+    TransportId, TransportProtocols,
 };
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
 
@@ -417,10 +417,23 @@ impl ControlPlane {
         peer_id: &PeerId,
         direction: Direction,
     ) -> Result<TransportCreated, ControlError> {
+        self.create_transport_over(room_id, peer_id, direction, &TransportProtocols::default())
+    }
+
+    /// [`ControlPlane::create_transport`] on the protocols the request asks for (the worker's
+    /// defaults for what it leaves out); a combination that cannot be met is a 400 with its
+    /// code (`NO_TRANSPORT_PROTOCOL`, `CONFLICTING_PROTOCOL_PREFERENCE`, `TCP_UNAVAILABLE`).
+    pub fn create_transport_over(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        direction: Direction,
+        protocols: &TransportProtocols,
+    ) -> Result<TransportCreated, ControlError> {
         self.apply(room_id, Routing::Unchanged, |rooms, engine| {
             rooms.create_transport_with(room_id, peer_id, direction, |transport_id| {
                 engine
-                    .open_transport(room_id, transport_id)
+                    .open_transport(room_id, transport_id, protocols)
                     .map_err(ControlError::from)
             })
         })

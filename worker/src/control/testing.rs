@@ -121,6 +121,7 @@ impl MediaEngine for FakeEngine {
         &self,
         room: &RoomId,
         transport: &TransportId,
+        _protocols: &crate::room::TransportProtocols,
     ) -> Result<TransportNetwork, EngineError> {
         let mut state = self.state();
         let port = self

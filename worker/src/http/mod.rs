@@ -395,7 +395,7 @@ async fn create_transport(
     created(
         state
             .control
-            .create_transport(&room, &body.peer_id, body.direction)?,
+            .create_transport_over(&room, &body.peer_id, body.direction, &body.protocols)?,
     )
 }
 

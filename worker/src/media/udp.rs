@@ -32,7 +32,10 @@ use crate::media::ports::PortPool;
 use crate::media::tcp::{self, Handoff, Refusal, TcpCounters, TcpLeg};
 use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, TransportTimeouts, WebRtcTransport};
-use crate::room::{DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, RoomId, TransportId, TransportNetwork};
+use crate::room::{
+    DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, ProtocolDefaults, RoomId, TransportId, TransportNetwork,
+    TransportProtocols,
+};
 
 /// How often a media thread publishes its rooms' media figures.
 const MEDIA_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -56,6 +59,8 @@ pub struct EngineConfig {
     pub timeouts: TransportTimeouts,
     /// The ICE-TCP port all transports share (0: one the system picks); `None`: no ICE-TCP.
     pub tcp_port: Option<u16>,
+    /// Which protocols a transport gets when its request does not say.
+    pub protocols: ProtocolDefaults,
     pub tcp_limits: TcpLimits,
 }
 
@@ -86,7 +91,8 @@ impl EngineCounters {
 }
 
 enum Command {
-    Open { room: RoomId, transport: TransportId, socket: std::net::UdpSocket, port: u16, ufrag: String, password: String },
+    /// `socket` and `port` are `None` for a transport on ICE-TCP only.
+    Open { room: RoomId, transport: TransportId, socket: Option<std::net::UdpSocket>, port: Option<u16>, ufrag: String, password: String },
     Connect { transport: TransportId, remote: DtlsParameters, role: DtlsRole },
     RestartIce { transport: TransportId, ufrag: String, password: String },
     Close { transport: TransportId },
@@ -99,6 +105,8 @@ enum Command {
 /// What the engine knows of an open transport.
 struct OpenTransport {
     room: RoomId,
+    /// Whether it has an ICE-TCP candidate (its ufrags are in the lookup).
+    tcp: bool,
     /// Its ufrags, current and before the last ICE restart, for the ICE-TCP lookup.
     ufrags: Vec<String>,
 }
@@ -258,24 +266,28 @@ fn ice_credential(len: usize) -> String {
 }
 
 impl MediaEngine for UdpEngine {
-    fn open_transport(&self, room: &RoomId, transport: &TransportId) -> Result<TransportNetwork, EngineError> {
+    fn open_transport(&self, room: &RoomId, transport: &TransportId, protocols: &TransportProtocols) -> Result<TransportNetwork, EngineError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
-        let mut socket = None;
-        let port = lock(&self.ports).allocate(|port| match std::net::UdpSocket::bind(SocketAddr::new(self.config.listen_ip, port)) {
-            Ok(s) => {
-                socket = Some(s);
-                true
+        let protocols = protocols.resolve(self.config.protocols, self.tcp_port.is_some())?;
+        let (mut socket, mut port) = (None, None);
+        if protocols.contains(&IceProtocol::Udp) {
+            port = lock(&self.ports).allocate(|port| match std::net::UdpSocket::bind(SocketAddr::new(self.config.listen_ip, port)) {
+                Ok(s) => {
+                    socket = Some(s);
+                    true
+                }
+                Err(_) => false,
+            });
+            if port.is_none() || socket.is_none() {
+                return Err(EngineError::PortsExhausted { min: self.config.port_min, max: self.config.port_max });
             }
-            Err(_) => false,
-        });
-        let (Some(port), Some(socket)) = (port, socket) else {
-            return Err(EngineError::PortsExhausted { min: self.config.port_min, max: self.config.port_max });
-        };
+        }
+        let tcp = protocols.contains(&IceProtocol::Tcp);
         let (ufrag, password) = (ice_credential(16), ice_credential(32));
-        lock(&self.transports).insert(transport.clone(), OpenTransport { room: room.clone(), ufrags: vec![ufrag.clone()] });
-        if self.tcp_port.is_some() {
+        lock(&self.transports).insert(transport.clone(), OpenTransport { room: room.clone(), tcp, ufrags: vec![ufrag.clone()] });
+        if tcp {
             lock(&self.ufrags).insert(ufrag.clone(), (room.clone(), transport.clone()));
         }
         self.counters.transports_open.fetch_add(1, Ordering::Relaxed);
@@ -287,10 +299,17 @@ impl MediaEngine for UdpEngine {
             ufrag: ufrag.clone(),
             password: password.clone(),
         });
-        let mut addresses = vec![ListenAddress { ip: self.config.announced_ip, port, protocol: IceProtocol::Udp }];
-        if let Some(tcp_port) = self.tcp_port {
-            addresses.push(ListenAddress { ip: self.config.announced_ip, port: tcp_port, protocol: IceProtocol::Tcp });
-        }
+        // Preferred first: candidates' priorities follow this order.
+        let addresses = protocols
+            .iter()
+            .map(|&protocol| {
+                let port = match protocol {
+                    IceProtocol::Udp => port.unwrap_or_default(),
+                    IceProtocol::Tcp => self.tcp_port.unwrap_or_default(),
+                };
+                ListenAddress { ip: self.config.announced_ip, port, protocol }
+            })
+            .collect();
         Ok(TransportNetwork {
             ice_username_fragment: ufrag,
             ice_password: password,
@@ -310,7 +329,7 @@ impl MediaEngine for UdpEngine {
         {
             let mut transports = lock(&self.transports);
             let open = transports.get_mut(transport).ok_or_else(|| EngineError::UnknownTransport(transport.to_string()))?;
-            if self.tcp_port.is_some() {
+            if open.tcp {
                 let mut table = lock(&self.ufrags);
                 // The transport accepts the credentials before the restart until the new ones
                 // are used, and never older ones.
@@ -405,7 +424,11 @@ const BATCH_BUFFER_KEPT: usize = 8 * 1024;
 
 /// Sends a transport's pending copies ([`egress::send_batch`]) and counts them.
 fn send_pending(slot: &mut Slot, segmentation: &mut bool, counters: &EngineCounters) {
-    let sent = egress::send_batch(slot.fd, &slot.pending, segmentation);
+    let Some(fd) = slot.fd else {
+        slot.pending.clear();
+        return;
+    };
+    let sent = egress::send_batch(fd, &slot.pending, segmentation);
     if let Some((_, segment, data)) = slot.pending.contents().filter(|_| sent > 0) {
         counters.packets_sent.fetch_add(sent, Ordering::Relaxed);
         // Every segment but a short last one has the segment size.
@@ -423,7 +446,7 @@ struct Slot {
     /// It is registered with the poller for reading only: registered for writing too, it
     /// would wake the media thread each time the kernel frees a sent datagram, that is once
     /// per copy.
-    fd: std::os::fd::RawFd,
+    fd: Option<std::os::fd::RawFd>,
     /// Forwarded copies waiting to leave together: sent when the router moves on to another
     /// transport ([`MediaThread::forward`]) or at the end of the step ([`MediaThread::flush_sends`]).
     pending: SegmentBatch,
@@ -447,7 +470,7 @@ impl Slot {
     fn transmit(&self, to: SocketAddr, data: &[u8], counters: &EngineCounters) {
         let sent = match self.tcp_leg(to) {
             Some(leg) => send_on_leg(leg, data, counters),
-            None => egress::send_datagram(self.fd, data, to),
+            None => self.fd.is_some_and(|fd| egress::send_datagram(fd, data, to)),
         };
         if sent {
             counters.packets_sent.fetch_add(1, Ordering::Relaxed);
@@ -678,20 +701,25 @@ fn media_thread(
                 Command::Open { room, transport, socket, port, ufrag, password } => {
                     // SAFETY: a std UdpSocket owns its descriptor, which stays open and the same
                     // for as long as the AsyncFd owns the socket.
-                    let registered = socket
-                        .set_nonblocking(true)
-                        .and_then(|_| unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(|e| e.into()));
-                    let socket = match registered {
-                        Ok(s) => Rc::new(s),
+                    // A transport on ICE-TCP only has no socket of its own.
+                    let registered = socket.map(|socket| {
+                        socket
+                            .set_nonblocking(true)
+                            .and_then(|_| unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(|e| e.into()))
+                    });
+                    let socket = match registered.transpose() {
+                        Ok(s) => s.map(Rc::new),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot register a transport socket");
-                            lock(&state.borrow().ports).release(port);
+                            if let Some(port) = port {
+                                lock(&state.borrow().ports).release(port);
+                            }
                             continue;
                         }
                     };
                     let wake = Rc::new(Notify::new());
                     let identity = state.borrow().identity.clone();
-                    let fd = socket.as_raw_fd();
+                    let fd = socket.as_ref().map(|s| s.as_raw_fd());
                     let mut st = state.borrow_mut();
                     let timeouts = st.timeouts;
                     st.transports.insert(transport.clone(), Slot {
@@ -751,7 +779,13 @@ fn media_thread(
 }
 
 /// Receives datagrams for one transport and drives its timers, until it is closed.
-async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: Rc<AsyncFd<std::net::UdpSocket>>, port: u16, wake: Rc<Notify>) {
+async fn receive_loop(
+    state: Rc<RefCell<MediaThread>>,
+    id: TransportId,
+    socket: Option<Rc<AsyncFd<std::net::UdpSocket>>>,
+    port: Option<u16>,
+    wake: Rc<Notify>,
+) {
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = {
@@ -764,7 +798,9 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
                     // The slot (and its socket handle) is gone; dropping ours closes the
                     // socket, and only then may the port be bound again.
                     drop(socket);
-                    lock(&st.ports).release(port);
+                    if let Some(port) = port {
+                        lock(&st.ports).release(port);
+                    }
                     return;
                 }
             }
@@ -775,8 +811,14 @@ async fn receive_loop(state: Rc<RefCell<MediaThread>>, id: TransportId, socket: 
                 None => std::future::pending().await,
             }
         };
+        let readable = async {
+            match &socket {
+                Some(socket) => socket.readable().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            readable = socket.readable() => {
+            readable = readable => {
                 let Ok(mut ready) = readable else { continue };
                 let mut st = state.borrow_mut();
                 // Everything already queued makes one batch, so a frame's packets leave each
@@ -1098,6 +1140,7 @@ mod tests {
             timeouts: TransportTimeouts::default(),
             tcp_port: Some(0),
             tcp_limits: TcpLimits::default(),
+            protocols: ProtocolDefaults::default(),
         };
         (UdpEngine::start(config, tx).unwrap(), rx)
     }
@@ -1135,7 +1178,7 @@ mod tests {
         let (engine, _notices) = engine(46000, 46009);
         let room = RoomId::from("r");
         let transport = TransportId::from("t1");
-        let network = engine.open_transport(&room, &transport).unwrap();
+        let network = engine.open_transport(&room, &transport, &TransportProtocols::default()).unwrap();
         assert_eq!(network.addresses[0].ip, IpAddr::from([127, 0, 0, 1]));
         assert!((46000..=46009).contains(&network.addresses[0].port));
         assert_eq!(network.ice_username_fragment.len(), 16);
@@ -1157,7 +1200,7 @@ mod tests {
         let room = RoomId::from("r");
         let tcp_port = engine.tcp_port().expect("ICE-TCP is on");
         let networks: Vec<TransportNetwork> =
-            ["t1", "t2"].iter().map(|t| engine.open_transport(&room, &TransportId::from(*t)).unwrap()).collect();
+            ["t1", "t2"].iter().map(|t| engine.open_transport(&room, &TransportId::from(*t), &TransportProtocols::default()).unwrap()).collect();
         for network in &networks {
             let protocols: Vec<(IceProtocol, u16)> = network.addresses.iter().map(|a| (a.protocol, a.port)).collect();
             assert_eq!(protocols[1], (IceProtocol::Tcp, tcp_port), "UDP first, then the shared TCP port: {protocols:?}");
@@ -1184,17 +1227,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_transport_on_tcp_only_takes_no_udp_port_and_one_on_udp_only_is_not_reachable_over_tcp() {
+        let (engine, _notices) = engine(46410, 46410);
+        let room = RoomId::from("r");
+        let tcp_only = TransportProtocols { enable_udp: Some(false), ..Default::default() };
+        let udp_only = TransportProtocols { enable_tcp: Some(false), ..Default::default() };
+        let network = engine.open_transport(&room, &TransportId::from("tcp"), &tcp_only).unwrap();
+        assert_eq!(network.addresses.iter().map(|a| a.protocol).collect::<Vec<_>>(), vec![IceProtocol::Tcp]);
+        assert_eq!(engine.ports_in_use(), 0, "no UDP port held");
+        let mut peer = TestPeer::over(&network, IceProtocol::Tcp).await.unwrap();
+        engine.connect_transport(&room, &TransportId::from("tcp"), &peer.dtls_parameters(), DtlsRole::Server).unwrap();
+        peer.connect(Duration::from_secs(5)).await.expect("connects over TCP with no socket of its own");
+        // The one UDP port is free for a UDP-only transport, whose ufrag TCP cannot reach.
+        let network = engine.open_transport(&room, &TransportId::from("udp"), &udp_only).unwrap();
+        assert_eq!(network.addresses.iter().map(|a| a.protocol).collect::<Vec<_>>(), vec![IceProtocol::Udp]);
+        let tcp = ListenAddress { ip: [127, 0, 0, 1].into(), port: engine.tcp_port().unwrap(), protocol: IceProtocol::Tcp };
+        let stranger = TransportNetwork { addresses: vec![tcp], ..network.clone() };
+        let mut peer = TestPeer::over(&stranger, IceProtocol::Tcp).await.unwrap();
+        assert!(peer.connect(Duration::from_millis(500)).await.is_err(), "its ufrag is not looked up over TCP");
+        let preferred = TransportProtocols { prefer_tcp: Some(true), ..Default::default() };
+        let error = engine.open_transport(&room, &TransportId::from("both"), &preferred).unwrap_err();
+        assert_eq!(error, EngineError::PortsExhausted { min: 46410, max: 46410 }, "TCP and UDP asked, and no UDP port left");
+        let neither = TransportProtocols { enable_udp: Some(false), enable_tcp: Some(false), ..Default::default() };
+        let error = engine.open_transport(&room, &TransportId::from("none"), &neither).unwrap_err();
+        assert_eq!((error.code(), error.http_status()), ("NO_TRANSPORT_PROTOCOL", 400));
+    }
+
+    #[tokio::test]
     async fn ports_run_out_with_a_clear_error_and_come_back_on_close() {
         let (engine, _notices) = engine(46100, 46101);
         let room = RoomId::from("r");
-        engine.open_transport(&room, &TransportId::from("a")).unwrap();
-        engine.open_transport(&room, &TransportId::from("b")).unwrap();
-        let err = engine.open_transport(&room, &TransportId::from("c")).unwrap_err();
+        engine.open_transport(&room, &TransportId::from("a"), &TransportProtocols::default()).unwrap();
+        engine.open_transport(&room, &TransportId::from("b"), &TransportProtocols::default()).unwrap();
+        let err = engine.open_transport(&room, &TransportId::from("c"), &TransportProtocols::default()).unwrap_err();
         assert_eq!(err, EngineError::PortsExhausted { min: 46100, max: 46101 });
         assert_eq!((err.code(), err.http_status()), ("PORTS_EXHAUSTED", 503));
         engine.close_transport(&room, &TransportId::from("a"));
         wait_for_ports(&engine, 1).await;
-        engine.open_transport(&room, &TransportId::from("c")).unwrap();
+        engine.open_transport(&room, &TransportId::from("c"), &TransportProtocols::default()).unwrap();
         engine.close_room(&room);
         wait_for_ports(&engine, 0).await;
     }
@@ -1214,7 +1284,7 @@ mod tests {
     async fn a_shutting_down_engine_refuses_new_transports() {
         let (engine, _notices) = engine(46200, 46201);
         engine.shut_down();
-        assert_eq!(engine.open_transport(&RoomId::from("r"), &TransportId::from("t")).unwrap_err(), EngineError::ShuttingDown);
+        assert_eq!(engine.open_transport(&RoomId::from("r"), &TransportId::from("t"), &TransportProtocols::default()).unwrap_err(), EngineError::ShuttingDown);
     }
 
     #[tokio::test]
@@ -1222,7 +1292,7 @@ mod tests {
         let (engine, mut notices) = engine(46300, 46301);
         let room = RoomId::from("r");
         let transport = TransportId::from("t");
-        let network = engine.open_transport(&room, &transport).unwrap();
+        let network = engine.open_transport(&room, &transport, &TransportProtocols::default()).unwrap();
         let mut peer = TestPeer::new(&network).await.unwrap();
         // The worker expects another certificate than the peer's.
         let mut wrong = peer.dtls_parameters();

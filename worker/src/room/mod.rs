@@ -71,7 +71,8 @@ pub use rooms::{
 pub use transport::{
     Direction, DtlsConnection, DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate,
     IceCandidateType, IceParameters, IceProtocol, ListenAddress, SUPPORTED_FINGERPRINT_ALGORITHMS,
-    TcpType, Transport, TransportCreated, TransportNetwork,
+    ProtocolDefaults, ProtocolError, TcpType, Transport, TransportCreated, TransportNetwork,
+    TransportProtocols,
 };
 
 #[cfg(test)]

@@ -61,6 +61,91 @@ pub enum IceCandidateType {
     Host,
 }
 
+/// Which protocols a transport listens on, as a client asks for them: mediasoup's
+/// `WebRtcTransportOptions` `enableUdp`, `enableTcp`, `preferUdp` and `preferTcp`. What a
+/// request leaves out comes from the worker's flags ([`ProtocolDefaults`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportProtocols {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_udp: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_tcp: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_udp: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_tcp: Option<bool>,
+}
+
+/// The worker's defaults for [`TransportProtocols`] (`--enable-udp`, `--enable-tcp`,
+/// `--prefer-tcp`), and whether it listens on TCP at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolDefaults {
+    pub enable_udp: bool,
+    pub enable_tcp: bool,
+    pub prefer_tcp: bool,
+}
+
+impl Default for ProtocolDefaults {
+    fn default() -> Self {
+        ProtocolDefaults { enable_udp: true, enable_tcp: true, prefer_tcp: false }
+    }
+}
+
+/// Why a transport's protocols cannot be met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("enableUdp and enableTcp leave the transport no protocol: enable at least one")]
+    NoProtocol,
+    #[error("preferUdp and preferTcp are both set: prefer one of them at most")]
+    BothPreferred,
+    #[error("enableTcp asks for ICE-TCP, which this worker does not offer (started with --enable-tcp=false): use UDP or another worker")]
+    TcpUnavailable,
+}
+
+impl ProtocolError {
+    /// Stable code for the REST error body.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProtocolError::NoProtocol => "NO_TRANSPORT_PROTOCOL",
+            ProtocolError::BothPreferred => "CONFLICTING_PROTOCOL_PREFERENCE",
+            ProtocolError::TcpUnavailable => "TCP_UNAVAILABLE",
+        }
+    }
+}
+
+impl TransportProtocols {
+    /// The protocols to listen on, preferred first, with `defaults` for what the request
+    /// leaves out; `tcp_available` says whether the worker listens on TCP. A default of TCP
+    /// on a worker without it is simply UDP only; asking for TCP there is an error.
+    pub fn resolve(&self, defaults: ProtocolDefaults, tcp_available: bool) -> Result<Vec<IceProtocol>, ProtocolError> {
+        if self.prefer_udp == Some(true) && self.prefer_tcp == Some(true) {
+            return Err(ProtocolError::BothPreferred);
+        }
+        if self.enable_tcp == Some(true) && !tcp_available {
+            return Err(ProtocolError::TcpUnavailable);
+        }
+        let udp = self.enable_udp.unwrap_or(defaults.enable_udp);
+        let tcp = self.enable_tcp.unwrap_or(defaults.enable_tcp) && tcp_available;
+        let tcp_first = match (self.prefer_udp, self.prefer_tcp) {
+            (_, Some(true)) => true,
+            (Some(true), _) => false,
+            _ => defaults.prefer_tcp,
+        };
+        let mut protocols: Vec<IceProtocol> = [(udp, IceProtocol::Udp), (tcp, IceProtocol::Tcp)]
+            .into_iter()
+            .filter_map(|(on, protocol)| on.then_some(protocol))
+            .collect();
+        if tcp_first {
+            protocols.reverse();
+        }
+        if protocols.is_empty() {
+            return Err(ProtocolError::NoProtocol);
+        }
+        Ok(protocols)
+    }
+}
+
 /// One address the media plane listens on for this transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -426,6 +511,34 @@ mod tests {
         let second = IceCandidate::host(&address, 1);
         assert!(first.priority > second.priority);
         assert_eq!(first.priority, 2_130_706_431);
+    }
+
+    #[test]
+    fn protocols_come_from_the_request_then_the_worker_defaults_and_bad_combinations_are_refused() {
+        use IceProtocol::{Tcp, Udp};
+        let ask = |json: serde_json::Value| serde_json::from_value::<TransportProtocols>(json).expect("options");
+        let defaults = ProtocolDefaults::default();
+        let resolve = |json, tcp_available| ask(json).resolve(defaults, tcp_available);
+        assert_eq!(resolve(serde_json::json!({}), true), Ok(vec![Udp, Tcp]), "both, UDP first");
+        assert_eq!(resolve(serde_json::json!({}), false), Ok(vec![Udp]), "no listener: UDP only");
+        assert_eq!(resolve(serde_json::json!({"preferTcp": true}), true), Ok(vec![Tcp, Udp]));
+        assert_eq!(resolve(serde_json::json!({"enableUdp": false}), true), Ok(vec![Tcp]));
+        assert_eq!(resolve(serde_json::json!({"enableTcp": false, "preferTcp": true}), true), Ok(vec![Udp]));
+        let tcp_first = ProtocolDefaults { prefer_tcp: true, ..defaults };
+        assert_eq!(ask(serde_json::json!({})).resolve(tcp_first, true), Ok(vec![Tcp, Udp]), "the worker's --prefer-tcp");
+        assert_eq!(ask(serde_json::json!({"preferUdp": true})).resolve(tcp_first, true), Ok(vec![Udp, Tcp]), "the request wins");
+        let udp_off = ProtocolDefaults { enable_udp: false, ..defaults };
+        assert_eq!(ask(serde_json::json!({})).resolve(udp_off, true), Ok(vec![Tcp]));
+        assert_eq!(ask(serde_json::json!({})).resolve(udp_off, false), Err(ProtocolError::NoProtocol));
+        for (json, tcp_available, error, code) in [
+            (serde_json::json!({"enableUdp": false, "enableTcp": false}), true, ProtocolError::NoProtocol, "NO_TRANSPORT_PROTOCOL"),
+            (serde_json::json!({"preferUdp": true, "preferTcp": true}), true, ProtocolError::BothPreferred, "CONFLICTING_PROTOCOL_PREFERENCE"),
+            (serde_json::json!({"enableTcp": true}), false, ProtocolError::TcpUnavailable, "TCP_UNAVAILABLE"),
+        ] {
+            assert_eq!(resolve(json.clone(), tcp_available), Err(error), "{json}");
+            assert_eq!(error.code(), code);
+        }
+        assert!(serde_json::from_value::<TransportProtocols>(serde_json::json!({"enableTcp": "yes"})).is_err());
     }
 
     #[test]
