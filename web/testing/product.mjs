@@ -238,10 +238,12 @@ export async function startProduct() {
       const pagePort = await freePort();
       const secret = randomBytes(24).toString('hex');
       const rtcMin = 20000 + (process.pid % 200) * 100;
+      // The ICE-TCP port is one per worker: a free one, so runs side by side do not collide.
+      const rtcTcpPort = await freePort();
       const worker = new Child(
         'worker',
         binary('worker'),
-        ['--listen-ip', '127.0.0.1', '--http-port', String(workerPort), '--rtc-min-port', String(rtcMin), '--rtc-max-port', String(rtcMin + 99)],
+        ['--listen-ip', '127.0.0.1', '--http-port', String(workerPort), '--rtc-min-port', String(rtcMin), '--rtc-max-port', String(rtcMin + 99), '--rtc-tcp-port', String(rtcTcpPort)],
         { logDir, env: { RUST_LOG: process.env.RUST_LOG || 'info' } },
       );
       children.push(worker);
