@@ -55,7 +55,7 @@ use crate::rtp::{MediaKind, PayloadType, Ssrc};
 use crate::video::descriptor::{self, PayloadInfo};
 use crate::video::selector::{LayerSelector, Mode, Verdict};
 use crate::video::stats::{BitrateWindow, Delivery, LayerBitrates, StreamScore, MAX_SPATIAL};
-use crate::video::{choose_layers, LayerChoice, Layers, SpatialLayer};
+use crate::video::{allocate, choose_layers, Cap, Demand, LayerChoice, Layers, SpatialLayer};
 
 /// Keyframe requests reach a producer at most this often: every new
 /// consumer would otherwise cost the publisher a full frame.
@@ -172,8 +172,8 @@ struct ConsumerStream {
     /// Simulcast and SVC consumers: their layers.
     selector: LayerSelector,
     preferred: Layers,
-    /// The allocator's limit from the subscriber's downlink; `None` for none.
-    cap: Option<Layers>,
+    /// The allocator's limit from the subscriber's downlink.
+    cap: Cap,
     priority: u8,
     choice: LayerChoice,
     reports: SenderReportTranslator,
@@ -400,7 +400,7 @@ impl Router {
                     gate: if stream.kind == MediaKind::Video { KeyframeGate::new() } else { KeyframeGate::open() },
                     selector: LayerSelector::new(selector_mode(stream), stream.spatial_layers, stream.temporal_layers),
                     preferred: HIGHEST,
-                    cap: None,
+                    cap: Cap::Unlimited,
                     priority: 1,
                     choice: LayerChoice::ProducerInactive,
                     reports: SenderReportTranslator::new(target.ssrc, clock_rate),
@@ -1137,17 +1137,39 @@ impl Router {
             .collect()
     }
 
-    /// Caps a consumer's layers at what the allocator found its downlink can carry (`None`:
-    /// no cap). Below every layer the producer sends, the consumer gets nothing, in state
+    /// Caps a consumer's layers at what the allocator found its downlink can carry
+    /// ([`crate::video::allocation::allocate`]). With [`Cap::Nothing`], or a cap below every
+    /// layer the producer sends, the consumer gets nothing, in state
     /// [`ConsumerLayerState::NoLayerFits`], until a layer fits again. Returns the keyframe
     /// requests a switch needs.
-    pub fn set_consumer_cap(&mut self, consumer_id: &ConsumerId, cap: Option<Layers>, now: Instant) -> Vec<Outgoing> {
+    pub fn set_consumer_cap(&mut self, consumer_id: &ConsumerId, cap: Cap, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
         if let Some(i) = self.consumers.iter().position(|c| &c.id == consumer_id)
             && self.consumers[i].cap != cap
         {
             self.consumers[i].cap = cap;
             self.retarget(i, now, &mut out);
+        }
+        out
+    }
+
+    /// Shares `available_bps`, the estimate of subscriber transport `transport`, across its
+    /// layered consumers ([`crate::video::allocate`]: by priority, never above a consumer's
+    /// preference) and caps each with its share. Returns the keyframe requests the switches
+    /// need. The congestion controller calls it with each new estimate; consumers of
+    /// transports it never calls it for stay uncapped.
+    pub fn share_bitrate(&mut self, transport: &TransportId, available_bps: u64, now: Instant) -> Vec<Outgoing> {
+        let candidates: Vec<LayerCandidates> = self.layer_candidates(now).into_iter().filter(|c| &c.transport_id == transport).collect();
+        let offers: Vec<Vec<(Layers, u64)>> = candidates.iter().map(|c| c.layers.iter().map(|l| (l.layers, l.bitrate)).collect()).collect();
+        let demands: Vec<Demand> = candidates
+            .iter()
+            .zip(&offers)
+            .map(|(c, layers)| Demand { priority: c.priority, preferred: c.preferred, layers })
+            .collect();
+        let caps = allocate(available_bps, &demands);
+        let mut out = Vec::new();
+        for (candidate, cap) in candidates.iter().zip(caps) {
+            out.extend(self.set_consumer_cap(&candidate.consumer_id, cap, now));
         }
         out
     }
@@ -1860,6 +1882,8 @@ mod tests {
         picture_id: [u16; 3],
         tl0: [u8; 3],
         named: [bool; 3],
+        /// Bytes added to each encoding's frames, to give them different bitrates.
+        extra: [usize; 3],
     }
 
     impl Publisher {
@@ -1877,6 +1901,7 @@ mod tests {
                 picture_id: [10, 5_000, 30_000],
                 tl0: [0, 100, 250],
                 named: [false; 3],
+                extra: [0; 3],
             }
         }
 
@@ -1886,7 +1911,8 @@ mod tests {
             if tid == 0 {
                 self.tl0[e] = self.tl0[e].wrapping_add(1);
             }
-            let payload = crate::video::descriptor::tests::vp8_payload(self.picture_id[e], self.tl0[e], tid, tid > 0, keyframe);
+            let mut payload = crate::video::descriptor::tests::vp8_payload(self.picture_id[e], self.tl0[e], tid, tid > 0, keyframe);
+            payload.resize(payload.len() + self.extra[e], 0);
             let rid = [b"r0", b"r1", b"r2"][e];
             let extensions: &[(u8, &[u8])] = if self.named[e] { &[] } else { &[(MID, b"1"), (RID, rid)] };
             self.named[e] = true;
@@ -2070,19 +2096,46 @@ mod tests {
         }
         // ...and the allocator finds the downlink carries less than r1.
         let consumer = p.call.consumer.clone();
-        p.router.set_consumer_cap(&consumer, Some(Layers::new(0, 2)), p.now);
+        p.router.set_consumer_cap(&consumer, Cap::UpTo(Layers::new(0, 2)), p.now);
         let stats = p.router.media_stats(p.now);
         assert_eq!(stats.consumers[0].state, ConsumerLayerState::NoLayerFits);
         assert!(p.router.drain_events().iter().any(|e| matches!(e,
             MediaEvent::ConsumerLayersChanged { layers: None, state: ConsumerLayerState::NoLayerFits, .. })));
         assert!(p.frame(1, 0, true).is_empty() && p.frame(2, 0, true).is_empty());
         // A wider cap: back on r1 at its keyframe.
-        let asked = p.router.set_consumer_cap(&consumer, Some(Layers::new(1, 2)), p.now);
+        let asked = p.router.set_consumer_cap(&consumer, Cap::UpTo(Layers::new(1, 2)), p.now);
         assert!(is_pli(&asked, 2222));
         assert_eq!(p.frame(1, 0, true).len(), 1);
         let candidates = p.router.layer_candidates(p.now);
         assert_eq!(candidates[0].layers.iter().map(|c| c.layers.spatial_layer).min(), Some(1), "r0 is not sent: not a candidate");
         assert!(candidates[0].layers.iter().all(|c| c.bitrate > 0 || c.layers.temporal_layer > 0));
+    }
+
+    #[test]
+    fn a_transports_estimate_is_shared_into_its_consumers_caps() {
+        let mut p = Publisher::new();
+        p.extra = [0, 300, 900];
+        for _ in 0..31 {
+            p.tick(0, [true, true, true]);
+        }
+        p.router.drain_events();
+        let candidates = p.router.layer_candidates(p.now);
+        let transport = candidates[0].transport_id.clone();
+        let cost = |spatial: u8| candidates[0].layers.iter().filter(|l| l.layers.spatial_layer == spatial).map(|l| l.bitrate).max().unwrap();
+        assert!(cost(0) > 0 && cost(0) < cost(1) && cost(1) < cost(2), "{candidates:?}");
+        // Less than r0 costs: nothing fits.
+        p.router.share_bitrate(&transport, cost(0) / 2, p.now);
+        assert_eq!(p.router.media_stats(p.now).consumers[0].state, ConsumerLayerState::NoLayerFits);
+        // Enough for r1, not r2: r1 is the target, and its keyframe is asked for.
+        let asked = p.router.share_bitrate(&transport, cost(1) + 1, p.now);
+        assert!(is_pli(&asked, 2222), "{asked:?}");
+        assert_eq!(p.router.media_stats(p.now).consumers[0].target_layers.map(|l| l.spatial_layer), Some(1));
+        // Plenty: the top.
+        p.router.share_bitrate(&transport, 100 * cost(2), p.now);
+        assert_eq!(p.router.media_stats(p.now).consumers[0].target_layers.map(|l| l.spatial_layer), Some(2));
+        // Another transport's estimate changes nothing here.
+        p.router.share_bitrate(&TransportId::from("elsewhere"), 0, p.now);
+        assert_eq!(p.router.media_stats(p.now).consumers[0].target_layers.map(|l| l.spatial_layer), Some(2));
     }
 
     #[test]

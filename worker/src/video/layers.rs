@@ -103,9 +103,21 @@ impl LayerChoice {
     }
 }
 
+/// The allocator's limit on a consumer's layers, from what its subscriber's downlink carries
+/// ([`super::allocation::allocate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cap {
+    /// No estimate limits it (none yet, or none negotiated).
+    #[default]
+    Unlimited,
+    /// At most these layers.
+    UpTo(Layers),
+    /// Not even the lowest layer sent fits: it gets nothing ([`LayerChoice::NoLayerFits`]).
+    Nothing,
+}
+
 /// Which layers a consumer gets: the highest the producer sends that is no higher than both
-/// `preferred` and `cap` (the allocator's limit from the subscriber's downlink; `None` for no
-/// limit).
+/// `preferred` and `cap` (the allocator's limit from the subscriber's downlink).
 ///
 /// mediasoup's rules (`SimulcastConsumer::RecalculateTargetLayers`) fill in the rest:
 /// - spatial layers the producer does not send (inactive) are never chosen;
@@ -117,10 +129,15 @@ impl LayerChoice {
 ///
 /// A temporal layer above a spatial layer's count is read as its top one, so `Layers::new(9,
 /// 9)` prefers the highest of everything.
-pub fn choose_layers(preferred: Layers, cap: Option<Layers>, producer: &[SpatialLayer]) -> LayerChoice {
+pub fn choose_layers(preferred: Layers, cap: Cap, producer: &[SpatialLayer]) -> LayerChoice {
     if !producer.iter().any(|layer| layer.active) {
         return LayerChoice::ProducerInactive;
     }
+    let cap = match cap {
+        Cap::Unlimited => None,
+        Cap::UpTo(layers) => Some(layers),
+        Cap::Nothing => return LayerChoice::NoLayerFits,
+    };
     let ceiling = match cap {
         Some(cap) => preferred.min(cap),
         None => preferred,
@@ -175,57 +192,64 @@ mod tests {
 
     #[test]
     fn with_no_limit_the_preferred_layers_are_chosen() {
-        assert_eq!(choose_layers(TOP, None, &simulcast(ALL)), LayerChoice::Layers(TOP));
-        assert_eq!(choose_layers(Layers::new(0, 1), None, &simulcast(ALL)), LayerChoice::Layers(Layers::new(0, 1)));
-        assert_eq!(choose_layers(Layers::new(1, 0), None, &simulcast(ALL)), LayerChoice::Layers(Layers::new(1, 0)));
+        assert_eq!(choose_layers(TOP, Cap::Unlimited, &simulcast(ALL)), LayerChoice::Layers(TOP));
+        assert_eq!(choose_layers(Layers::new(0, 1), Cap::Unlimited, &simulcast(ALL)), LayerChoice::Layers(Layers::new(0, 1)));
+        assert_eq!(choose_layers(Layers::new(1, 0), Cap::Unlimited, &simulcast(ALL)), LayerChoice::Layers(Layers::new(1, 0)));
     }
 
     #[test]
     fn a_preference_above_what_exists_means_the_highest() {
-        assert_eq!(choose_layers(Layers::new(9, 9), None, &simulcast(ALL)), LayerChoice::Layers(TOP));
-        assert_eq!(choose_layers(Layers::new(2, 7), None, &simulcast(ALL)), LayerChoice::Layers(TOP));
+        assert_eq!(choose_layers(Layers::new(9, 9), Cap::Unlimited, &simulcast(ALL)), LayerChoice::Layers(TOP));
+        assert_eq!(choose_layers(Layers::new(2, 7), Cap::Unlimited, &simulcast(ALL)), LayerChoice::Layers(TOP));
     }
 
     #[test]
     fn a_layer_the_producer_does_not_send_is_never_chosen() {
         // Chrome sends its top encoding only once its bandwidth estimate carries it.
-        assert_eq!(choose_layers(TOP, None, &simulcast([true, true, false])), LayerChoice::Layers(Layers::new(1, 2)));
-        assert_eq!(choose_layers(TOP, None, &simulcast([true, false, false])), LayerChoice::Layers(Layers::new(0, 2)));
+        assert_eq!(choose_layers(TOP, Cap::Unlimited, &simulcast([true, true, false])), LayerChoice::Layers(Layers::new(1, 2)));
+        assert_eq!(choose_layers(TOP, Cap::Unlimited, &simulcast([true, false, false])), LayerChoice::Layers(Layers::new(0, 2)));
         // A gap in the middle: the highest below the preference that is sent.
-        assert_eq!(choose_layers(TOP, None, &simulcast([true, false, true])), LayerChoice::Layers(TOP));
-        assert_eq!(choose_layers(Layers::new(1, 1), None, &simulcast([true, false, true])), LayerChoice::Layers(Layers::new(0, 2)));
+        assert_eq!(choose_layers(TOP, Cap::Unlimited, &simulcast([true, false, true])), LayerChoice::Layers(TOP));
+        assert_eq!(choose_layers(Layers::new(1, 1), Cap::Unlimited, &simulcast([true, false, true])), LayerChoice::Layers(Layers::new(0, 2)));
     }
 
     #[test]
     fn below_the_preferred_spatial_layer_its_top_temporal_layer_is_chosen() {
-        let chosen = choose_layers(Layers::new(2, 0), None, &simulcast([true, true, false]));
+        let chosen = choose_layers(Layers::new(2, 0), Cap::Unlimited, &simulcast([true, true, false]));
         assert_eq!(chosen, LayerChoice::Layers(Layers::new(1, 2)), "all of layer 1 is less than any of layer 2");
     }
 
     #[test]
     fn when_only_higher_layers_are_sent_the_lowest_of_them_is_chosen_at_temporal_0() {
-        assert_eq!(choose_layers(Layers::new(0, 2), None, &simulcast([false, true, true])), LayerChoice::Layers(Layers::new(1, 0)));
+        assert_eq!(choose_layers(Layers::new(0, 2), Cap::Unlimited, &simulcast([false, true, true])), LayerChoice::Layers(Layers::new(1, 0)));
     }
 
     #[test]
     fn nothing_sent_is_its_own_answer() {
-        assert_eq!(choose_layers(TOP, None, &simulcast([false; 3])), LayerChoice::ProducerInactive);
-        assert_eq!(choose_layers(TOP, Some(Layers::new(0, 0)), &[]), LayerChoice::ProducerInactive);
+        assert_eq!(choose_layers(TOP, Cap::Unlimited, &simulcast([false; 3])), LayerChoice::ProducerInactive);
+        assert_eq!(choose_layers(TOP, Cap::UpTo(Layers::new(0, 0)), &[]), LayerChoice::ProducerInactive);
     }
 
     #[test]
     fn the_cap_lowers_the_choice_below_the_preference() {
-        assert_eq!(choose_layers(TOP, Some(Layers::new(1, 1)), &simulcast(ALL)), LayerChoice::Layers(Layers::new(1, 1)));
-        assert_eq!(choose_layers(TOP, Some(Layers::new(0, 0)), &simulcast(ALL)), LayerChoice::Layers(Layers::new(0, 0)));
+        assert_eq!(choose_layers(TOP, Cap::UpTo(Layers::new(1, 1)), &simulcast(ALL)), LayerChoice::Layers(Layers::new(1, 1)));
+        assert_eq!(choose_layers(TOP, Cap::UpTo(Layers::new(0, 0)), &simulcast(ALL)), LayerChoice::Layers(Layers::new(0, 0)));
         // A cap above the preference changes nothing.
-        assert_eq!(choose_layers(Layers::new(0, 1), Some(TOP), &simulcast(ALL)), LayerChoice::Layers(Layers::new(0, 1)));
+        assert_eq!(choose_layers(Layers::new(0, 1), Cap::UpTo(TOP), &simulcast(ALL)), LayerChoice::Layers(Layers::new(0, 1)));
     }
 
     #[test]
     fn a_cap_below_everything_sent_means_no_layer_fits() {
-        assert_eq!(choose_layers(TOP, Some(Layers::new(0, 2)), &simulcast([false, true, true])), LayerChoice::NoLayerFits);
+        assert_eq!(choose_layers(TOP, Cap::UpTo(Layers::new(0, 2)), &simulcast([false, true, true])), LayerChoice::NoLayerFits);
         // Without the cap the same preference would still get the lowest sent layer.
-        assert_eq!(choose_layers(Layers::new(0, 2), None, &simulcast([false, true, true])), LayerChoice::Layers(Layers::new(1, 0)));
+        assert_eq!(choose_layers(Layers::new(0, 2), Cap::Unlimited, &simulcast([false, true, true])), LayerChoice::Layers(Layers::new(1, 0)));
+    }
+
+    #[test]
+    fn a_cap_of_nothing_stops_the_consumer_while_something_is_sent() {
+        assert_eq!(choose_layers(TOP, Cap::Nothing, &simulcast(ALL)), LayerChoice::NoLayerFits);
+        assert_eq!(choose_layers(Layers::new(0, 0), Cap::Nothing, &simulcast([true, false, false])), LayerChoice::NoLayerFits);
+        assert_eq!(choose_layers(TOP, Cap::Nothing, &simulcast([false; 3])), LayerChoice::ProducerInactive);
     }
 
     #[test]
@@ -237,7 +261,7 @@ mod tests {
             let producer = simulcast([mask & 1 != 0, mask & 2 != 0, mask & 4 != 0]);
             for preferred in (0..3).flat_map(|s| (0..3).map(move |t| layer(s, t))) {
                 for cap in std::iter::once(None).chain((0..3).flat_map(|s| (0..3).map(move |t| Some(layer(s, t))))) {
-                    match choose_layers(preferred, cap, &producer) {
+                    match choose_layers(preferred, cap.map_or(Cap::Unlimited, Cap::UpTo), &producer) {
                         LayerChoice::Layers(chosen) => {
                             assert!(producer[usize::from(chosen.spatial_layer)].active, "{chosen:?} from {mask:b}");
                             assert!(cap.is_none_or(|cap| chosen <= cap), "{chosen:?} above cap {cap:?}");
