@@ -9,13 +9,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
-use fanout_worker::api::WorkerStats;
+use fanout_worker::api::{TransportSummary, WorkerStats};
 use fanout_worker::control::ControlPlane;
+use fanout_worker::engine::EngineNotice;
+use fanout_worker::room::{RoomId, TransportCloseCode, TransportId};
 use fanout_worker::server::{start, RunningWorker, WorkerConfig};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use rand::Rng;
@@ -137,6 +139,68 @@ async fn dev_token(State(state): State<DevState>, Query(query): Query<TokenQuery
     }
 }
 
+#[derive(Deserialize)]
+struct CloseQuery {
+    code: Option<String>,
+}
+
+/// `POST /dev/rooms/{room}/transports/{transport}/close?code=ICE_CONSENT_LOST`: the embedded
+/// worker closes a transport as its media engine does when ICE consent is lost or DTLS fails,
+/// from there on by the same path (the room's cascade and events, `transport-closed` to the
+/// participant, the socket released). For trying a client's recovery; development only.
+async fn dev_close_transport(
+    State(state): State<DevState>,
+    Path((room, transport)): Path<(String, String)>,
+    Query(query): Query<CloseQuery>,
+) -> axum::response::Response {
+    close_as_engine(&state, &room, query.code, |t| t.transport_id.as_str() == transport)
+}
+
+/// `POST /dev/rooms/{room}/peers/{peer}/transports/close?code=...`: the same for every
+/// transport of a peer at once (its browser gone), so that the worker removes the peer.
+async fn dev_close_peer_transports(
+    State(state): State<DevState>,
+    Path((room, peer)): Path<(String, String)>,
+    Query(query): Query<CloseQuery>,
+) -> axum::response::Response {
+    close_as_engine(&state, &room, query.code, |t| t.peer_id.as_str() == peer)
+}
+
+/// Closes the room's transports that `chosen` picks as the media engine would, with `code`
+/// (ICE_CONSENT_LOST when absent), one after another with nothing in between.
+fn close_as_engine(
+    state: &DevState,
+    room: &str,
+    code: Option<String>,
+    chosen: impl Fn(&TransportSummary) -> bool,
+) -> axum::response::Response {
+    let code = code.unwrap_or_else(|| "ICE_CONSENT_LOST".to_owned());
+    let code = match serde_json::from_value::<TransportCloseCode>(serde_json::json!(code)) {
+        Ok(code) if code != TransportCloseCode::Closed => code,
+        _ => {
+            let message = "code must be one of the worker's close codes (ICE_CONSENT_LOST, DTLS_FAILED, ... in docs/protocol.md)";
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let room = RoomId::from(room);
+    let transports: Vec<TransportId> = match state.control.room_info(&room) {
+        Ok(info) => info.transports.into_iter().filter(|t| chosen(t)).map(|t| t.transport_id).collect(),
+        Err(_) => Vec::new(),
+    };
+    if transports.is_empty() {
+        return (StatusCode::NOT_FOUND, "no such transport in that room").into_response();
+    }
+    for transport in transports {
+        state.control.handle_notice(EngineNotice::TransportClosed {
+            room: room.clone(),
+            transport,
+            code,
+            reason: code.describe().to_owned(),
+        });
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 /// `GET /dev/stats`: the embedded worker's `/v1/stats` (rooms, peers, transports...).
 async fn dev_stats(State(state): State<DevState>) -> Json<WorkerStats> {
     Json(state.control.stats())
@@ -153,6 +217,14 @@ pub fn routes(embedded: &Embedded, web_root: PathBuf) -> Router {
     Router::new()
         .route("/dev/token", get(dev_token))
         .route("/dev/stats", get(dev_stats))
+        .route(
+            "/dev/rooms/{room}/transports/{transport}/close",
+            post(dev_close_transport),
+        )
+        .route(
+            "/dev/rooms/{room}/peers/{peer}/transports/close",
+            post(dev_close_peer_transports),
+        )
         .with_state(state)
         .fallback_service(ServeDir::new(web_root).fallback(ServeFile::new(index)))
 }

@@ -26,6 +26,8 @@ const state = {
   statsTimer: null,
   joinStartedAt: null,
   firstRemoteFrameAt: null,
+  /** Transports the server closed: [{direction, code, at}], for the tests. */
+  transportCloses: [],
 };
 
 // ---- messages ------------------------------------------------------------------------
@@ -59,6 +61,15 @@ function describe(err) {
       return `Cannot reach the Fanout server at ${server}. Is it running?`;
     case 'TRANSPORT_FAILED':
       return `The media connection failed (${code}): ${text}`;
+    case 'INVALID_ROOM_ID':
+      return `That room name cannot be used (${code}): ${text}`;
+    case 'DEV_TOKENS_UNAVAILABLE':
+      return `${text} (${code})`;
+    case 'ICE_TIMEOUT':
+    case 'ICE_CONSENT_LOST':
+    case 'DTLS_FAILED':
+    case 'DTLS_FINGERPRINT_MISMATCH':
+      return `The media connection could not be kept up (${code}): ${text}`;
     case 'NotAllowedError':
       return 'Camera and microphone access was denied; allow it in the browser and join again.';
     case 'NotFoundError':
@@ -110,7 +121,15 @@ async function devToken(room, name) {
     );
   }
   if (!response.ok) {
-    throw new FanoutError('NO_DEV_TOKEN', `The development token endpoint answered ${response.status}: ${await response.text()}`);
+    const text = await response.text();
+    let refusal;
+    try {
+      refusal = JSON.parse(text).error;
+    } catch {
+      // Not ours: say what came back.
+    }
+    if (refusal?.code) throw new FanoutError(refusal.code, refusal.message ?? text);
+    throw new FanoutError('NO_DEV_TOKEN', `The development token endpoint answered ${response.status}: ${text}`);
   }
   const type = response.headers.get('content-type') ?? '';
   if (type.includes('json')) {
@@ -126,12 +145,45 @@ function codecFromInput(value) {
   return `video/${name.toUpperCase()}`;
 }
 
+/**
+ * A room id from what a person typed: room ids are lowercase letters, digits and '-' (1-63,
+ * beginning and ending with a letter or digit; docs/protocol.md), the same on every server, so
+ * "Maths 101" becomes "maths-101". Empty when nothing usable is left.
+ */
+export function roomIdFromInput(value) {
+  return value
+    .trim()
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '');
+}
+
 async function join(event) {
   event?.preventDefault();
-  const room = $('room').value.trim();
+  const typed = $('room').value;
+  const room = roomIdFromInput(typed);
   const name = $('name').value.trim();
-  if (!room || !name) return;
+  if (!room) {
+    showMessage('Enter a room name: letters, digits and dashes (for example maths-101).', 'warning');
+    $('room').focus();
+    return;
+  }
+  if (!name) {
+    showMessage('Enter your name: the others see it next to your video.', 'warning');
+    $('name').focus();
+    return;
+  }
   clearMessage();
+  if (room !== typed.trim()) {
+    // Said, not done silently: "Maths" and "maths" are one room.
+    $('room').value = room;
+    // A 'notice' stays up after the join (an 'info' one is cleared by it).
+    showMessage(`Room names are lowercase letters, digits and dashes: joining "${room}".`, 'notice');
+  }
   $('join').disabled = true;
   setStatus('joining…', 'joining');
   state.joinStartedAt = performance.now();
@@ -140,13 +192,18 @@ async function join(event) {
   try {
     const token = $('token').value.trim() || (await devToken(room, name));
     const size = { width: Number(params.get('width')) || 640, height: Number(params.get('height')) || 480 };
-    const media =
-      params.get('publish') === '0'
-        ? Promise.resolve(null)
-        : navigator.mediaDevices.getUserMedia({ audio: true, video: size }).catch((err) => {
-            showMessage(describe(err), 'warning');
-            return null;
-          });
+    let media;
+    if (params.get('publish') === '0') media = Promise.resolve(null);
+    else if (!navigator.mediaDevices) {
+      // Browsers give pages the camera only on https:// or localhost.
+      showMessage('This page is not a secure origin (https:// or localhost), so the browser gives it no camera or microphone: you can watch and listen only.', 'warning');
+      media = Promise.resolve(null);
+    } else {
+      media = navigator.mediaDevices.getUserMedia({ audio: true, video: size }).catch((err) => {
+        showMessage(describe(err), 'warning');
+        return null;
+      });
+    }
     await client.connect({ url: server, token });
     state.client = client;
     wire(client);
@@ -249,9 +306,28 @@ function wire(client) {
   client.on('remote-track-ended', removeRemoteTrack);
   client.on('remote-track-paused', ({ participantId, producerId }) => setRemotePaused(participantId, producerId, true));
   client.on('remote-track-resumed', ({ participantId, producerId }) => setRemotePaused(participantId, producerId, false));
-  client.on('rejoining', ({ reason }) => {
-    showMessage(reason === 'room-migrated' ? 'The room moved to another media server; rejoining…' : 'Reconnected; rejoining the room…', 'info');
+  client.on('rejoining', ({ reason, code }) => {
+    const why = {
+      'room-migrated': 'The room moved to another media server; rejoining…',
+      removed: `The media server dropped this call (${code}); rejoining…`,
+    };
+    showMessage(why[reason] ?? 'Reconnected; rejoining the room…', 'info');
     for (const id of [...state.tiles.keys()]) removeTile(id);
+  });
+  client.on('transport-closed', ({ direction, code, reason }) => {
+    state.transportCloses.push({ direction, code, at: performance.now() });
+    const what = direction === 'send' ? 'sending' : 'receiving';
+    showMessage(`The ${what} media connection closed (${code}: ${reason}); reconnecting…`, 'info');
+  });
+  client.on('transport-state', ({ state: connection }) => {
+    const box = $('message');
+    if (connection === 'connected' && !box.hidden && box.textContent.endsWith('reconnecting…')) {
+      showMessage(box.textContent.replace(/reconnecting…$/, 'reconnected.'), 'info');
+    }
+  });
+  client.on('republished', ({ producer, kind }) => {
+    state.producers.set(kind, producer);
+    updateControls();
   });
   client.on('error', (err) => showMessage(describe(err)));
   client.on('left', ({ reason }) => {
@@ -304,6 +380,7 @@ function updateControls() {
   if (mic?.paused) badges.push('muted');
   if (cam?.paused) badges.push('camera off');
   $('local-tile').querySelector('.badges').textContent = badges.join(' · ');
+  $('local-tile').classList.toggle('no-video', !cam || cam.paused);
 }
 
 // ---- remote tiles --------------------------------------------------------------------
@@ -336,9 +413,14 @@ function tileFor(participantId) {
   const badges = document.createElement('span');
   badges.className = 'badges';
   caption.append(name, ' ', badges);
-  figure.append(video, placeholder, audio, stats, caption);
+  // The video's frame holds what overlays it (placeholder, name); the stats go under it, so
+  // they hide nothing.
+  const frame = document.createElement('div');
+  frame.className = 'frame';
+  frame.append(video, placeholder, caption);
+  figure.append(frame, audio, stats);
   $('tiles').append(figure);
-  tile = { figure, video, audio, stats, name, badges, tracks: new Map(), previous: new Map() };
+  tile = { figure, video, audio, stats, name, badges, placeholder, tracks: new Map(), previous: new Map() };
   state.tiles.set(participantId, tile);
   name.textContent = displayName(participantId);
   return tile;
@@ -364,10 +446,23 @@ function addRemoteTrack({ participantId, producerId, kind, track, consumer, paus
     // Autoplay without a user gesture may be refused; the join click usually counts as one.
   });
   if (kind === 'video') {
-    tile.figure.classList.remove('no-video');
+    tile.videoProducerId = producerId;
+    // No frames for a while (the sender's connection is gone): a placeholder, not a frozen
+    // picture.
+    track.onmute = () => showVideo(tile);
+    track.onunmute = () => showVideo(tile);
     watchFirstFrame(tile.video);
   }
+  showVideo(tile);
   renderBadges(tile);
+}
+
+/** Shows the tile's video, or its placeholder when there is none, it is paused or stalled. */
+function showVideo(tile) {
+  const entry = tile.videoProducerId && tile.tracks.get(tile.videoProducerId);
+  const live = entry && !entry.paused && !entry.track.muted && entry.track.readyState === 'live';
+  tile.figure.classList.toggle('no-video', !live);
+  tile.placeholder.textContent = entry?.paused ? 'camera off' : entry ? 'video paused' : 'no video';
 }
 
 function watchFirstFrame(video) {
@@ -386,8 +481,9 @@ function removeRemoteTrack({ participantId, producerId, kind }) {
   if (element.dataset.producerId === producerId) {
     element.srcObject = null;
     delete element.dataset.producerId;
-    if (kind === 'video') tile.figure.classList.add('no-video');
+    if (kind === 'video') tile.videoProducerId = null;
   }
+  showVideo(tile);
   renderBadges(tile);
 }
 
@@ -396,6 +492,7 @@ function setRemotePaused(participantId, producerId, paused) {
   const entry = tile?.tracks.get(producerId);
   if (!entry) return;
   entry.paused = paused;
+  showVideo(tile);
   renderBadges(tile);
 }
 
@@ -540,6 +637,9 @@ window.fanoutDemo = {
       });
     });
     return rows.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
+  },
+  get transportCloses() {
+    return state.transportCloses;
   },
   /** Milliseconds from the Join click to the first remote video frame, or null. */
   get joinToFirstRemoteFrameMs() {

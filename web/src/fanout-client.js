@@ -1,5 +1,5 @@
 // Fanout's browser client: socket.io-client + mediasoup-client for the Fanout protocol
-// (DESIGN.md section 6), so an app can join a room, publish its camera and microphone and get
+// (docs/protocol.md), so an app can join a room, publish its camera and microphone and get
 // every other participant's tracks without knowing the event names.
 //
 //   import { connect } from './fanout-client.js';
@@ -16,7 +16,8 @@
 // Requests use Socket.IO acknowledgements; a refusal rejects with a FanoutError carrying the
 // server's stable `code` (e.g. ROOM_NOT_ALLOWED, WORKER_UNAVAILABLE) and a sentence to show.
 // Work the client does on its own (subscribing to new producers, rejoining after a migration
-// or a reconnect) reports failures through the 'error' event instead.
+// or a reconnect, replacing a transport the server closed) reports failures through the
+// 'error' event instead.
 //
 // Events (client.on(name, listener)):
 //   'remote-track'         {participantId, producerId, consumerId, kind, track, appData, paused, consumer}
@@ -32,8 +33,15 @@
 //   'participant-joined'   {participantId, userId, fullName, role, appData}
 //   'participant-left'     {participantId}
 //   'joined'               the join answer, also after an automatic rejoin
-//   'rejoining'            {reason: 'room-migrated' | 'reconnected'}
+//   'rejoining'            {reason: 'room-migrated' | 'reconnected' | 'removed', code?}
 //   'left'                 {roomId, reason}
+//   'transport-closed'     {direction, transportId, code, reason}  the server closed a media
+//                          transport (ICE_CONSENT_LOST, DTLS_FAILED, ...); the client replaces
+//                          it and publishes and subscribes again on the new one
+//   'transport-state'      {direction, transportId, state}  mediasoup-client's connection
+//                          state ('connecting', 'connected', 'failed', ...)
+//   'republished'          {producer, previousProducerId, kind}  a track published again on a
+//                          new transport (after 'transport-closed' or a rejoin)
 //   'disconnected'         {reason}            the connection ended and will not come back
 //   'error'                FanoutError         something the client did on its own failed
 
@@ -42,6 +50,9 @@ import { Device } from 'mediasoup-client';
 
 /** Default time to wait for a request's acknowledgement. */
 const REQUEST_TIMEOUT_MS = 15000;
+
+/** Transports of one direction replaced in a row, none connecting, before giving up. */
+const MAX_RECOVERIES = 3;
 
 /** A refusal from the server, or a failure of the client, with a stable code. */
 export class FanoutError extends Error {
@@ -108,6 +119,11 @@ export class FanoutClient {
     this._rejoining = null;
     // Bumped on every join and leave: work started for an older session drops its result.
     this._session = 0;
+    // Transports replaced in a row per direction, without one connecting in between.
+    this._recoveries = { send: 0, recv: 0 };
+    // Subscriptions whose consumers the worker closed with their transport, until the
+    // transport-closed that follows resubscribes them: producerId -> subscription.
+    this._orphaned = new Map();
   }
 
   // ---- events ------------------------------------------------------------------------
@@ -221,7 +237,12 @@ export class FanoutClient {
     });
     socket.on('consumer-closed', (p) => {
       if (!this._inRoom(p)) return;
-      if (this.consumers.has(p.producerId)) this._dropConsumer(p.producerId, p.reason ?? 'consumer-closed');
+      const entry = this.consumers.get(p.producerId);
+      if (!entry) return;
+      // The worker closes a transport's consumers before it says the transport closed: what
+      // they received is subscribed to again on the transport that replaces it.
+      if (p.reason === 'transportClosed') this._orphaned.set(p.producerId, subscription(p.producerId, entry));
+      this._dropConsumer(p.producerId, p.reason ?? 'consumer-closed');
     });
     socket.on('consumer-layers-changed', (p) => {
       const entry = this._entryOfConsumer(p);
@@ -255,8 +276,19 @@ export class FanoutClient {
     socket.on('room-closed', (p) => {
       if (!this._inRoom(p)) return;
       const roomId = this.roomId;
+      this._published.clear();
       this._dropRoomState('room-closed');
       this._emit('left', { roomId, reason: 'room-closed' });
+    });
+    socket.on('transport-closed', (p) => {
+      if (this._inRoom(p)) this._transportClosed(p);
+    });
+    socket.on('left-room', (p) => {
+      // The answer to our own leave-room has no code; this is the server putting us out (the
+      // media worker removed us: its transports closed, or the room closed).
+      if (!p?.code || !this._inRoom(p)) return;
+      if (p.code === 'ROOM_CLOSED') return; // 'room-closed' follows and ends the session.
+      this._rejoin('removed', p.code);
     });
   }
 
@@ -368,6 +400,7 @@ export class FanoutClient {
   /** Closes the room's local objects; the server side is the caller's business. */
   _dropRoomState(reason) {
     this._session++;
+    this._orphaned.clear();
     for (const producerId of [...this.consumers.keys()]) this._dropConsumer(producerId, reason);
     for (const producer of this.producers.values()) producer.close();
     this.producers.clear();
@@ -382,18 +415,25 @@ export class FanoutClient {
   }
 
   /** After a migration or a reconnect: join again and publish the same tracks again. */
-  _rejoin(reason) {
+  _rejoin(reason, code) {
     if (this._rejoining) return this._rejoining;
     const roomId = this.roomId;
-    const published = [...this._published.values()];
+    const published = [...this._published.entries()];
     const displayName = this._displayName;
-    this._emit('rejoining', { reason });
+    this._emit('rejoining', { reason, ...(code ? { code } : {}) });
     this._rejoining = (async () => {
       this._dropRoomState(reason);
+      this._published.clear();
       try {
         await this.join(roomId, { displayName });
-        for (const { track, options } of published) {
-          if (track.readyState === 'live') await this.publish(track, options);
+        const seen = new Set();
+        for (const [previousProducerId, { track, options, producer: previous }] of published) {
+          // A track republished on a replaced transport just before is listed twice.
+          if (track.readyState !== 'live' || seen.has(track)) continue;
+          seen.add(track);
+          const producer = await this.publish(track, options);
+          if (previous?.paused) await this.pause(producer);
+          this._emit('republished', { producer, previousProducerId, kind: producer.kind });
         }
       } catch (err) {
         this._fail(err);
@@ -443,13 +483,75 @@ export class FanoutClient {
       });
     }
     transport.on('connectionstatechange', (state) => {
+      this._emit('transport-state', { direction, transportId: transport.id, state });
+      if (state === 'connected') this._recoveries[direction] = 0;
       if (state === 'failed') {
-        this._fail(new FanoutError('TRANSPORT_FAILED', `the ${direction} media connection failed (ICE/DTLS); check UDP reachability of the media worker`));
+        this._fail(new FanoutError('TRANSPORT_FAILED', `the ${direction} media connection failed (ICE/DTLS); check UDP reachability of the media worker`, 'connect-transport'));
       }
     });
     if (direction === 'send') this._sendTransport = transport;
     else this._recvTransport = transport;
     return transport;
+  }
+
+  /**
+   * The server closed one of our transports (`transport-closed`): close it here too, then
+   * replace it and publish or subscribe again what ran on it. A transport that closes again
+   * and again without connecting is given up after a few tries, with an error.
+   */
+  _transportClosed({ transportId, direction, code, reason }) {
+    const transport = direction === 'send' ? this._sendTransport : this._recvTransport;
+    if (!transport || transport.id !== transportId) return;
+    this._emit('transport-closed', { direction, transportId, code, reason });
+    const session = this._session;
+    // What ran on it, before closing it drops it.
+    const published = [...this._published.entries()].filter(([producerId]) => this.producers.has(producerId));
+    const subscribed = new Map(this._orphaned);
+    this._orphaned.clear();
+    for (const [producerId, e] of this.consumers) subscribed.set(producerId, subscription(producerId, e));
+    if (direction === 'send') {
+      this._sendTransport = null;
+      this._sendTransportPromise = null;
+    } else {
+      this._recvTransport = null;
+      this._recvTransportPromise = null;
+    }
+    transport.close();
+    if (direction === 'recv') {
+      // Subscriptions still on their way on the closed transport: their replacements below.
+      for (const [producerId, entry] of [...this.consumers]) if (entry.pending) this.consumers.delete(producerId);
+    }
+    if (++this._recoveries[direction] > MAX_RECOVERIES) {
+      this._fail(new FanoutError(code ?? 'TRANSPORT_CLOSED', `the ${direction} media connection keeps closing (${reason || code}); leave and join again`, 'connect-transport'));
+      return;
+    }
+    // After the events already received: a `left-room` right behind this one (it was our last
+    // transport) rejoins instead, and this recovery sees the new session and stands down.
+    setTimeout(() => {
+      if (session !== this._session) return;
+      if (direction === 'recv') {
+        for (const p of subscribed.values()) this._subscribe(p, session);
+        return;
+      }
+      (async () => {
+        for (const [previousProducerId, { track, options, producer: previous }] of published) {
+          if (session !== this._session) return;
+          if (track.readyState !== 'live') {
+            this._published.delete(previousProducerId);
+            continue;
+          }
+          const producer = await this.publish(track, options);
+          // Forgotten only now: a rejoin meanwhile republishes from what is still listed.
+          this._published.delete(previousProducerId);
+          if (session !== this._session) return;
+          // Muted before, muted again (the others see it paused, as they did).
+          if (previous?.paused) await this.pause(producer);
+          this._emit('republished', { producer, previousProducerId, kind: producer.kind });
+        }
+      })().catch((err) => {
+        if (session === this._session) this._fail(err);
+      });
+    }, 0);
   }
 
   // ---- publishing --------------------------------------------------------------------
@@ -471,7 +573,7 @@ export class FanoutClient {
     const transport = await this._transport('send');
     const producer = await transport.produce({ track, appData, stopTracks: false, ...produceOptions });
     this.producers.set(producer.id, producer);
-    this._published.set(producer.id, { track, options });
+    this._published.set(producer.id, { track, options, producer });
     producer.observer.on('close', () => {
       this.producers.delete(producer.id);
     });
@@ -507,11 +609,16 @@ export class FanoutClient {
 
   async _subscribe({ producerId, participantId, kind, appData = {}, paused = false }, session) {
     if (this.consumers.has(producerId)) return;
-    // Reserved before any await so a duplicate notification does not consume twice.
-    this.consumers.set(producerId, { pending: true, participantId, kind, appData });
+    // Reserved before any await so a duplicate notification does not consume twice; the
+    // entry's identity tells this subscription from a later one for the same producer (after
+    // its transport was replaced).
+    let mine = { pending: true, participantId, kind, appData };
+    this.consumers.set(producerId, mine);
+    const current = () => session === this._session && this.consumers.get(producerId) === mine;
+    let transport;
     try {
-      const transport = await this._transport('recv');
-      if (session !== this._session) return;
+      transport = await this._transport('recv');
+      if (!current()) return;
       const created = await this.request('consume', {
         roomId: this.roomId,
         transportId: transport.id,
@@ -519,7 +626,7 @@ export class FanoutClient {
         rtpCapabilities: this.device.recvRtpCapabilities,
         paused: true,
       });
-      if (session !== this._session) return;
+      if (!current()) return;
       const consumer = await transport.consume({
         id: created.id,
         producerId: created.producerId ?? producerId,
@@ -527,7 +634,7 @@ export class FanoutClient {
         rtpParameters: created.rtpParameters,
         appData: { participantId, ...appData },
       });
-      if (session !== this._session || !this.consumers.has(producerId)) {
+      if (!current()) {
         consumer.close();
         return;
       }
@@ -539,6 +646,7 @@ export class FanoutClient {
         remotelyPaused: Boolean(created.producerPaused ?? paused),
       };
       this.consumers.set(producerId, entry);
+      mine = entry;
       consumer.on('transportclose', () => this._dropConsumer(producerId, 'transport-closed'));
       // Paused on the server until the local consumer exists, so the first packet is usable.
       await this.request('resume-consumer', { roomId: this.roomId, consumerId: consumer.id });
@@ -553,13 +661,14 @@ export class FanoutClient {
         consumer,
       });
     } catch (err) {
-      const entry = this.consumers.get(producerId);
-      if (entry) {
+      const superseded = !current();
+      if (!superseded) {
         this.consumers.delete(producerId);
-        entry.consumer?.close();
+        mine.consumer?.close();
       }
-      // A producer that closed while we were subscribing is not worth an error.
-      if (session === this._session && err?.code !== 'PRODUCER_NOT_FOUND') this._fail(err);
+      // A producer that closed while we were subscribing is not worth an error, nor is a
+      // transport that closed meanwhile (its replacement subscribes again).
+      if (!superseded && !transport?.closed && err?.code !== 'PRODUCER_NOT_FOUND') this._fail(err);
     }
   }
 
@@ -606,6 +715,11 @@ export class FanoutClient {
     return answer.priority;
   }
 
+  /** The mediasoup-client transport of `direction` ('send' or 'recv'), or null before its first use. */
+  transport(direction) {
+    return (direction === 'send' ? this._sendTransport : this._recvTransport) ?? null;
+  }
+
   /** Remote tracks now: [{participantId, producerId, kind, track, consumer}]. */
   remoteTracks() {
     return [...this.consumers.entries()]
@@ -620,4 +734,15 @@ export class FanoutClient {
         layerState: e.layerState ?? null,
       }));
   }
+}
+
+/** What `_subscribe` needs to subscribe to a producer again, from a consumers entry. */
+function subscription(producerId, entry) {
+  return {
+    producerId,
+    participantId: entry.participantId,
+    kind: entry.kind,
+    appData: entry.appData,
+    paused: entry.remotelyPaused,
+  };
 }

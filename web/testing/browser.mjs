@@ -153,6 +153,16 @@ export class Participant {
     }, kind);
   }
 
+  /** The id of this participant's transport of `direction`, or null. */
+  transportId(direction) {
+    return this.page.evaluate((d) => window.fanoutDemo.client?.transport(d)?.id ?? null, direction);
+  }
+
+  /** Transports the server closed under this page: [{direction, code, at}]. */
+  transportCloses() {
+    return this.page.evaluate(() => window.fanoutDemo.transportCloses);
+  }
+
   joinToFirstRemoteFrameMs() {
     return this.page.evaluate(() => window.fanoutDemo.joinToFirstRemoteFrameMs);
   }

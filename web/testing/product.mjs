@@ -299,6 +299,22 @@ export async function startProduct() {
     return response.json();
   }
 
+  /**
+   * Has the worker close a transport as its media engine would (`code`: ICE_CONSENT_LOST,
+   * DTLS_FAILED, ...), or with `closePeerTransports` every transport of a participant at once
+   * (the worker then removes it). Embedded mode only (`POST /dev/rooms/...`); null elsewhere,
+   * where the tests that need it are skipped.
+   */
+  const devClose = async (path, code) => {
+    const url = `${signallingUrl}/dev/rooms/${path}/close?code=${code}`;
+    const response = await fetch(url, { method: 'POST' });
+    if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
+  };
+  const e = encodeURIComponent;
+  const closeTransport = mode === 'local' ? (room, transportId, code) => devClose(`${e(room)}/transports/${e(transportId)}`, code) : null;
+  const closePeerTransports =
+    mode === 'local' ? (room, participantId, code) => devClose(`${e(room)}/peers/${e(participantId)}/transports`, code) : null;
+
   function pageUrl(params = {}) {
     const url = new URL('/', baseUrl);
     if (signallingUrl !== baseUrl) url.searchParams.set('server', signallingUrl);
@@ -310,5 +326,5 @@ export async function startProduct() {
     return children.map((c) => `--- ${c.name} (${c.logPath})\n${c.tail(60)}`).join('\n');
   }
 
-  return { mode, baseUrl, signallingUrl, pageUrl, workerStats, logs, logDir, stop };
+  return { mode, baseUrl, signallingUrl, pageUrl, workerStats, closeTransport, closePeerTransports, logs, logDir, stop };
 }
