@@ -219,10 +219,10 @@ pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) 
     // Rooms the placement moved to another worker: their clients rejoin on `room-migrated`.
     if let (Some(mut moved), Ok(runtime)) = (state.placement.migrations(), tokio::runtime::Handle::try_current()) {
         let io = io.clone();
+        let app = state.clone();
         runtime.spawn(async move {
             while let Ok(migration) = moved.recv().await {
-                let payload = serde_json::json!({"roomId": migration.room, "reason": "the room moved to another media worker; join again"});
-                let _ = io.to(crate::followers::room_channel(&migration.room)).emit("room-migrated", &payload).await;
+                app.room_moved(&io, &migration.room);
             }
         });
     }
@@ -368,6 +368,29 @@ impl Signalling {
                 tracing::warn!(room = session.room, %error, "leaving the room on disconnect failed");
             }
             self.followers.release(&session.room);
+        }
+    }
+
+    /// A room moved to another worker: its participants here are out of it (their peers were
+    /// on the old worker), so that the `join-room` they answer `room-migrated` with joins the
+    /// room where it is now instead of answering ALREADY_IN_ROOM.
+    fn room_moved(&self, io: &SocketIo, room: &str) {
+        let channel = crate::followers::room_channel(room);
+        let payload = serde_json::json!({"roomId": room, "reason": "the room moved to another media worker; join again"});
+        for socket in io.to(channel.clone()).sockets() {
+            let left = socket.extensions.get::<Arc<Connection>>().is_some_and(|connection| {
+                let mut membership = connection.membership();
+                let joined = matches!(&*membership, Membership::Joined(session) if session.room == room);
+                if joined {
+                    *membership = Membership::Idle;
+                }
+                joined
+            });
+            socket.leave(channel.clone());
+            if left {
+                self.followers.release(room);
+            }
+            crate::followers::notify(&socket, "room-migrated", &payload);
         }
     }
 

@@ -675,6 +675,10 @@ async fn a_room_moved_to_another_worker_tells_its_participants_room_migrated() {
     let event = ada.next_event("room-migrated").await;
     assert_eq!(event["roomId"], "maths");
     assert!(!bob.receives("room-migrated", std::time::Duration::from_millis(300)).await, "other rooms are not told");
+    // Out of the room on its old worker: joining again joins it where it is now.
+    let again = ada.request("join-room", json!({"roomId": "maths"})).await;
+    assert_eq!(again["roomId"], "maths", "{again}");
+    assert!(again.get("error").is_none(), "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
