@@ -15,10 +15,7 @@ if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "error: Node.js (20 or newer) and npm are needed for the browser tests" >&2
-  exit 1
-fi
+./scripts/check-node.sh
 
 (cd web && npm ci --no-audit --no-fund && npm run build)
 

@@ -11,6 +11,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# Node.js for the browser tests, checked now rather than after the Rust suite.
+./scripts/check-node.sh
+
 # The Socket.IO test client (rust_socketio) links OpenSSL: its headers and pkg-config.
 if ! pkg-config --exists openssl 2>/dev/null; then
   echo "installing libssl-dev and pkg-config (apt) for the Socket.IO test client"

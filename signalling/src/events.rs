@@ -1,4 +1,4 @@
-//! The public Socket.IO protocol (DESIGN.md section 6) as types: what clients emit, what they
+//! The public Socket.IO protocol (docs/protocol.md) as types: what clients emit, what they
 //! get back, and how the worker's room events become notifications. Pure: no sockets here.
 //!
 //! Payloads are camelCase JSON. Fields a client may send but that signalling takes from the

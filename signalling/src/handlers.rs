@@ -1,4 +1,4 @@
-//! What each request event does (DESIGN.md section 6). Every handler gets the admitted
+//! What each request event does (docs/protocol.md). Every handler gets the admitted
 //! payload and returns the body that both the acknowledgement and the named response event
 //! carry; [`server`](crate::server) does the answering.
 //!

@@ -1,4 +1,4 @@
-//! Fanout's Socket.IO signalling server: the public front door (DESIGN.md sections 3 and 6).
+//! Fanout's Socket.IO signalling server: the public front door (docs/architecture.md, docs/protocol.md).
 //!
 //! Browsers connect with a JWT ([`auth`]), join rooms and negotiate WebRTC transports over
 //! Socket.IO ([`events`], [`handlers`]); signalling finds each room's worker ([`placement`]) and

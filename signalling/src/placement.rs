@@ -1,7 +1,7 @@
 //! Where a room lives: which worker hosts it and what its Room object allows.
 //!
 //! Handlers ask a [`Placement`] before they talk to a worker. Two implementations are meant
-//! (DESIGN.md section 3, the signalling issue):
+//! (docs/architecture.md, "Placing a room"):
 //!
 //! - [`StaticPlacement`]: one worker for every room. Embedded mode and tests.
 //! - [`crate::kube_placement::KubePlacement`]: a watch cache of Room objects (the operator

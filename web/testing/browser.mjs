@@ -4,8 +4,8 @@ import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.FANOUT_E2E_CHROMIUM || '/usr/bin/chromium';
 
-// DESIGN.md section 9, plus what a headless run as root in a container needs. Playwright gives
-// every launch a fresh --user-data-dir of its own.
+// Fake camera and microphone, loopback ICE, no permission prompts, plus what a headless run as
+// root in a container needs. Playwright gives every launch a fresh --user-data-dir of its own.
 export const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream',
   '--use-fake-device-for-media-stream',
