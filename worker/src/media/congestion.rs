@@ -22,8 +22,10 @@ use rustc_hash::FxHashMap;
 
 use crate::bwe::probe::{PROBE_DURATION_US, ProbeCluster};
 use crate::bwe::{EstimateStats, PacketResult, RembEstimator, SendHistory, SendSideBwe, TransportCcFeedback};
+use crate::media::router::LayerCandidates;
 use crate::media::rtp_packet::RtpView;
-use crate::room::{Estimation, ForwardingTable, TransportId};
+use crate::room::{ConsumerId, Estimation, ForwardingTable, TransportId};
+use crate::video::{Cap, Demand, Layers, allocate};
 
 /// Bytes a forwarded RTP packet carries on the wire besides itself: the SRTP tag (16) and the
 /// IPv4 and UDP headers (28). The estimate is of what the path carries.
@@ -36,6 +38,10 @@ pub const PROBATOR_MID: &[u8] = b"probator";
 pub const PROBE_STEP: Duration = Duration::from_millis(5);
 /// Probing waits until the subscriber's feedback flows and its probator has had time to exist.
 const PROBE_SETTLE: Duration = Duration::from_millis(500);
+/// How often each subscriber's estimate is shared out among its consumers again. mediasoup
+/// redistributes on every estimate its client reports (about every 100 ms-1 s); a cap that
+/// does not change costs nothing, and a switch waits for a keyframe anyway.
+pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Feedback towards one publisher's send transport.
 pub enum ReceiveSide {
@@ -134,7 +140,15 @@ pub struct Congestion {
     send_index: FxHashMap<TransportId, usize>,
     /// Reused per feedback.
     results: Vec<PacketResult>,
+    /// Each layered consumer's last cap, and since when it may not climb above the spatial
+    /// layer the estimate last moved it down to.
+    caps: FxHashMap<ConsumerId, (Cap, Option<(Instant, u8)>)>,
 }
+
+/// After the estimate moved a consumer to a lower spatial layer, it stays at most there this
+/// long (mediasoup's `BweDowngradeConservativeMs`): an estimate that hovers at a layer's
+/// bitrate would otherwise switch up and down, a keyframe and a burst of loss each time.
+pub const DOWNGRADE_HOLD: Duration = Duration::from_secs(10);
 
 impl Congestion {
     /// Microseconds since the room's epoch.
@@ -275,6 +289,7 @@ impl Congestion {
         if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
             if let Some(&i) = self.send_index.get(from) {
                 self.send[i].bwe.on_remb(f64::from(remb.bitrate));
+                self.send[i].feedback_since.get_or_insert(now);
             }
             return true;
         }
@@ -345,6 +360,73 @@ impl Congestion {
     /// The estimate of each subscriber transport.
     pub fn estimates(&self) -> impl Iterator<Item = (&TransportId, EstimateStats)> + '_ {
         self.send.iter().map(|side| (&side.transport, side.bwe.stats()))
+    }
+
+    /// Shares each subscriber transport's estimate among its layered consumers by priority
+    /// ([`crate::video::allocate`]) and returns every candidate's cap. The transport's prober learns what
+    /// its consumers would take unconstrained.
+    ///
+    /// A consumer whose transport has no estimate yet is not limited: until the subscriber's
+    /// first feedback the estimate is only the 600 kbps start, and a receiver that negotiated
+    /// feedback but never sends it (a test peer, a load program) would be held there for good.
+    ///
+    /// Simple consumers (audio, single-layer video) are not shared out: their bitrate is their
+    /// producer's, and the estimate is given whole to the layered ones.
+    pub fn allocate(&mut self, candidates: &[LayerCandidates], now: Instant) -> Vec<(ConsumerId, Cap)> {
+        let mut caps = Vec::with_capacity(candidates.len());
+        self.caps.retain(|id, _| candidates.iter().any(|c| &c.consumer_id == id));
+        let mut transports: Vec<&TransportId> = candidates.iter().map(|c| &c.transport_id).collect();
+        transports.sort();
+        transports.dedup();
+        for transport in transports {
+            let group: Vec<&LayerCandidates> = candidates.iter().filter(|c| &c.transport_id == transport).collect();
+            let side = self.send_index.get(transport).copied().filter(|&i| self.send[i].feedback_since.is_some());
+            let Some(side) = side else {
+                caps.extend(group.iter().map(|c| (c.consumer_id.clone(), Cap::Unlimited)));
+                continue;
+            };
+            // While a downgrade's hold lasts, nothing above the spatial layer it moved to.
+            let offers: Vec<Vec<(Layers, u64)>> = group
+                .iter()
+                .map(|c| {
+                    let held = self.caps.get(&c.consumer_id).and_then(|(_, hold)| *hold).filter(|(since, _)| now < *since + DOWNGRADE_HOLD);
+                    c.layers
+                        .iter()
+                        .filter(|l| held.is_none_or(|(_, spatial)| l.layers.spatial_layer <= spatial))
+                        .map(|l| (l.layers, l.bitrate))
+                        .collect()
+                })
+                .collect();
+            let demands: Vec<Demand> =
+                group.iter().zip(&offers).map(|(c, layers)| Demand { priority: c.priority, preferred: c.preferred, layers }).collect();
+            let available = self.send[side].target_bps().max(0.0) as u64;
+            let allocation = allocate(available, &demands);
+            // What the prober may aim for: every consumer's preferred layer (or the lowest sent).
+            let wanted: u64 = group
+                .iter()
+                .map(|c| c.layers.iter().take_while(|l| l.layers <= c.preferred).last().or(c.layers.first()).map_or(0, |l| l.bitrate))
+                .sum();
+            self.send[side].wanted_bps = Some(wanted as f64);
+            for (c, cap) in group.iter().zip(allocation) {
+                let spatial = |cap: Cap| match cap {
+                    Cap::UpTo(layers) => Some(layers.spatial_layer),
+                    _ => None,
+                };
+                let entry = self.caps.entry(c.consumer_id.clone()).or_insert((Cap::Unlimited, None));
+                let before = match entry.0 {
+                    Cap::Unlimited => c.layers.last().map(|l| l.layers.spatial_layer),
+                    other => spatial(other),
+                };
+                if let (Some(before), Some(after)) = (before, spatial(cap))
+                    && after < before
+                {
+                    entry.1 = Some((now, after));
+                }
+                entry.0 = cap;
+                caps.push((c.consumer_id.clone(), cap));
+            }
+        }
+        caps
     }
 
     /// The send side of `transport`, for allocation.

@@ -85,8 +85,6 @@ impl TestPeer {
     /// A peer that uses only the transport's candidate of `protocol` (over TCP: it connects
     /// now, and the worker waits for its first check from the moment it accepts).
     pub async fn over(network: &TransportNetwork, protocol: IceProtocol) -> Result<TestPeer, PeerError> {
-        let provider = rtc::crypto::default_provider().map_err(|e| PeerError::Dtls(e.to_string()))?;
-        let identity = DtlsIdentity::generate(provider).map_err(|e| PeerError::Dtls(e.to_string()))?;
         let address = network.addresses.iter().find(|a| a.protocol == protocol).ok_or(PeerError::NoCandidate)?;
         let remote = SocketAddr::new(address.ip, address.port);
         let bind = if remote.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
@@ -98,6 +96,19 @@ impl TestPeer {
                 Link::Tcp { stream, decoder: FrameDecoder::default() }
             }
         };
+        TestPeer::on(network, remote, socket)
+    }
+
+    /// [`TestPeer::new`] on a UDP socket the caller bound (another address, another network
+    /// namespace).
+    pub fn with_socket(network: &TransportNetwork, socket: UdpSocket) -> Result<TestPeer, PeerError> {
+        let address = network.addresses.iter().find(|a| a.protocol == IceProtocol::Udp).ok_or(PeerError::NoCandidate)?;
+        TestPeer::on(network, SocketAddr::new(address.ip, address.port), Link::Udp(socket))
+    }
+
+    fn on(network: &TransportNetwork, remote: SocketAddr, socket: Link) -> Result<TestPeer, PeerError> {
+        let provider = rtc::crypto::default_provider().map_err(|e| PeerError::Dtls(e.to_string()))?;
+        let identity = DtlsIdentity::generate(provider).map_err(|e| PeerError::Dtls(e.to_string()))?;
         Ok(TestPeer {
             socket,
             identity,
@@ -117,7 +128,12 @@ impl TestPeer {
 
     /// [`TestPeer::for_transport`] over the candidate of `protocol`.
     pub async fn for_transport_over(created: &TransportCreated, protocol: IceProtocol) -> Result<TestPeer, PeerError> {
-        let network = TransportNetwork {
+        TestPeer::over(&Self::network_of(created), protocol).await
+    }
+
+    /// The network half of a created transport, for [`TestPeer::with_socket`].
+    pub fn network_of(created: &TransportCreated) -> TransportNetwork {
+        TransportNetwork {
             ice_username_fragment: created.ice_parameters.username_fragment.clone(),
             ice_password: created.ice_parameters.password.clone(),
             addresses: created
@@ -126,8 +142,7 @@ impl TestPeer {
                 .map(|c| ListenAddress { ip: c.address, port: c.port, protocol: c.protocol })
                 .collect(),
             fingerprints: created.dtls_parameters.fingerprints.clone(),
-        };
-        TestPeer::over(&network, protocol).await
+        }
     }
 
     /// What the peer sends in `connect-transport` (it takes the DTLS client role).

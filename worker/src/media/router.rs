@@ -40,7 +40,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use crate::bwe::EstimateStats;
-use crate::media::congestion::Congestion;
+use crate::media::congestion::{ALLOCATION_INTERVAL, Congestion};
 use crate::engine::{
     ConsumerLayerState, ConsumerMediaStats, ConsumerScore, EncodingScore, EncodingStats, LayerBitrate, MediaEvent,
     ProducerMediaStats, RoomMediaStats,
@@ -267,6 +267,8 @@ pub struct Router {
     pub retransmitted_packets: u64,
     /// Feedback to publishers, estimates towards subscribers.
     congestion: Congestion,
+    /// When the subscribers' estimates are next shared out among their consumers.
+    next_allocation: Option<Instant>,
     /// SSRCs recognised by RID or MID ([`recognise`]), applied again to every new table.
     learned: Vec<Binding>,
     /// The I/O shell's transport handles, as last given ([`Router::set_transport_handles`]),
@@ -452,6 +454,12 @@ impl Router {
             self.consumers.push(consumer);
         }
         self.congestion.update(&table, now);
+        // A subscriber's transport may connect before its first consumer gives it a send side.
+        for transport in &self.connected {
+            self.congestion.on_transport_connected(transport);
+        }
+        // New consumers get their share at the next tick, before their first keyframe.
+        self.next_allocation = None;
         // Each producer stream's fan-out, pointing its targets at their consumers' slots, and
         // the targets by transport. Rebuilt on every table (joins send one each): transports
         // are keyed by reference, no id copied.
@@ -1033,6 +1041,13 @@ impl Router {
         let mut congestion = Vec::new();
         self.congestion.handle_timeout(now, &mut congestion);
         out.extend(congestion.into_iter().map(|(transport, packet, rtcp)| Outgoing { transport, packet, rtcp }));
+        if self.next_allocation.is_none_or(|at| now >= at) {
+            self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+            let candidates = self.layer_candidates(now);
+            for (consumer, cap) in self.congestion.allocate(&candidates, now) {
+                out.extend(self.set_consumer_cap(&consumer, cap, now));
+            }
+        }
         let mut nacks = Vec::new();
         let mut silent = Vec::new();
         for (key, producer) in self.producers.iter_mut() {
