@@ -21,6 +21,14 @@ if ! pkg-config --exists openssl 2>/dev/null; then
   apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
 fi
 
+# The worker's constrained-link test (worker/tests/constrained_link.rs) builds a network
+# namespace, a veth pair and a tc limit as root: iproute2's ip and tc.
+if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
+  echo "installing iproute2 (apt) for the worker's constrained-link test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
+
 # The operator's suite against a real Kubernetes API server (operator/tests/api_server) starts
 # the workspace's kube-kit (<repo>/../shared/kube-kit, or FANOUT_KUBE_KIT), or envtest's
 # binaries from KUBEBUILDER_ASSETS; without either its tests print "SKIPPED ... and why".
