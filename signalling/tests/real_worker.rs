@@ -325,3 +325,35 @@ async fn a_room_the_worker_closes_puts_its_participants_out_and_is_forgotten() {
     assert_eq!(client.next_event("participant-joined").await["userId"], "bob");
     worker.shutdown().await;
 }
+
+// ---- a consumer's preferred layers and priority, through signalling to a real worker ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_layers_are_clamped_by_the_worker_and_a_bad_priority_gets_its_code() {
+    let (worker, addr, _) = signalling_with_worker((45320, 45329), Duration::from_secs(30)).await;
+    let url = format!("http://{addr}/");
+    let publisher = TestClient::connect(&url, Some(json!({"token": token("publisher", "teacher")})), None).await.unwrap();
+    publisher.request("join-room", json!({"roomId": "layers"})).await;
+    publisher.request("create-transport", json!({"direction": "send"})).await;
+    let produced = publisher.request("produce", json!({"kind": "video", "rtpParameters": rtp_parameters()})).await;
+    let mut viewer = TestClient::connect(&url, Some(json!({"token": token("viewer", "student")})), None).await.unwrap();
+    let joined = viewer.request("join-room", json!({"roomId": "layers"})).await;
+    viewer.request("create-transport", json!({"direction": "recv"})).await;
+    let capabilities = joined["mediasoup"]["rtpCapabilities"].clone();
+    let consumer = viewer.request("consume", json!({"producerId": produced["id"], "rtpCapabilities": capabilities})).await;
+    let id = consumer["id"].clone();
+    assert!(id.is_string(), "{consumer}");
+    // One encoding without a scalability mode: whatever is asked is kept as its only layer.
+    let layers = viewer
+        .request("set-consumer-preferred-layers", json!({"consumerId": id, "spatialLayer": 2, "temporalLayer": 2}))
+        .await;
+    assert_eq!(layers, json!({"consumerId": id, "spatialLayer": 0, "temporalLayer": 0}));
+    for bad in [0, 256] {
+        let refused = viewer.request("set-consumer-priority", json!({"consumerId": id, "priority": bad})).await;
+        assert_eq!(refused["error"]["code"], "INVALID_PRIORITY", "{bad}: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("255"), "{refused}");
+    }
+    let kept = viewer.request("set-consumer-priority", json!({"consumerId": id, "priority": 200})).await;
+    assert_eq!(kept, json!({"consumerId": id, "priority": 200}));
+    worker.shutdown().await;
+}
