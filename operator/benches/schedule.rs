@@ -89,6 +89,8 @@ fn controller_path(policy: Policy) -> (f64, usize, usize) {
                 image_pull_secrets: vec![],
                 http_port: 3000,
                 rtc_ports: Default::default(),
+                tcp_port: fanout_operator::crd::DEFAULT_TCP_PORT,
+                enable_tcp: true,
                 capacity: CAPACITY,
                 announced_address: Default::default(),
                 media_threads: None,

@@ -58,6 +58,13 @@ pub fn template_hash(spec: &SfuWorkerSpec) -> String {
         "tolerations": spec.tolerations,
         "resources": spec.resources,
     });
+    // ICE-TCP's fields count only when they differ from what pods made before them ran with
+    // (the worker's default port, on), so an operator upgrade does not replace every pod.
+    let mut shaping = shaping;
+    if spec.tcp_port != crate::crd::DEFAULT_TCP_PORT || !spec.enable_tcp {
+        shaping["tcpPort"] = serde_json::json!(spec.tcp_port);
+        shaping["enableTcp"] = serde_json::json!(spec.enable_tcp);
+    }
     let digest = Sha256::digest(shaping.to_string().as_bytes());
     digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
 }
@@ -96,6 +103,8 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
         format!("--http-port={}", spec.http_port),
         format!("--rtc-min-port={}", spec.rtc_ports.min),
         format!("--rtc-max-port={}", spec.rtc_ports.max),
+        format!("--rtc-tcp-port={}", spec.tcp_port),
+        format!("--enable-tcp={}", spec.enable_tcp),
         "--listen-ip=0.0.0.0".to_string(),
     ];
     if let Some(threads) = spec.media_threads {
@@ -168,13 +177,24 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
         command: Some(vec![WORKER_COMMAND.into()]),
         args: Some(args),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: spec.http_port,
-            host_port: Some(spec.http_port),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(
+            std::iter::once(ContainerPort {
+                name: Some("http".into()),
+                container_port: spec.http_port,
+                host_port: Some(spec.http_port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            })
+            // A hostPort too, so the scheduler never puts two pools' ICE-TCP ports on a node.
+            .chain(spec.enable_tcp.then(|| ContainerPort {
+                name: Some("ice-tcp".into()),
+                container_port: spec.tcp_port,
+                host_port: Some(spec.tcp_port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }))
+            .collect(),
+        ),
         readiness_probe: Some(health_probe(1, 5)),
         liveness_probe: Some(health_probe(10, 10)),
         resources: spec.resources.clone(),
@@ -252,6 +272,8 @@ pub(crate) mod tests {
             image_pull_secrets: vec![],
             http_port: 3000,
             rtc_ports: RtcPortRange::default(),
+            tcp_port: crate::crd::DEFAULT_TCP_PORT,
+            enable_tcp: true,
             capacity: WorkerCapacity::default(),
             announced_address: AnnouncedAddress::default(),
             media_threads: None,
@@ -313,9 +335,29 @@ pub(crate) mod tests {
         assert_eq!((port.container_port, port.host_port), (3100, Some(3100)));
         assert_eq!(port.protocol.as_deref(), Some("TCP"));
         let args = c.args.as_ref().unwrap();
-        for expected in ["--http-port=3100", "--rtc-min-port=41000", "--rtc-max-port=41999", "--media-threads=4"] {
+        for expected in ["--http-port=3100", "--rtc-min-port=41000", "--rtc-max-port=41999", "--media-threads=4", "--rtc-tcp-port=50000"] {
             assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
         }
+    }
+
+    #[test]
+    fn the_ice_tcp_port_is_a_host_port_unless_ice_tcp_is_off_and_only_a_change_of_it_replaces_pods() {
+        let mut p = pool("sfu", 1);
+        let default_hash = template_hash(&p.spec);
+        p.spec.tcp_port = 50443;
+        let pod = worker_pod(&p, 0);
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let tcp = c.ports.as_ref().unwrap().iter().find(|port| port.name.as_deref() == Some("ice-tcp")).expect("ice-tcp port");
+        assert_eq!((tcp.container_port, tcp.host_port, tcp.protocol.as_deref()), (50443, Some(50443), Some("TCP")));
+        assert!(c.args.as_ref().unwrap().iter().any(|a| a == "--rtc-tcp-port=50443"));
+        assert_ne!(template_hash(&p.spec), default_hash, "a new port replaces pods");
+        p.spec.tcp_port = crate::crd::DEFAULT_TCP_PORT;
+        assert_eq!(template_hash(&p.spec), default_hash, "the default shapes pods as before ICE-TCP had a field");
+        p.spec.enable_tcp = false;
+        let pod = worker_pod(&p, 0);
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.ports.as_ref().unwrap().len(), 1, "no ICE-TCP port declared");
+        assert!(c.args.as_ref().unwrap().iter().any(|a| a == "--enable-tcp=false"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const DEFAULT_RTC_PORTS: RtcPortRange = RtcPortRange {
     min: fanout_worker::defaults::RTC_MIN_PORT as i32,
     max: fanout_worker::defaults::RTC_MAX_PORT as i32,
 };
+/// Default `spec.tcpPort`: the worker binary's own ICE-TCP port.
+pub const DEFAULT_TCP_PORT: i32 = fanout_worker::defaults::RTC_TCP_PORT as i32;
 /// Default `spec.capacity`.
 pub const DEFAULT_CAPACITY: WorkerCapacity = WorkerCapacity { max_peers: 500, max_rooms: 50 };
 /// Default `spec.drainTimeoutSeconds`.
@@ -83,6 +85,17 @@ pub struct SfuWorkerSpec {
     /// nodes' firewall. Pools that may share a node must use ranges that do not overlap.
     #[serde(default)]
     pub rtc_ports: RtcPortRange,
+
+    /// TCP port on the node that every transport of a worker shares for ICE-TCP: browsers whose
+    /// networks block UDP connect here. Open it to browsers in the nodes' firewall too. Pools
+    /// that may share a node must use different ports.
+    #[serde(default = "default_tcp_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub tcp_port: i32,
+
+    /// Offer ICE-TCP candidates (`false`: UDP only, and `tcpPort` is not opened).
+    #[serde(default = "default_enable_tcp")]
+    pub enable_tcp: bool,
 
     /// How much one replica may host. The scheduler never commits more than this.
     #[serde(default)]
@@ -259,6 +272,12 @@ fn default_replicas() -> i32 {
 }
 fn default_http_port() -> i32 {
     DEFAULT_HTTP_PORT
+}
+fn default_tcp_port() -> i32 {
+    DEFAULT_TCP_PORT
+}
+fn default_enable_tcp() -> bool {
+    true
 }
 fn default_drain_timeout() -> i64 {
     DEFAULT_DRAIN_TIMEOUT_SECONDS
