@@ -282,9 +282,12 @@ fn flags_and_environment_the_chart_passes_exist_in_the_programs() {
                 if let Some(var) = line.strip_prefix("- name: ")
                     && var.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 {
-                    let known = source.contains(&format!("env = \"{var}\""))
-                        // tracing-subscriber's filter reads RUST_LOG.
-                        || (var == "RUST_LOG" && source.contains("EnvFilter::try_from_default_env"));
+                    // tracing-subscriber's filter reads RUST_LOG, in the program or in the shared
+                    // log set-up (fanout_worker::logging) it calls.
+                    let reads_rust_log = source.contains("EnvFilter::try_from_default_env")
+                        || (source.contains("fanout_worker::logging::init")
+                            && read(repo().join("worker/src/logging.rs")).contains("EnvFilter::try_from_default_env"));
+                    let known = source.contains(&format!("env = \"{var}\"")) || (var == "RUST_LOG" && reads_rust_log);
                     assert!(known, "{file} sets {var}, which {main} does not read");
                 }
             }
