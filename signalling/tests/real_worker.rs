@@ -336,7 +336,7 @@ async fn preferred_layers_are_clamped_by_the_worker_and_a_bad_priority_gets_its_
     publisher.request("join-room", json!({"roomId": "layers"})).await;
     publisher.request("create-transport", json!({"direction": "send"})).await;
     let produced = publisher.request("produce", json!({"kind": "video", "rtpParameters": rtp_parameters()})).await;
-    let mut viewer = TestClient::connect(&url, Some(json!({"token": token("viewer", "student")})), None).await.unwrap();
+    let viewer = TestClient::connect(&url, Some(json!({"token": token("viewer", "student")})), None).await.unwrap();
     let joined = viewer.request("join-room", json!({"roomId": "layers"})).await;
     viewer.request("create-transport", json!({"direction": "recv"})).await;
     let capabilities = joined["mediasoup"]["rtpCapabilities"].clone();
