@@ -339,3 +339,39 @@ async fn connections_beyond_the_limit_are_closed_and_the_others_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Found by the `socketio` fuzz target: engineioxide answered both with a bare 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_body_that_cannot_be_decoded_is_a_400_not_a_500() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let polling = format!("{}socket.io/?EIO=4&transport=polling", server.url());
+    let open = async || {
+        let open = http.get(&polling).send().await.unwrap().text().await.unwrap();
+        let open: Value = serde_json::from_str(open.trim_start_matches('0')).expect("the open packet");
+        format!("{polling}&sid={}", open["sid"].as_str().unwrap())
+    };
+    let post = async |session: &str, body: &'static [u8]| {
+        let response = http.post(session).body(body).send().await.unwrap();
+        response.status().as_u16()
+    };
+
+    // A binary packet ("b" then base64) that is not base64, after a packet that reads.
+    let session = open().await;
+    let token = format!("40{}", json!({ "token": token("u1", "student") }));
+    assert_eq!(http.post(&session).body(token).send().await.unwrap().status(), 200);
+    assert_eq!(post(&session, b"42[\"get-participants\",{}]\x1eb!!").await, 400);
+
+    // Pings the server never asked for: the heartbeat channel holds one, the next is refused.
+    let session = open().await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(post(&session, b"2").await);
+    }
+    assert!(answers.iter().all(|&status| status == 200 || status == 400), "{answers:?}");
+    assert!(answers.contains(&400), "{answers:?}");
+
+    // Others are served meanwhile.
+    let client = server.client("u2", "student").await;
+    assert_eq!(code(&client.request("get-participants", json!({})).await), "NOT_IN_ROOM");
+}

@@ -66,7 +66,13 @@ impl<B> From<Error> for Response<ResponseBody<B>> {
                 .status(code)
                 .body(ResponseBody::empty_response())
                 .unwrap(),
-            Error::BadPacket(_) | Error::InvalidPacketLength | Error::InvalidPacketType(_) => {
+            // Fanout patch (vendor/README.md): a binary packet that is not base64, or text that
+            // is not UTF-8, is the client's mistake like any bad packet: 400, not 500.
+            Error::BadPacket(_)
+            | Error::InvalidPacketLength
+            | Error::InvalidPacketType(_)
+            | Error::Base64(_)
+            | Error::StrUtf8(_) => {
                 Response::builder()
                     .status(400)
                     .body(ResponseBody::empty_response())

@@ -174,10 +174,12 @@ where
                 engine.close_session(sid, DisconnectReason::TransportClose);
                 break;
             }
-            Ok(Packet::Pong | Packet::Ping) => socket
+            // Fanout patch (vendor/README.md): a ping or pong the server did not ask for is a
+            // bad packet (400); it was a HeartbeatTimeout, which answers 500.
+            Ok(packet @ (Packet::Pong | Packet::Ping)) => socket
                 .heartbeat_tx
                 .try_send(())
-                .map_err(|_| Error::HeartbeatTimeout),
+                .map_err(|_| Error::BadPacket(packet)),
             Ok(Packet::Message(msg)) => {
                 engine.handler.on_message(msg, socket.clone());
                 Ok(())
