@@ -170,7 +170,10 @@ where
             Ok(Packet::Close) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("[sid={sid}] closing session");
-                socket.send(Packet::Noop)?;
+                // Fanout patch (vendor/README.md): the session may be closed already (a message
+                // earlier in the body that socketioxide could not parse closes it), and then
+                // the Noop cannot be queued; that is no reason to answer 500.
+                let _ = socket.send(Packet::Noop);
                 engine.close_session(sid, DisconnectReason::TransportClose);
                 break;
             }
