@@ -29,12 +29,13 @@ use fanout_signalling::worker::{InProcessBackend, MediaBackend, RoomEvents};
 use fanout_signalling::{Limits, Signalling, app};
 use fanout_worker::control::ControlPlane;
 use fanout_worker::control::testing::FakeEngine;
-use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo};
+use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest};
 use fanout_worker::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId, ProducerCreated,
     ProducerId, SequentialIds, TransportCreated, TransportId,
 };
 use fanout_worker::rtp::RtpCapabilities;
+use fanout_worker::video::Layers;
 use http::{Method, Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
@@ -121,6 +122,18 @@ impl MediaBackend for FreshWorker {
     }
     async fn close_consumer(&self, e: &str, room: &str, id: &ConsumerId) -> R<()> {
         self.current().close_consumer(e, room, id).await
+    }
+    async fn set_consumer_preferred_layers(
+        &self,
+        e: &str,
+        room: &str,
+        id: &ConsumerId,
+        request: &SetPreferredLayersRequest,
+    ) -> R<Layers> {
+        self.current().set_consumer_preferred_layers(e, room, id, request).await
+    }
+    async fn set_consumer_priority(&self, e: &str, room: &str, id: &ConsumerId, priority: u32) -> R<u32> {
+        self.current().set_consumer_priority(e, room, id, priority).await
     }
     async fn room_info(&self, e: &str, room: &str) -> R<RoomInfo> {
         self.current().room_info(e, room).await

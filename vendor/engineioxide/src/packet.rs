@@ -161,7 +161,9 @@ impl TryFrom<Str> for Packet {
             .as_bytes()
             .first()
             .ok_or(Error::InvalidPacketType(None))?;
-        let is_upgrade = value.len() == 6 && &value[1..6] == "probe";
+        // Fanout patch (vendor/README.md): compared as bytes; slicing the str at 1 panicked
+        // when the first character is more than one byte long ("ɚ;no-").
+        let is_upgrade = value.as_bytes().get(1..) == Some(b"probe".as_slice());
         let res = match packet_type {
             b'1' => Packet::Close,
             b'2' if is_upgrade => Packet::PingUpgrade,
