@@ -417,8 +417,11 @@ impl Congestion {
                     Cap::Unlimited => c.layers.last().map(|l| l.layers.spatial_layer),
                     other => spatial(other),
                 };
-                if let (Some(before), Some(after)) = (before, spatial(cap))
+                // Only a cap below what the app prefers holds: a lower preference is no downgrade.
+                let preferred = c.layers.iter().take_while(|l| l.layers <= c.preferred).last().map(|l| l.layers.spatial_layer);
+                if let (Some(before), Some(after), Some(preferred)) = (before, spatial(cap), preferred)
                     && after < before
+                    && after < preferred
                 {
                     entry.1 = Some((now, after));
                 }
