@@ -3,63 +3,20 @@
 //
 //   node --test web/test/          (scripts/test-web.sh installs and builds what it needs)
 //
-// Environment: see web/testing/product.mjs (FANOUT_E2E_MODE, FANOUT_E2E_WORKER_URL, ...).
+// Environment: see web/testing/suite.product.mjs (FANOUT_E2E_MODE, FANOUT_E2E_WORKER_URL, ...).
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, test } from 'node:test';
 
-import { Participant, assertReceivesFrom, eventually, launchBrowser, launchKillableBrowser, sleep } from '../testing/browser.mjs';
-import { signJwt, startProduct } from '../testing/product.mjs';
+import { assertReceivesFrom, eventually, launchKillableBrowser, sleep } from '../testing/browser.mjs';
+import { signJwt } from '../testing/product.mjs';
+import { browserSuite, figure } from '../testing/suite.mjs';
 
 /** How long an abruptly closed participant may stay visible to the others. */
 const GONE_WITHIN_MS = 30000;
 
-let product;
-let browser;
-
-before(
-  async () => {
-    product = await startProduct();
-    browser = await launchBrowser();
-    console.log(`product (${product.mode}) at ${product.baseUrl}; logs in ${product.logDir}`);
-  },
-  { timeout: 20 * 60 * 1000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await product?.stop();
-});
-
-const room = (label) => `e2e-${label}-${randomBytes(3).toString('hex')}`;
-
-function figure(name, value, unit) {
-  console.log(`figure: ${name} = ${value === null || value === undefined ? 'n/a' : `${Math.round(value)} ${unit}`}`);
-}
-
-/**
- * One scenario: `body(open)` opens participants with `open(name, params)`; all are closed
- * afterwards, and a failure carries their consoles and the product's log.
- */
-function scenario(name, body, timeoutMs = 120000) {
-  test(name, { timeout: timeoutMs }, async () => {
-    const participants = [];
-    const open = async (who, params, inBrowser = browser) => {
-      const p = await Participant.open(inBrowser, product, who, params);
-      participants.push(p);
-      return p;
-    };
-    try {
-      await body(open);
-    } catch (err) {
-      err.message += `\n${participants.map((p) => p.diagnostics()).join('\n')}\n${product.logs()}`;
-      throw err;
-    } finally {
-      await Promise.all(participants.map((p) => p.close()));
-    }
-  });
-}
+const suite = browserSuite('e2e');
+const { scenario, room } = suite;
 
 /** The worker's counters that a leaving participant must bring back down. */
 const counters = ({ peers, transports, producers, consumers }) => ({ peers, transports, producers, consumers });
@@ -68,7 +25,7 @@ async function countersReturnTo(baseline, what) {
   let now;
   await eventually(
     async () => {
-      now = counters(await product.workerStats());
+      now = counters(await suite.product.workerStats());
       return JSON.stringify(now) === JSON.stringify(baseline);
     },
     { timeoutMs: 15000, describe: () => `${what}: worker counters ${JSON.stringify(now)}, expected ${JSON.stringify(baseline)}` },
@@ -114,7 +71,7 @@ scenario('a participant joining late receives both existing producers of everyon
 });
 
 scenario('closing a producer removes the remote video; leaving brings the worker counters back down', async (open) => {
-  const baseline = counters(await product.workerStats());
+  const baseline = counters(await suite.product.workerStats());
   const name = room('close');
   const ada = await open('ada', { room: name });
   await ada.join();
@@ -122,7 +79,7 @@ scenario('closing a producer removes the remote video; leaving brings the worker
   await bob.join();
   await assertReceivesFrom(bob, [ada]);
   await assertReceivesFrom(ada, [bob]);
-  const during = counters(await product.workerStats());
+  const during = counters(await suite.product.workerStats());
   assert.deepEqual(
     during,
     {
@@ -145,7 +102,7 @@ scenario('closing a producer removes the remote video; leaving brings the worker
   await sleep(1000);
   const later = (await bob.stats()).find((r) => r.producerId === audio.producerId);
   assert.ok(later && later.packetsReceived > audio.packetsReceived, "ada's audio still reaches bob");
-  const afterClose = counters(await product.workerStats());
+  const afterClose = counters(await suite.product.workerStats());
   assert.equal(afterClose.producers, baseline.producers + 3, 'the closed producer is gone from the worker');
   assert.equal(afterClose.consumers, baseline.consumers + 3, "and bob's consumer of it");
 
@@ -194,7 +151,7 @@ scenario("a publisher's estimate passes 1 Mbps within 10 s: the worker's transpo
 });
 
 scenario('a bad token is refused with a visible error and nothing is created on the worker', async (open) => {
-  const before = await product.workerStats();
+  const before = await suite.product.workerStats();
   const forged = signJwt(
     { sub: 'mallory', name: 'Mallory', role: 'participant', exp: Math.floor(Date.now() / 1000) + 3600 },
     randomBytes(32).toString('hex'),
@@ -212,7 +169,7 @@ scenario('a bad token is refused with a visible error and nothing is created on 
     assert.ok(await mallory.page.isVisible('#message'), 'the message is visible');
     assert.ok(await mallory.page.isHidden('#call'), 'no call view');
   }
-  const now = await product.workerStats();
+  const now = await suite.product.workerStats();
   assert.deepEqual(
     { rooms: now.rooms, ...counters(now) },
     { rooms: before.rooms, ...counters(before) },
@@ -221,7 +178,7 @@ scenario('a bad token is refused with a visible error and nothing is created on 
 });
 
 scenario('a participant whose page is closed abruptly disappears from the others', async (open) => {
-  const baseline = counters(await product.workerStats());
+  const baseline = counters(await suite.product.workerStats());
   const name = room('crash');
   const ada = await open('ada', { room: name });
   await ada.join();

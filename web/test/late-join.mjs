@@ -13,31 +13,15 @@
 // good to about the poll interval plus one getStats call, 5-10 ms.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { Participant, eventually, launchBrowser } from '../testing/browser.mjs';
-import { startProduct } from '../testing/product.mjs';
+import { Participant, eventually } from '../testing/browser.mjs';
+import { browserSuite, figure } from '../testing/suite.mjs';
 
 const JOINS = Number(process.env.FANOUT_LATE_JOINS || 10);
 const TARGET_MS = 200;
 
-let product;
-let browser;
-
-before(
-  async () => {
-    product = await startProduct();
-    browser = await launchBrowser();
-    console.log(`product (${product.mode}) at ${product.baseUrl}; logs in ${product.logDir}`);
-  },
-  { timeout: 20 * 60 * 1000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await product?.stop();
-});
+const suite = browserSuite('late-join');
 
 /** Runs in the page before its scripts: records, per peer connection, the two instants. */
 function instrumentPeerConnections() {
@@ -78,23 +62,19 @@ function receiving(participant) {
   return participant.page.evaluate(() => (window.__fanoutConnections ?? []).find((r) => r.receivesVideo && r.firstDecodedAt !== null) ?? null);
 }
 
-function figure(name, value, unit) {
-  console.log(`figure: ${name} = ${value === null || value === undefined ? 'n/a' : `${Math.round(value)} ${unit}`}`);
-}
-
 test(`${JOINS} late joiners each decode the publisher's video soon after their transport connects`, { timeout: 15 * 60 * 1000 }, async () => {
-  const room = `late-join-${randomBytes(3).toString('hex')}`;
-  const publisher = await Participant.open(browser, product, 'presenter', { room });
+  const room = suite.room('call');
+  const publisher = await Participant.open(suite.browser, suite.product, 'presenter', { room });
   const times = [];
   try {
     await publisher.join();
     for (let i = 1; i <= JOINS; i++) {
-      const context = await browser.newContext();
+      const context = await suite.browser.newContext();
       await context.addInitScript(instrumentPeerConnections);
       const page = await context.newPage();
       const joiner = new Participant(`joiner-${i}`, page, context);
       try {
-        await page.goto(product.pageUrl({ name: joiner.name, room }));
+        await page.goto(suite.product.pageUrl({ name: joiner.name, room }));
         await joiner.join();
         const record = await eventually(() => receiving(joiner), {
           timeoutMs: 20000,
@@ -108,7 +88,7 @@ test(`${JOINS} late joiners each decode the publisher's video soon after their t
         times.push(ms);
         figure(`late join ${i}: receiving transport connected -> first decoded frame`, ms, 'ms');
       } catch (err) {
-        err.message += `\n${publisher.diagnostics()}\n${product.logs()}`;
+        err.message += `\n${publisher.diagnostics()}\n${suite.product.logs()}`;
         throw err;
       } finally {
         await joiner.close();

@@ -7,51 +7,12 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, test } from 'node:test';
 
-import { Participant, assertReceivesFrom, eventually, launchBrowser } from '../testing/browser.mjs';
-import { startProduct } from '../testing/product.mjs';
+import { assertReceivesFrom, eventually } from '../testing/browser.mjs';
+import { browserSuite, figure } from '../testing/suite.mjs';
 
-let product;
-let browser;
-
-before(
-  async () => {
-    product = await startProduct();
-    browser = await launchBrowser();
-  },
-  { timeout: 20 * 60 * 1000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await product?.stop();
-});
-
-const room = (label) => `resilience-${label}-${randomBytes(3).toString('hex')}`;
-
-function figure(name, ms) {
-  console.log(`figure: ${name} = ${Math.round(ms)} ms`);
-}
-
-function scenario(name, body, { timeoutMs = 120000, skip } = {}) {
-  test(name, { timeout: timeoutMs, skip }, async () => {
-    const participants = [];
-    const open = async (who, params) => {
-      const p = await Participant.open(browser, product, who, params);
-      participants.push(p);
-      return p;
-    };
-    try {
-      await body(open);
-    } catch (err) {
-      err.message += `\n${participants.map((p) => p.diagnostics()).join('\n')}\n${product.logs()}`;
-      throw err;
-    } finally {
-      await Promise.all(participants.map((p) => p.close()));
-    }
-  });
-}
+const suite = browserSuite('resilience');
+const { scenario, room } = suite;
 
 /** Waits until `who` has a transport of `direction` other than `old`; returns its id. */
 async function replaced(who, direction, old) {
@@ -79,7 +40,7 @@ scenario(
     // Bob's receiving transport loses ICE consent.
     const recv = await bob.transportId('recv');
     let started = Date.now();
-    await product.closeTransport(name, recv, 'ICE_CONSENT_LOST');
+    await suite.product.closeTransport(name, recv, 'ICE_CONSENT_LOST');
     await eventually(async () => (await bob.transportCloses()).some((c) => c.code === 'ICE_CONSENT_LOST' && c.direction === 'recv'), {
       describe: async () => `bob's page was not told: ${JSON.stringify(await bob.transportCloses())}`,
     });
@@ -91,7 +52,7 @@ scenario(
     // Ada's sending transport fails DTLS: she publishes again on a new one.
     const send = await ada.transportId('send');
     started = Date.now();
-    await product.closeTransport(name, send, 'DTLS_FAILED');
+    await suite.product.closeTransport(name, send, 'DTLS_FAILED');
     await replaced(ada, 'send', send);
     await assertReceivesFrom(bob, [ada]);
     figure('sending transport closed by the worker to the others decoding again', Date.now() - started);
@@ -115,7 +76,7 @@ scenario(
     const before = await bob.participantId();
     const started = Date.now();
     // Both at once, as when his browser went away: the worker removes him with the last one.
-    await product.closePeerTransports(name, before, 'ICE_CONSENT_LOST');
+    await suite.product.closePeerTransports(name, before, 'ICE_CONSENT_LOST');
     // The worker removed bob with his last transport; his page joined again as a new participant.
     const after = await eventually(
       async () => {

@@ -9,11 +9,9 @@
 // what the publisher's outbound-rtp stats say it sends, never on fixed sleeps.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { after, before, test } from 'node:test';
 
-import { Participant, eventually, launchBrowser } from '../testing/browser.mjs';
-import { startProduct } from '../testing/product.mjs';
+import { eventually } from '../testing/browser.mjs';
+import { browserSuite } from '../testing/suite.mjs';
 
 /**
  * The camera size the publisher asks Chrome's fake camera for. Chrome sends three simulcast
@@ -23,43 +21,8 @@ import { startProduct } from '../testing/product.mjs';
 const FULL_WIDTH = 1280;
 const FULL_HEIGHT = 720;
 
-let product;
-let browser;
-
-before(
-  async () => {
-    product = await startProduct();
-    browser = await launchBrowser();
-    console.log(`product (${product.mode}) at ${product.baseUrl}; logs in ${product.logDir}`);
-  },
-  { timeout: 20 * 60 * 1000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await product?.stop();
-});
-
-const room = (label) => `simulcast-${label}-${randomBytes(3).toString('hex')}`;
-
-function scenario(name, body, timeoutMs = 180000) {
-  test(name, { timeout: timeoutMs }, async () => {
-    const participants = [];
-    const open = async (who, params) => {
-      const p = await Participant.open(browser, product, who, params);
-      participants.push(p);
-      return p;
-    };
-    try {
-      await body(open);
-    } catch (err) {
-      err.message += `\n${participants.map((p) => p.diagnostics()).join('\n')}\n${product.logs()}`;
-      throw err;
-    } finally {
-      await Promise.all(participants.map((p) => p.close()));
-    }
-  });
-}
+const suite = browserSuite('simulcast', { scenarioTimeoutMs: 180000 });
+const { scenario, room } = suite;
 
 /** The publisher's outbound-rtp rows of its camera, one per encoding. */
 const outbound = (publisher) => publisher.page.evaluate(() => window.fanoutDemo.outboundVideoStats());
