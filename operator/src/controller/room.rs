@@ -238,7 +238,11 @@ fn status_for(
 }
 
 /// Writes the status with server-side apply, skipping the write when nothing changed (so a
-/// resync of thousands of rooms costs no API writes).
+/// resync of thousands of rooms costs no API writes). The decision was made on the cached
+/// `room`: its resourceVersion makes the write conditional, so a decision taken on a copy
+/// older than the server's (a reconcile that ran before the watch delivered this operator's
+/// own last write, as after a leader takeover) is refused with a conflict and made again on
+/// the fresh object, instead of placing a room twice.
 async fn write_status(room: &Room, api: &Api<Room>, status: RoomStatus) -> Result<()> {
     if room.status.as_ref() == Some(&status) {
         return Ok(());
@@ -246,6 +250,7 @@ async fn write_status(room: &Room, api: &Api<Room>, status: RoomStatus) -> Resul
     let patch = serde_json::json!({
         "apiVersion": "fanout.dev/v1alpha1",
         "kind": "Room",
+        "metadata": { "resourceVersion": room.resource_version() },
         "status": status,
     });
     api.patch_status(&room.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
