@@ -171,6 +171,25 @@ pub struct EncodingStats {
     pub layers: Vec<LayerBitrate>,
 }
 
+impl EncodingStats {
+    /// An encoding the producer signalled but whose packets have not (yet) been seen.
+    pub fn unseen(encoding_idx: usize, rid: Option<String>, ssrc: Option<u32>) -> Self {
+        EncodingStats {
+            encoding_idx,
+            rid,
+            ssrc,
+            active: false,
+            score: 0,
+            bitrate: 0,
+            packets_received: 0,
+            packets_lost: 0,
+            packets_repaired: 0,
+            jitter: 0,
+            layers: Vec::new(),
+        }
+    }
+}
+
 /// What a consumer of a layer gets, bits per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

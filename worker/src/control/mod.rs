@@ -585,19 +585,7 @@ impl ControlPlane {
             .into_iter()
             .enumerate()
             .map(|(index, (rid, ssrc))| {
-                seen.as_ref().and_then(|p| p.encodings.iter().find(|e| e.encoding_idx == index).cloned()).unwrap_or(EncodingStats {
-                    encoding_idx: index,
-                    rid,
-                    ssrc,
-                    active: false,
-                    score: 0,
-                    bitrate: 0,
-                    packets_received: 0,
-                    packets_lost: 0,
-                    packets_repaired: 0,
-                    jitter: 0,
-                    layers: Vec::new(),
-                })
+                seen.as_ref().and_then(|p| p.encodings.iter().find(|e| e.encoding_idx == index).cloned()).unwrap_or_else(|| EncodingStats::unseen(index, rid, ssrc))
             })
             .collect();
         Ok(ProducerStats { producer_id: id.clone(), kind, r#type, paused, encodings })

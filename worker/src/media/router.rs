@@ -1235,19 +1235,7 @@ impl Router {
             if bound {
                 continue;
             }
-            let encoding = EncodingStats {
-                encoding_idx: unbound.media.encoding_index,
-                rid: unbound.rid.clone(),
-                ssrc: None,
-                active: false,
-                score: 0,
-                bitrate: 0,
-                packets_received: 0,
-                packets_lost: 0,
-                packets_repaired: 0,
-                jitter: 0,
-                layers: Vec::new(),
-            };
+            let encoding = EncodingStats::unseen(unbound.media.encoding_index, unbound.rid.clone(), None);
             match producers.iter_mut().find(|p| p.producer_id == unbound.media.producer_id) {
                 Some(entry) => entry.encodings.push(encoding),
                 None => producers.push(ProducerMediaStats { producer_id: unbound.media.producer_id.clone(), encodings: vec![encoding] }),
