@@ -14,6 +14,20 @@ fi
 # Node.js for the browser tests, checked now rather than after the Rust suite.
 ./scripts/check-node.sh
 
+# A run from clean writes about 10 GB under target/ and the Kubernetes API server tests about
+# 500 MB under the temporary folder; a full disk shows up later as unrelated-looking failures
+# (etcd refusing to start, a linker error), so say it first.
+free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR==2 {print int($4 / 1048576)}'; }
+for dir in . "${TMPDIR:-/tmp}"; do
+  if [ "$(free_gb "$dir")" -lt 12 ] 2>/dev/null; then
+    echo "warning: only $(free_gb "$dir") GB free on the disk holding $dir; a run from clean needs about 12 GB" >&2
+  fi
+done
+
+# The suite builds each crate once per run: incremental compilation's caches (several GB in a
+# workspace this size) would only fill the disk. Set CARGO_INCREMENTAL=1 to keep them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # The Socket.IO test client (rust_socketio) links OpenSSL: its headers and pkg-config.
 if ! pkg-config --exists openssl 2>/dev/null; then
   echo "installing libssl-dev and pkg-config (apt) for the Socket.IO test client"

@@ -215,4 +215,13 @@ impl Cluster {
         events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
         events.into_iter().filter_map(|e| e.reason).collect()
     }
+
+    /// Waits until an Event about `name` with `reason` is stored. The operator publishes its
+    /// Events after the status write a test waits for, so they may land a moment later.
+    pub async fn expect_event(&self, name: &str, reason: &str) {
+        eventually(&format!("an Event {reason} about {name}"), Duration::from_secs(10), || async {
+            self.event_reasons(name).await.iter().any(|r| r == reason).then_some(())
+        })
+        .await
+    }
 }

@@ -54,7 +54,13 @@ pub fn control_plane(test: &str) -> Option<&'static ControlPlane> {
             say(format!("SKIPPED {test}: {}", why_absent()));
             None
         }
-        Err(e) => panic!("the Kubernetes control plane did not start: {e}"),
+        Err(e) => {
+            // On the terminal too: a failed start fails every test of the binary, and the
+            // first panic's message may be far from where a reader of the log looks.
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| say(format!("api_server: the Kubernetes control plane did not start: {e}")));
+            panic!("the Kubernetes control plane did not start: {e}")
+        }
     }
 }
 
@@ -155,12 +161,15 @@ fn start_kit(kit: &Path) -> Result<ControlPlane, String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", kit.join("up.sh").display()))?;
     if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}):\n{}",
-            kit.join("up.sh").display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        // up.sh prints the tail of the failing component's log on stdout, its own reason on
+        // stderr: both belong in the message.
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let hint = if printed.contains("no space left on device") {
+            format!("\n(the disk holding {} is full: etcd and the kit's binaries need about 500 MB there)", state.display())
+        } else {
+            String::new()
+        };
+        return Err(format!("{} failed ({}):\n{printed}{hint}", kit.join("up.sh").display(), out.status));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let kubeconfig = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());

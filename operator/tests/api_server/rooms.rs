@@ -44,7 +44,7 @@ async fn rooms_are_placed_on_ready_workers_and_one_that_fits_nowhere_is_pending_
     assert_eq!(placement.reserved_peers, 10);
     let pod = c.api::<Pod>().get(&placement.pod).await.unwrap();
     assert_eq!(pod.metadata.uid.as_deref(), Some(placement.pod_uid.as_str()));
-    assert!(c.event_reasons("small").await.contains(&"Scheduled".to_string()));
+    c.expect_event("small", "Scheduled").await;
     // The placement leads to a real worker: signalling would open the room there.
     worker_client().ensure_room(&placement.endpoint, "small", &[]).await.expect("the placed worker takes the room");
 
@@ -60,7 +60,7 @@ async fn rooms_are_placed_on_ready_workers_and_one_that_fits_nowhere_is_pending_
     assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "InsufficientCapacity"));
     assert!(condition.message.contains("no worker can host 500 more peers"), "{}", condition.message);
     assert!(condition.message.contains("2 matching replicas"), "{}", condition.message);
-    assert!(c.event_reasons("huge").await.contains(&"InsufficientCapacity".to_string()));
+    c.expect_event("huge", "InsufficientCapacity").await;
 
     // Bigger workers: the pending room is placed without being touched.
     let pools: Api<SfuWorker> = c.api();
@@ -99,7 +99,7 @@ async fn a_room_moves_off_a_pod_not_ready_past_the_grace_and_off_a_deleted_pod()
     // The server keeps lastTransitionTime in whole seconds, so the grace may start up to 1 s
     // before the test's clock says.
     assert!(waited >= Duration::from_secs(grace - 1), "moved after {waited:?}, inside the {grace} s grace");
-    assert!(c.event_reasons("class").await.contains(&"PlacementLost".to_string()));
+    c.expect_event("class", "PlacementLost").await;
 
     // Deleted: the room moves at once (the first pod is Ready again).
     kubelet.set_ready(&first.pod, true).await;
@@ -202,7 +202,7 @@ async fn a_room_with_an_empty_timeout_is_deleted_once_empty_that_long_and_one_wi
     ));
     assert!(gone_after >= Duration::from_secs(timeout as u64), "deleted {gone_after:?} after emptying, before its timeout");
     assert!(since.0 <= jiff::Timestamp::now());
-    assert!(c.event_reasons("on-demand").await.contains(&"EmptyTimeout".to_string()));
+    c.expect_event("on-demand", "EmptyTimeout").await;
     let closed = workers.room_info(&placement.endpoint, "on-demand").await.expect_err("closed on the worker");
     assert!(closed.is_not_found(), "{closed}");
 
