@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::events::{Audience, notification};
+use crate::placement::RoomLocation;
 use crate::server::Connection;
 use crate::session::socket_of;
 use crate::worker::MediaBackend;
@@ -56,7 +57,7 @@ impl Followers {
         io: &SocketIo,
         backend: Arc<dyn MediaBackend>,
         room: &str,
-        endpoint: &str,
+        location: &RoomLocation,
     ) -> watch::Receiver<bool> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let start = || {
@@ -66,7 +67,7 @@ impl Followers {
                 self.clone(),
                 backend.clone(),
                 room.to_owned(),
-                endpoint.to_owned(),
+                location.clone(),
                 tx,
             ));
             (task.abort_handle(), rx)
@@ -121,17 +122,18 @@ async fn follow(
     followers: Followers,
     backend: Arc<dyn MediaBackend>,
     room: String,
-    endpoint: String,
+    location: RoomLocation,
     subscribed: watch::Sender<bool>,
 ) {
+    let endpoint = &location.endpoint;
     let mut retry = FIRST_RETRY;
     let mut closes = LastCloses::default();
     loop {
         // The worker refuses to stream an unknown room, and the first participant's join is
         // what opens it; opening it here (idempotent) lets the subscription come first, so
         // no event after the join is missed.
-        let stream = match backend.ensure_room(&endpoint, &room).await {
-            Ok(_) => backend.events(&endpoint, &room).await,
+        let stream = match backend.ensure_room(endpoint, &room, &location.setup).await {
+            Ok(_) => backend.events(endpoint, &room).await,
             Err(error) => Err(error),
         };
         let _ = subscribed.send(true);

@@ -174,7 +174,7 @@ impl Signalling {
         let location = self.placement.locate(room).await?;
         let mut subscribed =
             self.followers
-                .acquire(self.io(), self.backend.clone(), room, &location.endpoint);
+                .acquire(self.io(), self.backend.clone(), room, &location);
         // Waiting for the subscription means no event after our join is missed; a slow
         // worker only delays the join, bounded.
         let _ = tokio::time::timeout(

@@ -19,7 +19,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::broadcast;
 
 use crate::error::{Result, SignallingError};
-use crate::placement::{Migration, Placement, RoomLocation};
+use crate::placement::{Migration, Placement, RoomLocation, RoomSetup};
 
 /// Creates Room objects for auto-create (behind a trait so tests need no API server).
 #[async_trait]
@@ -66,6 +66,15 @@ pub fn location_of(room: &Room) -> Option<RoomLocation> {
         endpoint: placement.endpoint.clone(),
         publishers: room.spec.publishers.clone(),
         max_peers: u32::try_from(room.spec.max_peers).ok(),
+        setup: RoomSetup {
+            codecs: room.spec.codecs.clone(),
+            empty_timeout: room
+                .spec
+                .empty_timeout_seconds
+                .and_then(|seconds| u64::try_from(seconds).ok())
+                .filter(|seconds| *seconds > 0)
+                .map(Duration::from_secs),
+        },
     })
 }
 
@@ -280,6 +289,19 @@ mod tests {
         assert_eq!(location.endpoint, "http://10.0.0.7:3000");
         assert_eq!(location.publishers, vec!["teacher".to_string()]);
         assert_eq!(location.max_peers, Some(30));
+        assert_eq!(location.setup, RoomSetup::default(), "no codecs and no empty timeout: the worker's defaults");
+    }
+
+    #[tokio::test]
+    async fn a_rooms_codecs_and_empty_timeout_are_what_its_worker_opens_it_with() {
+        let mut maths = room("maths", Some("http://10.0.0.7:3000"));
+        maths.spec.codecs = vec![fanout_operator::crd::RoomCodec::VP8, fanout_operator::crd::RoomCodec::Opus];
+        maths.spec.empty_timeout_seconds = Some(300);
+        let (rooms, _w) = store(vec![maths]);
+        let placement = KubePlacement::new(rooms, "media", None, Duration::from_millis(100));
+        let setup = placement.locate("maths").await.unwrap().setup;
+        assert_eq!(setup.codecs, [fanout_operator::crd::RoomCodec::VP8, fanout_operator::crd::RoomCodec::Opus]);
+        assert_eq!(setup.empty_timeout, Some(Duration::from_secs(300)));
     }
 
     #[tokio::test]

@@ -7,7 +7,11 @@
 //! - [`crate::kube_placement::KubePlacement`]: a watch cache of Room objects (the operator
 //!   writes each room's worker into its status), with auto-create and `room-migrated`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use fanout_operator::crd::RoomCodec;
+use fanout_worker::rtp::{RtpCodecCapability, default_media_codecs};
 
 use crate::error::Result;
 
@@ -20,6 +24,43 @@ pub struct RoomLocation {
     pub publishers: Vec<String>,
     /// Most participants the room takes, when limited.
     pub max_peers: Option<u32>,
+    /// How the worker opens the room.
+    pub setup: RoomSetup,
+}
+
+/// What a room is opened with on its worker: the Room object's `codecs` and
+/// `emptyTimeoutSeconds` in Kubernetes mode, the worker's defaults otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSetup {
+    /// Codecs the room offers, in order of preference; empty: the worker's defaults.
+    pub codecs: Vec<RoomCodec>,
+    /// How long the worker keeps the room open without peers; `None`: the worker's default
+    /// (`--empty-room-timeout-seconds`).
+    pub empty_timeout: Option<Duration>,
+}
+
+impl RoomSetup {
+    /// The worker's media codecs for [`RoomSetup::codecs`], in their order: each names every
+    /// variant the worker has of it (H264 is two profiles). Empty when the room names none,
+    /// which the worker reads as its defaults.
+    pub fn media_codecs(&self) -> Vec<RtpCodecCapability> {
+        let supported = default_media_codecs();
+        let mut codecs = Vec::new();
+        for codec in &self.codecs {
+            let mime = match codec {
+                RoomCodec::Opus => "audio/opus",
+                RoomCodec::VP8 => "video/VP8",
+                RoomCodec::VP9 => "video/VP9",
+                RoomCodec::H264 => "video/H264",
+            };
+            for capability in supported.iter().filter(|c| c.mime_type.eq_ignore_ascii_case(mime)) {
+                if !codecs.contains(capability) {
+                    codecs.push(capability.clone());
+                }
+            }
+        }
+        codecs
+    }
 }
 
 impl RoomLocation {
@@ -62,6 +103,7 @@ impl StaticPlacement {
                 endpoint: endpoint.into(),
                 publishers: Vec::new(),
                 max_peers: None,
+                setup: RoomSetup::default(),
             },
         }
     }
@@ -91,6 +133,26 @@ mod tests {
         let b = placement.locate("b").await.unwrap();
         assert_eq!(a.endpoint, "http://127.0.0.1:3000");
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_room_naming_no_codecs_opens_with_the_workers_defaults() {
+        assert!(RoomSetup::default().media_codecs().is_empty());
+    }
+
+    #[test]
+    fn a_rooms_codecs_become_the_workers_codecs_in_the_rooms_order() {
+        let setup = RoomSetup {
+            codecs: vec![RoomCodec::H264, RoomCodec::Opus, RoomCodec::H264],
+            empty_timeout: None,
+        };
+        let codecs = setup.media_codecs();
+        let mimes: Vec<&str> = codecs.iter().map(|c| c.mime_type.as_str()).collect();
+        // Both H264 profiles the worker has, once each, then Opus.
+        assert_eq!(mimes, ["video/H264", "video/H264", "audio/opus"]);
+        assert_ne!(codecs[0].parameters, codecs[1].parameters);
+        // And the worker takes them as a room's media codecs.
+        fanout_worker::rtp::router_capabilities(&codecs).expect("the worker accepts them");
     }
 
     #[test]

@@ -225,6 +225,7 @@ mod tests {
                 endpoint: "http://w".into(),
                 publishers: publishers.iter().map(|s| s.to_string()).collect(),
                 max_peers: None,
+                setup: Default::default(),
             },
         )
     }

@@ -24,6 +24,7 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{Result, SignallingError};
+use crate::placement::RoomSetup;
 
 /// A room's event stream: ends after `roomClosed` or with an error (lagged, broken).
 pub type RoomEvents = BoxStream<'static, Result<RoomEvent>>;
@@ -31,8 +32,8 @@ pub type RoomEvents = BoxStream<'static, Result<RoomEvent>>;
 /// One method per worker call signalling needs (the worker REST API, `docs/worker-api.md`).
 #[async_trait]
 pub trait MediaBackend: Send + Sync + 'static {
-    /// Opens the room with the worker's default codecs if needed; its router capabilities.
-    async fn ensure_room(&self, endpoint: &str, room: &str) -> Result<RtpCapabilities>;
+    /// Opens the room as `setup` says if it is not open; its router capabilities.
+    async fn ensure_room(&self, endpoint: &str, room: &str, setup: &RoomSetup) -> Result<RtpCapabilities>;
     /// Joins a peer; identity in `join` comes from the token.
     async fn join(&self, endpoint: &str, room: &str, join: &JoinRequest) -> Result<JoinResponse>;
     /// Removes a peer with its transports, producers and consumers.
@@ -155,9 +156,9 @@ pub fn worker_error(error: ClientError) -> SignallingError {
 
 #[async_trait]
 impl MediaBackend for WorkerBackend {
-    async fn ensure_room(&self, endpoint: &str, room: &str) -> Result<RtpCapabilities> {
+    async fn ensure_room(&self, endpoint: &str, room: &str, setup: &RoomSetup) -> Result<RtpCapabilities> {
         self.client
-            .ensure_room(endpoint, room, &[])
+            .ensure_room_with(endpoint, room, &setup.media_codecs(), setup.empty_timeout)
             .await
             .map_err(worker_error)
     }
@@ -389,9 +390,9 @@ fn control_error(error: ControlError) -> SignallingError {
 
 #[async_trait]
 impl MediaBackend for InProcessBackend {
-    async fn ensure_room(&self, _endpoint: &str, room: &str) -> Result<RtpCapabilities> {
+    async fn ensure_room(&self, _endpoint: &str, room: &str, setup: &RoomSetup) -> Result<RtpCapabilities> {
         self.control
-            .ensure_room(&RoomId::from(room), &[])
+            .ensure_room_with(&RoomId::from(room), &setup.media_codecs(), setup.empty_timeout)
             .map_err(control_error)
     }
 

@@ -326,11 +326,96 @@ async fn a_room_the_worker_closes_puts_its_participants_out_and_is_forgotten() {
     worker.shutdown().await;
 }
 
+// ---- what a Room object says the room opens with, through signalling to a real worker ----
+
+/// Every room where a Room object with codecs and an empty timeout would put it.
+struct RoomObjectPlacement {
+    endpoint: String,
+    setup: fanout_signalling::placement::RoomSetup,
+}
+
+#[async_trait::async_trait]
+impl fanout_signalling::placement::Placement for RoomObjectPlacement {
+    async fn locate(&self, room: &str) -> fanout_signalling::Result<fanout_signalling::placement::RoomLocation> {
+        let setup = if room.starts_with("configured") { self.setup.clone() } else { Default::default() };
+        Ok(fanout_signalling::placement::RoomLocation {
+            endpoint: self.endpoint.clone(),
+            publishers: vec![],
+            max_peers: None,
+            setup,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_opens_on_its_worker_with_its_codecs_and_closes_after_its_own_empty_timeout() {
+    use fanout_operator::crd::RoomCodec;
+    let worker = fanout_worker::server::start(fanout_worker::server::WorkerConfig::loopback((45340, 45349)))
+        .await
+        .expect("worker starts");
+    let placement = RoomObjectPlacement {
+        endpoint: worker.endpoint(),
+        setup: fanout_signalling::placement::RoomSetup {
+            codecs: vec![RoomCodec::VP8, RoomCodec::Opus],
+            empty_timeout: Some(Duration::from_secs(1)),
+        },
+    };
+    let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
+    // Over HTTP: the setup travels in the REST body (`mediaCodecs`, `emptyTimeoutSeconds`).
+    let state = Signalling::new(
+        verifier,
+        Arc::new(placement),
+        Arc::new(WorkerBackend::new(None, Duration::from_secs(5))),
+        Limits::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(state, &[])).await.unwrap() });
+
+    let client = TestClient::connect(&url, Some(json!({"token": token("ada", "teacher")})), None)
+        .await
+        .unwrap();
+    let joined = client.request("join-room", json!({"roomId": "configured"})).await;
+    assert_eq!(joined["success"], true, "{joined}");
+    let mimes: Vec<&str> = joined["mediasoup"]["routerRtpCapabilities"]["codecs"]
+        .as_array()
+        .expect("codecs")
+        .iter()
+        .filter_map(|c| c["mimeType"].as_str())
+        .filter(|m| !m.ends_with("/rtx"))
+        .collect();
+    assert_eq!(mimes, ["video/VP8", "audio/opus"], "the room's codecs, in its order");
+    // A room no Room object configures opens with the worker's defaults.
+    let other = TestClient::connect(&url, Some(json!({"token": token("bob", "teacher")})), None)
+        .await
+        .unwrap();
+    let plain = other.request("join-room", json!({"roomId": "plain"})).await;
+    assert!(plain["mediasoup"]["routerRtpCapabilities"]["codecs"].as_array().unwrap().len() > 3, "{plain}");
+
+    client.request("leave-room", json!({})).await;
+    other.request("leave-room", json!({})).await;
+    let rooms = fanout_worker::client::WorkerClient::new(None, Duration::from_secs(5));
+    let left = std::time::Instant::now();
+    loop {
+        match rooms.room_info(&worker.endpoint(), "configured").await {
+            Err(e) if e.is_not_found() => break,
+            _ => {}
+        }
+        assert!(left.elapsed() < Duration::from_secs(10), "the configured room is still open 10 s after its last peer left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed_after = left.elapsed();
+    assert!(closed_after >= Duration::from_millis(900), "closed {closed_after:?} after emptying, before its 1 s timeout");
+    // The worker's default (60 s) still holds the other room.
+    rooms.room_info(&worker.endpoint(), "plain").await.expect("the unconfigured room stays open");
+    worker.shutdown().await;
+}
+
 // ---- a consumer's preferred layers and priority, through signalling to a real worker ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_layers_are_clamped_by_the_worker_and_a_bad_priority_gets_its_code() {
-    let (worker, addr, _) = signalling_with_worker((45320, 45329), Duration::from_secs(30)).await;
+    let (worker, addr, _) = signalling_with_worker((45330, 45339), Duration::from_secs(30)).await;
     let url = format!("http://{addr}/");
     let publisher = TestClient::connect(&url, Some(json!({"token": token("publisher", "teacher")})), None).await.unwrap();
     publisher.request("join-room", json!({"roomId": "layers"})).await;

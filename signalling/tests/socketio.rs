@@ -656,7 +656,7 @@ struct MovingPlacement {
 #[async_trait::async_trait]
 impl fanout_signalling::placement::Placement for MovingPlacement {
     async fn locate(&self, _room: &str) -> fanout_signalling::Result<fanout_signalling::placement::RoomLocation> {
-        Ok(fanout_signalling::placement::RoomLocation { endpoint: common::WORKER.into(), publishers: vec![], max_peers: None })
+        Ok(fanout_signalling::placement::RoomLocation { endpoint: common::WORKER.into(), publishers: vec![], max_peers: None, setup: Default::default() })
     }
 
     fn migrations(&self) -> Option<tokio::sync::broadcast::Receiver<fanout_signalling::placement::Migration>> {

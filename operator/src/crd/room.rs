@@ -49,14 +49,18 @@ pub struct RoomSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publishers: Vec<String>,
 
-    /// Codecs the room offers, in order of preference. Empty: all that the worker supports
-    /// (opus, VP8, VP9, H264).
+    /// Codecs the room offers, in order of preference (signalling opens the room on its worker
+    /// with them; only these can be produced). Empty: all that the worker supports (opus, VP8,
+    /// VP9, H264).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codecs: Vec<RoomCodec>,
 
     /// Delete the Room once its worker has reported it empty (no peers) for this many seconds;
     /// signalling sets it on the rooms it creates on demand. The operator asks the worker every
-    /// quarter of it (at most every 30 s). Unset: the operator never deletes the room.
+    /// quarter of it (at most every 30 s). Signalling opens the room on its worker with the same
+    /// timeout, so the worker frees the room's media state after as long. Unset: the operator
+    /// never deletes the room, and the worker frees an empty room's media state after its
+    /// default (`--empty-room-timeout-seconds`), opening it again at the next join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub empty_timeout_seconds: Option<i64>,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use fanout_signalling::auth::{JwtConfig, JwtVerifier};
-use fanout_signalling::placement::StaticPlacement;
+use fanout_signalling::placement::{RoomSetup, StaticPlacement};
 use fanout_signalling::worker::{InProcessBackend, MediaBackend, RoomEvents};
 use fanout_signalling::{Limits, Signalling, app};
 use fanout_worker::control::ControlPlane;
@@ -81,8 +81,8 @@ type R<T> = fanout_signalling::Result<T>;
 
 #[async_trait::async_trait]
 impl MediaBackend for FreshWorker {
-    async fn ensure_room(&self, e: &str, room: &str) -> R<RtpCapabilities> {
-        self.current().ensure_room(e, room).await
+    async fn ensure_room(&self, e: &str, room: &str, setup: &RoomSetup) -> R<RtpCapabilities> {
+        self.current().ensure_room(e, room, setup).await
     }
     async fn join(&self, e: &str, room: &str, join: &JoinRequest) -> R<JoinResponse> {
         self.current().join(e, room, join).await

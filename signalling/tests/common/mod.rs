@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fanout_signalling::auth::{JwtConfig, JwtVerifier};
 use fanout_signalling::http::HttpLimits;
-use fanout_signalling::placement::StaticPlacement;
+use fanout_signalling::placement::{RoomSetup, StaticPlacement};
 use fanout_signalling::worker::{MediaBackend, RoomEvents, worker_error};
 use fanout_signalling::{Limits, Result, Signalling, app};
 use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo};
@@ -168,7 +168,7 @@ pub fn rtp_parameters() -> Value {
 
 #[async_trait]
 impl MediaBackend for FakeBackend {
-    async fn ensure_room(&self, _endpoint: &str, room: &str) -> Result<RtpCapabilities> {
+    async fn ensure_room(&self, _endpoint: &str, room: &str, _setup: &RoomSetup) -> Result<RtpCapabilities> {
         self.record("ensure_room", Call::Other("ensure_room"))?;
         self.streams
             .lock()
