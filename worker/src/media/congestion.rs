@@ -425,6 +425,10 @@ impl Congestion {
                 {
                     entry.1 = Some((now, after));
                 }
+                if entry.0 != cap {
+                    tracing::debug!(consumer = %c.consumer_id, transport = %transport, estimate_bps = available,
+                        from = ?entry.0, to = ?cap, held = ?entry.1, "consumer layer cap changed");
+                }
                 entry.0 = cap;
                 caps.push((c.consumer_id.clone(), cap));
             }
