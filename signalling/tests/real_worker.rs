@@ -377,7 +377,7 @@ async fn a_room_opens_on_its_worker_with_its_codecs_and_closes_after_its_own_emp
         .unwrap();
     let joined = client.request("join-room", json!({"roomId": "configured"})).await;
     assert_eq!(joined["success"], true, "{joined}");
-    let mimes: Vec<&str> = joined["mediasoup"]["routerRtpCapabilities"]["codecs"]
+    let mimes: Vec<&str> = joined["mediasoup"]["rtpCapabilities"]["codecs"]
         .as_array()
         .expect("codecs")
         .iter()
@@ -390,7 +390,7 @@ async fn a_room_opens_on_its_worker_with_its_codecs_and_closes_after_its_own_emp
         .await
         .unwrap();
     let plain = other.request("join-room", json!({"roomId": "plain"})).await;
-    assert!(plain["mediasoup"]["routerRtpCapabilities"]["codecs"].as_array().unwrap().len() > 3, "{plain}");
+    assert!(plain["mediasoup"]["rtpCapabilities"]["codecs"].as_array().unwrap().len() > 3, "{plain}");
 
     client.request("leave-room", json!({})).await;
     other.request("leave-room", json!({})).await;
