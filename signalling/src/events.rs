@@ -7,7 +7,7 @@
 
 use fanout_worker::room::{
     AppData, ConsumerCloseReason, ConsumerId, Direction, DtlsParameters, PeerId, PeerSummary,
-    ProducerId, RoomEvent, TransportId,
+    ProducerId, RoomEvent, TransportId, TransportProtocols,
 };
 use fanout_worker::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 use serde::{Deserialize, Serialize};
@@ -158,6 +158,10 @@ pub struct CreateTransport {
     pub room_id: Option<String>,
     /// `send` or `recv`.
     pub direction: Direction,
+    /// `enableUdp`, `enableTcp`, `preferUdp`, `preferTcp` (mediasoup's
+    /// `WebRtcTransportOptions`), passed to the worker; each one left out is its default.
+    #[serde(flatten)]
+    pub protocols: TransportProtocols,
 }
 
 /// `connect-transport`.

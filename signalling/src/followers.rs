@@ -9,8 +9,8 @@
 //!
 //! The events also keep each local participant's session equal to the worker's
 //! ([`keep_sessions`]): a transport, producer or consumer the worker closed by itself is
-//! forgotten, the participant is told (`transport-closed`, and `error` for a transport that
-//! never got set up), and a participant the worker removed (its last transport closed, its room
+//! forgotten, the participant is told (`transport-closed`, and `transport-failed` for a
+//! transport that never got set up), and a participant the worker removed (its last transport closed, its room
 //! closed) is out of the room (`left-room`), so that its next `join-room` works.
 
 use std::collections::HashMap;
@@ -257,11 +257,14 @@ fn keep_sessions(io: &SocketIo, room: &str, event: &RoomEvent, closes: &mut Last
                     &json!({"roomId": room, "transportId": transport_id, "direction": direction,
                             "code": code, "reason": reason}),
                 );
+                // It never carried media: the same network would fail again, so the client
+                // is told plainly, not left to replace the transport over and over.
                 if code.is_setup_failure() {
                     notify(
                         &socket,
-                        "error",
-                        &json!({"event": "connect-transport", "code": code, "message": reason}),
+                        "transport-failed",
+                        &json!({"roomId": room, "transportId": transport_id, "direction": direction,
+                                "code": code, "reason": reason}),
                     );
                 }
             }

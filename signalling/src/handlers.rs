@@ -329,7 +329,8 @@ impl Signalling {
         Ok(json!({"success": true}))
     }
 
-    /// `create-transport`: a send transport needs a publishing role.
+    /// `create-transport`: a send transport needs a publishing role; the answer carries the
+    /// ICE servers to use with it.
     pub(crate) async fn create_transport(
         self: Arc<Self>,
         _socket: SocketRef,
@@ -348,6 +349,7 @@ impl Signalling {
                 &session.room,
                 &session.peer,
                 request.direction,
+                &request.protocols,
             )
             .await?;
         connection.update(&session, |s| {
@@ -356,6 +358,13 @@ impl Signalling {
         let mut body = to_value(&created)?;
         body["transportId"] = json!(created.id);
         body["direction"] = json!(request.direction);
+        // For mediasoup-client's createSendTransport/createRecvTransport: TURN credentials
+        // are made per participant, valid from now.
+        let now = jsonwebtoken::get_current_timestamp();
+        body["iceServers"] = to_value(self.ice.servers_for(session.peer.as_str(), now))?;
+        if let Some(policy) = self.ice.policy {
+            body["iceTransportPolicy"] = json!(policy);
+        }
         Ok(body)
     }
 

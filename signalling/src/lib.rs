@@ -17,6 +17,7 @@ pub mod events;
 pub mod expiry;
 pub mod followers;
 pub mod http;
+pub mod ice_servers;
 pub mod ids;
 mod handlers;
 pub mod metrics;

@@ -12,6 +12,7 @@ use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
 use fanout_signalling::http::HttpLimits;
+use fanout_signalling::ice_servers::{IceConfig, IceServer, IceTransportPolicy, TurnRest};
 use fanout_signalling::{Limits, Signalling, app_with};
 
 /// Algorithms of a public key file.
@@ -125,10 +126,66 @@ struct Args {
     /// Embedded mode: last UDP port of the in-process worker.
     #[arg(long, env = "FANOUT_RTC_MAX_PORT", default_value_t = 40999)]
     rtc_max_port: u16,
+    /// ICE servers handed to every client with its transports, as a JSON list of
+    /// RTCIceServer (`[{"urls": "stun:stun.example.com:3478"}, {"urls":
+    /// "turns:turn.example.com:443?transport=tcp", "username": "u", "credential": "p"}]`).
+    #[arg(long, env = "FANOUT_ICE_SERVERS", hide_env_values = true, value_parser = parse_ice_servers)]
+    ice_servers: Option<IceServerList>,
+    /// TURN servers that take TURN REST API credentials made with --turn-secret (coturn's
+    /// use-auth-secret), comma-separated: `turn:turn.example.com:3478?transport=tcp`.
+    #[arg(long, env = "FANOUT_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+    /// The secret shared with the TURN servers of --turn-urls (coturn's static-auth-secret).
+    #[arg(long, env = "FANOUT_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long a TURN credential is valid, in seconds. Browsers refresh their relays with the
+    /// same credential: keep it longer than calls last.
+    #[arg(long, env = "FANOUT_TURN_CREDENTIAL_TTL_SECONDS", default_value_t = 86_400)]
+    turn_credential_ttl_seconds: u64,
+    /// `relay` makes browsers send media through the TURN servers only (iceTransportPolicy);
+    /// unset, browsers choose (`all`).
+    #[arg(long, env = "FANOUT_ICE_TRANSPORT_POLICY", value_enum)]
+    ice_transport_policy: Option<PolicyArg>,
     /// Folder of the built web client (the demo page). Embedded mode always serves it; the
     /// other modes serve its files when the folder exists (the container image has them).
     #[arg(long, env = "FANOUT_WEB_ROOT", default_value = "web/dist")]
     web_root: PathBuf,
+}
+
+/// `--ice-transport-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PolicyArg {
+    All,
+    Relay,
+}
+
+/// The parsed `--ice-servers` (a newtype, so clap takes the whole list as one value).
+#[derive(Debug, Clone)]
+struct IceServerList(Vec<IceServer>);
+
+fn parse_ice_servers(text: &str) -> Result<IceServerList, String> {
+    serde_json::from_str(text)
+        .map(IceServerList)
+        .map_err(|e| format!("not a JSON list of {{urls, username?, credential?}} objects: {e}"))
+}
+
+/// The ICE servers of the flags, checked.
+fn ice_config(args: &Args) -> anyhow::Result<IceConfig> {
+    let turn = (!args.turn_urls.is_empty() || args.turn_secret.is_some()).then(|| TurnRest {
+        urls: args.turn_urls.clone(),
+        secret: args.turn_secret.clone().unwrap_or_default(),
+        ttl_seconds: args.turn_credential_ttl_seconds,
+    });
+    let config = IceConfig {
+        static_servers: args.ice_servers.clone().map(|l| l.0).unwrap_or_default(),
+        turn,
+        policy: args.ice_transport_policy.map(|p| match p {
+            PolicyArg::All => IceTransportPolicy::All,
+            PolicyArg::Relay => IceTransportPolicy::Relay,
+        }),
+    };
+    config.validate().context("ICE server configuration")?;
+    Ok(config)
 }
 
 fn main() -> std::process::ExitCode {
@@ -155,6 +212,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(&args.log_format)?;
+    let ice = ice_config(&args)?;
 
     let mode = args.placement.unwrap_or(if args.worker_url.is_some() {
         PlacementMode::Static
@@ -243,7 +301,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         event_burst: args.event_burst,
         ..Limits::default()
     };
-    let state = Signalling::new(verifier, placement, backend, limits);
+    let state = Signalling::with_ice(verifier, placement, backend, limits, ice);
     let extra = match &embedded {
         Some(embedded) => embedded::routes(embedded, args.web_root.clone()),
         // Only the files: no index.html for unknown paths, so the demo page's request for a

@@ -27,6 +27,7 @@ use crate::error::{Result, SignallingError};
 use crate::events::{REQUESTS, read_payload};
 use crate::expiry::Expiries;
 use crate::followers::Followers;
+use crate::ice_servers::IceConfig;
 use crate::ids::check_object_ids;
 use crate::metrics::{Metrics, RefusalLabels};
 use crate::placement::Placement;
@@ -133,6 +134,8 @@ pub struct Signalling {
     pub(crate) expiries: Arc<Expiries>,
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
+    /// The ICE servers (and policy) every transport answer carries.
+    pub(crate) ice: IceConfig,
     io: OnceLock<SocketIo>,
 }
 
@@ -144,6 +147,18 @@ impl Signalling {
         backend: Arc<dyn MediaBackend>,
         limits: Limits,
     ) -> Arc<Self> {
+        Self::with_ice(verifier, placement, backend, limits, IceConfig::default())
+    }
+
+    /// [`Signalling::new`] handing clients these ICE servers (STUN, TURN) with their
+    /// transports; `ice` should have passed [`IceConfig::validate`].
+    pub fn with_ice(
+        verifier: JwtVerifier,
+        placement: Arc<dyn Placement>,
+        backend: Arc<dyn MediaBackend>,
+        limits: Limits,
+        ice: IceConfig,
+    ) -> Arc<Self> {
         Arc::new(Signalling {
             verifier,
             placement,
@@ -152,6 +167,7 @@ impl Signalling {
             expiries: Arc::default(),
             metrics: Metrics::default(),
             limits,
+            ice,
             io: OnceLock::new(),
         })
     }

@@ -17,6 +17,7 @@ use fanout_worker::control::{ControlError, ControlPlane};
 use fanout_worker::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
     ProducerCreated, ProducerId, RoomEvent, RoomId, TransportCreated, TransportId,
+    TransportProtocols,
 };
 use fanout_worker::rtp::RtpCapabilities;
 use futures::StreamExt as _;
@@ -38,13 +39,15 @@ pub trait MediaBackend: Send + Sync + 'static {
     async fn join(&self, endpoint: &str, room: &str, join: &JoinRequest) -> Result<JoinResponse>;
     /// Removes a peer with its transports, producers and consumers.
     async fn leave(&self, endpoint: &str, room: &str, peer: &PeerId) -> Result<()>;
-    /// A WebRTC transport for `peer`.
+    /// A WebRTC transport for `peer`, on the protocols `protocols` asks for (the worker's
+    /// defaults for what it leaves out).
     async fn create_transport(
         &self,
         endpoint: &str,
         room: &str,
         peer: &PeerId,
         direction: Direction,
+        protocols: &TransportProtocols,
     ) -> Result<TransportCreated>;
     /// The client's DTLS parameters for a transport.
     async fn connect_transport(
@@ -183,9 +186,10 @@ impl MediaBackend for WorkerBackend {
         room: &str,
         peer: &PeerId,
         direction: Direction,
+        protocols: &TransportProtocols,
     ) -> Result<TransportCreated> {
         self.client
-            .create_transport(endpoint, room, peer, direction)
+            .create_transport_over(endpoint, room, peer, direction, protocols)
             .await
             .map_err(worker_error)
     }
@@ -415,9 +419,10 @@ impl MediaBackend for InProcessBackend {
         room: &str,
         peer: &PeerId,
         direction: Direction,
+        protocols: &TransportProtocols,
     ) -> Result<TransportCreated> {
         self.control
-            .create_transport(&RoomId::from(room), peer, direction)
+            .create_transport_over(&RoomId::from(room), peer, direction, protocols)
             .map_err(control_error)
     }
 

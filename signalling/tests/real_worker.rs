@@ -218,8 +218,10 @@ async fn a_transport_that_times_out_is_reported_and_the_participant_can_join_aga
     assert_eq!(closed["code"], "ICE_TIMEOUT");
     assert_eq!(closed["roomId"], "timeouts");
     assert!(closed["reason"].as_str().is_some_and(|r| !r.is_empty()), "{closed}");
-    let error = client.next_event("error").await;
-    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("connect-transport"), Some("ICE_TIMEOUT")));
+    let failed = client.next_event("transport-failed").await;
+    assert_eq!((failed["transportId"].clone(), failed["direction"].as_str()), (transport["id"].clone(), Some("send")));
+    assert_eq!((failed["roomId"].as_str(), failed["code"].as_str()), (Some("timeouts"), Some("ICE_TIMEOUT")));
+    assert!(failed["reason"].as_str().is_some_and(|r| r.contains("TURN")), "{failed}");
     // It was the peer's only transport, so the worker removed the peer: so does signalling.
     let left = client.next_event("left-room").await;
     assert_eq!((left["roomId"].as_str(), left["code"].as_str()), (Some("timeouts"), Some("ICE_TIMEOUT")));
@@ -264,8 +266,8 @@ async fn a_transport_the_worker_closes_is_forgotten_and_another_one_works() {
     let closed = viewer.next_event("transport-closed").await;
     assert_eq!((closed["transportId"].clone(), closed["direction"].as_str()), (recv["id"].clone(), Some("recv")));
     assert_eq!(closed["code"], "ICE_CONSENT_LOST");
-    // Connected before: not a setup failure, so no error event; and still in the room.
-    assert!(!viewer.receives("error", Duration::from_millis(300)).await);
+    // Connected before: not a setup failure, so not transport-failed; and still in the room.
+    assert!(!viewer.receives("transport-failed", Duration::from_millis(300)).await);
     assert!(!viewer.receives("left-room", Duration::from_millis(100)).await);
     // Signalling's state is the worker's: the transport and its consumer are gone.
     let stale = viewer
@@ -284,18 +286,12 @@ async fn a_transport_the_worker_closes_is_forgotten_and_another_one_works() {
     // The publisher heard nothing of it.
     assert!(!publisher.receives("transport-closed", Duration::from_millis(100)).await);
 
-    // A DTLS failure on setup is also an error for connect-transport.
+    // A DTLS failure on setup is a failed transport too.
     engine_closes(&worker, "closes", &send["id"], TransportCloseCode::DtlsFingerprintMismatch);
     assert_eq!(viewer.next_event("transport-closed").await["code"], "DTLS_FINGERPRINT_MISMATCH");
-    // (After the refusals of the stale requests above.)
-    let error = loop {
-        let error = viewer.next_event("error").await;
-        if error["event"] != "restart-ice" && error["event"] != "resume-consumer" {
-            break error;
-        }
-    };
-    assert_eq!(error["event"], "connect-transport");
-    assert_eq!(error["code"], "DTLS_FINGERPRINT_MISMATCH");
+    let failed = viewer.next_event("transport-failed").await;
+    assert_eq!((failed["transportId"].clone(), failed["direction"].as_str()), (send["id"].clone(), Some("send")));
+    assert_eq!(failed["code"], "DTLS_FINGERPRINT_MISMATCH");
     worker.shutdown().await;
 }
 
@@ -441,4 +437,52 @@ async fn preferred_layers_are_clamped_by_the_worker_and_a_bad_priority_gets_its_
     let kept = viewer.request("set-consumer-priority", json!({"consumerId": id, "priority": 200})).await;
     assert_eq!(kept, json!({"consumerId": id, "priority": 200}));
     worker.shutdown().await;
+}
+
+// ---- ICE-TCP: create-transport's protocol options, through signalling and HTTP to a real worker ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_transport_protocol_options_reach_the_worker_and_its_refusals_come_back() {
+    let embedded = fanout_signalling::embedded::start_worker(&embedded_options((45340, 45349)), None)
+        .await
+        .expect("embedded worker starts");
+    let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
+    let state = Signalling::new(
+        verifier,
+        Arc::new(StaticPlacement::new(embedded.worker.endpoint())),
+        Arc::new(WorkerBackend::new(Some(embedded.worker_token.clone()), Duration::from_secs(5))),
+        Limits::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let router = app(state, &[]);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = TestClient::connect(&url, Some(json!({"token": token("ada", "teacher")})), None)
+        .await
+        .unwrap();
+    client.request("join-room", json!({"roomId": "firewalled"})).await;
+    let protocols = |answer: &serde_json::Value| -> Vec<String> {
+        let candidates = answer["iceCandidates"].as_array().unwrap_or_else(|| panic!("{answer}"));
+        candidates.iter().map(|c| c["protocol"].as_str().unwrap().to_owned()).collect()
+    };
+    let both = client.request("create-transport", json!({"direction": "recv"})).await;
+    assert_eq!(protocols(&both), ["udp", "tcp"], "{both}");
+    let tcp_only = client.request("create-transport", json!({"direction": "recv", "enableUdp": false})).await;
+    assert_eq!(protocols(&tcp_only), ["tcp"], "{tcp_only}");
+    assert_eq!(tcp_only["iceCandidates"][0]["tcpType"], "passive");
+    let tcp_first = client.request("create-transport", json!({"direction": "send", "preferTcp": true})).await;
+    assert_eq!(protocols(&tcp_first), ["tcp", "udp"], "{tcp_first}");
+    let priorities: Vec<u64> = tcp_first["iceCandidates"].as_array().unwrap().iter().map(|c| c["priority"].as_u64().unwrap()).collect();
+    assert!(priorities[0] > priorities[1], "the preferred protocol has the higher priority: {priorities:?}");
+    for (options, code) in [
+        (json!({"enableUdp": false, "enableTcp": false}), "NO_TRANSPORT_PROTOCOL"),
+        (json!({"preferUdp": true, "preferTcp": true}), "CONFLICTING_PROTOCOL_PREFERENCE"),
+    ] {
+        let mut payload = options.clone();
+        payload["direction"] = json!("recv");
+        let refused = client.request("create-transport", payload).await;
+        assert_eq!(refused["error"]["code"], code, "{options}: {refused}");
+        assert!(!refused["error"]["message"].as_str().unwrap().is_empty());
+    }
+    embedded.worker.shutdown().await;
 }

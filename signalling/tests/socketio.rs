@@ -11,7 +11,7 @@ use fanout_signalling::auth::JwtConfig;
 use fanout_signalling::placement::StaticPlacement;
 use fanout_worker::client::ClientError;
 use fanout_worker::room::{
-    ConsumerCloseReason, ConsumerId, Direction, PeerId, ProducerId, RoomEvent,
+    ConsumerCloseReason, ConsumerId, Direction, PeerId, ProducerId, RoomEvent, TransportProtocols,
 };
 use serde_json::{Value, json};
 
@@ -389,7 +389,89 @@ async fn create_transport_answers_what_mediasoup_client_needs() {
         room: "maths".into(),
         peer: participant.as_str().into(),
         direction: Direction::Recv,
+        protocols: TransportProtocols::default(),
     }));
+    // Without ICE servers configured: an empty list, and no policy.
+    assert_eq!(ack["iceServers"], json!([]));
+    assert!(ack.get("iceTransportPolicy").is_none(), "{ack}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_transport_passes_the_protocol_options_and_the_workers_refusal() {
+    let server = Server::start().await;
+    let (mut client, participant) = server.joined("u1", "student", "maths").await;
+    let ack = client
+        .request(
+            "create-transport",
+            json!({"direction": "recv", "enableUdp": false, "enableTcp": true, "preferTcp": true}),
+        )
+        .await;
+    assert!(ack["id"].is_string(), "{ack}");
+    assert!(server.backend.calls().contains(&Call::CreateTransport {
+        room: "maths".into(),
+        peer: participant.as_str().into(),
+        direction: Direction::Recv,
+        protocols: TransportProtocols {
+            enable_udp: Some(false),
+            enable_tcp: Some(true),
+            prefer_udp: None,
+            prefer_tcp: Some(true),
+        },
+    }));
+    // A value of the wrong type is the client's mistake, named before the worker is asked.
+    let wrong = client
+        .request("create-transport", json!({"direction": "recv", "enableTcp": "yes"}))
+        .await;
+    assert_eq!(code(&wrong), "INVALID_PAYLOAD", "{wrong}");
+    // The worker's refusal comes back with its code, as every worker refusal does.
+    server.backend.fail(
+        "create_transport",
+        ClientError::Api {
+            status: 400,
+            code: "NO_TRANSPORT_PROTOCOL".into(),
+            message: "enableUdp and enableTcp leave the transport no protocol: enable at least one".into(),
+        },
+    );
+    let refused = client
+        .request("create-transport", json!({"direction": "recv", "enableUdp": false, "enableTcp": false}))
+        .await;
+    assert_eq!(code(&refused), "NO_TRANSPORT_PROTOCOL", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("enable at least one"), "{refused}");
+    for expected in ["INVALID_PAYLOAD", "NO_TRANSPORT_PROTOCOL"] {
+        let error = client.next_event("error").await;
+        assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("create-transport"), Some(expected)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_transport_hands_out_the_ice_servers_with_fresh_turn_credentials() {
+    use fanout_signalling::ice_servers::{IceConfig, IceServer, IceTransportPolicy, TurnRest, turn_credential};
+    let stun = IceServer { urls: vec!["stun:stun.example.com:3478".into()], username: None, credential: None };
+    let server = Server::start_with_ice(IceConfig {
+        static_servers: vec![stun],
+        turn: Some(TurnRest {
+            urls: vec!["turn:turn.example.com:3478?transport=tcp".into()],
+            secret: "north".into(),
+            ttl_seconds: 3600,
+        }),
+        policy: Some(IceTransportPolicy::Relay),
+    })
+    .await;
+    let (mut client, participant) = server.joined("u1", "student", "maths").await;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ack = client.request("create-transport", json!({"direction": "recv"})).await;
+    assert_eq!(ack["iceTransportPolicy"], "relay", "{ack}");
+    assert_eq!(ack["iceServers"][0], json!({"urls": ["stun:stun.example.com:3478"]}));
+    let turn = &ack["iceServers"][1];
+    assert_eq!(turn["urls"], json!(["turn:turn.example.com:3478?transport=tcp"]));
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, peer) = username.split_once(':').unwrap();
+    assert_eq!(peer, participant.as_str());
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!((before + 3600..=before + 3602).contains(&expiry), "expiry {expiry}, now {before}");
+    assert_eq!(turn["credential"].as_str(), Some(turn_credential(b"north", username).as_str()));
+    // The named answer carries the same.
+    assert_eq!(client.next_event("transport-created").await, ack);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ use fanout_worker::control::testing::FakeEngine;
 use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest};
 use fanout_worker::room::{
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId, ProducerCreated,
-    ProducerId, SequentialIds, TransportCreated, TransportId,
+    ProducerId, SequentialIds, TransportCreated, TransportId, TransportProtocols,
 };
 use fanout_worker::rtp::RtpCapabilities;
 use fanout_worker::video::Layers;
@@ -90,8 +90,8 @@ impl MediaBackend for FreshWorker {
     async fn leave(&self, e: &str, room: &str, peer: &PeerId) -> R<()> {
         self.current().leave(e, room, peer).await
     }
-    async fn create_transport(&self, e: &str, room: &str, peer: &PeerId, direction: Direction) -> R<TransportCreated> {
-        self.current().create_transport(e, room, peer, direction).await
+    async fn create_transport(&self, e: &str, room: &str, peer: &PeerId, direction: Direction, protocols: &TransportProtocols) -> R<TransportCreated> {
+        self.current().create_transport(e, room, peer, direction, protocols).await
     }
     async fn connect_transport(&self, e: &str, room: &str, id: &TransportId, dtls: &DtlsParameters) -> R<()> {
         self.current().connect_transport(e, room, id, dtls).await

@@ -22,7 +22,7 @@ use fanout_worker::room::{
     ConsumerCreated, ConsumerId, ConsumerType, Direction, DtlsFingerprint, DtlsParameters,
     DtlsRole, IceCandidate, IceParameters, IceProtocol, JoinResponse, ListenAddress, PeerId,
     PeerSummary, ProducerCreated, ProducerId, ProducerSummary, RoomEvent, TransportCreated,
-    TransportId,
+    TransportId, TransportProtocols,
 };
 use fanout_worker::rtp::{MediaKind, RtpCapabilities};
 use futures::FutureExt as _;
@@ -51,6 +51,7 @@ pub enum Call {
         room: String,
         peer: PeerId,
         direction: Direction,
+        protocols: TransportProtocols,
     },
     ConnectTransport {
         room: String,
@@ -229,6 +230,7 @@ impl MediaBackend for FakeBackend {
         room: &str,
         peer: &PeerId,
         direction: Direction,
+        protocols: &TransportProtocols,
     ) -> Result<TransportCreated> {
         self.record(
             "create_transport",
@@ -236,6 +238,7 @@ impl MediaBackend for FakeBackend {
                 room: room.to_owned(),
                 peer: peer.clone(),
                 direction,
+                protocols: *protocols,
             },
         )?;
         let address = ListenAddress {
@@ -459,6 +462,15 @@ impl Server {
         let backend = FakeBackend::new();
         let verifier = JwtVerifier::new(&jwt).unwrap();
         let state = Signalling::new(verifier, placement, backend.clone(), limits);
+        Server::start_serving(router_of(state.clone()), backend, state, HttpLimits::default()).await
+    }
+
+    /// Default placement and limits, handing clients these ICE servers.
+    pub async fn start_with_ice(ice: fanout_signalling::ice_servers::IceConfig) -> Server {
+        let backend = FakeBackend::new();
+        let verifier = JwtVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
+        let placement = Arc::new(StaticPlacement::new(WORKER));
+        let state = Signalling::with_ice(verifier, placement, backend.clone(), Limits::default(), ice);
         Server::start_serving(router_of(state.clone()), backend, state, HttpLimits::default()).await
     }
 

@@ -78,8 +78,9 @@ impl TransportCloseCode {
             TransportCloseCode::PeerLeft => "its participant left the room",
             TransportCloseCode::RoomClosed => "its room was closed",
             TransportCloseCode::IceTimeout => {
-                "no ICE connectivity check arrived in time after the transport was created; \
-                 check that UDP reaches the media worker"
+                "no ICE connectivity check arrived in time after the transport was created: \
+                 neither UDP nor TCP from this device reaches the media worker (a firewall, or \
+                 a wrong announced IP); a TURN relay gets through such networks"
             }
             TransportCloseCode::IceConsentLost => {
                 "ICE consent was lost: no connectivity check arrived for the consent timeout"
