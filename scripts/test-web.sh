@@ -15,6 +15,13 @@ if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The firewall test (web/test/firewall.mjs) puts Chromium in a network namespace behind
+# iptables and relays through a real coturn; without root it says SKIPPED.
+if [ "$(id -u)" -eq 0 ] && ! { command -v ip && command -v iptables && command -v turnserver; } >/dev/null; then
+  echo "installing iproute2, iptables and coturn for the firewall test"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables coturn >/dev/null
+fi
 ./scripts/check-node.sh
 
 (cd web && npm ci --no-audit --no-fund && npm run build)

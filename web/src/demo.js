@@ -28,6 +28,8 @@ const state = {
   firstRemoteFrameAt: null,
   /** Transports the server closed: [{direction, code, at}], for the tests. */
   transportCloses: [],
+  /** Transports that could not be set up: [{direction, code, reason, afterJoinMs}]. */
+  transportFailures: [],
 };
 
 // ---- messages ------------------------------------------------------------------------
@@ -319,6 +321,11 @@ function wire(client) {
     const what = direction === 'send' ? 'sending' : 'receiving';
     showMessage(`The ${what} media connection closed (${code}: ${reason}); reconnecting…`, 'info');
   });
+  client.on('transport-failed', ({ direction, code, reason }) => {
+    state.transportFailures.push({ direction, code, reason, afterJoinMs: performance.now() - state.joinStartedAt });
+    const what = direction === 'send' ? 'Sending your camera and microphone' : 'Receiving the others';
+    showMessage(`${what} failed: the media connection could not be set up (${code}): ${reason}`);
+  });
   client.on('transport-state', ({ state: connection }) => {
     const box = $('message');
     if (connection === 'connected' && !box.hidden && box.textContent.endsWith('reconnecting…')) {
@@ -334,6 +341,11 @@ function wire(client) {
     if (reason === 'room-closed') {
       showMessage('The room was closed.', 'info');
       teardown();
+    }
+    if (reason === 'transport-failed') {
+      // The message of 'transport-failed' stays up: it says why.
+      teardown();
+      setStatus('media connection failed', 'error');
     }
   });
   client.on('disconnected', ({ reason }) => {
@@ -640,6 +652,9 @@ window.fanoutDemo = {
   },
   get transportCloses() {
     return state.transportCloses;
+  },
+  get transportFailures() {
+    return state.transportFailures;
   },
   /** Milliseconds from the Join click to the first remote video frame, or null. */
   get joinToFirstRemoteFrameMs() {

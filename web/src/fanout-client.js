@@ -40,6 +40,12 @@
 //                          it and publishes and subscribes again on the new one
 //   'transport-state'      {direction, transportId, state}  mediasoup-client's connection
 //                          state ('connecting', 'connected', 'failed', ...)
+//   'transport-failed'     {direction, transportId, code, reason}  a media transport could not
+//                          be set up (no network path to the media worker works: ICE_FAILED
+//                          when the browser gave up first, else the server's ICE_TIMEOUT,
+//                          DTLS_FAILED, ...); once per transport. It is not replaced: that
+//                          direction stays off until the next join (without a listener, this
+//                          goes to 'error')
 //   'republished'          {producer, previousProducerId, kind}  a track published again on a
 //                          new transport (after 'transport-closed' or a rejoin)
 //   'disconnected'         {reason}            the connection ended and will not come back
@@ -53,6 +59,12 @@ const REQUEST_TIMEOUT_MS = 15000;
 
 /** Transports of one direction replaced in a row, none connecting, before giving up. */
 const MAX_RECOVERIES = 3;
+
+/**
+ * The server's codes for a transport that never got media through: the same network would
+ * fail a new one the same way, so it is reported, not replaced.
+ */
+const SETUP_FAILURES = new Set(['ICE_TIMEOUT', 'DTLS_FAILED', 'DTLS_FINGERPRINT_MISMATCH']);
 
 /** A refusal from the server, or a failure of the client, with a stable code. */
 export class FanoutError extends Error {
@@ -124,6 +136,14 @@ export class FanoutClient {
     // Subscriptions whose consumers the worker closed with their transport, until the
     // transport-closed that follows resubscribes them: producerId -> subscription.
     this._orphaned = new Map();
+    // Directions whose transport failed to set up, until the next join: direction -> FanoutError.
+    this._failed = new Map();
+    // Ids of transports reported failed (each once, whoever tells first), and of those that
+    // connected once (their closes are recovered from, whatever the code).
+    this._failedIds = new Set();
+    this._connectedIds = new Set();
+    // `enableUdp`, `enableTcp`, `preferUdp`, `preferTcp` for every create-transport.
+    this._transportProtocols = {};
   }
 
   // ---- events ------------------------------------------------------------------------
@@ -159,12 +179,15 @@ export class FanoutClient {
 
   /**
    * Opens the Socket.IO connection with a JWT from the app's backend.
-   * @param {{url?: string, token: string, socketOptions?: object, timeoutMs?: number}} options
-   *   `url` defaults to the page's origin; `socketOptions` go to socket.io-client's `io()`.
+   * @param {{url?: string, token: string, socketOptions?: object, timeoutMs?: number, transportProtocols?: object}} options
+   *   `url` defaults to the page's origin; `socketOptions` go to socket.io-client's `io()`;
+   *   `transportProtocols` ({enableUdp, enableTcp, preferUdp, preferTcp}, each optional) go
+   *   with every create-transport (the media worker's defaults otherwise).
    */
-  connect({ url, token, socketOptions = {}, timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
+  connect({ url, token, socketOptions = {}, timeoutMs = REQUEST_TIMEOUT_MS, transportProtocols = {} } = {}) {
     if (this.socket) throw new FanoutError('ALREADY_CONNECTED', 'this client is connected already; create another one');
     this.requestTimeoutMs = timeoutMs;
+    this._transportProtocols = transportProtocols;
     const socket = io(url ?? globalThis.location?.origin, {
       auth: { token },
       // WebSocket first (one round trip less); long polling where a proxy blocks WebSockets.
@@ -283,11 +306,23 @@ export class FanoutClient {
     socket.on('transport-closed', (p) => {
       if (this._inRoom(p)) this._transportClosed(p);
     });
+    socket.on('transport-failed', (p) => {
+      if (this._inRoom(p)) this._transportFailed(p);
+    });
     socket.on('left-room', (p) => {
       // The answer to our own leave-room has no code; this is the server putting us out (the
       // media worker removed us: its transports closed, or the room closed).
       if (!p?.code || !this._inRoom(p)) return;
       if (p.code === 'ROOM_CLOSED') return; // 'room-closed' follows and ends the session.
+      if (SETUP_FAILURES.has(p.code) && this._failed.size > 0) {
+        // Its last transport never worked ('transport-failed' said so): joining again would
+        // only fail again on this network.
+        const roomId = this.roomId;
+        this._published.clear();
+        this._dropRoomState('transport-failed');
+        this._emit('left', { roomId, reason: 'transport-failed', code: p.code });
+        return;
+      }
       this._rejoin('removed', p.code);
     });
   }
@@ -401,6 +436,7 @@ export class FanoutClient {
   _dropRoomState(reason) {
     this._session++;
     this._orphaned.clear();
+    this._failed.clear();
     for (const producerId of [...this.consumers.keys()]) this._dropConsumer(producerId, reason);
     for (const producer of this.producers.values()) producer.close();
     this.producers.clear();
@@ -447,6 +483,8 @@ export class FanoutClient {
   // ---- transports --------------------------------------------------------------------
 
   _transport(direction) {
+    const failed = this._failed.get(direction);
+    if (failed) return Promise.reject(failed);
     const key = direction === 'send' ? '_sendTransportPromise' : '_recvTransportPromise';
     if (!this[key]) {
       this[key] = this._createTransport(direction).catch((err) => {
@@ -461,13 +499,17 @@ export class FanoutClient {
     const roomId = this.roomId;
     const device = this.device;
     if (!device) throw new FanoutError('NOT_IN_ROOM', 'join a room first', 'create-transport');
-    const created = await this.request('create-transport', { roomId, direction });
+    const created = await this.request('create-transport', { roomId, direction, ...this._transportProtocols });
     if (device !== this.device) throw new FanoutError('LEFT', 'left the room meanwhile', 'create-transport');
     const options = {
       id: created.transportId ?? created.id,
       iceParameters: created.iceParameters,
       iceCandidates: created.iceCandidates,
       dtlsParameters: created.dtlsParameters,
+      // STUN/TURN servers with this participant's credentials, for networks that block the
+      // worker's UDP and TCP ports (docs/protocol.md, ICE over TCP and TURN).
+      iceServers: created.iceServers ?? [],
+      ...(created.iceTransportPolicy ? { iceTransportPolicy: created.iceTransportPolicy } : {}),
     };
     const transport = direction === 'send' ? device.createSendTransport(options) : device.createRecvTransport(options);
     transport.on('connect', ({ dtlsParameters }, callback, errback) => {
@@ -484,10 +526,24 @@ export class FanoutClient {
     }
     transport.on('connectionstatechange', (state) => {
       this._emit('transport-state', { direction, transportId: transport.id, state });
-      if (state === 'connected') this._recoveries[direction] = 0;
-      if (state === 'failed') {
-        this._fail(new FanoutError('TRANSPORT_FAILED', `the ${direction} media connection failed (ICE/DTLS); check UDP reachability of the media worker`, 'connect-transport'));
+      if (state === 'connected') {
+        this._connectedIds.add(transport.id);
+        this._recoveries[direction] = 0;
       }
+      if (state !== 'failed') return;
+      if (!this._connectedIds.has(transport.id)) {
+        // The browser tried every candidate pair (UDP, TCP, TURN relays) and none answered.
+        this._transportFailed({
+          direction,
+          transportId: transport.id,
+          code: 'ICE_FAILED',
+          reason:
+            'no network path to the media worker works: UDP and TCP to it are blocked here and no TURN relay got through; try another network, or ask the operator for a TURN server on TCP 443',
+        });
+        return;
+      }
+      // It worked and broke (network change): the server's transport-closed replaces it.
+      this._fail(new FanoutError('TRANSPORT_FAILED', `the ${direction} media connection failed after it worked (ICE/DTLS); reconnecting`, 'connect-transport'));
     });
     if (direction === 'send') this._sendTransport = transport;
     else this._recvTransport = transport;
@@ -503,6 +559,10 @@ export class FanoutClient {
     const transport = direction === 'send' ? this._sendTransport : this._recvTransport;
     if (!transport || transport.id !== transportId) return;
     this._emit('transport-closed', { direction, transportId, code, reason });
+    if (SETUP_FAILURES.has(code) && !this._connectedIds.has(transportId)) {
+      this._transportFailed({ transportId, direction, code, reason });
+      return;
+    }
     const session = this._session;
     // What ran on it, before closing it drops it.
     const published = [...this._published.entries()].filter(([producerId]) => this.producers.has(producerId));
@@ -552,6 +612,32 @@ export class FanoutClient {
         if (session === this._session) this._fail(err);
       });
     }, 0);
+  }
+
+  /**
+   * One of our transports never got media through (the browser's ICE gave up, or the server
+   * said so with `transport-failed`): reported once, closed, and that direction is off until
+   * the next join, since a new transport on the same network would fail the same way.
+   */
+  _transportFailed({ transportId, direction, code, reason }) {
+    // One that connected once is replaced instead (its transport-closed did that).
+    if (this._failedIds.has(transportId) || this._connectedIds.has(transportId)) return;
+    const transport = direction === 'send' ? this._sendTransport : this._recvTransport;
+    if (!transport || transport.id !== transportId) return;
+    this._failedIds.add(transportId);
+    const error = new FanoutError(code, `the ${direction === 'send' ? 'sending' : 'receiving'} media connection could not be set up: ${reason}`, 'connect-transport');
+    this._failed.set(direction, error);
+    if (direction === 'send') {
+      this._sendTransport = null;
+      this._sendTransportPromise = null;
+    } else {
+      this._recvTransport = null;
+      this._recvTransportPromise = null;
+      for (const [producerId, entry] of [...this.consumers]) if (entry.pending) this.consumers.delete(producerId);
+    }
+    transport.close();
+    if (this._listeners.get('transport-failed')?.size) this._emit('transport-failed', { direction, transportId, code, reason });
+    else this._fail(error);
   }
 
   // ---- publishing --------------------------------------------------------------------

@@ -27,7 +27,7 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const repoDir = resolve(webDir, '..');
+export const repoDir = resolve(webDir, '..');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -40,7 +40,7 @@ export async function freePort() {
 }
 
 /** A process whose output goes to a log file, in its own process group so it can be stopped whole. */
-class Child {
+export class Child {
   constructor(name, command, args, { env, logDir }) {
     this.name = name;
     this.logPath = join(logDir, `${name}.log`);
@@ -102,7 +102,7 @@ async function httpOk(url, init) {
 }
 
 /** Waits until `url` answers 2xx, or fails with the child's log when it exits or time runs out. */
-async function waitHealthy(url, children, timeoutMs) {
+export async function waitHealthy(url, children, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await httpOk(url)) return;
