@@ -125,3 +125,35 @@ Call with (dict "ctx" $ "name" "<secret name>" "key" "<key>").
 {{- $data := get $existing "data" | default dict }}
 {{- get $data .key | default (randAlphaNum 48 | b64enc) }}
 {{- end }}
+
+{{/* Name of the Secret with the TURN REST API shared secret. */}}
+{{- define "fanout.turnSecretName" -}}
+{{- .Values.turn.existingSecret | default (printf "%s-turn" (include "fanout.fullname" .)) }}
+{{- end }}
+
+{{/*
+The TURN URLs signalling hands out, comma-separated: turn.urls, or else the chart's coturn at
+turn.coturn.host (TLS first: it passes the strictest firewalls).
+*/}}
+{{- define "fanout.turnUrls" -}}
+{{- if .Values.turn.urls }}
+{{- join "," .Values.turn.urls }}
+{{- else if .Values.turn.coturn.enabled }}
+{{- $c := .Values.turn.coturn }}
+{{- $host := required "turn.coturn.host (the name browsers reach coturn at) is required with turn.coturn.enabled" $c.host }}
+{{- $urls := list }}
+{{- if $c.tls.enabled }}
+{{- $urls = append $urls (printf "turns:%s:%d?transport=tcp" $host ($c.tls.port | int)) }}
+{{- end }}
+{{- if gt ($c.plainPort | int) 0 }}
+{{- $urls = append $urls (printf "turn:%s:%d?transport=udp" $host ($c.plainPort | int)) }}
+{{- $urls = append $urls (printf "turn:%s:%d?transport=tcp" $host ($c.plainPort | int)) }}
+{{- end }}
+{{- if not $urls }}
+{{- fail "turn.coturn needs tls.enabled or a plainPort: it would listen nowhere" }}
+{{- end }}
+{{- join "," $urls }}
+{{- else }}
+{{- fail "turn.enabled needs turn.urls (an existing TURN service) or turn.coturn.enabled" }}
+{{- end }}
+{{- end }}

@@ -71,6 +71,25 @@ networkPolicy:
   enabled: true
   extraApiFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
 serviceMonitor: {enabled: true, workers: true, interval: 15s, labels: {release: prometheus}}
+turn:
+  enabled: true
+  credentialTtlSeconds: 43200
+  iceTransportPolicy: relay
+  extraIceServers: [{urls: "stun:stun.example.com:3478"}]
+  coturn:
+    enabled: true
+    image: {repository: registry.example.com/coturn, tag: "9.9.9", pullPolicy: Always}
+    host: turn.example.com
+    replicas: 2
+    realm: example
+    tls: {port: 443, secretName: turn-tls}
+    plainPort: 3479
+    relayPorts: {min: 60000, max: 60999}
+    allowedPeerIps: ["10.0.0.0-10.0.255.255"]
+    serviceAnnotations: {example.com/lb: external}
+    resources: {requests: {cpu: 200m}}
+    nodeSelector: {role: edge}
+    tolerations: [{key: edge, operator: Exists, effect: NoSchedule}]
 "#;
 
 /// Kinds whose CRDs come from elsewhere (the Prometheus Operator) and are not installed in the
@@ -136,6 +155,13 @@ async fn helm_lint_strict_passes_with_default_and_non_default_values() {
     let out = run_helm(&helm, &["template", "fanout", chart, "--set", "sfuWorker.announcedAddress.source=Fixed"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sfuWorker.announcedAddress.ip is required"));
+    let out = run_helm(&helm, &["template", "fanout", chart, "--set", "turn.enabled=true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("turn.enabled needs turn.urls"));
+    let coturn = ["--set", "turn.enabled=true", "--set", "turn.coturn.enabled=true", "--set", "turn.coturn.host=turn.example.com"];
+    let out = run_helm(&helm, &[&["template", "fanout", chart][..], &coturn[..]].concat());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("turn.coturn.tls.secretName"));
 }
 
 /// Renders the chart and dry-runs every object on the server; returns the objects rendered.
@@ -211,6 +237,25 @@ async fn every_object_the_chart_renders_passes_a_server_side_dry_run() {
     for kind in ["Ingress", "NetworkPolicy", "ServiceMonitor", "PodMonitor", "SfuWorker"] {
         assert!(all.contains(&kind.to_string()), "the non-default values render no {kind}: {all:?}");
     }
+    // coturn behind a LoadBalancer on 443, and signalling handing it out with the same Secret.
+    let named = |objects: &[Value], kind: &str, suffix: &str| -> Option<Value> {
+        objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with(suffix))).cloned()
+    };
+    let service = named(&objects, "Service", "-coturn").expect("a coturn Service");
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    let coturn = named(&objects, "Deployment", "-coturn").expect("a coturn Deployment");
+    let signalling = named(&objects, "Deployment", "-signalling").expect("the signalling Deployment");
+    let env = |d: &Value, name: &str| -> Value {
+        d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or_default()
+    };
+    assert!(env(&signalling, "FANOUT_TURN_URLS")["value"].as_str().unwrap().starts_with("turns:turn.example.com:443?transport=tcp"));
+    assert_eq!(env(&signalling, "FANOUT_TURN_SECRET")["valueFrom"], env(&coturn, "TURN_SECRET")["valueFrom"]);
+    // The same on the nodes' network: no Service, one pod per node.
+    let host_network = dry_run_rendered(&c, &helm, &["--values", values.to_str().unwrap(), "--set", "turn.coturn.exposure=HostNetwork"]).await;
+    let coturn = named(&host_network, "Deployment", "-coturn").expect("a coturn Deployment");
+    assert_eq!(coturn["spec"]["template"]["spec"]["hostNetwork"], true);
+    assert!(named(&host_network, "Service", "-coturn").is_none(), "no coturn Service on the host network");
     say(format!(
         "chart: {} objects (default values) and {} (non-default values) passed a server-side dry run; {} not sent (their CRDs belong to the Prometheus Operator)",
         defaults.len(),
