@@ -1,5 +1,6 @@
 //! What an SfuWorker's pods should become: a pure plan from the pool's spec and its observed
-//! pods to a list of actions, plus the checks between pools (overlapping UDP ranges).
+//! pods to a list of actions, plus the checks between pools (overlapping UDP ranges, shared
+//! ICE-TCP ports).
 //!
 //! The rules, in the order they apply:
 //! 1. A pod that has finished (Failed/Succeeded) is deleted; the next pass recreates it.
@@ -223,14 +224,47 @@ pub struct PoolPorts {
     pub name: String,
     pub created: Option<Timestamp>,
     pub rtc_ports: RtcPortRange,
+    /// The ICE-TCP port, when the pool offers ICE-TCP.
+    pub tcp_port: Option<i32>,
+    /// The REST API's TCP port.
+    pub http_port: i32,
     pub node_selector: BTreeMap<String, String>,
+}
+
+impl PoolPorts {
+    /// The ports of `self` that `other` claims too on a shared node, said from `self`'s side
+    /// ("rtcPorts 40000-44999 overlap", "tcpPort 50000 is also its tcpPort"). HTTP ports
+    /// alike are left out: both are hostPorts, which the scheduler keeps apart by itself, and
+    /// pools usually share the default.
+    fn clashes_with(&self, other: &PoolPorts) -> Vec<String> {
+        let mut clashes = Vec::new();
+        if self.rtc_ports.overlaps(&other.rtc_ports) {
+            clashes.push(format!("rtcPorts {}-{} overlap its {}-{}", self.rtc_ports.min, self.rtc_ports.max, other.rtc_ports.min, other.rtc_ports.max));
+        }
+        if let Some(port) = self.tcp_port {
+            if other.tcp_port == Some(port) {
+                clashes.push(format!("tcpPort {port} is its tcpPort too"));
+            }
+            if other.http_port == port {
+                clashes.push(format!("tcpPort {port} is its httpPort"));
+            }
+        }
+        if let Some(port) = other.tcp_port
+            && self.http_port == port
+        {
+            clashes.push(format!("httpPort {port} is its tcpPort"));
+        }
+        clashes
+    }
 }
 
 /// A conflict seen from one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortConflict {
-    /// The pools whose UDP ranges overlap this one's on a node both may use.
+    /// The pools whose ports clash with this one's on a node both may use.
     pub with: Vec<String>,
+    /// What clashes, one sentence per pool: "pool b: tcpPort 50000 is its tcpPort too".
+    pub clashes: Vec<String>,
     /// This pool is the newer one: it must not start pods until the conflict is resolved.
     pub held: bool,
 }
@@ -240,22 +274,31 @@ fn may_share_node(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) ->
     a.iter().all(|(k, v)| b.get(k).is_none_or(|w| w == v))
 }
 
-/// Finds pools (of one namespace, or of the whole cluster: ports are per node) whose UDP
-/// ranges overlap and that could land on the same node. The older pool keeps running; the
+/// Finds pools (of one namespace, or of the whole cluster: ports are per node) that could land
+/// on the same node and claim the same ports there: overlapping UDP ranges, or an ICE-TCP
+/// port that the other pool uses for ICE-TCP or its API. The older pool keeps running; the
 /// newer one is held.
 pub fn port_conflicts(pools: &[PoolPorts]) -> BTreeMap<String, PortConflict> {
     let mut out: BTreeMap<String, PortConflict> = BTreeMap::new();
     let older = |a: &PoolPorts, b: &PoolPorts| (a.created, &a.name) < (b.created, &b.name);
+    let empty = || PortConflict { with: vec![], clashes: vec![], held: false };
     for (i, a) in pools.iter().enumerate() {
         for b in &pools[i + 1..] {
-            if a.rtc_ports.overlaps(&b.rtc_ports) && may_share_node(&a.node_selector, &b.node_selector) {
-                let (first, second) = if older(a, b) { (a, b) } else { (b, a) };
-                let e = out.entry(first.name.clone()).or_insert(PortConflict { with: vec![], held: false });
-                e.with.push(second.name.clone());
-                let e = out.entry(second.name.clone()).or_insert(PortConflict { with: vec![], held: false });
-                e.with.push(first.name.clone());
-                e.held = true;
+            if !may_share_node(&a.node_selector, &b.node_selector) {
+                continue;
             }
+            let (first, second) = if older(a, b) { (a, b) } else { (b, a) };
+            let clashes = first.clashes_with(second);
+            if clashes.is_empty() {
+                continue;
+            }
+            let e = out.entry(first.name.clone()).or_insert_with(empty);
+            e.with.push(second.name.clone());
+            e.clashes.push(format!("pool {}: {}", second.name, clashes.join(", ")));
+            let e = out.entry(second.name.clone()).or_insert_with(empty);
+            e.with.push(first.name.clone());
+            e.clashes.push(format!("pool {}: {}", first.name, second.clashes_with(first).join(", ")));
+            e.held = true;
         }
     }
     out
@@ -433,11 +476,14 @@ mod tests {
         assert!(plan(2, HASH, &[], TIMEOUT, t("00:00:00"), true).actions.is_empty());
     }
 
+    /// A pool with these UDP ports and its own ICE-TCP port (60000 + its creation minute).
     fn ports(name: &str, created: &str, min: i32, max: i32) -> PoolPorts {
         PoolPorts {
             name: name.into(),
             created: Some(t(created)),
             rtc_ports: RtcPortRange { min, max },
+            tcp_port: Some(60000 + created[3..5].parse::<i32>().unwrap()),
+            http_port: 3000,
             node_selector: BTreeMap::new(),
         }
     }
@@ -446,9 +492,42 @@ mod tests {
     fn overlapping_ranges_flag_both_pools_and_hold_the_newer() {
         let pools = [ports("a", "00:00:00", 40000, 44999), ports("b", "00:01:00", 44000, 49999), ports("c", "00:02:00", 50000, 50999)];
         let c = port_conflicts(&pools);
-        assert_eq!(c["a"], PortConflict { with: vec!["b".into()], held: false });
-        assert_eq!(c["b"], PortConflict { with: vec!["a".into()], held: true });
+        assert_eq!(c["a"].with, ["b"]);
+        assert!(!c["a"].held);
+        assert_eq!(c["a"].clashes, ["pool b: rtcPorts 40000-44999 overlap its 44000-49999"]);
+        assert_eq!(c["b"].with, ["a"]);
+        assert!(c["b"].held);
         assert!(!c.contains_key("c"));
+    }
+
+    #[test]
+    fn a_shared_ice_tcp_port_flags_both_pools_and_holds_the_newer() {
+        let a = ports("a", "00:00:00", 40000, 44999);
+        let mut b = ports("b", "00:01:00", 45000, 49999);
+        assert!(port_conflicts(&[a.clone(), b.clone()]).is_empty(), "disjoint UDP, own TCP ports");
+        b.tcp_port = a.tcp_port;
+        let c = port_conflicts(&[b.clone(), a.clone()]);
+        assert_eq!(c["a"].clashes, ["pool b: tcpPort 60000 is its tcpPort too"]);
+        assert!(!c["a"].held && c["b"].held, "the newer pool is held: {c:?}");
+        // Without ICE-TCP the port is not opened: nothing to share.
+        b.tcp_port = None;
+        assert!(port_conflicts(&[a.clone(), b.clone()]).is_empty());
+        // One pool's ICE-TCP port is the other's API port, either way round.
+        b.http_port = 60000;
+        let c = port_conflicts(&[a.clone(), b.clone()]);
+        assert_eq!(c["a"].clashes, ["pool b: tcpPort 60000 is its httpPort"]);
+        assert_eq!(c["b"].clashes, ["pool a: httpPort 60000 is its tcpPort"]);
+        assert!(c["b"].held);
+        // API ports alike are the scheduler's business (hostPorts): no conflict.
+        b.http_port = 3000;
+        assert!(port_conflicts(&[a.clone(), b.clone()]).is_empty());
+        // Pools that never share a node may share ports.
+        let mut b = ports("b", "00:01:00", 40000, 44999);
+        b.tcp_port = a.tcp_port;
+        b.node_selector.insert("zone".into(), "us".into());
+        let mut a = a;
+        a.node_selector.insert("zone".into(), "eu".into());
+        assert!(port_conflicts(&[a, b]).is_empty());
     }
 
     #[test]

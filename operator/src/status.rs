@@ -93,7 +93,7 @@ pub fn pool_status(o: &PoolObservation) -> SfuWorkerStatus {
             "Ready",
             false,
             "PortConflict",
-            format!("held: rtcPorts overlap with older pool(s) {} on nodes both may use", c.with.join(", ")),
+            format!("held: its ports clash with older pool(s) {} on nodes both may use", c.with.join(", ")),
             generation,
             o.now,
         ),
@@ -137,18 +137,17 @@ pub fn pool_status(o: &PoolObservation) -> SfuWorkerStatus {
             &previous,
             "PortConflict",
             true,
-            "RtcPortsOverlap",
+            "PortsOverlap",
             format!(
-                "rtcPorts {}-{} overlap with pool(s) {} that may run on the same node; give each pool its own range or disjoint nodeSelectors{}",
-                spec.rtc_ports.min,
-                spec.rtc_ports.max,
+                "ports clash with pool(s) {} that may run on the same node ({}); give each pool its own rtcPorts range and tcpPort, or disjoint nodeSelectors{}",
                 c.with.join(", "),
+                c.clashes.join("; "),
                 if c.held { "; this (newer) pool starts no pods until resolved" } else { "" }
             ),
             generation,
             o.now,
         ),
-        None => condition(&previous, "PortConflict", false, "NoOverlap", "rtcPorts overlap with no other pool", generation, o.now),
+        None => condition(&previous, "PortConflict", false, "NoOverlap", "rtcPorts and tcpPort clash with no other pool", generation, o.now),
     };
 
     SfuWorkerStatus {
@@ -237,12 +236,13 @@ pub(crate) mod tests {
     #[test]
     fn a_held_conflicting_pool_says_so_on_ready_and_port_conflict() {
         let p = pool("b", 1);
-        let conflict = PortConflict { with: vec!["a".into()], held: true };
+        let conflict = PortConflict { with: vec!["a".into()], clashes: vec!["pool a: tcpPort 50000 is its tcpPort too".into()], held: true };
         let s = pool_status(&PoolObservation {
             pool: &p, pods: &[], stats: &HashMap::new(), committed: &HashMap::new(), conflict: Some(&conflict), spec_error: None, now: now(),
         });
         assert_eq!(cond(&s, "PortConflict").status, "True");
         assert!(cond(&s, "PortConflict").message.contains("pool(s) a"));
+        assert!(cond(&s, "PortConflict").message.contains("tcpPort 50000 is its tcpPort too"), "{}", cond(&s, "PortConflict").message);
         assert_eq!(cond(&s, "Ready").reason, "PortConflict");
     }
 

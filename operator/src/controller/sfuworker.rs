@@ -117,6 +117,11 @@ pub fn validate(spec: &SfuWorkerSpec) -> Option<String> {
     if spec.rtc_ports.max < spec.rtc_ports.min {
         return Some(format!("rtcPorts.max ({}) is below rtcPorts.min ({})", spec.rtc_ports.max, spec.rtc_ports.min));
     }
+    // One pod cannot listen on one TCP port for both (the API server refuses a pod that
+    // declares a hostPort twice).
+    if spec.enable_tcp && spec.tcp_port == spec.http_port {
+        return Some(format!("tcpPort and httpPort are both {}: give ICE-TCP and the REST API different ports", spec.tcp_port));
+    }
     if spec.announced_address.source == AnnouncedAddressSource::Fixed {
         match spec.announced_address.ip.as_deref() {
             None | Some("") => return Some("announcedAddress.source is Fixed but announcedAddress.ip is empty".into()),
@@ -137,6 +142,8 @@ fn all_pool_ports(ctx: &Context) -> Vec<PoolPorts> {
             name: format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
             created: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
             rtc_ports: p.spec.rtc_ports,
+            tcp_port: p.spec.enable_tcp.then_some(p.spec.tcp_port),
+            http_port: p.spec.http_port,
             node_selector: p.spec.node_selector.clone(),
         })
         .collect()
@@ -268,6 +275,15 @@ mod tests {
         p.announced_address.ip = Some("not-an-ip".into());
         assert!(validate(&p).unwrap().contains("not an IP"));
         p.announced_address.ip = Some("2001:db8::1".into());
+        assert_eq!(validate(&p), None);
+    }
+
+    #[test]
+    fn ice_tcp_on_the_api_port_is_reported_unless_ice_tcp_is_off() {
+        let mut p = pool("sfu", 1).spec;
+        p.tcp_port = p.http_port;
+        assert!(validate(&p).unwrap().contains("tcpPort and httpPort are both"));
+        p.enable_tcp = false;
         assert_eq!(validate(&p), None);
     }
 
