@@ -323,6 +323,99 @@ impl KeyframeRequester {
     }
 }
 
+/// How far back a consumer that starts late may be given a keyframe again
+/// ([`LatestKeyframe::replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimits {
+    /// The keyframe's first packet arrived at most this long ago. Everything since it is sent
+    /// at once, so this bounds the burst in time and how stale the first picture is.
+    pub max_age: Duration,
+    /// At most this many packets from the keyframe's first to the newest, all inclusive.
+    pub max_packets: u16,
+}
+
+impl ReplayLimits {
+    /// Half a second, 256 packets: a consumer resumed after its transport connects (the
+    /// client resumes once its own consumer exists, a round trip later) finds the keyframe
+    /// asked for at connect, with a few frames after it. 256 packets is half a default
+    /// [`super::RetransmissionBuffer`], so the packets are still there, and at most 384 KB.
+    pub const DEFAULT: ReplayLimits = ReplayLimits { max_age: Duration::from_millis(500), max_packets: 256 };
+}
+
+/// The packets to send again, by the producer's sequence numbers: `first` (a keyframe's
+/// first packet) and the `count - 1` after it, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayRange {
+    pub first: u16,
+    pub count: u16,
+}
+
+impl ReplayRange {
+    /// The sequence numbers, oldest first, across the 16-bit wrap.
+    pub fn sequence_numbers(self) -> impl Iterator<Item = u16> {
+        (0..self.count).map(move |i| self.first.wrapping_add(i))
+    }
+}
+
+/// Per producer video stream: where its newest keyframe starts and the newest packet since.
+///
+/// A consumer that starts (is resumed, or its transport connects) just after a keyframe
+/// passed would otherwise wait for a new one: a keyframe request, the publisher's encoder
+/// (the next captured frame) and its pacer, tens to hundreds of milliseconds. With this, the
+/// keyframe and the packets after it are sent to it again from the stream's retransmission
+/// buffer, which already holds them for NACKs: no memory per consumer, and nothing changes for
+/// consumers already receiving.
+#[derive(Debug, Clone, Default)]
+pub struct LatestKeyframe {
+    /// The keyframe's first packet: its sequence number and when it arrived.
+    start: Option<(u16, Instant)>,
+    /// The newest sequence number since (wrap-aware), the keyframe's own at first.
+    newest: u16,
+}
+
+impl LatestKeyframe {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A packet of the stream arrived (a retransmission too); `keyframe` when it is the first
+    /// packet of one ([`is_keyframe`]).
+    pub fn on_packet(&mut self, sequence_number: u16, keyframe: bool, now: Instant) {
+        let newer = |a: u16, b: u16| (a.wrapping_sub(b) as i16) > 0;
+        match self.start {
+            // A retransmission of the keyframe's first packet: the same keyframe.
+            Some((first, _)) if keyframe && first == sequence_number => {}
+            _ if keyframe => {
+                let older_than_newest = self.start.is_some() && !newer(sequence_number, self.newest);
+                self.start = Some((sequence_number, now));
+                if !older_than_newest {
+                    self.newest = sequence_number;
+                }
+            }
+            Some((first, _)) if newer(sequence_number, self.newest) && newer(sequence_number, first) => {
+                self.newest = sequence_number;
+            }
+            _ => {}
+        }
+    }
+
+    /// The producer stream restarted (new SSRC or numbering): what was known is not.
+    pub fn clear(&mut self) {
+        self.start = None;
+    }
+
+    /// The packets to send a consumer starting `now`: from the newest keyframe to the newest
+    /// packet, when it is within `limits`; `None` when a keyframe must be asked for.
+    pub fn replay(&self, now: Instant, limits: ReplayLimits) -> Option<ReplayRange> {
+        let (first, at) = self.start?;
+        if now.saturating_duration_since(at) > limits.max_age {
+            return None;
+        }
+        let count = self.newest.wrapping_sub(first).checked_add(1)?;
+        (count <= limits.max_packets).then_some(ReplayRange { first, count })
+    }
+}
+
 /// Per consumer stream: drops video until a keyframe arrives, so the consumer's decoder
 /// starts at a picture it can decode.
 ///
@@ -731,6 +824,119 @@ mod tests {
                 sequence_number: 9
             }]
         );
+    }
+
+    // --- LatestKeyframe ---
+
+    #[test]
+    fn nothing_is_replayed_before_a_keyframe() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        for seq in 1..10 {
+            latest.on_packet(seq, false, start);
+        }
+        assert_eq!(latest.replay(start, ReplayLimits::DEFAULT), None);
+    }
+
+    #[test]
+    fn a_recent_keyframe_is_replayed_with_everything_after_it() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(99, false, start);
+        latest.on_packet(100, true, start);
+        for seq in 101..=105 {
+            latest.on_packet(seq, false, start + ms(10));
+        }
+        // The consumer is resumed 120 ms after the keyframe came.
+        let range = latest.replay(start + ms(120), ReplayLimits::DEFAULT).unwrap();
+        assert_eq!(range, ReplayRange { first: 100, count: 6 });
+        assert_eq!(range.sequence_numbers().collect::<Vec<_>>(), vec![100, 101, 102, 103, 104, 105]);
+    }
+
+    #[test]
+    fn a_keyframe_older_than_the_limit_is_not_replayed() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(100, true, start);
+        let limits = ReplayLimits { max_age: ms(500), max_packets: 256 };
+        assert!(latest.replay(start + ms(500), limits).is_some());
+        assert_eq!(latest.replay(start + ms(501), limits), None);
+    }
+
+    #[test]
+    fn too_many_packets_since_the_keyframe_are_not_replayed() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(10, true, start);
+        let limits = ReplayLimits { max_age: ms(500), max_packets: 4 };
+        latest.on_packet(13, false, start);
+        assert_eq!(latest.replay(start, limits), Some(ReplayRange { first: 10, count: 4 }));
+        latest.on_packet(14, false, start);
+        assert_eq!(latest.replay(start, limits), None);
+    }
+
+    #[test]
+    fn a_newer_keyframe_replaces_the_older() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(10, true, start);
+        latest.on_packet(11, false, start);
+        latest.on_packet(12, true, start + ms(300));
+        latest.on_packet(13, false, start + ms(300));
+        assert_eq!(latest.replay(start + ms(700), ReplayLimits::DEFAULT), Some(ReplayRange { first: 12, count: 2 }));
+    }
+
+    #[test]
+    fn the_range_crosses_the_sequence_number_wrap() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(65534, true, start);
+        latest.on_packet(65535, false, start);
+        latest.on_packet(0, false, start);
+        latest.on_packet(1, false, start);
+        let range = latest.replay(start, ReplayLimits::DEFAULT).unwrap();
+        assert_eq!(range.sequence_numbers().collect::<Vec<_>>(), vec![65534, 65535, 0, 1]);
+    }
+
+    #[test]
+    fn late_and_retransmitted_packets_do_not_move_the_range() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(100, true, start);
+        latest.on_packet(103, false, start);
+        // Reordered (101), from before the keyframe (98), and the keyframe's first packet
+        // again (its retransmission): the range stays 100..=103, its age that of the first.
+        latest.on_packet(101, false, start + ms(5));
+        latest.on_packet(98, false, start + ms(5));
+        latest.on_packet(100, true, start + ms(400));
+        assert_eq!(latest.replay(start + ms(450), ReplayLimits::DEFAULT), Some(ReplayRange { first: 100, count: 4 }));
+        assert_eq!(latest.replay(start + ms(501), ReplayLimits::DEFAULT), None, "aged from its first arrival");
+    }
+
+    #[test]
+    fn a_restored_first_packet_of_a_newer_keyframe_keeps_the_newest() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(100, true, start);
+        // The next keyframe's first packet (110) was lost; 111..=113 came, then 110 repaired.
+        for seq in 101..=113 {
+            if seq != 110 {
+                latest.on_packet(seq, false, start + ms(200));
+            }
+        }
+        latest.on_packet(110, true, start + ms(220));
+        assert_eq!(latest.replay(start + ms(230), ReplayLimits::DEFAULT), Some(ReplayRange { first: 110, count: 4 }));
+    }
+
+    #[test]
+    fn a_cleared_stream_replays_nothing() {
+        let start = Instant::now();
+        let mut latest = LatestKeyframe::new();
+        latest.on_packet(100, true, start);
+        latest.clear();
+        assert_eq!(latest.replay(start, ReplayLimits::DEFAULT), None);
+        latest.on_packet(101, false, start);
+        assert_eq!(latest.replay(start, ReplayLimits::DEFAULT), None);
     }
 
     // --- KeyframeGate ---

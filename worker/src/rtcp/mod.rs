@@ -14,6 +14,8 @@
 //! - [`ReceiverStats`]: loss, jitter and SR timing for the Receiver Reports to the producer.
 //! - [`KeyframeRequester`]: merges keyframe needs of all consumers into at most one PLI or
 //!   FIR per second.
+//! - [`LatestKeyframe`]: where its newest keyframe starts in the retransmission buffer, so a
+//!   consumer that starts just after it passed is sent it again instead of waiting for one.
 //!
 //! Per **consumer stream**:
 //! - [`SeqRewriter`]: producer sequence number/timestamp to the consumer's, gap-free across
@@ -59,7 +61,8 @@ pub mod retransmit;
 pub mod seq;
 
 pub use keyframe::{
-    KeyframeGate, KeyframeRequest, KeyframeRequestKind, KeyframeRequester, VideoCodec, is_keyframe,
+    KeyframeGate, KeyframeRequest, KeyframeRequestKind, KeyframeRequester, LatestKeyframe, ReplayLimits,
+    ReplayRange, VideoCodec, is_keyframe,
 };
 pub use nack::{NackConfig, NackGenerator, NackStats};
 pub use report::{ReceiverStats, SenderReportTranslator, ntp_middle};
