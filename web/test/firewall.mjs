@@ -163,7 +163,8 @@ function selectedPair(participant, direction) {
 
 const ns = new Namespace();
 const secret = randomBytes(16).toString('hex');
-const logDir = mkdtempSync(join(tmpdir(), 'fanout-firewall-'));
+// Made in before(), so that a skipped run leaves nothing behind.
+let logDir;
 const children = [];
 let browser = null;
 let signallingPort;
@@ -219,6 +220,7 @@ if (!skip) {
   process.on('exit', () => ns.remove());
   before(
     async () => {
+      logDir = mkdtempSync(join(tmpdir(), 'fanout-firewall-'));
       ns.create();
       signallingPort = await freePortOn(ns.hostIp);
       turnPort = await freePortOn(ns.hostIp);
@@ -241,7 +243,7 @@ if (!skip) {
     await browser?.close().catch(() => {});
     for (const child of children.reverse()) await child.stop();
     ns.remove();
-    rmSync(logDir, { recursive: true, force: true });
+    if (logDir) rmSync(logDir, { recursive: true, force: true });
   });
 }
 
