@@ -40,11 +40,13 @@ async function videoProducerOf(viewer, publisherId) {
 
 /**
  * Polls `viewer`'s video of `publisherId` every 250 ms until `done(row)`, and measures how it
- * decoded meanwhile: the longest time framesDecoded stood still, and frames dropped.
+ * decoded meanwhile: the longest time framesDecoded stood still, and frames dropped. Counts
+ * from `since` (a row taken before the change being watched was asked for) when given: a
+ * switch can be over by the first poll, and the frames across it still count.
  */
-async function watch(viewer, publisherId, done, { timeoutMs = 60000, what } = {}) {
+async function watch(viewer, publisherId, done, { timeoutMs = 60000, what, since = null } = {}) {
   const started = Date.now();
-  let first = null;
+  let first = since;
   let last = null;
   let lastProgress = Date.now();
   let longestStallMs = 0;
@@ -102,9 +104,10 @@ async function layersPerSubscriber(open, label, params) {
   await watch(carol, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: `carol decodes ada at ${FULL_WIDTH} first` });
 
   const producerId = await videoProducerOf(carol, adaId);
+  const beforeDown = await videoFrom(carol, adaId);
   const kept = await carol.page.evaluate((id) => window.fanoutDemo.client.setPreferredLayers(id, { spatialLayer: 0 }), producerId);
   assert.equal(kept.spatialLayer, 0, `the preference is kept: ${JSON.stringify(kept)}`);
-  const down = await watch(carol, adaId, (r) => r.frameWidth > 0 && r.frameWidth <= FULL_WIDTH / 4 + 8, { what: 'carol at the lowest layer' });
+  const down = await watch(carol, adaId, (r) => r.frameWidth > 0 && r.frameWidth <= FULL_WIDTH / 4 + 8, { what: 'carol at the lowest layer', since: beforeDown });
   console.log(
     `figure: ${label} switch down to ${down.row.frameWidth}x${down.row.frameHeight} took ${down.ms} ms; longest stall ${down.longestStallMs} ms; ${down.framesDecoded} frames decoded, ${down.framesDropped} dropped meanwhile`,
   );
@@ -119,8 +122,9 @@ async function layersPerSubscriber(open, label, params) {
   );
   assert.equal(layers?.spatialLayer, 0, `carol's client was told (remote-track-layers): ${JSON.stringify(layers)}`);
 
+  const beforeUp = await videoFrom(carol, adaId);
   await carol.page.evaluate((id) => window.fanoutDemo.client.setPreferredLayers(id, { spatialLayer: 2 }), producerId);
-  const up = await watch(carol, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: 'carol back at the top layer' });
+  const up = await watch(carol, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: 'carol back at the top layer', since: beforeUp });
   console.log(
     `figure: ${label} switch up took ${up.ms} ms; longest stall ${up.longestStallMs} ms; ${up.framesDecoded} frames decoded, ${up.framesDropped} dropped meanwhile`,
   );
