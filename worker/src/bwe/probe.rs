@@ -25,6 +25,8 @@ const TARGET_UTILIZATION: f64 = 0.95;
 const MAX_PROBE_INTERVAL_US: i64 = 1_000_000;
 /// A cluster's feedback is awaited this long.
 const PROBE_TIMEOUT_US: i64 = 1_000_000;
+/// How often a start probe that measured nothing is sent again.
+const START_RETRIES: u8 = 2;
 /// Further probing continues while results reach this share of the probed rate.
 const FURTHER_PROBE_THRESHOLD: f64 = 0.7;
 /// How often to probe while consumers want more than the estimate.
@@ -143,11 +145,13 @@ pub struct ProbeController {
     last_probe_us: Option<i64>,
     /// Set at the first probe: the second probe of the start sequence (6x start).
     second_start_probe: Option<f64>,
+    /// Start probes sent again after measuring nothing.
+    start_retries: u8,
 }
 
 impl Default for ProbeController {
     fn default() -> Self {
-        ProbeController { phase: Phase::Start, next_id: 1, last_probe_us: None, second_start_probe: None }
+        ProbeController { phase: Phase::Start, next_id: 1, last_probe_us: None, second_start_probe: None, start_retries: 0 }
     }
 }
 
@@ -187,8 +191,16 @@ impl ProbeController {
             }
             Phase::Waiting { sent_us, .. } => {
                 if now_us - sent_us > PROBE_TIMEOUT_US {
-                    self.phase = Phase::Idle;
-                    self.second_start_probe = None;
+                    // A start probe that measured nothing (its feedback lost, the stream it
+                    // rode on not yet known to the receiver) is tried again rather than
+                    // leaving the estimate at its start value until a demand probe.
+                    let start_probe = self.second_start_probe.take().is_some();
+                    if start_probe && self.start_retries < START_RETRIES {
+                        self.start_retries += 1;
+                        self.phase = Phase::Start;
+                    } else {
+                        self.phase = Phase::Idle;
+                    }
                 }
                 None
             }
@@ -266,6 +278,28 @@ mod tests {
         let last = control.on_result(6_900_000.0, 300_000, 10e6).unwrap();
         assert_eq!(last.target_bps, 10e6, "the cap, not twice the result");
         assert_eq!(control.on_result(9_800_000.0, 400_000, 10e6), None);
+    }
+
+    #[test]
+    fn a_start_probe_that_measures_nothing_is_sent_again_after_the_timeout_twice_at_most() {
+        let mut control = ProbeController::new();
+        let first = control.poll(600_000.0, 0.0, 10e6, false, 0).unwrap();
+        assert_eq!(control.poll(600_000.0, 0.0, 10e6, false, 900_000), None, "waiting for its result");
+        assert_eq!(control.poll(600_000.0, 0.0, 10e6, false, 1_100_000), None, "timed out");
+        let again = control.poll(600_000.0, 0.0, 10e6, false, 1_150_000).expect("the start probe again");
+        assert_eq!(again.target_bps, first.target_bps);
+        assert_ne!(again.id, first.id);
+        control.poll(600_000.0, 0.0, 10e6, false, 2_200_000);
+        control.poll(600_000.0, 0.0, 10e6, false, 2_250_000).expect("a second retry");
+        control.poll(600_000.0, 0.0, 10e6, false, 3_300_000);
+        assert_eq!(control.poll(600_000.0, 0.0, 10e6, false, 3_350_000), None, "no third: demand probes take over");
+        // And a retried start probe that measures goes on as the first would have.
+        let mut control = ProbeController::new();
+        control.poll(600_000.0, 0.0, 10e6, false, 0).unwrap();
+        control.poll(600_000.0, 0.0, 10e6, false, 1_100_000);
+        control.poll(600_000.0, 0.0, 10e6, false, 1_150_000).unwrap();
+        let second = control.on_result(1_750_000.0, 1_250_000, 10e6).expect("the 6x start probe");
+        assert_eq!(second.target_bps, 3_600_000.0);
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub struct SendSideBwe {
     received: Vec<PacketTiming>,
     probes_sent: u64,
     last_probe_bps: Option<f64>,
+    remb_seen: bool,
 }
 
 impl Default for SendSideBwe {
@@ -87,12 +88,19 @@ impl SendSideBwe {
             received: Vec::new(),
             probes_sent: 0,
             last_probe_bps: None,
+            remb_seen: false,
         }
     }
 
     /// What the transport may send, in bits per second.
     pub fn target_bps(&self) -> f64 {
         self.target_bps
+    }
+
+    /// Whether the target rests on evidence (a probe result, an overuse, seconds of measured
+    /// throughput, or the subscriber's REMB) rather than on the start value.
+    pub fn is_established(&self) -> bool {
+        self.delay.is_initialized() || self.remb_seen
     }
 
     pub fn stats(&self) -> EstimateStats {
@@ -196,6 +204,7 @@ impl SendSideBwe {
     /// A REMB from the subscriber (a transport whose consumers negotiated REMB instead of
     /// transport-cc): the browser's own receive-side estimate is the target.
     pub fn on_remb(&mut self, bps: f64) {
+        self.remb_seen = true;
         self.target_bps = bps.clamp(MIN_BITRATE_BPS, MAX_BITRATE_BPS);
     }
 }

@@ -20,7 +20,7 @@ use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEs
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rustc_hash::FxHashMap;
 
-use crate::bwe::probe::{PROBE_DURATION_US, ProbeCluster};
+use crate::bwe::probe::{MIN_PROBE_PACKETS, PROBE_DURATION_US, ProbeCluster};
 use crate::bwe::{EstimateStats, PacketResult, RembEstimator, SendHistory, SendSideBwe, TransportCcFeedback};
 use crate::media::router::LayerCandidates;
 use crate::media::rtp_packet::RtpView;
@@ -62,6 +62,10 @@ struct ActiveProbe {
     started: Instant,
     next_step: Instant,
     padding_sent: usize,
+    /// Media copies sent meanwhile: stamped with the cluster's id, they count towards it.
+    media_sent: usize,
+    /// Packets of the cluster so far, padding and media.
+    packets: u32,
     packet_size: usize,
 }
 
@@ -244,6 +248,10 @@ impl Congestion {
                 let probe = side.probe_id();
                 side.history.record(copy.len() + PACKET_OVERHEAD, now_us, probe);
                 side.on_sent(copy.len() + PACKET_OVERHEAD, now_us);
+                if let Some(active) = side.probe.as_mut() {
+                    active.media_sent += copy.len() + PACKET_OVERHEAD;
+                    active.packets += 1;
+                }
             }
             Estimation::Remb { abs_send_time_id } => {
                 write_extension(view, copy, abs_send_time_id, &abs_send_time(now_us));
@@ -282,6 +290,10 @@ impl Congestion {
                 results.push(PacketResult { sent, arrived_us });
             }
             side.bwe.on_feedback(&results, now_us);
+            tracing::trace!(transport = %from, reported = feedback.packet_status_count, known = results.len(),
+                lost = results.iter().filter(|r| r.arrived_us.is_none()).count(),
+                probe_packets = results.iter().filter(|r| r.sent.probe != 0).count(),
+                base = feedback.base_sequence_number, stats = ?side.bwe.stats(), "transport-wide feedback");
             side.feedback_since.get_or_insert(now);
             self.results = results;
             return true;
@@ -334,7 +346,9 @@ impl Congestion {
                     let cap = (2.0 * wanted).max(crate::bwe::send_side::START_BITRATE_BPS);
                     if let Some(cluster) = side.bwe.poll_probe(wanted, cap, now_us) {
                         let packet_size = (cluster.bytes() / 10).clamp(200, 1200);
-                        side.probe = Some(ActiveProbe { cluster, started: now, next_step: now, padding_sent: 0, packet_size });
+                        tracing::trace!(transport = %side.transport, ?cluster, wanted, sent_bps = side.sent_bps, packet_size,
+                            next_sequence = side.history.next_sequence(), "probe started");
+                        side.probe = Some(ActiveProbe { cluster, started: now, next_step: now, padding_sent: 0, media_sent: 0, packets: 0, packet_size });
                     }
                 }
             }
@@ -400,6 +414,9 @@ impl Congestion {
             let demands: Vec<Demand> =
                 group.iter().zip(&offers).map(|(c, layers)| Demand { priority: c.priority, preferred: c.preferred, layers }).collect();
             let available = self.send[side].target_bps().max(0.0) as u64;
+            // The start value is a guess, not a measurement: a cap from it lasts only until a
+            // probe (or the path) says more, and does not hold the consumer down afterwards.
+            let measured = self.send[side].bwe.is_established();
             let allocation = allocate(available, &demands);
             // What the prober may aim for: every consumer's preferred layer (or the lowest sent).
             let wanted: u64 = group
@@ -419,7 +436,7 @@ impl Congestion {
                 };
                 // Only a cap below what the app prefers holds: a lower preference is no downgrade.
                 let preferred = c.layers.iter().take_while(|l| l.layers <= c.preferred).last().map(|l| l.layers.spatial_layer);
-                if let (Some(before), Some(after), Some(preferred)) = (before, spatial(cap), preferred)
+                if let (true, Some(before), Some(after), Some(preferred)) = (measured, before, spatial(cap), preferred)
                     && after < before
                     && after < preferred
                 {
@@ -462,28 +479,47 @@ fn abs_send_time(now_us: i64) -> [u8; 3] {
     [a, b, c]
 }
 
-/// The padding due for a probe in progress: paced at its rate less what media is already
-/// sending (at least a quarter of it), in [`PROBE_STEP`]s, for [`PROBE_DURATION_US`].
+/// The padding due for a probe in progress, in [`PROBE_STEP`]s over [`PROBE_DURATION_US`]:
+/// what the cluster's rate has sent by the end of this step, less what went out already
+/// (padding, and media stamped with the cluster). The last step sends the whole remainder
+/// and at least [`MIN_PROBE_PACKETS`] packets in all, however late the steps ran: a cluster
+/// that falls short of what the estimator needs measures nothing, and the next probe is
+/// seconds away.
 fn send_probe_padding(side: &mut SendSide, now: Instant, now_us: i64, out: &mut Vec<(TransportId, Vec<u8>, bool)>) {
     let (Some(mut probe), Some(probator)) = (side.probe, side.probator) else {
         side.probe = None;
         return;
     };
     let elapsed_us = now.saturating_duration_since(probe.started).as_micros() as i64;
-    let padding_bps = (probe.cluster.target_bps - side.sent_bps).max(probe.cluster.target_bps / 4.0);
-    let due = (padding_bps * (elapsed_us + PROBE_STEP.as_micros() as i64).min(PROBE_DURATION_US) as f64 / 8e6) as usize;
-    while probe.padding_sent + probe.packet_size <= due {
+    let step_end_us = elapsed_us + PROBE_STEP.as_micros() as i64;
+    let last_step = step_end_us >= PROBE_DURATION_US;
+    let due = if last_step {
+        probe.cluster.bytes()
+    } else {
+        (probe.cluster.target_bps * step_end_us as f64 / 8e6) as usize
+    };
+    loop {
+        let sent = probe.padding_sent + probe.media_sent;
+        let wanted = sent + probe.packet_size <= due || (last_step && (sent < due || probe.packets < MIN_PROBE_PACKETS));
+        if !wanted {
+            break;
+        }
         let sequence = side.history.next_sequence();
         let packet = probator_packet(probator, side.probator_sequence, side.probator_timestamp, sequence, probe.packet_size);
         side.probator_sequence = side.probator_sequence.wrapping_add(1);
         side.history.record(packet.len() + PACKET_OVERHEAD, now_us, probe.cluster.id);
         side.on_sent(packet.len() + PACKET_OVERHEAD, now_us);
-        probe.padding_sent += probe.packet_size;
+        probe.padding_sent += packet.len() + PACKET_OVERHEAD;
+        probe.packets += 1;
         out.push((side.transport.clone(), packet, false));
     }
     side.probator_timestamp = side.probator_timestamp.wrapping_add(90);
     probe.next_step = now + PROBE_STEP;
-    side.probe = (elapsed_us < PROBE_DURATION_US).then_some(probe);
+    side.probe = (!last_step).then_some(probe);
+    if side.probe.is_none() {
+        tracing::trace!(transport = %side.transport, cluster = ?probe.cluster, padding_bytes = probe.padding_sent,
+            next_sequence = side.history.next_sequence(), "probe ended");
+    }
 }
 
 /// A probator packet of `size` bytes: mid `probator` and the transport-wide sequence number in
@@ -510,4 +546,129 @@ fn probator_packet(probator: Probator, sequence: u16, timestamp: u32, transport_
     packet.extend_from_slice(&block);
     packet.resize(size.max(packet.len() + 1), 0);
     packet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::LayerBitrate;
+
+    fn layers(spatial_layer: u8) -> Layers {
+        Layers { spatial_layer, temporal_layer: 0 }
+    }
+
+    /// One consumer on transport `t` of a producer sending three spatial layers.
+    fn candidates() -> Vec<LayerCandidates> {
+        let bitrates = [150_000, 500_000, 1_500_000];
+        vec![LayerCandidates {
+            consumer_id: ConsumerId::from("c"),
+            transport_id: TransportId::from("t"),
+            priority: 1,
+            preferred: layers(2),
+            layers: bitrates.iter().enumerate().map(|(s, &bitrate)| LayerBitrate { layers: layers(s as u8), bitrate }).collect(),
+        }]
+    }
+
+    /// Congestion control with transport `t`'s send side, its feedback flowing since `at`.
+    fn with_send_side(at: Instant) -> Congestion {
+        let mut congestion = Congestion::default();
+        let mut side = SendSide::new(TransportId::from("t"));
+        side.feedback_since = Some(at);
+        congestion.send_index.insert(TransportId::from("t"), 0);
+        congestion.send.push(side);
+        congestion
+    }
+
+    fn spatial(caps: &[(ConsumerId, Cap)]) -> Option<u8> {
+        match caps[0].1 {
+            Cap::UpTo(l) => Some(l.spatial_layer),
+            Cap::Unlimited => Some(u8::MAX),
+            Cap::Nothing => None,
+        }
+    }
+
+    #[test]
+    fn a_cap_from_the_unmeasured_start_estimate_does_not_hold_the_consumer_down() {
+        let t0 = Instant::now();
+        let mut congestion = with_send_side(t0);
+        // 600 kbps, the start value: the top layer does not fit yet.
+        assert_eq!(spatial(&congestion.allocate(&candidates(), t0)), Some(1));
+        // The first measurement carries it: up at once, not after a downgrade's hold.
+        congestion.send[0].bwe.on_remb(3_000_000.0);
+        let later = t0 + ALLOCATION_INTERVAL;
+        assert_eq!(spatial(&congestion.allocate(&candidates(), later)), Some(2));
+    }
+
+    #[test]
+    fn a_measured_downgrade_holds_for_the_hold_time() {
+        let t0 = Instant::now();
+        let mut congestion = with_send_side(t0);
+        congestion.send[0].bwe.on_remb(3_000_000.0);
+        assert_eq!(spatial(&congestion.allocate(&candidates(), t0)), Some(2));
+        congestion.send[0].bwe.on_remb(600_000.0);
+        assert_eq!(spatial(&congestion.allocate(&candidates(), t0 + Duration::from_secs(1))), Some(1));
+        congestion.send[0].bwe.on_remb(3_000_000.0);
+        assert_eq!(spatial(&congestion.allocate(&candidates(), t0 + Duration::from_secs(2))), Some(1), "held");
+        let after = t0 + Duration::from_secs(1) + DOWNGRADE_HOLD + ALLOCATION_INTERVAL;
+        assert_eq!(spatial(&congestion.allocate(&candidates(), after)), Some(2), "back up once the hold is over");
+    }
+
+    /// A send side in the middle of a probe of `target_bps`, its padding `packet_size` bytes.
+    fn probing(started: Instant, target_bps: f64, packet_size: usize) -> SendSide {
+        let mut side = SendSide::new(TransportId::from("t"));
+        side.probator = Some(Probator { transport_cc_id: 5, mid_id: Some(1) });
+        let cluster = ProbeCluster { id: 1, target_bps };
+        side.probe = Some(ActiveProbe { cluster, started, next_step: started, padding_sent: 0, media_sent: 0, packets: 0, packet_size });
+        side
+    }
+
+    fn sent_bytes(out: &[(TransportId, Vec<u8>, bool)]) -> usize {
+        out.iter().map(|(_, packet, _)| packet.len() + PACKET_OVERHEAD).sum()
+    }
+
+    #[test]
+    fn a_probe_whose_steps_run_late_still_sends_its_whole_cluster() {
+        let t0 = Instant::now();
+        let mut side = probing(t0, 1_800_000.0, 900);
+        let cluster = side.probe.unwrap().cluster;
+        let mut out = Vec::new();
+        send_probe_padding(&mut side, t0, 0, &mut out);
+        send_probe_padding(&mut side, t0 + Duration::from_millis(12), 12_000, &mut out);
+        // The media thread came back only after the cluster's time was up.
+        send_probe_padding(&mut side, t0 + Duration::from_millis(47), 47_000, &mut out);
+        assert!(side.probe.is_none(), "the probe is over");
+        assert!(sent_bytes(&out) >= cluster.bytes(), "{} of {} bytes", sent_bytes(&out), cluster.bytes());
+        assert!(out.len() >= MIN_PROBE_PACKETS as usize);
+        assert!(sent_bytes(&out) < cluster.bytes() + 900 + PACKET_OVERHEAD, "and not much more");
+    }
+
+    #[test]
+    fn media_sent_during_a_probe_counts_towards_it() {
+        let t0 = Instant::now();
+        let mut side = probing(t0, 1_000_000.0, 500);
+        let cluster = side.probe.unwrap().cluster;
+        // A frame's worth of media went out stamped with the cluster.
+        if let Some(probe) = side.probe.as_mut() {
+            probe.media_sent = cluster.bytes() / 2;
+            probe.packets = 3;
+        }
+        let mut out = Vec::new();
+        for ms in [0u64, 10, 20, 30, 40] {
+            send_probe_padding(&mut side, t0 + Duration::from_millis(ms), ms as i64 * 1000, &mut out);
+        }
+        assert!(side.probe.is_none());
+        let padding = sent_bytes(&out);
+        assert!(padding + cluster.bytes() / 2 >= cluster.bytes(), "the cluster is whole: {padding} bytes of padding");
+        assert!(padding <= cluster.bytes() / 2 + 500 + PACKET_OVERHEAD, "padding only fills what media did not: {padding}");
+    }
+
+    #[test]
+    fn a_small_probe_still_sends_the_packets_the_estimator_needs() {
+        let t0 = Instant::now();
+        // 300 kbps over 40 ms is 1500 bytes: fewer than five padding packets of 1200.
+        let mut side = probing(t0, 300_000.0, 200);
+        let mut out = Vec::new();
+        send_probe_padding(&mut side, t0 + Duration::from_millis(40), 40_000, &mut out);
+        assert!(out.len() >= MIN_PROBE_PACKETS as usize, "{} packets", out.len());
+    }
 }

@@ -931,7 +931,13 @@ impl Router {
     /// A decrypted RTCP compound packet arrived on `from`.
     pub fn on_rtcp(&mut self, from: &TransportId, packet: &[u8], now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &packet[..]) else { return out };
+        let packets = match rtc::rtcp::packet::unmarshal(&mut &packet[..]) {
+            Ok(packets) => packets,
+            Err(error) => {
+                tracing::debug!(transport = %from, %error, bytes = packet.len(), head = ?&packet[..packet.len().min(48)], "unreadable RTCP dropped");
+                return out;
+            }
+        };
         for p in &packets {
             if self.congestion.on_rtcp(from, p.as_ref(), now) {
                 continue;
