@@ -550,6 +550,17 @@ export class FanoutClient {
     return transport;
   }
 
+  /** Forgets the transport of `direction`: the next use makes a new one. */
+  _forgetTransport(direction) {
+    if (direction === 'send') {
+      this._sendTransport = null;
+      this._sendTransportPromise = null;
+    } else {
+      this._recvTransport = null;
+      this._recvTransportPromise = null;
+    }
+  }
+
   /**
    * The server closed one of our transports (`transport-closed`): close it here too, then
    * replace it and publish or subscribe again what ran on it. A transport that closes again
@@ -569,13 +580,7 @@ export class FanoutClient {
     const subscribed = new Map(this._orphaned);
     this._orphaned.clear();
     for (const [producerId, e] of this.consumers) subscribed.set(producerId, subscription(producerId, e));
-    if (direction === 'send') {
-      this._sendTransport = null;
-      this._sendTransportPromise = null;
-    } else {
-      this._recvTransport = null;
-      this._recvTransportPromise = null;
-    }
+    this._forgetTransport(direction);
     transport.close();
     if (direction === 'recv') {
       // Subscriptions still on their way on the closed transport: their replacements below.
@@ -627,12 +632,8 @@ export class FanoutClient {
     this._failedIds.add(transportId);
     const error = new FanoutError(code, `the ${direction === 'send' ? 'sending' : 'receiving'} media connection could not be set up: ${reason}`, 'connect-transport');
     this._failed.set(direction, error);
-    if (direction === 'send') {
-      this._sendTransport = null;
-      this._sendTransportPromise = null;
-    } else {
-      this._recvTransport = null;
-      this._recvTransportPromise = null;
+    this._forgetTransport(direction);
+    if (direction === 'recv') {
       for (const [producerId, entry] of [...this.consumers]) if (entry.pending) this.consumers.delete(producerId);
     }
     transport.close();

@@ -247,31 +247,43 @@ if (!skip) {
   });
 }
 
+/**
+ * The story both connecting cases tell: ada publishes, bob decodes her video, and each one's
+ * selected candidate pair is what `checkPair(pair, what)` expects of the path (`how`, for
+ * messages and the figure).
+ */
+async function callConnects(product, label, how, checkPair) {
+  await withParticipants(product, async (open) => {
+    const name = room(label);
+    const ada = await open('ada', name);
+    await ada.join();
+    const bob = await open('bob', name);
+    await bob.join();
+    const rows = await assertReceivesFrom(bob, [ada], { timeoutMs: 40000 });
+    const video = rows.find((r) => r.kind === 'video');
+    console.log(`bob decodes ada's video ${how}: ${video.framesDecoded} frames, ${video.frameWidth}x${video.frameHeight}`);
+    for (const [who, direction] of [
+      [ada, 'send'],
+      [bob, 'recv'],
+    ]) {
+      const pair = await selectedPair(who, direction);
+      const what = `${who.name}'s ${direction} transport`;
+      console.log(`${what}: ${JSON.stringify(pair)}`);
+      assert.equal(pair?.state, 'succeeded', `${what}'s pair: ${JSON.stringify(pair)}`);
+      checkPair(pair, what);
+    }
+    figure(`join-to-first-remote-frame ${how}`, await bob.joinToFirstRemoteFrameMs(), 'ms');
+  });
+}
+
 test('with UDP blocked, the call connects over ICE-TCP and video decodes', { skip: skip ?? false, timeout: 120000 }, async () => {
   const product = await startProduct('tcp');
   try {
     ns.firewall({ tcpPorts: null });
-    await withParticipants(product, async (open) => {
-      const name = room('tcp');
-      const ada = await open('ada', name);
-      await ada.join();
-      const bob = await open('bob', name);
-      await bob.join();
-      const rows = await assertReceivesFrom(bob, [ada], { timeoutMs: 40000 });
-      const video = rows.find((r) => r.kind === 'video');
-      console.log(`bob decodes ada's video over ICE-TCP: ${video.framesDecoded} frames, ${video.frameWidth}x${video.frameHeight}`);
-      for (const [who, direction] of [
-        [ada, 'send'],
-        [bob, 'recv'],
-      ]) {
-        const pair = await selectedPair(who, direction);
-        console.log(`${who.name}'s ${direction} transport: ${JSON.stringify(pair)}`);
-        assert.equal(pair?.state, 'succeeded', `${who.name}'s ${direction} pair: ${JSON.stringify(pair)}`);
-        assert.equal(pair.local.protocol, 'tcp', `${who.name}'s ${direction} transport runs over TCP: ${JSON.stringify(pair)}`);
-        assert.equal(pair.remote.protocol, 'tcp', JSON.stringify(pair));
-        assert.equal(pair.remote.address, ns.hostIp, `the worker's announced address: ${JSON.stringify(pair)}`);
-      }
-      figure('join-to-first-remote-frame over ICE-TCP', await bob.joinToFirstRemoteFrameMs(), 'ms');
+    await callConnects(product, 'tcp', 'over ICE-TCP', (pair, what) => {
+      assert.equal(pair.local.protocol, 'tcp', `${what} runs over TCP: ${JSON.stringify(pair)}`);
+      assert.equal(pair.remote.protocol, 'tcp', JSON.stringify(pair));
+      assert.equal(pair.remote.address, ns.hostIp, `the worker's announced address: ${JSON.stringify(pair)}`);
     });
   } finally {
     await product.stop();
@@ -312,26 +324,9 @@ test('with UDP and TCP to the worker blocked, the call goes through coturn over 
   try {
     // Only signalling's port and the TURN server's: what a network open to TCP 443 alone leaves.
     ns.firewall({ tcpPorts: [signallingPort, turnPort] });
-    await withParticipants(product, async (open) => {
-      const name = room('turn');
-      const ada = await open('ada', name);
-      await ada.join();
-      const bob = await open('bob', name);
-      await bob.join();
-      const rows = await assertReceivesFrom(bob, [ada], { timeoutMs: 40000 });
-      const video = rows.find((r) => r.kind === 'video');
-      console.log(`bob decodes ada's video through TURN: ${video.framesDecoded} frames, ${video.frameWidth}x${video.frameHeight}`);
-      for (const [who, direction] of [
-        [ada, 'send'],
-        [bob, 'recv'],
-      ]) {
-        const pair = await selectedPair(who, direction);
-        console.log(`${who.name}'s ${direction} transport: ${JSON.stringify(pair)}`);
-        assert.equal(pair?.state, 'succeeded', `${who.name}'s ${direction} pair: ${JSON.stringify(pair)}`);
-        assert.equal(pair.local.type, 'relay', `${who.name}'s ${direction} transport is relayed: ${JSON.stringify(pair)}`);
-        assert.equal(pair.local.relayProtocol, 'tcp', `reaching the relay over TCP: ${JSON.stringify(pair)}`);
-      }
-      figure('join-to-first-remote-frame through TURN over TCP', await bob.joinToFirstRemoteFrameMs(), 'ms');
+    await callConnects(product, 'turn', 'through TURN over TCP', (pair, what) => {
+      assert.equal(pair.local.type, 'relay', `${what} is relayed: ${JSON.stringify(pair)}`);
+      assert.equal(pair.local.relayProtocol, 'tcp', `reaching the relay over TCP: ${JSON.stringify(pair)}`);
     });
   } finally {
     await product.stop();
