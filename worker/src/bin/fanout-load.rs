@@ -15,8 +15,9 @@ use clap::Parser;
 use fanout_worker::load::procfs::pin_this_thread;
 use fanout_worker::os::raise_open_file_limit;
 use fanout_worker::load::relay::{run_relay, RelayRun};
-use fanout_worker::load::report::{self, row, table, video_packets_per_second, Row};
-use fanout_worker::load::worker_run::{run_worker, WorkerRun, WorkerTarget};
+use fanout_worker::load::report::{self, row, table, Row};
+use fanout_worker::load::worker_run::{run_worker, Timing, WorkerRun, WorkerTarget};
+use fanout_worker::load::{Media, SubscriberLayers, Transport};
 
 /// Media benchmark: forwarding cost of a Fanout worker against this machine's own limit.
 #[derive(Parser, Debug)]
@@ -31,10 +32,22 @@ struct Args {
     /// Publishers, each sending a 1 Mbps VP8-like video and an opus-like audio stream.
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Publishers send three simulcast encodings (RIDs r0, r1, r2: about 0.12, 0.33 and
+    /// 1 Mbps, VP8 L1T3) instead of one stream; each subscriber's consumer gets one of them.
+    #[arg(long)]
+    simulcast: bool,
+    /// With --simulcast: which encoding subscribers get (`top`: the highest, `spread`:
+    /// subscriber i prefers encoding i mod 3).
+    #[arg(long, value_enum, default_value_t = SubscriberLayers::Top, requires = "simulcast")]
+    layers: SubscriberLayers,
+    /// How subscribers reach the worker (and the relay): `udp`, or `tcp` (ICE-TCP, one
+    /// connection each to the worker's TCP port, RFC 4571 framing).
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
     /// Rooms of several publishers run after the sweep, as PUBLISHERSxSUBSCRIBERS: the
     /// default pair loads the worker about half as much as 1 x 1000 does, in the shape of a
-    /// meeting, where each packet reaches fewer subscribers.
-    #[arg(long, value_delimiter = ',', default_value = "10x100,20x50", value_parser = parse_room)]
+    /// meeting, where each packet reaches fewer subscribers. `--rooms` alone: none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "10x100,20x50", value_parser = parse_room)]
     rooms: Vec<Room>,
     /// Seconds of media before measuring (keyframes reach new consumers, queues settle).
     #[arg(long, default_value_t = 3)]
@@ -116,6 +129,8 @@ fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result
         bail!("{} not found: build it with `cargo build --release -p fanout-worker --bins`, or pass --worker-bin", bin.display());
     }
     let http_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // A free port of its own, not the default one another worker on the machine may hold.
+    let tcp_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let max_port = args.rtc_min_port as usize + ports + 16;
     if max_port > u16::MAX as usize {
         bail!("--rtc-min-port {} leaves no room for {ports} transports", args.rtc_min_port);
@@ -124,6 +139,7 @@ fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result
     command
         .args(["--listen-ip", "127.0.0.1", "--http-port", &http_port.to_string()])
         .args(["--rtc-min-port", &args.rtc_min_port.to_string(), "--rtc-max-port", &max_port.to_string()])
+        .args(["--rtc-tcp-port", &tcp_port.to_string()])
         .args(["--media-threads", "1"])
         .env_remove("FANOUT_API_TOKEN")
         .env("RUST_LOG", "warn")
@@ -154,6 +170,11 @@ fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result
 fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
     let rec = &w.receiver;
     eprintln!(
+        "  worker: {} received from publishers, {:.2} µs per packet received",
+        w.received,
+        w.cpu_seconds * 1e6 / w.received.max(1) as f64
+    );
+    eprintln!(
         "  worker: {} forwarded in {:.1} s, process CPU {:.2} s, its core busy {}, media threads {}, setup {:.1} s",
         w.forwarded,
         w.window.as_secs_f64(),
@@ -170,8 +191,8 @@ fn describe(w: &WorkerRun, r: &Row, relay: Option<&RelayRun>) {
         );
     }
     eprintln!(
-        "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}",
-        rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops
+        "  subscribers received {} packets: lost {}, reordered {}, corrupt {}, undecryptable {}, dropped by the load program's socket {}, ICE-TCP connections lost {}",
+        rec.packets, rec.counts.lost, rec.counts.reordered, rec.corrupt, rec.undecryptable, rec.socket_drops, rec.connections_lost
     );
     let busy = rec.busy_seconds / w.window.as_secs_f64().max(1e-9);
     eprintln!(
@@ -208,9 +229,12 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let runs = runs(&args);
+    let media = Media { simulcast: args.simulcast.then_some(args.layers), transport: args.transport };
     eprintln!(
-        "fanout-load: publishers of ~1 Mbps VP8-like video ({:.0} pkt/s) + opus-like audio (50 pkt/s); rooms (publishers x subscribers) {}; warm-up {} s, window {} s; {} cores{}",
-        video_packets_per_second(),
+        "fanout-load: {}: publishers of {} ({:.0} video pkt/s) + opus-like audio (50 pkt/s); rooms (publishers x subscribers) {}; warm-up {} s, window {} s; {} cores{}",
+        media.label(),
+        if args.simulcast { "3 simulcast encodings of VP8-like video, ~0.12/0.33/1 Mbps" } else { "~1 Mbps VP8-like video" },
+        media.video_packets_per_second(),
         runs.iter().map(|r| format!("{}x{}", r.publishers, r.subscribers)).collect::<Vec<_>>().join(", "),
         args.warmup_secs,
         args.window_secs,
@@ -229,7 +253,7 @@ fn main() -> anyhow::Result<()> {
                 (WorkerTarget { endpoint: started.endpoint.clone(), pid, api_token: None, cpu: worker_cpu }, Some(started))
             }
         };
-        let worker = match runtime.block_on(run_worker(&target, n, publishers, warmup, window)) {
+        let worker = match runtime.block_on(run_worker(&target, n, publishers, media, Timing::new(&media, warmup, window))) {
             Ok(worker) => worker,
             Err(e) => {
                 eprintln!("  no figures for {publishers} x {n}: {e}");
@@ -237,7 +261,7 @@ fn main() -> anyhow::Result<()> {
             }
         };
         drop(_started);
-        let relay = if args.no_relay { None } else { Some(run_relay(n, publishers, warmup, window, worker_cpu)?) };
+        let relay = if args.no_relay { None } else { Some(run_relay(n, publishers, media, warmup, window, worker_cpu)?) };
         let r = row(&worker, relay.as_ref());
         describe(&worker, &r, relay.as_ref());
         rows.push(r);
@@ -300,7 +324,18 @@ mod tests {
         assert_eq!(shapes, [(2, 10), (2, 100), (10, 100), (20, 50)]);
         let args = Args::parse_from(["fanout-load", "--sweep", "--rooms", "5x20"]);
         assert_eq!(runs(&args).len(), 6);
+        let args = Args::parse_from(["fanout-load", "--sweep", "100,500", "--rooms", "--transport", "tcp"]);
+        assert_eq!(runs(&args).len(), 2, "no rooms");
         let args = Args::parse_from(["fanout-load", "--subscribers", "7"]);
         assert_eq!(runs(&args), [Room { publishers: 1, subscribers: 7 }]);
+        assert_eq!((args.simulcast, args.transport), (false, Transport::Udp));
+    }
+
+    #[test]
+    fn simulcast_and_tcp_are_options_and_layers_need_simulcast() {
+        let args = Args::parse_from(["fanout-load", "--simulcast", "--layers", "spread", "--transport", "tcp"]);
+        assert_eq!((args.simulcast, args.layers, args.transport), (true, SubscriberLayers::Spread, Transport::Tcp));
+        assert!(Args::try_parse_from(["fanout-load", "--layers", "spread"]).is_err(), "--layers without --simulcast");
+        assert!(Args::try_parse_from(["fanout-load", "--transport", "quic"]).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Publishers: each sends a synthetic video and audio stream over SRTP at real-time pace,
-//! answers keyframe requests (PLI/FIR) and keeps ICE consent. One thread drives them all.
+//! Publishers: each sends a synthetic video (one stream, or three simulcast encodings) and
+//! audio stream over SRTP at real-time pace, answers keyframe requests (PLI/FIR) for the
+//! encoding they name and keeps ICE consent. One thread drives them all.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,7 +17,9 @@ pub struct Publisher {
     pub socket: UdpSocket,
     pub remote: SocketAddr,
     pub srtp: SrtpSession,
-    pub video: VideoSource,
+    /// One stream, or a simulcast publisher's encodings (lowest first), whose frames are
+    /// captured together and sent back to back.
+    pub video: Vec<VideoSource>,
     pub audio: AudioSource,
     /// ICE consent toward the worker: (ufrag, password). None for the in-process relay.
     pub consent: Option<(String, String)>,
@@ -28,6 +31,8 @@ pub struct Publisher {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PublisherReport {
     pub packets_sent: u64,
+    /// Sent during the measuring window: what the worker received from publishers.
+    pub packets_sent_measured: u64,
     pub keyframe_requests: u64,
     pub nacks_received: u64,
 }
@@ -48,7 +53,9 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
     let count = publishers.len().max(1) as u32;
     let offsets: Vec<(Duration, Duration)> = (0..count).map(|i| (frame_interval * i / count, audio_interval * i / count)).collect();
     for (i, p) in publishers.iter_mut().enumerate() {
-        p.video.set_keyframe_phase(KEYFRAME_INTERVAL_FRAMES * i as u32 / count);
+        for video in &mut p.video {
+            video.set_keyframe_phase(KEYFRAME_INTERVAL_FRAMES * i as u32 / count);
+        }
     }
     let start = Instant::now();
     let mut next_consent = start;
@@ -74,17 +81,20 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
                 let data = &buf[..n];
                 if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) {
                     if let Ok(plain) = p.srtp.inbound.decrypt_rtcp(data) {
-                        let (keyframe, nack) = feedback(&plain);
-                        if keyframe {
-                            p.video.request_keyframe();
-                            report.keyframe_requests += 1;
+                        let asked = feedback(&plain);
+                        for ssrc in asked.keyframes {
+                            if let Some(video) = p.video.iter_mut().find(|v| v.ssrc == ssrc) {
+                                video.request_keyframe();
+                                report.keyframe_requests += 1;
+                            }
                         }
-                        report.nacks_received += nack as u64;
+                        report.nacks_received += asked.nacks as u64;
                     }
                 }
             }
         }
-        if Phase::from(phase.load(Ordering::Acquire)) == Phase::Quiet {
+        let current = Phase::from(phase.load(Ordering::Acquire));
+        if current == Phase::Quiet {
             // Media starts with the warm-up; its pace starts from there too.
             for (due, (video, audio)) in due.iter_mut().zip(&offsets) {
                 *due = (now + *video, now + *audio);
@@ -92,11 +102,14 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
+        let sent_before = report.packets_sent;
         for (p, (next_frame, next_audio)) in publishers.iter_mut().zip(due.iter_mut()) {
             if now >= *next_frame {
                 *next_frame += frame_interval;
-                for packet in p.video.next_frame() {
-                    report.packets_sent += send(p, packet) as u64;
+                for layer in 0..p.video.len() {
+                    for packet in p.video[layer].next_frame() {
+                        report.packets_sent += send(p, packet) as u64;
+                    }
                 }
             }
             if now >= *next_audio {
@@ -104,6 +117,9 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
                 let packet = p.audio.next_packet();
                 report.packets_sent += send(p, packet) as u64;
             }
+        }
+        if current == Phase::Measure {
+            report.packets_sent_measured += report.packets_sent - sent_before;
         }
         let wake = due.iter().map(|(video, audio)| *video.min(audio)).min().unwrap_or(now);
         let now = Instant::now();
@@ -124,22 +140,36 @@ fn send(p: &mut Publisher, mut packet: Vec<u8>) -> bool {
     }
 }
 
-/// Whether a compound RTCP packet asks for a keyframe (PLI or FIR), and how many NACK
-/// packets it holds.
-pub fn feedback(compound: &[u8]) -> (bool, usize) {
-    let (mut keyframe, mut nacks) = (false, 0);
+/// What a compound RTCP packet from the worker asks of a publisher.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// The media SSRCs a PLI or FIR asks a keyframe of (a simulcast publisher's encodings are
+    /// asked one by one).
+    pub keyframes: Vec<u32>,
+    /// NACK packets.
+    pub nacks: usize,
+}
+
+/// Reads the keyframe requests (PLI, FIR) and NACKs of a compound RTCP packet.
+pub fn feedback(compound: &[u8]) -> Feedback {
+    let mut asked = Feedback::default();
+    let ssrc_at = |packet: &[u8], at: usize| packet.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let mut rest = compound;
     while rest.len() >= 4 {
         let (fmt, pt) = (rest[0] & 0x1f, rest[1]);
         let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+        let packet = rest.get(..len).unwrap_or(rest);
         match (pt, fmt) {
-            (206, 1) | (206, 4) => keyframe = true,
-            (205, 1) => nacks += 1,
+            // PLI: the media source SSRC after the sender's.
+            (206, 1) => asked.keyframes.extend(ssrc_at(packet, 8)),
+            // FIR: one 8-byte entry per SSRC after the common header (RFC 5104 4.3.1).
+            (206, 4) => asked.keyframes.extend((12..packet.len()).step_by(8).filter_map(|at| ssrc_at(packet, at))),
+            (205, 1) => asked.nacks += 1,
             _ => {}
         }
         rest = rest.get(len..).unwrap_or_default();
     }
-    (keyframe, nacks)
+    asked
 }
 
 #[cfg(test)]
@@ -147,14 +177,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pli_and_fir_ask_for_keyframes_and_nacks_are_counted() {
+    fn pli_and_fir_ask_the_encoding_they_name_for_a_keyframe_and_nacks_are_counted() {
         let pli = crate::media::router::pli(1, 2);
-        assert_eq!(feedback(&pli), (true, 0));
+        assert_eq!(feedback(&pli), Feedback { keyframes: vec![2], nacks: 0 });
         let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 1]; // an empty RR
         compound.extend_from_slice(&[0x81, 205, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 10, 0, 0]);
-        assert_eq!(feedback(&compound), (false, 1));
+        compound.extend_from_slice(&crate::media::router::pli(1, 7));
+        assert_eq!(feedback(&compound), Feedback { keyframes: vec![7], nacks: 1 });
         let fir = [0x84, 206, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0];
-        assert_eq!(feedback(&fir), (true, 0));
-        assert_eq!(feedback(&[0x80]), (false, 0));
+        assert_eq!(feedback(&fir), Feedback { keyframes: vec![2], nacks: 0 });
+        assert_eq!(feedback(&[0x80]), Feedback::default());
     }
 }

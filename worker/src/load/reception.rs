@@ -13,6 +13,11 @@ pub struct StreamReception {
     received: u64,
     reordered: u64,
     duplicates: u64,
+    /// Since the first packet, for the receiver's reports: the first extended sequence
+    /// number, packets received, and (expected, received) at the last report.
+    first: Option<u64>,
+    received_total: u64,
+    reported: (u64, u64),
 }
 
 /// Counts over a window.
@@ -49,6 +54,10 @@ impl StreamReception {
                     .unwrap_or(base + sequence as u64)
             }
         };
+        self.first.get_or_insert(extended);
+        if self.highest.is_none_or(|h| extended != h) {
+            self.received_total += 1;
+        }
         let start = *self.window_start.get_or_insert(extended);
         if extended < start {
             // From before the window: neither expected nor received in it.
@@ -73,6 +82,28 @@ impl StreamReception {
         self.received = 0;
         self.reordered = 0;
         self.duplicates = 0;
+    }
+
+    /// The reception report block a browser sends about this stream (RFC 3550 6.4.1): the
+    /// highest sequence number, cumulative loss, and the fraction lost since the last block.
+    /// Jitter and round-trip fields are left zero. None before the first packet.
+    pub fn report_block(&mut self, ssrc: u32) -> Option<rtc::rtcp::reception_report::ReceptionReport> {
+        let (first, highest) = (self.first?, self.highest?);
+        let expected = highest - first + 1;
+        let lost = expected.saturating_sub(self.received_total);
+        let (expected_interval, received_interval) = (expected - self.reported.0, self.received_total.saturating_sub(self.reported.1));
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) as u8 };
+        self.reported = (expected, self.received_total);
+        Some(rtc::rtcp::reception_report::ReceptionReport {
+            ssrc,
+            fraction_lost,
+            total_lost: lost.min(0x7f_ffff) as u32,
+            last_sequence_number: (highest - (1 << 16)) as u32,
+            jitter: 0,
+            last_sender_report: 0,
+            delay: 0,
+        })
     }
 
     pub fn counts(&self) -> ReceptionCounts {
@@ -201,6 +232,26 @@ mod tests {
         }
         let c = r.counts();
         assert_eq!((c.expected, c.received, c.lost), (3, 2, 1));
+    }
+
+    #[test]
+    fn report_blocks_carry_the_highest_sequence_and_the_loss_since_the_last_one() {
+        let mut r = StreamReception::default();
+        assert!(r.report_block(9).is_none(), "nothing received yet");
+        for s in [65534, 65535, 0, 1] {
+            r.on_packet(s);
+        }
+        let block = r.report_block(9).unwrap();
+        assert_eq!((block.ssrc, block.fraction_lost, block.total_lost), (9, 0, 0));
+        assert_eq!(block.last_sequence_number, (1 << 16) + 1, "one cycle after the wrap");
+        // 2 and 3 lost of 2..=5, then the warm-up ends: the report still counts from the start.
+        r.on_packet(4);
+        r.restart_window();
+        r.on_packet(5);
+        let block = r.report_block(9).unwrap();
+        assert_eq!((block.fraction_lost, block.total_lost), (128, 2));
+        r.on_packet(6);
+        assert_eq!(r.report_block(9).unwrap().fraction_lost, 0, "nothing lost since");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! routing table, no rewriting, no RTCP. The worker's cost is reported as a ratio to this
 //! one, measured in the same run with the same publishers and the same receiving subscribers.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -18,12 +20,13 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 use crate::load::net::{self, local};
 use crate::load::procfs::{pin_this_thread, this_thread_cpu_seconds};
 use crate::load::publisher::{spawn_publisher, Publisher, PublisherReport};
-use crate::load::receiver::{spawn_receiver, ReceiverReport, Subscriber};
+use crate::load::receiver::{spawn_receiver, Link, ReceiverReport, Subscriber};
 use crate::load::reception::StreamReception;
 use crate::load::synthetic::{AudioSource, VideoSource};
-use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
+use crate::load::{tcp, LoadError, Media, Phase, Transport, RECEIVE_BUFFER};
 use crate::media::dtls::SrtpSession;
 use crate::media::egress::{self, SegmentBatch};
+use crate::media::ice_tcp::{SendOutcome, SendQueue, SEND_QUEUE_LIMIT};
 use crate::media::srtp::GcmRtpSealer;
 
 /// The relay's figures over the measuring window.
@@ -75,6 +78,7 @@ impl Keys {
 pub fn run_relay(
     subscribers: usize,
     publishers: usize,
+    media: Media,
     warmup: Duration,
     window: Duration,
     relay_cpu: Option<usize>,
@@ -89,17 +93,26 @@ pub fn run_relay(
 
     let mut senders = Vec::new();
     let mut inbound = Vec::new();
+    // Each video SSRC's encoding: a subscriber gets the packets of its own and of no other.
+    let mut layers: HashMap<u32, usize> = HashMap::new();
     for i in 0..publishers {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         let keys = Keys::random();
         inbound.push((local(&socket).port(), keys.context()?));
-        let ssrc = 0x1000_0000 + 2 * i as u32;
+        let ssrc = 0x1000_0000 + 16 * i as u32;
+        let video: Vec<VideoSource> = match media.simulcast {
+            Some(_) => (0..media.encodings()).map(|layer| VideoSource::simulcast(ssrc + 2 + layer as u32, 96, "1", layer)).collect(),
+            None => vec![VideoSource::new(ssrc, 96, "1")],
+        };
+        for (layer, v) in video.iter().enumerate() {
+            layers.insert(v.ssrc, layer);
+        }
         senders.push(Publisher {
             socket,
             remote: local(&relay_in),
             // The relay sends no RTCP; the publisher still needs something to open it with.
             srtp: SrtpSession { profile: PROFILE, inbound: Keys::random().context()?, outbound: keys.context()?, rtp_sealer: None },
-            video: VideoSource::new(ssrc, 96, "1"),
+            video,
             audio: AudioSource::new(ssrc + 1, 111, "0"),
             consent: None,
             transport_sequence: 0,
@@ -107,27 +120,51 @@ pub fn run_relay(
     }
     let mut outputs = Vec::new();
     let mut receivers = Vec::new();
-    for _ in 0..subscribers {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let mut pairs = match media.transport {
+        Transport::Tcp => tcp::connected_pairs(subscribers)?,
+        Transport::Udp => Vec::new(),
+    };
+    let mut connections = Vec::new();
+    for index in 0..subscribers {
         let keys = Keys::random();
+        let layer = media.layer_of(index);
+        let (link, source_port) = match pairs.pop() {
+            Some((relay_end, subscriber_end)) => {
+                connections.push(subscriber_end);
+                (Output::Tcp(relay_end, SendQueue::new(SEND_QUEUE_LIMIT)), 0)
+            }
+            None => {
+                let socket = UdpSocket::bind("127.0.0.1:0")?;
+                let port = local(&socket).port();
+                (Output::Udp(socket), port)
+            }
+        };
         receivers.push(Subscriber {
-            source_port: local(&socket).port(),
+            source_port,
             inbound: keys.context()?,
-            streams: senders.iter().flat_map(|p| [(p.video.ssrc, StreamReception::default()), (p.audio.ssrc, StreamReception::default())]).collect(),
+            streams: senders
+                .iter()
+                .flat_map(|p| [(p.video[layer.min(p.video.len() - 1)].ssrc, StreamReception::default()), (p.audio.ssrc, StreamReception::default())])
+                .collect(),
             consent: None,
+            outbound: None,
         });
-        outputs.push((socket, keys.sealer()?));
+        outputs.push(RelayOutput { link, sealer: keys.sealer()?, layer });
     }
+    let link = match media.transport {
+        Transport::Tcp => Link::Tcp(connections),
+        Transport::Udp => Link::Udp(receive),
+    };
 
     let phase = Arc::new(AtomicU8::new(Phase::Warmup as u8));
-    let receiver = spawn_receiver(receive, receivers, phase.clone())?;
+    let receiver = spawn_receiver(link, receivers, phase.clone())?;
     let relay = {
         let phase = phase.clone();
         std::thread::Builder::new().name("load-relay".into()).spawn(move || {
             if let Some(cpu) = relay_cpu {
                 pin_this_thread(cpu);
             }
-            relay_loop(relay_in, inbound, outputs, client, phase)
+            relay_loop(relay_in, inbound, layers, outputs, client, phase)
         })?
     };
     let publisher = spawn_publisher(senders, phase.clone())?;
@@ -148,22 +185,40 @@ pub fn run_relay(
 /// Datagrams the relay takes from its socket before sending their copies, as the worker does.
 const RECEIVE_BATCH: usize = 16;
 
+/// Where one subscriber's copies go.
+enum Output {
+    /// Its own socket, to the subscribers' shared one.
+    Udp(UdpSocket),
+    /// Its own connection, written as the worker writes a TCP leg.
+    Tcp(TcpStream, SendQueue),
+}
+
+struct RelayOutput {
+    link: Output,
+    sealer: GcmRtpSealer,
+    /// The simulcast encoding it gets.
+    layer: usize,
+}
+
 /// The relay itself. Returns the copies sent and the thread's CPU seconds in the window.
 ///
 /// What is queued is taken as one batch (a frame's packets), each packet decrypted once, and
 /// then each subscriber gets its copies of the batch sealed and sent together: one
-/// segmented send ([`crate::media::egress`]) where the sizes allow, as the worker sends. The
-/// minimal work, done the way the worker does it, so the ratio compares the two fairly.
+/// segmented send ([`crate::media::egress`]) where the sizes allow, as the worker sends; over
+/// TCP one framed write per copy, as the worker writes. The minimal work, done the way the
+/// worker does it, so the ratio compares the two fairly.
 fn relay_loop(
     socket: UdpSocket,
     mut inbound: Vec<(u16, Context)>,
-    mut outputs: Vec<(UdpSocket, GcmRtpSealer)>,
+    layers: HashMap<u32, usize>,
+    mut outputs: Vec<RelayOutput>,
     client: SocketAddr,
     phase: Arc<AtomicU8>,
 ) -> (u64, f64) {
     let _ = socket.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 2048];
-    let mut plain: Vec<Vec<u8>> = Vec::new();
+    // Each packet with its encoding (None: audio, for everyone).
+    let mut plain: Vec<(Option<usize>, Vec<u8>)> = Vec::new();
     let mut copy = Vec::with_capacity(2048);
     let mut batch = SegmentBatch::default();
     let mut segmentation = true;
@@ -187,25 +242,45 @@ fn relay_loop(
             let _ = socket.set_nonblocking(true);
             let Some((_, open)) = inbound.iter_mut().find(|(port, _)| *port == from.port()) else { continue };
             if let Ok(packet) = open.decrypt_rtp(&buf[..n]) {
-                plain.push(packet.to_vec());
+                let layer = layers.get(&crate::media::rtp_packet::RtpView::ssrc(&packet)).copied();
+                plain.push((layer, packet.to_vec()));
             }
         }
-        for (out, sealer) in outputs.iter_mut() {
-            let fd = out.as_raw_fd();
-            for packet in &plain {
+        for output in outputs.iter_mut() {
+            let RelayOutput { link, sealer, layer } = output;
+            for (_, packet) in plain.iter().filter(|(of, _)| of.is_none_or(|of| of == *layer)) {
                 copy.clear();
                 copy.extend_from_slice(packet);
                 if sealer.seal(&mut copy).is_err() {
                     continue;
                 }
-                if !batch.push(&copy, client) {
-                    forwarded += egress::send_batch(fd, &batch, &mut segmentation);
-                    batch.clear();
-                    let _ = batch.push(&copy, client);
+                match link {
+                    Output::Udp(out) => {
+                        if !batch.push(&copy, client) {
+                            forwarded += egress::send_batch(out.as_raw_fd(), &batch, &mut segmentation);
+                            batch.clear();
+                            let _ = batch.push(&copy, client);
+                        }
+                    }
+                    Output::Tcp(stream, queue) => {
+                        let outcome = queue.send(&copy, |slices| stream.write_vectored(slices));
+                        forwarded += matches!(outcome, SendOutcome::Written | SendOutcome::Queued) as u64;
+                    }
                 }
             }
-            forwarded += egress::send_batch(fd, &batch, &mut segmentation);
-            batch.clear();
+            match link {
+                Output::Udp(out) => {
+                    forwarded += egress::send_batch(out.as_raw_fd(), &batch, &mut segmentation);
+                    batch.clear();
+                }
+                // What the socket did not take goes when it takes more (the worker's leg
+                // task flushes on writability; here at the next batch).
+                Output::Tcp(stream, queue) => {
+                    if !queue.is_empty() {
+                        let _ = queue.flush(|slices| stream.write_vectored(slices));
+                    }
+                }
+            }
         }
     }
     (forwarded - forwarded_at_start, this_thread_cpu_seconds() - cpu_at_start)

@@ -13,12 +13,18 @@ pub fn video_packets_per_second() -> f64 {
 /// One line of the sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// How subscribers were reached and what was published ([`crate::load::Media::label`]).
+    pub media: String,
     pub publishers: usize,
     pub subscribers: usize,
     pub consumers: usize,
+    /// RTP packets the worker received from publishers per second (every simulcast encoding).
+    pub received_per_second: f64,
     /// Packets the worker forwarded per second of the window.
     pub forwarded_per_second: f64,
-    /// Worker process CPU per forwarded packet, µs.
+    /// Worker process CPU per forwarded packet (copy sent to a consumer), µs. The packets
+    /// received count in the cost but not in the divisor: a simulcast encoding that nobody
+    /// gets makes each forwarded packet dearer.
     pub worker_us_per_packet: f64,
     /// 1 / the above: what one fully busy core forwards.
     pub packets_per_second_per_core: f64,
@@ -58,9 +64,11 @@ pub fn row(worker: &WorkerRun, relay: Option<&RelayRun>) -> Row {
     let added_kib = worker.rss_after_kib.saturating_sub(worker.rss_before_kib) as f64;
     let counts = worker.receiver.counts;
     Row {
+        media: worker.media.label(),
         publishers: worker.publishers,
         subscribers: worker.subscribers,
         consumers,
+        received_per_second: worker.received as f64 / window,
         forwarded_per_second: worker.forwarded as f64 / window,
         worker_us_per_packet: us,
         packets_per_second_per_core: if us > 0.0 { 1e6 / us } else { 0.0 },
@@ -99,15 +107,17 @@ pub fn other_work_on_core(worker: &WorkerRun) -> Option<f64> {
 /// The sweep as a Markdown table, ready for the README.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| publishers × subscribers | forwarded pkt/s | worker core load | worker µs/pkt | relay µs/pkt | worker/relay | pkt/s per core | 1 Mbps consumers per core | loss | reordered | latency p50 / p99 / max (ms) | relay latency p99 (ms) | RSS per subscriber |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| subscribers over, video | publishers × subscribers | received pkt/s | forwarded pkt/s | worker core load | worker µs/pkt | relay µs/pkt | worker/relay | pkt/s per core | 1 Mbps consumers per core | loss | reordered | latency p50 / p99 / max (ms) | relay latency p99 (ms) | RSS per subscriber |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
         out.push_str(&format!(
-            "| {} × {} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3}% | {:.3}% | {:.2} / {:.2} / {:.2} | {} | {:.1} KiB |\n",
+            "| {} | {} × {} | {:.0} | {:.0} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3}% | {:.3}% | {:.2} / {:.2} / {:.2} | {} | {:.1} KiB |\n",
+            r.media,
             r.publishers,
             r.subscribers,
+            r.received_per_second,
             r.forwarded_per_second,
             opt(r.media_thread_load, &|l| format!("{:.0}%", l * 100.0)),
             r.worker_us_per_packet,
@@ -141,8 +151,10 @@ mod tests {
         WorkerRun {
             subscribers: 100,
             publishers: 1,
+            media: crate::load::Media::default(),
             window: Duration::from_secs(10),
             forwarded: 1_000_000,
+            received: 1_450,
             cpu_seconds: 3.0,
             media_cpu_seconds: Some(2.5),
             core_busy_seconds: None,
@@ -178,7 +190,8 @@ mod tests {
         assert!((r.reorder_percent - 0.5).abs() < 1e-9);
         assert_eq!((r.rss_per_subscriber_kib, r.rss_per_consumer_kib), (20.0, 10.0));
         let table = table(std::slice::from_ref(&r));
-        assert!(table.contains("| 1 × 100 | 100000 | 25% | 3.00 | 2.00 | 1.50x | 333333 |"), "{table}");
+        assert!(table.contains("| UDP | 1 × 100 | 145 | 100000 | 25% | 3.00 | 2.00 | 1.50x | 333333 |"), "{table}");
+        assert_eq!(table.lines().nth(1).map(|l| l.matches('|').count()), table.lines().nth(2).map(|l| l.matches('|').count()));
         let relay_p99 = r.relay_latency_p99_ms.unwrap();
         assert!((0.6..0.8).contains(&relay_p99), "the relay's own latency, {relay_p99} ms");
         assert!(table.contains(&format!("| {relay_p99:.2} | 20.0 KiB |")), "{table}");

@@ -1,6 +1,6 @@
 //! One measured run against a worker: set up publishers and subscribers over the REST API and
-//! real ICE/DTLS, let media flow, and read the worker's CPU, memory and forwarding counters
-//! around a measuring window.
+//! real ICE/DTLS (subscribers over UDP or ICE-TCP), let media flow, and read the worker's CPU,
+//! memory and forwarding counters around a measuring window.
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
@@ -10,20 +10,21 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::api::{ConsumeRequest, JoinRequest, ProduceRequest};
+use crate::api::{ConsumeRequest, JoinRequest, ProduceRequest, SetPreferredLayersRequest};
 use crate::client::WorkerClient;
 use crate::load::client_transport::ClientTransport;
 use crate::load::net::{self, BatchReceiver};
 use crate::load::procfs;
 use crate::load::publisher::{spawn_publisher, Publisher, PublisherReport};
-use crate::load::receiver::{spawn_receiver, ReceiverReport, Subscriber};
+use crate::load::receiver::{spawn_receiver, Link, ReceiverReport, Subscriber};
 use crate::load::reception::StreamReception;
 use crate::load::synthetic::{AudioSource, VideoSource};
-use crate::load::{LoadError, Phase, RECEIVE_BUFFER};
+use crate::load::tcp::Connection;
+use crate::load::{LoadError, Media, Phase, Transport, RECEIVE_BUFFER};
 use crate::media::dtls::DtlsIdentity;
-use crate::room::{Direction, PeerId, ProducerId};
+use crate::room::{Direction, IceProtocol, PeerId, ProducerId, TransportProtocols};
 use crate::rtp::{MediaKind, RtpParameters, Ssrc};
-use crate::testing::{chrome_device_capabilities, chrome_opus_parameters, chrome_vp8_parameters};
+use crate::testing::{chrome_device_capabilities, chrome_opus_parameters, chrome_vp8_parameters, chrome_vp8_simulcast_parameters};
 
 /// The worker under test.
 #[derive(Debug, Clone)]
@@ -42,9 +43,12 @@ pub struct WorkerTarget {
 pub struct WorkerRun {
     pub subscribers: usize,
     pub publishers: usize,
+    pub media: Media,
     pub window: Duration,
-    /// Packets the worker forwarded (its own counter).
+    /// Packets the worker forwarded (its own counter: copies sent to consumers).
     pub forwarded: u64,
+    /// RTP packets the publishers sent it in the window (every simulcast encoding).
+    pub received: u64,
     /// CPU seconds of the whole worker process, and of its media threads alone.
     pub cpu_seconds: f64,
     pub media_cpu_seconds: Option<f64>,
@@ -58,10 +62,34 @@ pub struct WorkerRun {
     pub publisher: PublisherReport,
 }
 
-/// How long a producer's video stream takes to fill its retransmission buffer, and a second.
-fn producer_buffers_fill() -> Duration {
-    let slots = crate::rtcp::RetransmissionBuffer::DEFAULT_CAPACITY as f64;
-    Duration::from_secs_f64(slots / crate::load::report::video_packets_per_second() + 1.0)
+/// How long the phases of a run last.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Publishers alone, before the memory baseline ([`Timing::new`]).
+    pub buffers_fill: Duration,
+    /// Media to every subscriber, not counted.
+    pub warmup: Duration,
+    /// Counted.
+    pub window: Duration,
+}
+
+impl Timing {
+    /// The publishers send until the slowest of their video streams has filled its
+    /// retransmission buffer (and a second more), so the producers' buffers are in the
+    /// memory baseline and not counted as the consumers' memory: a video stream's buffer
+    /// (768 KiB) is touched slot by slot as packets arrive. That is about 6.4 s for the
+    /// single-layer stream and 17.5 s for a simulcast publisher's lowest encoding.
+    pub fn new(media: &Media, warmup: Duration, window: Duration) -> Self {
+        let slots = crate::rtcp::RetransmissionBuffer::DEFAULT_CAPACITY as f64;
+        let buffers_fill = Duration::from_secs_f64(slots / media.slowest_stream_packets_per_second() + 1.0);
+        Timing { buffers_fill, warmup, window }
+    }
+}
+
+/// The SSRC of publisher `publisher`'s simulcast encoding `layer` (the browser picks them;
+/// the worker learns them by RID).
+fn simulcast_ssrc(publisher: usize, layer: usize) -> u32 {
+    0x5100_0000 + 16 * publisher as u32 + layer as u32
 }
 
 /// How many subscribers handshake at once (the worker's media thread does their DTLS).
@@ -80,9 +108,10 @@ pub async fn run_worker(
     target: &WorkerTarget,
     subscribers: usize,
     publishers: usize,
-    warmup: Duration,
-    window: Duration,
+    media: Media,
+    timing: Timing,
 ) -> Result<WorkerRun, LoadError> {
+    let Timing { buffers_fill, warmup, window } = timing;
     let started = Instant::now();
     let client = WorkerClient::new(target.api_token.clone(), Duration::from_secs(30));
     let endpoint = target.endpoint.as_str();
@@ -105,7 +134,8 @@ pub async fn run_worker(
             .await
             .map_err(|_| LoadError::Thread("handshake".into()))??;
         let (socket, mut transport) = socket;
-        let (video, audio) = (publisher_parameters(chrome_vp8_parameters(), i), publisher_parameters(chrome_opus_parameters(), i));
+        let camera = if media.simulcast.is_some() { chrome_vp8_simulcast_parameters() } else { chrome_vp8_parameters() };
+        let (video, audio) = (publisher_parameters(camera, i), publisher_parameters(chrome_opus_parameters(), i));
         for (kind, parameters) in [(MediaKind::Video, &video), (MediaKind::Audio, &audio)] {
             let request = ProduceRequest {
                 peer_id: peer.clone(),
@@ -120,11 +150,17 @@ pub async fn run_worker(
         let source = |p: &RtpParameters| (p.encodings[0].ssrc.map_or(0, |s| s.0), p.codecs[0].payload_type.0, p.mid.clone().unwrap_or_default());
         let ((vs, vpt, vmid), (as_, apt, amid)) = (source(&video), source(&audio));
         let remote = transport.remote;
+        let video_sources = match media.simulcast {
+            // Encodings named by RID only, as mediasoup-client signals them: the SSRCs are the
+            // publisher's, and the worker binds them from the first packets.
+            Some(_) => (0..media.encodings()).map(|layer| VideoSource::simulcast(simulcast_ssrc(i, layer), vpt, vmid.clone(), layer)).collect(),
+            None => vec![VideoSource::new(vs, vpt, vmid)],
+        };
         senders.push(Publisher {
             socket,
             remote,
             srtp: transport.srtp.take().ok_or_else(|| LoadError::Handshake(1, 1, "publisher".into()))?,
-            video: VideoSource::new(vs, vpt, vmid),
+            video: video_sources,
             audio: AudioSource::new(as_, apt, amid),
             consent: Some((created.ice_parameters.username_fragment.clone(), created.ice_parameters.password.clone())),
             transport_sequence: 0,
@@ -132,11 +168,9 @@ pub async fn run_worker(
     }
     let phase = Arc::new(AtomicU8::new(Phase::Quiet as u8));
     let publisher = spawn_publisher(senders, phase.clone())?;
-    // Media first, until the producers' own buffers are full, so they are in the baseline and
-    // not counted as the consumers' memory: a video stream's retransmission buffer (768 KiB)
-    // is touched slot by slot as packets arrive, and fills in about 5.5 s.
+    // Media first, until the producers' own buffers are full ([`Timing::new`]).
     phase.store(Phase::Warmup as u8, Ordering::Release);
-    tokio::time::sleep(producer_buffers_fill()).await;
+    tokio::time::sleep(buffers_fill).await;
     phase.store(Phase::Quiet as u8, Ordering::Release);
     let rss_before_kib = procfs::rss_kib(target.pid).ok_or(LoadError::Proc(target.pid))?;
 
@@ -147,7 +181,20 @@ pub async fn run_worker(
             async move {
                 let peer = PeerId::from(format!("sub-{i}").as_str());
                 client.join(endpoint, room, &JoinRequest::new(peer.as_str())).await.map_err(api)?;
-                let created = client.create_transport(endpoint, room, &peer, Direction::Recv).await.map_err(api)?;
+                let protocols = match media.transport {
+                    Transport::Udp => TransportProtocols::default(),
+                    Transport::Tcp => TransportProtocols { enable_udp: Some(false), enable_tcp: Some(true), ..Default::default() },
+                };
+                let created = client.create_transport_over(endpoint, room, &peer, Direction::Recv, &protocols).await.map_err(api)?;
+                let wanted = match media.transport {
+                    Transport::Udp => IceProtocol::Udp,
+                    Transport::Tcp => IceProtocol::Tcp,
+                };
+                if created.ice_candidates.first().map(|c| c.protocol) != Some(wanted) {
+                    return Err(LoadError::Worker(format!(
+                        "the worker offered no {wanted:?} candidate first (is its ICE-TCP listener on? --enable-tcp, --rtc-tcp-port)"
+                    )));
+                }
                 let transport = ClientTransport::new(&created, identity, Instant::now())
                     .ok_or_else(|| LoadError::Worker("the transport has no candidate".into()))?;
                 client.connect_transport(endpoint, room, &created.id, &transport.dtls_parameters()).await.map_err(api)?;
@@ -161,6 +208,11 @@ pub async fn run_worker(
                         paused: false,
                     };
                     let consumer = client.consume(endpoint, room, &request).await.map_err(api)?;
+                    let layer = media.layer_of(i);
+                    if consumer.kind == MediaKind::Video && media.simulcast.is_some() && layer + 1 < media.encodings() {
+                        let preferred = SetPreferredLayersRequest { spatial_layer: layer as u8, temporal_layer: None };
+                        client.set_consumer_preferred_layers(endpoint, room, &consumer.id, &preferred).await.map_err(api)?;
+                    }
                     ssrcs.push(consumer.rtp_parameters.encodings.first().and_then(|e| e.ssrc).map_or(0, |s| s.0));
                 }
                 let consent = (transport.remote, created.ice_parameters.username_fragment.clone(), created.ice_parameters.password.clone());
@@ -178,28 +230,39 @@ pub async fn run_worker(
         streams.push((ssrcs, consent));
     }
 
-    // ICE and DTLS for every subscriber, all on one client socket.
-    let receive = UdpSocket::bind("127.0.0.1:0")?;
-    net::set_receive_buffer(&receive, RECEIVE_BUFFER);
-    net::accept_coalesced(&receive)?;
-    let (receive, transports) = tokio::task::spawn_blocking(move || {
-        handshake(&receive, &mut transports, HANDSHAKE_CHUNK)?;
-        Ok::<_, LoadError>((receive, transports))
+    // ICE and DTLS for every subscriber, all on one client socket (or each on its own
+    // ICE-TCP connection).
+    let (link, transports) = tokio::task::spawn_blocking(move || {
+        let link = match media.transport {
+            Transport::Udp => {
+                let receive = UdpSocket::bind("127.0.0.1:0")?;
+                net::set_receive_buffer(&receive, RECEIVE_BUFFER);
+                net::accept_coalesced(&receive)?;
+                handshake(&receive, &mut transports, HANDSHAKE_CHUNK)?;
+                Link::Udp(receive)
+            }
+            Transport::Tcp => Link::Tcp(handshake_tcp(&mut transports, HANDSHAKE_CHUNK)?),
+        };
+        Ok::<_, LoadError>((link, transports))
     })
     .await
     .map_err(|_| LoadError::Thread("handshake".into()))??;
     let receivers: Vec<Subscriber> = transports
         .into_iter()
         .zip(streams)
-        .map(|(mut transport, (ssrcs, consent))| Subscriber {
-            source_port: transport.remote.port(),
-            inbound: transport.srtp.take().map(|s| s.inbound).expect("the handshake connected every transport"),
-            streams: ssrcs.into_iter().map(|s| (s, StreamReception::default())).collect(),
-            consent: Some(consent),
+        .map(|(mut transport, (ssrcs, consent))| {
+            let srtp = transport.srtp.take().expect("the handshake connected every transport");
+            Subscriber {
+                source_port: transport.remote.port(),
+                inbound: srtp.inbound,
+                streams: ssrcs.into_iter().map(|s| (s, StreamReception::default())).collect(),
+                consent: Some(consent),
+                outbound: Some(srtp.outbound),
+            }
         })
         .collect();
     let setup = started.elapsed();
-    let receiver = spawn_receiver(receive, receivers, phase.clone())?;
+    let receiver = spawn_receiver(link, receivers, phase.clone())?;
 
     phase.store(Phase::Warmup as u8, Ordering::Release);
     tokio::time::sleep(warmup).await;
@@ -224,8 +287,10 @@ pub async fn run_worker(
     Ok(WorkerRun {
         subscribers,
         publishers,
+        media,
         window,
         forwarded: forwarded_after.saturating_sub(forwarded_before),
+        received: publisher.packets_sent_measured,
         cpu_seconds: cpu_after - cpu_before,
         media_cpu_seconds: media_after.zip(media_before).map(|(a, b)| a - b),
         core_busy_seconds: core_after.zip(core_before).map(|(a, b)| a - b),
@@ -297,6 +362,44 @@ pub fn handshake(socket: &UdpSocket, transports: &mut [ClientTransport], at_once
                     }
                 }
             }
+        }
+    }
+}
+
+/// [`handshake`] over ICE-TCP: each transport gets its own connection to its candidate (the
+/// worker's TCP port) when its handshake starts, at most `at_once` in flight. Returns the
+/// connections in the transports' order.
+pub fn handshake_tcp(transports: &mut [ClientTransport], at_once: usize) -> Result<Vec<Connection>, LoadError> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut connections: Vec<Connection> = Vec::with_capacity(transports.len());
+    let mut out = Vec::new();
+    let mut buffer = vec![0u8; 16 * 1024];
+    let total = transports.len();
+    loop {
+        let now = Instant::now();
+        while connections.len() < transports.len() && transports[..connections.len()].iter().filter(|t| !t.is_connected()).count() < at_once.max(1) {
+            connections.push(Connection::connect(transports[connections.len()].remote)?);
+        }
+        for (t, c) in transports.iter_mut().zip(connections.iter_mut()).filter(|(t, _)| !t.is_connected()) {
+            t.poll_transmit(now, &mut out);
+            for datagram in out.drain(..) {
+                c.send(&datagram);
+            }
+        }
+        let pending = transports.iter().filter(|t| !t.is_connected()).count();
+        let failed: Vec<&str> = transports.iter().filter_map(|t| t.failure()).collect();
+        if !failed.is_empty() || (pending > 0 && now > deadline) {
+            let reason = failed.first().map_or("timed out".to_string(), |f| f.to_string());
+            return Err(LoadError::Handshake(pending, transports.len(), reason));
+        }
+        if pending == 0 {
+            return Ok(connections);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let now = Instant::now();
+        for (t, c) in transports.iter_mut().zip(connections.iter_mut()) {
+            c.read_frames(&mut buffer, |frame| t.on_datagram(frame, now))
+                .map_err(|e| LoadError::Handshake(pending, total, format!("the worker closed an ICE-TCP connection: {e}")))?;
         }
     }
 }
