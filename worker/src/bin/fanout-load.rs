@@ -140,6 +140,11 @@ fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result
         .args(["--listen-ip", "127.0.0.1", "--http-port", &http_port.to_string()])
         .args(["--rtc-min-port", &args.rtc_min_port.to_string(), "--rtc-max-port", &max_port.to_string()])
         .args(["--rtc-tcp-port", &tcp_port.to_string()])
+        // Subscribers are all set up over the REST API before any of them runs ICE, and each
+        // request rebuilds the room's table: at 1,000 subscribers of a simulcast publisher
+        // that takes over a minute, so the first transports would reach the default 30 s
+        // ICE timeout (and be closed) before their turn. Browsers connect right after setup.
+        .args(["--ice-timeout-seconds", "600"])
         .args(["--media-threads", "1"])
         .env_remove("FANOUT_API_TOKEN")
         .env("RUST_LOG", "warn")

@@ -79,17 +79,17 @@ pub fn publish_loop(mut publishers: Vec<Publisher>, phase: Arc<AtomicU8>) -> Pub
         for p in &mut publishers {
             while let Ok((n, _)) = p.socket.recv_from(&mut buf) {
                 let data = &buf[..n];
-                if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) {
-                    if let Ok(plain) = p.srtp.inbound.decrypt_rtcp(data) {
-                        let asked = feedback(&plain);
-                        for ssrc in asked.keyframes {
-                            if let Some(video) = p.video.iter_mut().find(|v| v.ssrc == ssrc) {
-                                video.request_keyframe();
-                                report.keyframe_requests += 1;
-                            }
+                if data.get(1).is_some_and(|pt| (192..=223).contains(pt))
+                    && let Ok(plain) = p.srtp.inbound.decrypt_rtcp(data)
+                {
+                    let asked = feedback(&plain);
+                    for ssrc in asked.keyframes {
+                        if let Some(video) = p.video.iter_mut().find(|v| v.ssrc == ssrc) {
+                            video.request_keyframe();
+                            report.keyframe_requests += 1;
                         }
-                        report.nacks_received += asked.nacks as u64;
                     }
+                    report.nacks_received += asked.nacks as u64;
                 }
             }
         }

@@ -93,7 +93,7 @@ impl StreamReception {
         let lost = expected.saturating_sub(self.received_total);
         let (expected_interval, received_interval) = (expected - self.reported.0, self.received_total.saturating_sub(self.reported.1));
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) as u8 };
+        let fraction_lost = (lost_interval << 8).checked_div(expected_interval).map_or(0, |f| f.min(255) as u8);
         self.reported = (expected, self.received_total);
         Some(rtc::rtcp::reception_report::ReceptionReport {
             ssrc,

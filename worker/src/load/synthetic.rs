@@ -72,7 +72,7 @@ pub const TRANSPORT_WIDE_CC_EXTENSION_ID: u8 = 3;
 /// The RID extension of `chrome_vp8_simulcast_parameters`.
 pub const RID_EXTENSION_ID: u8 = 10;
 
-const STAMP_MAGIC: u32 = 0xFA_10AD_01;
+const STAMP_MAGIC: u32 = 0xFA10_AD01;
 /// Where the stamp sits in a video payload: after the VP8 payload descriptor (1 byte, or 6
 /// with picture id, `TL0PICIDX` and temporal layer) and the 3-byte VP8 frame header (and a
 /// keyframe's 7-byte start code and size).
@@ -118,11 +118,11 @@ impl Stamp {
         let start = packet.len() - view.payload(packet).len();
         let payload = &mut packet[start..];
         for offset in [VIDEO_STAMP_OFFSET, AUDIO_STAMP_OFFSET] {
-            if let Some(at) = payload.get_mut(offset..offset + STAMP_LEN) {
-                if at[..4] == STAMP_MAGIC.to_be_bytes() {
-                    at[4..12].copy_from_slice(&sent_ns.to_be_bytes());
-                    return true;
-                }
+            if let Some(at) = payload.get_mut(offset..offset + STAMP_LEN)
+                && at[..4] == STAMP_MAGIC.to_be_bytes()
+            {
+                at[4..12].copy_from_slice(&sent_ns.to_be_bytes());
+                return true;
             }
         }
         false
@@ -238,7 +238,7 @@ impl VideoSource {
 
     /// The packets of the next frame (the first frame is a keyframe).
     pub fn next_frame(&mut self) -> Vec<Vec<u8>> {
-        let keyframe = (self.frame + self.keyframe_phase) % KEYFRAME_INTERVAL_FRAMES == 0 || self.keyframe_requested;
+        let keyframe = (self.frame + self.keyframe_phase).is_multiple_of(KEYFRAME_INTERVAL_FRAMES) || self.keyframe_requested;
         self.keyframe_requested = false;
         let count = if keyframe { self.shape.keyframe_packets } else { self.shape.delta_packets };
         let timestamp = self.frame.wrapping_mul(90_000 / VIDEO_FPS);

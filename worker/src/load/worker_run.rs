@@ -230,6 +230,7 @@ pub async fn run_worker(
         streams.push((ssrcs, consent));
     }
 
+    eprintln!("  {subscribers} subscribers set up over the REST API after {:.1} s; ICE and DTLS next", started.elapsed().as_secs_f64());
     // ICE and DTLS for every subscriber, all on one client socket (or each on its own
     // ICE-TCP connection).
     let (link, transports) = tokio::task::spawn_blocking(move || {

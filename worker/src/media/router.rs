@@ -1088,8 +1088,12 @@ impl Router {
         if self.next_allocation.is_none_or(|at| now >= at) {
             self.next_allocation = Some(now + ALLOCATION_INTERVAL);
             let candidates = self.layer_candidates(now);
-            for (consumer, cap) in self.congestion.allocate(&candidates, now) {
-                out.extend(self.set_consumer_cap(&consumer, cap, now));
+            let caps = self.congestion.allocate(&candidates, now);
+            // By index: a search by id per consumer would make this quadratic.
+            let index: rustc_hash::FxHashMap<&ConsumerId, usize> = self.consumers.iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
+            let caps: Vec<(usize, Cap)> = caps.into_iter().filter_map(|(id, cap)| index.get(&id).map(|&i| (i, cap))).collect();
+            for (i, cap) in caps {
+                self.set_cap_at(i, cap, now, &mut out);
             }
         }
         let mut nacks = Vec::new();
@@ -1203,13 +1207,18 @@ impl Router {
     /// requests a switch needs.
     pub fn set_consumer_cap(&mut self, consumer_id: &ConsumerId, cap: Cap, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        if let Some(i) = self.consumers.iter().position(|c| &c.id == consumer_id)
-            && self.consumers[i].cap != cap
-        {
-            self.consumers[i].cap = cap;
-            self.retarget(i, now, &mut out);
+        if let Some(i) = self.consumers.iter().position(|c| &c.id == consumer_id) {
+            self.set_cap_at(i, cap, now, &mut out);
         }
         out
+    }
+
+    /// [`Router::set_consumer_cap`] for the consumer in slot `i`.
+    fn set_cap_at(&mut self, i: usize, cap: Cap, now: Instant, out: &mut Vec<Outgoing>) {
+        if self.consumers[i].cap != cap {
+            self.consumers[i].cap = cap;
+            self.retarget(i, now, out);
+        }
     }
 
     /// Shares `available_bps`, the estimate of subscriber transport `transport`, across its
