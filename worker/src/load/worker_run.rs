@@ -344,13 +344,7 @@ pub fn handshake(socket: &UdpSocket, transports: &mut [ClientTransport], at_once
                 socket.send_to(&datagram, t.remote)?;
             }
         }
-        let pending = transports.iter().filter(|t| !t.is_connected()).count();
-        let failed: Vec<&str> = transports.iter().filter_map(|t| t.failure()).collect();
-        if !failed.is_empty() || (pending > 0 && now > deadline) {
-            let reason = failed.first().map_or("timed out".to_string(), |f| f.to_string());
-            return Err(LoadError::Handshake(pending, transports.len(), reason));
-        }
-        if pending == 0 {
+        if handshakes_over(transports, now, deadline)? {
             return Ok(());
         }
         if let Ok(n) = batch.receive(socket) {
@@ -365,6 +359,18 @@ pub fn handshake(socket: &UdpSocket, transports: &mut [ClientTransport], at_once
             }
         }
     }
+}
+
+/// Whether every transport has connected; an error once one failed, or some are still
+/// pending past `deadline`. The verdict both handshakes (UDP and ICE-TCP) reach each round.
+fn handshakes_over(transports: &[ClientTransport], now: Instant, deadline: Instant) -> Result<bool, LoadError> {
+    let pending = transports.iter().filter(|t| !t.is_connected()).count();
+    let failed = transports.iter().find_map(|t| t.failure());
+    if failed.is_some() || (pending > 0 && now > deadline) {
+        let reason = failed.map_or("timed out".to_string(), |f| f.to_string());
+        return Err(LoadError::Handshake(pending, transports.len(), reason));
+    }
+    Ok(pending == 0)
 }
 
 /// [`handshake`] over ICE-TCP: each transport gets its own connection to its candidate (the
@@ -387,17 +393,12 @@ pub fn handshake_tcp(transports: &mut [ClientTransport], at_once: usize) -> Resu
                 c.send(&datagram);
             }
         }
-        let pending = transports.iter().filter(|t| !t.is_connected()).count();
-        let failed: Vec<&str> = transports.iter().filter_map(|t| t.failure()).collect();
-        if !failed.is_empty() || (pending > 0 && now > deadline) {
-            let reason = failed.first().map_or("timed out".to_string(), |f| f.to_string());
-            return Err(LoadError::Handshake(pending, transports.len(), reason));
-        }
-        if pending == 0 {
+        if handshakes_over(transports, now, deadline)? {
             return Ok(connections);
         }
         std::thread::sleep(Duration::from_millis(2));
         let now = Instant::now();
+        let pending = transports.iter().filter(|t| !t.is_connected()).count();
         for (t, c) in transports.iter_mut().zip(connections.iter_mut()) {
             c.read_frames(&mut buffer, |frame| t.on_datagram(frame, now))
                 .map_err(|e| LoadError::Handshake(pending, total, format!("the worker closed an ICE-TCP connection: {e}")))?;
