@@ -127,10 +127,10 @@ impl Signalling {
             }
         };
         // The disconnect handler skips a join in flight, so a socket that went away during
-        // the worker call is cleaned up here. `connected` turns false before that handler runs.
+        // the worker call is cleaned up here.
         let still_connected = {
             let mut membership = connection.membership();
-            if socket.connected() {
+            if !connection.is_gone() {
                 *membership =
                     Membership::Joined(Session::new(&room, peer.clone(), location.clone()));
                 true

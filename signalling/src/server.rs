@@ -89,6 +89,11 @@ pub struct Connection {
     too_slow: AtomicBool,
     /// Joins so far (each is a new peer id).
     joins: std::sync::atomic::AtomicU32,
+    /// Set by the disconnect handler, under the membership lock: a join in flight reads it
+    /// there to know whether to keep what it joined. (socketioxide's `connected()` is no
+    /// substitute: it turns true only after the connect packet went out, and a client that
+    /// emits at once can have its request handled before.)
+    gone: AtomicBool,
     /// When the session ends: the token's expiry, plus the verifier's tolerance, so that a
     /// session does not end before its token would be refused.
     expires_at: tokio::time::Instant,
@@ -105,6 +110,7 @@ impl Connection {
             waiting_answers: AtomicUsize::new(0),
             too_slow: AtomicBool::new(false),
             joins: std::sync::atomic::AtomicU32::new(0),
+            gone: AtomicBool::new(false),
             limiter: Mutex::new(TokenBucket::new(
                 limits.events_per_second,
                 limits.event_burst,
@@ -122,6 +128,11 @@ impl Connection {
     /// plain data; the data is still the last consistent state, so carry on with it.
     pub fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
         self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the socket has disconnected; read it under [`Connection::membership`].
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
     }
 }
 
@@ -373,8 +384,12 @@ impl Signalling {
             return;
         };
         self.expiries.remove(connection.expires_at, socket.id);
-        // A join still in flight sees the socket disconnected and cleans up after itself.
-        let membership = std::mem::take(&mut *connection.membership());
+        // A join still in flight sees the socket gone and cleans up after itself.
+        let membership = {
+            let mut membership = connection.membership();
+            connection.gone.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *membership)
+        };
         if let Membership::Joined(session) = membership {
             if let Err(error) = self
                 .backend

@@ -89,7 +89,8 @@ async fn a_payload_nested_1000_deep_is_invalid_payload_not_an_empty_one() {
     let (client, _) = server.joined("u1", "student", "maths").await;
     let mut raw = RawClient::connect(server.addr, &token("u2", "student")).await;
     raw.send(r#"421["join-room",{"roomId":"maths"}]"#).await;
-    assert_eq!(raw.ack(1).await["success"], true);
+    let joined = raw.ack(1).await;
+    assert_eq!(joined["success"], true, "{joined}");
     let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
     raw.send(format!(r#"422["leave-room",{deep}]"#)).await;
     let ack = raw.ack(2).await;
@@ -106,9 +107,11 @@ async fn a_request_without_a_payload_still_works() {
     let (_client, _) = server.joined("u1", "student", "maths").await;
     let mut raw = RawClient::connect(server.addr, &token("u2", "student")).await;
     raw.send(r#"421["join-room",{"roomId":"maths"}]"#).await;
-    raw.ack(1).await;
+    let joined = raw.ack(1).await;
+    assert_eq!(joined["success"], true, "{joined}");
     raw.send(r#"422["get-participants"]"#).await;
-    assert_eq!(raw.ack(2).await["participants"].as_array().map(Vec::len), Some(2));
+    let participants = raw.ack(2).await;
+    assert_eq!(participants["participants"].as_array().map(Vec::len), Some(2), "{participants}");
     raw.send(r#"423["leave-room",null]"#).await;
     assert_eq!(raw.ack(3).await["success"], true);
 }
