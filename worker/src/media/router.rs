@@ -1376,8 +1376,10 @@ impl Copier<'_> {
         } else if !consumer.gate.admit(arrival.info.keyframe) {
             return false;
         }
-        let source = (producer.transport.clone(), producer.ssrc);
-        if consumer.current_source.as_ref() != Some(&source) {
+        // Compared in place: a clone of the transport id per copy was an allocation on the
+        // hot path; it is made only at a switch.
+        let same_source = consumer.current_source.as_ref().is_some_and(|(transport, ssrc)| *ssrc == producer.ssrc && *transport == producer.transport);
+        if !same_source {
             // Another producer stream from here on (a simulcast switch, or the same
             // encoding under a new SSRC): numbers continue after the last sent, and
             // the clock where the reports say the new stream's is.
@@ -1398,7 +1400,7 @@ impl Copier<'_> {
             if let Some((ntp, rtp, at)) = producer.last_sender_report {
                 consumer.reports.on_producer_sender_report(ntp, rtp, at);
             }
-            consumer.current_source = Some(source);
+            consumer.current_source = Some((producer.transport.clone(), producer.ssrc));
         }
         let Some(rewritten) = consumer.seq.rewrite(arrival.sequence, arrival.timestamp) else { return false };
         let Some(mut view) = RtpView::parse(packet) else { return false };
