@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use socketioxide::SocketIo;
+use crate::replicas::SocketIo;
 use socketioxide::socket::Sid;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -101,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_ending_sooner_than_the_others_is_ended_on_time() {
-        let (_, io) = SocketIo::new_svc();
+        let io = crate::replicas::io_alone();
         let expiries = Arc::new(Expiries::default());
         let (later, sooner) = (Sid::new(), Sid::new());
         expiries.add(&io, Instant::now() + Duration::from_secs(30), later);
@@ -114,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_that_ended_otherwise_is_forgotten() {
-        let (_, io) = SocketIo::new_svc();
+        let io = crate::replicas::io_alone();
         let expiries = Arc::new(Expiries::default());
         let (at, sid) = (Instant::now() + Duration::from_secs(30), Sid::new());
         expiries.add(&io, at, sid);

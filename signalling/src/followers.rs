@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use fanout_worker::room::{PeerId, RoomEvent, TransportCloseCode};
 use futures::StreamExt as _;
-use socketioxide::{SendError, SocketError, SocketIo};
-use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::events::{Audience, notification};
 use crate::placement::RoomLocation;
+use crate::replicas::{SocketIo, SocketRef, peer_channel};
 use crate::server::Connection;
 use crate::session::socket_of;
 use crate::worker::MediaBackend;
@@ -278,7 +278,7 @@ fn keep_sessions(io: &SocketIo, room: &str, event: &RoomEvent, closes: &mut Last
                 // It left by itself (leave-room, disconnect) and was answered already.
                 return 0;
             }
-            socket.leave(room_channel(room));
+            socket.leave([room_channel(room), peer_channel(room, peer_id)]);
             let (code, why) = match &last {
                 Some((code, reason)) if !reason.is_empty() => (code.as_str(), reason.as_str()),
                 Some((code, _)) => (code.as_str(), code.describe()),

@@ -12,7 +12,7 @@ use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, SetPreferr
 use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId, PeerInfo};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use socketioxide::extract::SocketRef;
+use crate::replicas::{SocketRef, peer_channel};
 
 use crate::error::{Result, SignallingError};
 use crate::events::{
@@ -144,6 +144,7 @@ impl Signalling {
             self.followers.release(&room);
             return Err(SignallingError::NotInRoom(format!("room {room}")));
         }
+        self.own(&peer, &room, &location.endpoint).await;
         self.metrics.joins.inc();
         let identity = &connection.identity;
         let me = Participant {
@@ -184,8 +185,9 @@ impl Signalling {
         .await;
         // In the Socket.IO room before the worker join, so that nothing the room does after
         // the join's snapshot escapes this participant.
-        let channel = room_channel(room);
-        socket.join(channel.clone());
+        // Its own channel too, by which a relay from another replica finds it.
+        let channels = [room_channel(room), peer_channel(room, peer)];
+        socket.join(channels.clone());
         let identity = &connection.identity;
         let request = JoinRequest {
             peer_id: peer.clone(),
@@ -199,7 +201,7 @@ impl Signalling {
         match self.backend.join(&location.endpoint, room, &request).await {
             Ok(response) => Ok((location, response)),
             Err(error) => {
-                socket.leave(channel);
+                socket.leave(channels);
                 self.followers.release(room);
                 Err(error)
             }
@@ -217,7 +219,7 @@ impl Signalling {
         let request: RoomRequest = parse("leave-room", payload)?;
         let session = connection.session(request.room_id.as_deref())?;
         *connection.membership() = Membership::Idle;
-        socket.leave(room_channel(&session.room));
+        socket.leave([room_channel(&session.room), peer_channel(&session.room, &session.peer)]);
         if let Err(error) = self
             .backend
             .leave(&session.location.endpoint, &session.room, &session.peer)
@@ -226,6 +228,7 @@ impl Signalling {
             tracing::warn!(room = session.room, %error, "leave on the worker failed");
         }
         self.followers.release(&session.room);
+        self.disown(&session.peer).await;
         Ok(json!({"success": true, "roomId": session.room}))
     }
 
@@ -299,7 +302,9 @@ impl Signalling {
     }
 
     /// The seed's peer-to-peer relay: the payload goes to the named participant only, if it
-    /// is in the sender's room, with `from` set to the sender (whatever the payload said).
+    /// is in the sender's room, with `from` set to the sender (whatever the payload said). A
+    /// target on another replica is found through its own Socket.IO room over Redis
+    /// ([`crate::replicas`]).
     async fn relay(
         &self,
         event: &'static str,
@@ -312,20 +317,37 @@ impl Signalling {
         let not_found = || SignallingError::TargetNotFound(relay.target_id.clone());
         let target_peer = PeerId(relay.target_id.clone());
         let sid = crate::session::socket_of(&target_peer).ok_or_else(not_found)?;
-        let target = self.io().get_socket(sid).ok_or_else(not_found)?;
-        let same_room = target
-            .extensions
-            .get::<Arc<Connection>>()
-            .and_then(|c| c.session(Some(&session.room)).ok())
-            .is_some_and(|theirs| theirs.peer == target_peer);
-        if !same_room {
-            return Err(not_found());
-        }
         let mut message = relay.rest;
         message.insert("roomId".into(), json!(session.room));
         message.insert("targetId".into(), json!(relay.target_id));
         message.insert("from".into(), json!(session.peer));
-        target.emit(event, &message).map_err(|_| not_found())?;
+        if let Some(target) = self.io().get_socket(sid) {
+            let same_room = target
+                .extensions
+                .get::<Arc<Connection>>()
+                .and_then(|c| c.session(Some(&session.room)).ok())
+                .is_some_and(|theirs| theirs.peer == target_peer);
+            if !same_room {
+                return Err(not_found());
+            }
+            target.emit(event, &message).map_err(|_| not_found())?;
+            return Ok(json!({"success": true}));
+        }
+        // Not connected here: on another replica, in this room as this peer, or nowhere.
+        let remote = self
+            .io()
+            .to(peer_channel(&session.room, &target_peer))
+            .fetch_sockets()
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "asking the other replicas for a relay's target failed");
+                not_found()
+            })?;
+        let target = remote.into_iter().find(|s| s.data().id == sid).ok_or_else(not_found)?;
+        target.emit(event, &message).await.map_err(|error| {
+            tracing::warn!(%error, "relaying to another replica's socket failed");
+            not_found()
+        })?;
         Ok(json!({"success": true}))
     }
 

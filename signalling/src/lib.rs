@@ -22,6 +22,7 @@ pub mod ids;
 mod handlers;
 pub mod metrics;
 pub mod placement;
+pub mod replicas;
 pub mod server;
 pub mod session;
 pub mod worker;
@@ -31,4 +32,4 @@ pub use error::{Result, SignallingError};
 pub use handlers::read_request;
 #[doc(hidden)]
 pub use server::admit_payload;
-pub use server::{Limits, Signalling, app, app_with};
+pub use server::{Limits, Signalling, app, app_replicated, app_with};

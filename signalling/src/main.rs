@@ -13,7 +13,8 @@ use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
 use fanout_signalling::http::HttpLimits;
 use fanout_signalling::ice_servers::{IceConfig, IceServer, IceTransportPolicy, TurnRest};
-use fanout_signalling::{Limits, Signalling, app_with};
+use fanout_signalling::replicas::{Lease, Replicas};
+use fanout_signalling::{Limits, Signalling, app_replicated};
 
 /// Algorithms of a public key file.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,6 +105,15 @@ struct Args {
     /// kubernetes inside a cluster, embedded otherwise.
     #[arg(long, env = "FANOUT_PLACEMENT", value_enum)]
     placement: Option<PlacementMode>,
+    /// Redis shared by several signalling replicas (`redis://host:6379/`): relays reach
+    /// sockets on the other replicas, and a replica that dies has its participants removed
+    /// from their workers by the others. Without it this process is the only replica.
+    #[arg(long, env = "FANOUT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// With --redis-url: how long a replica's lease lasts unrenewed. A replica that dies has
+    /// its participants removed within this plus a third of it.
+    #[arg(long, env = "FANOUT_REPLICA_LEASE_SECONDS", default_value_t = 15)]
+    replica_lease_seconds: u64,
     /// Kubernetes placement: namespace of the Room objects.
     #[arg(long, env = "FANOUT_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -312,7 +322,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => axum::Router::new(),
     };
-    let router = app_with(state, &args.cors_origins, extra);
+    let replicas = match &args.redis_url {
+        Some(_) if embedded.is_some() => bail!(
+            "--redis-url is for several replicas in front of shared workers, but embedded mode's \
+             worker lives inside this process: give --worker-url (or run in Kubernetes) as well"
+        ),
+        Some(url) => {
+            let lease = Lease { ttl: Duration::from_secs(args.replica_lease_seconds.max(3)) };
+            Replicas::connect(url, lease).await.context("--redis-url (FANOUT_REDIS_URL)")?
+        }
+        None => Replicas::alone(),
+    };
+    let ownership = replicas.ownership().cloned();
+    let router = app_replicated(state, &args.cors_origins, extra, replicas).await?;
 
     let listen = listen_address(mode == PlacementMode::Embedded, args.listen_addr, args.dev_on_network)
         .map_err(anyhow::Error::msg)?;
@@ -337,6 +359,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     fanout_signalling::http::serve(listener, router, http, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    if let Some(ownership) = ownership {
+        ownership.release().await;
+    }
     if let Some(embedded) = embedded {
         embedded.worker.shutdown().await;
     }

@@ -16,11 +16,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use futures::FutureExt as _;
+use socketioxide::extract::{AckSender, Event, State, TryData};
 use socketioxide::handler::{ConnectHandler as _, FromMessageParts, Value as SocketValue};
-use socketioxide::{SendError, SocketError, SocketIo};
+use socketioxide::{SendError, SocketError};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use fanout_worker::room::PeerId;
 
 use crate::auth::{Identity, JwtVerifier, find_token};
 use crate::error::{Result, SignallingError};
@@ -31,6 +33,7 @@ use crate::ice_servers::IceConfig;
 use crate::ids::check_object_ids;
 use crate::metrics::{Metrics, RefusalLabels};
 use crate::placement::Placement;
+use crate::replicas::{Adapter, OwnedPeer, Ownership, Replicas, SocketIo, SocketRef, peer_channel};
 use crate::session::{Membership, TokenBucket};
 use crate::worker::MediaBackend;
 
@@ -148,6 +151,8 @@ pub struct Signalling {
     /// The ICE servers (and policy) every transport answer carries.
     pub(crate) ice: IceConfig,
     io: OnceLock<SocketIo>,
+    /// Set with `io`: how this replica reaches the others, and its lease (with Redis).
+    replicas: OnceLock<Replicas>,
 }
 
 impl Signalling {
@@ -180,6 +185,7 @@ impl Signalling {
             limits,
             ice,
             io: OnceLock::new(),
+            replicas: OnceLock::new(),
         })
     }
 
@@ -188,6 +194,28 @@ impl Signalling {
         self.io
             .get()
             .expect("app() sets the SocketIo before serving")
+    }
+
+    /// This replica's lease and peer list in Redis, when there are several replicas.
+    pub(crate) fn ownership(&self) -> Option<&Ownership> {
+        self.replicas.get().and_then(|r| r.ownership.as_ref())
+    }
+
+    /// Lists a peer that has just joined as this replica's (with Redis), so that it is removed
+    /// from its worker if this replica dies.
+    pub(crate) async fn own(&self, peer: &PeerId, room: &str, endpoint: &str) {
+        if let Some(ownership) = self.ownership() {
+            ownership
+                .record(peer, &OwnedPeer { room: room.to_owned(), endpoint: endpoint.to_owned() })
+                .await;
+        }
+    }
+
+    /// Takes a peer that left off this replica's list.
+    pub(crate) async fn disown(&self, peer: &PeerId) {
+        if let Some(ownership) = self.ownership() {
+            ownership.forget(peer).await;
+        }
     }
 
     /// The metrics, for embedding programs.
@@ -226,15 +254,67 @@ pub fn app(state: Arc<Signalling>, cors_origins: &[String]) -> Router {
 
 /// [`app`] with more routes (embedded mode's pages and development endpoints). They are merged
 /// under the Socket.IO layer, so `/socket.io/` keeps reaching Socket.IO even when `extra` has a
-/// fallback (such as the web client's files).
+/// fallback (such as the web client's files). The only replica: see [`app_replicated`].
 pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) -> Router {
-    let (layer, io) = SocketIo::builder()
+    let (router, ready) = build(state, cors_origins, extra, Replicas::alone());
+    // Alone, the adapter's set-up subscribes to nothing: it is done when first polled.
+    ready
+        .now_or_never()
+        .expect("the single-replica adapter starts without I/O")
+        .expect("the single-replica adapter cannot fail");
+    router
+}
+
+/// [`app_with`] as one of several replicas sharing a Redis ([`Replicas::connect`]): relays
+/// reach sockets on the other replicas, and this replica keeps its lease, removing dead
+/// replicas' peers from their workers. Returns once the adapter is subscribed.
+pub async fn app_replicated(
+    state: Arc<Signalling>,
+    cors_origins: &[String],
+    extra: Router,
+    replicas: Replicas,
+) -> anyhow::Result<Router> {
+    let ownership = replicas.ownership.clone();
+    let (router, ready) = build(state.clone(), cors_origins, extra, replicas);
+    ready
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to the other replicas over Redis: {e}"))?;
+    if let Some(ownership) = ownership {
+        let io = state.io().clone();
+        tracing::info!(replica = ownership.id(), lease = ?ownership.lease().ttl, "signalling replica on Redis");
+        tokio::spawn(ownership.run(state.backend.clone(), move || local_peers(&io)));
+    }
+    Ok(router)
+}
+
+/// The peer ids of this process's participants.
+fn local_peers(io: &SocketIo) -> std::collections::HashSet<String> {
+    io.sockets()
+        .iter()
+        .filter_map(|socket| {
+            let connection = socket.extensions.get::<Arc<Connection>>()?;
+            match &*connection.membership() {
+                Membership::Joined(session) => Some(session.peer.as_str().to_owned()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn build(
+    state: Arc<Signalling>,
+    cors_origins: &[String],
+    extra: Router,
+    replicas: Replicas,
+) -> (Router, socketioxide_redis::InitRes<crate::replicas::Bus>) {
+    let (layer, io) = socketioxide::SocketIo::builder()
         .with_state(state.clone())
         .max_payload(state.limits.max_packet_bytes)
         .max_buffer_size(state.limits.max_queued_packets)
         // Signalling messages are small, and a larger one grows the buffer as it arrives; the
         // initial buffer is memory every idle connection holds (engineioxide's default: 4 KiB).
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+        .with_adapter::<Adapter>(replicas.adapter_state())
         .build_layer();
     // app() is called once per state; a second call would serve a second SocketIo the
     // handlers do not know, so refuse it loudly.
@@ -242,7 +322,8 @@ pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) 
         state.io.set(io.clone()).is_ok(),
         "app() called twice on one Signalling"
     );
-    io.ns("/", on_connect.with(authenticate));
+    let _ = state.replicas.set(replicas);
+    let ready = io.ns("/", on_connect.with(authenticate));
     // Rooms the placement moved to another worker: their clients rejoin on `room-migrated`.
     if let (Some(mut moved), Ok(runtime)) = (state.placement.migrations(), tokio::runtime::Handle::try_current()) {
         let io = io.clone();
@@ -253,14 +334,15 @@ pub fn app_with(state: Arc<Signalling>, cors_origins: &[String], extra: Router) 
             }
         });
     }
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(extra)
         .layer(layer)
         .layer(axum::middleware::map_request(detach_request_head))
-        .layer(cors_layer(cors_origins))
+        .layer(cors_layer(cors_origins));
+    (router, ready)
 }
 
 /// Initial websocket read buffer of a connection, in bytes: enough for pings, the namespace
@@ -399,6 +481,7 @@ impl Signalling {
                 tracing::warn!(room = session.room, %error, "leaving the room on disconnect failed");
             }
             self.followers.release(&session.room);
+            self.disown(&session.peer).await;
         }
     }
 
@@ -409,17 +492,23 @@ impl Signalling {
         let channel = crate::followers::room_channel(room);
         let payload = serde_json::json!({"roomId": room, "reason": "the room moved to another media worker; join again"});
         for socket in io.to(channel.clone()).sockets() {
-            let left = socket.extensions.get::<Arc<Connection>>().is_some_and(|connection| {
+            let left = socket.extensions.get::<Arc<Connection>>().and_then(|connection| {
                 let mut membership = connection.membership();
-                let joined = matches!(&*membership, Membership::Joined(session) if session.room == room);
-                if joined {
-                    *membership = Membership::Idle;
-                }
-                joined
+                let peer = match &*membership {
+                    Membership::Joined(session) if session.room == room => session.peer.clone(),
+                    _ => return None,
+                };
+                *membership = Membership::Idle;
+                Some(peer)
             });
             socket.leave(channel.clone());
-            if left {
+            if let Some(peer) = left {
+                socket.leave(peer_channel(room, &peer));
                 self.followers.release(room);
+                // Its peer was on the old worker, which no longer has the room.
+                if let Some(ownership) = self.ownership().cloned() {
+                    tokio::spawn(async move { ownership.forget(&peer).await });
+                }
             }
             crate::followers::notify(&socket, "room-migrated", &payload);
         }
@@ -553,15 +642,15 @@ async fn on_request(
 pub(crate) struct Incoming {
     /// `["event", payload, ...]` and the binary attachments, read by [`read_payload`].
     packet: SocketValue,
-    socket: Arc<socketioxide::socket::Socket>,
+    socket: Arc<socketioxide::socket::Socket<Adapter>>,
     ack_id: Option<i64>,
 }
 
-impl FromMessageParts<LocalAdapter> for Incoming {
+impl FromMessageParts<Adapter> for Incoming {
     type Error = Infallible;
 
     fn from_message_parts(
-        socket: &Arc<socketioxide::socket::Socket>,
+        socket: &Arc<socketioxide::socket::Socket<Adapter>>,
         packet: &mut SocketValue,
         ack_id: &Option<i64>,
     ) -> std::result::Result<Self, Infallible> {
