@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite (README: "Run all tests"). Installs what it needs first: libssl-dev and
-# pkg-config (apt) for the Socket.IO test client, chromium (apt) and the web client's npm
-# packages for the browser tests.
+# pkg-config (apt) for the Socket.IO test client, redis-server (apt) for the replica tests,
+# chromium (apt) and the web client's npm packages for the browser tests.
 # CI runs exactly this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,14 @@ if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
   echo "installing iproute2 (apt) for the worker's constrained-link test"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
+
+# Signalling's replica tests (signalling/tests/replicas.rs) start a real redis-server on a
+# loopback port.
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server (apt) for signalling's several-replica tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
 # The operator's suite against a real Kubernetes API server (operator/tests/api_server) starts

@@ -681,7 +681,7 @@ impl TestClient {
         }
     }
 
-    /// Whether a `name` event arrives within `within`.
+    /// Whether a `name` event arrives within `within`; it stays for [`TestClient::next_event`].
     pub async fn receives(&mut self, name: &str, within: Duration) -> bool {
         if self.pending.iter().any(|(event, _)| event == name) {
             return true;
@@ -689,10 +689,11 @@ impl TestClient {
         let deadline = tokio::time::Instant::now() + within;
         while let Ok(Some(next)) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
             if let Incoming::Event(event, value) = next {
-                if event == name {
+                let found = event == name;
+                self.pending.push((event, value));
+                if found {
                     return true;
                 }
-                self.pending.push((event, value));
             }
         }
         false
@@ -807,21 +808,46 @@ impl Process {
     /// Started with `args`, its own port and RTC ports `rtc`, and a known HS256 secret unless
     /// `args` configure another key. Waits for `/healthz`.
     pub async fn start(args: &[&str], rtc: (u16, u16)) -> Process {
+        let (min, max) = (rtc.0.to_string(), rtc.1.to_string());
+        let env = [
+            ("FANOUT_PLACEMENT", "embedded"),
+            ("FANOUT_RTC_MIN_PORT", min.as_str()),
+            ("FANOUT_RTC_MAX_PORT", max.as_str()),
+        ];
+        let secret = fanout_signalling::embedded::random_secret();
+        Process::start_with(args, &env, secret).await
+    }
+
+    /// A replica in front of the worker at `worker` (static placement) sharing the Redis at
+    /// `redis` with others, verifying tokens with `secret`.
+    pub async fn replica(worker: &str, worker_token: &str, redis: &str, lease_seconds: u64, secret: &str) -> Process {
+        let lease = lease_seconds.to_string();
+        let env = [
+            ("FANOUT_PLACEMENT", "static"),
+            ("FANOUT_WORKER_URL", worker),
+            ("FANOUT_WORKER_TOKEN", worker_token),
+            ("FANOUT_REDIS_URL", redis),
+            ("FANOUT_REPLICA_LEASE_SECONDS", lease.as_str()),
+            ("FANOUT_LISTEN_ADDR", "127.0.0.1"),
+        ];
+        Process::start_with(&[], &env, secret.to_owned()).await
+    }
+
+    /// Started with `args` and `env`, its own port, and HS256 `secret` unless `args`
+    /// configure another key. Waits for `/healthz`.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)], secret: String) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let secret = fanout_signalling::embedded::random_secret();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling"));
         command
             .args(args)
             .env("PORT", port.to_string())
-            .env("FANOUT_PLACEMENT", "embedded")
-            .env("FANOUT_RTC_MIN_PORT", rtc.0.to_string())
-            .env("FANOUT_RTC_MAX_PORT", rtc.1.to_string())
             .env_remove("RUST_LOG")
             .env_remove("FANOUT_LISTEN_ADDR")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         if !args.iter().any(|a| a.starts_with("--jwt-public-key-file")) {
@@ -856,6 +882,11 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("fanout-signalling did not answer /healthz; its log:\n{}", process.log());
+    }
+
+    /// Its Socket.IO URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
     }
 
     /// A token this process accepts.
@@ -896,6 +927,58 @@ impl Process {
 }
 
 impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- a real Redis ----
+
+/// `redis-server` (Debian's package; `scripts/test.sh` installs it) on a loopback port of its
+/// own, without persistence; killed when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server; scripts/test.sh does)")
+            });
+        let server = RedisServer { child, port };
+        for _ in 0..100 {
+            if server.ping().await {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not answer PING on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut reply).await.is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
