@@ -22,6 +22,12 @@ if [ "$(id -u)" -eq 0 ] && ! { command -v ip && command -v iptables && command -
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables coturn >/dev/null
 fi
+# The replica drill (web/test/replicas.mjs) starts a real redis-server.
+if [ "$(id -u)" -eq 0 ] && ! command -v redis-server >/dev/null; then
+  echo "installing redis-server for the replica drill"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 ./scripts/check-node.sh
 
 (cd web && npm ci --no-audit --no-fund && npm run build)
@@ -29,7 +35,8 @@ fi
 # The product as the README's run command starts it (signalling in embedded mode), but from
 # the debug build the Rust tests already made, so CI does not build everything twice.
 if [ "${FANOUT_E2E_MODE:-local}" = local ] && [ -z "${FANOUT_E2E_RUN_COMMAND:-}" ]; then
-  cargo build -p fanout-signalling
+  # The worker binary too, for the drills that run it as its own process.
+  cargo build -p fanout-signalling -p fanout-worker
   export FANOUT_E2E_RUN_COMMAND="FANOUT_WEB_ROOT=$PWD/web/dist exec $PWD/target/debug/fanout-signalling"
 fi
 

@@ -66,6 +66,9 @@ const MAX_RECOVERIES = 3;
  */
 const SETUP_FAILURES = new Set(['ICE_TIMEOUT', 'DTLS_FAILED', 'DTLS_FINGERPRINT_MISMATCH']);
 
+/** Room notifications kept while a join is in flight, at most (see `_early`). */
+const MAX_EARLY_EVENTS = 1000;
+
 /** A refusal from the server, or a failure of the client, with a stable code. */
 export class FanoutError extends Error {
   /**
@@ -131,6 +134,10 @@ export class FanoutClient {
     this._rejoining = null;
     // Bumped on every join and leave: work started for an older session drops its result.
     this._session = 0;
+    // Room notifications that arrive while a join is in flight, handled once it is in: the
+    // server sends what happens in the room from the moment it adds this socket, before the
+    // join's answer, and a producer announced then would otherwise never be subscribed to.
+    this._early = null;
     // Transports replaced in a row per direction, without one connecting in between.
     this._recoveries = { send: 0, recv: 0 };
     // Subscriptions whose consumers the worker closed with their transport, until the
@@ -237,12 +244,22 @@ export class FanoutClient {
         this._fail(new FanoutError(payload.code, payload.message, payload.event));
       }
     });
-    socket.on('participant-joined', (p) => {
+    const onRoomEvent = (name, handler) =>
+      socket.on(name, (p) => {
+        const early = this._early;
+        if (early && (p?.roomId === undefined || p.roomId === early.roomId)) {
+          // Bounded: a join answers within seconds, and a room's events in that time are few.
+          if (early.events.length < MAX_EARLY_EVENTS) early.events.push(() => handler(p));
+          return;
+        }
+        handler(p);
+      });
+    onRoomEvent('participant-joined', (p) => {
       if (!this._inRoom(p)) return;
       this.participants.set(p.participantId, p);
       this._emit('participant-joined', p);
     });
-    socket.on('participant-left', (p) => {
+    onRoomEvent('participant-left', (p) => {
       if (!this._inRoom(p)) return;
       for (const [producerId, entry] of this.consumers) {
         if (entry.participantId === p.participantId) this._dropConsumer(producerId, 'participant-left');
@@ -250,11 +267,11 @@ export class FanoutClient {
       this.participants.delete(p.participantId);
       this._emit('participant-left', { participantId: p.participantId });
     });
-    socket.on('new-producer', (p) => {
+    onRoomEvent('new-producer', (p) => {
       if (!this._inRoom(p) || p.participantId === this.participantId) return;
       this._subscribe(p, this._session);
     });
-    socket.on('producer-closed', (p) => {
+    onRoomEvent('producer-closed', (p) => {
       if (!this._inRoom(p)) return;
       if (this.consumers.has(p.producerId)) this._dropConsumer(p.producerId, 'producer-closed');
     });
@@ -291,8 +308,8 @@ export class FanoutClient {
       if (!this._inRoom(p) || !this.producers.has(p.producerId)) return;
       this._emit('producer-score', { producerId: p.producerId, scores: p.scores });
     });
-    socket.on('producer-paused', (p) => this._remotePaused(p, true));
-    socket.on('producer-resumed', (p) => this._remotePaused(p, false));
+    onRoomEvent('producer-paused', (p) => this._remotePaused(p, true));
+    onRoomEvent('producer-resumed', (p) => this._remotePaused(p, false));
     socket.on('room-migrated', (p) => {
       if (this._inRoom(p)) this._rejoin('room-migrated');
     });
@@ -382,15 +399,25 @@ export class FanoutClient {
     if (this.roomId) throw new FanoutError('ALREADY_IN_ROOM', `already in room ${this.roomId}; leave() first`, 'join-room');
     this._displayName = displayName;
     const session = ++this._session;
-    const joined = await this.request('join-room', {
-      roomId,
-      roomName,
-      isProducer,
-      ...(displayName ? { fullName: displayName } : {}),
-    });
-    if (session !== this._session) throw new FanoutError('LEFT', 'left the room while joining', 'join-room');
-    await this._enter(joined, session);
-    return joined;
+    const early = { roomId, events: [] };
+    this._early = early;
+    try {
+      const joined = await this.request('join-room', {
+        roomId,
+        roomName,
+        isProducer,
+        ...(displayName ? { fullName: displayName } : {}),
+      });
+      if (session !== this._session) throw new FanoutError('LEFT', 'left the room while joining', 'join-room');
+      await this._enter(joined, session);
+      if (session === this._session) {
+        this._early = null;
+        for (const handle of early.events) handle();
+      }
+      return joined;
+    } finally {
+      if (this._early === early) this._early = null;
+    }
   }
 
   async _enter(joined, session) {

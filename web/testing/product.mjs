@@ -179,7 +179,7 @@ export async function startPageServer(secret, port) {
   return server;
 }
 
-function binary(name) {
+export function binary(name) {
   const override = process.env[`FANOUT_E2E_${name.toUpperCase()}_BIN`];
   if (override) return override;
   for (const profile of ['release', 'debug']) {
