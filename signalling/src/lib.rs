@@ -26,6 +26,7 @@ pub mod replicas;
 pub mod server;
 pub mod session;
 pub mod worker;
+pub mod worker_pool;
 
 pub use error::{Result, SignallingError};
 #[doc(hidden)]

@@ -11,6 +11,8 @@ use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
 use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
+use fanout_signalling::worker_pool::parse_worker_urls;
+use fanout_worker::client::WorkerClient;
 use fanout_signalling::http::HttpLimits;
 use fanout_signalling::ice_servers::{IceConfig, IceServer, IceTransportPolicy, TurnRest};
 use fanout_signalling::replicas::{Lease, Replicas};
@@ -74,9 +76,18 @@ struct Args {
     /// Required `iss` of tokens (unchecked when unset).
     #[arg(long, env = "FANOUT_JWT_ISSUER")]
     jwt_issuer: Option<String>,
-    /// Base URL of the one media worker every room goes to (static placement).
+    /// Base URLs of the media workers' REST API (static placement), comma-separated:
+    /// `http://10.0.0.7:3000`, or several (`http://10.0.0.7:3000,http://10.0.0.8:3000`) to
+    /// spread rooms over them by rendezvous hashing and move a failed worker's rooms to the
+    /// others (clients get `room-migrated` and rejoin).
     #[arg(long, env = "FANOUT_WORKER_URL")]
     worker_url: Option<String>,
+    /// Static placement with several workers: milliseconds between health probes of each
+    /// worker (`GET /healthz`, also each probe's timeout). Two failed probes in a row, or a
+    /// broken room event stream and a failed probe, mark a worker down.
+    #[arg(long, env = "FANOUT_WORKER_PROBE_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    worker_probe_interval_ms: u64,
     /// Bearer token of the workers' REST API.
     #[arg(long, env = "FANOUT_WORKER_TOKEN", hide_env_values = true)]
     worker_token: Option<String>,
@@ -260,6 +271,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let verifier = JwtVerifier::new(&jwt_config(&args)?)
         .map_err(anyhow::Error::msg)
         .context("JWT configuration")?;
+    // Static placement over several workers, whose backend reports to it.
+    let mut pool: Option<StaticPlacement> = None;
     let (placement, worker_url): (Arc<dyn Placement>, String) = match (mode, &embedded) {
         (PlacementMode::Kubernetes, _) => {
             // kube uses rustls with ring: one process-wide provider.
@@ -288,10 +301,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (Arc::new(StaticPlacement::new(url.clone()).with_publishers(args.publishers.clone())), url)
         }
         (_, None) => {
-            let Some(url) = args.worker_url.clone() else {
+            let Some(urls) = args.worker_url.clone() else {
                 bail!("static placement needs --worker-url (FANOUT_WORKER_URL)");
             };
-            (Arc::new(StaticPlacement::new(url.clone()).with_publishers(args.publishers.clone())), url)
+            let endpoints = parse_worker_urls(&urls)?;
+            let placement = StaticPlacement::with_workers(endpoints.clone()).with_publishers(args.publishers.clone());
+            if endpoints.len() > 1 {
+                let interval = Duration::from_millis(args.worker_probe_interval_ms);
+                placement.spawn_health_watch(WorkerClient::new(args.worker_token.clone(), interval), interval);
+                pool = Some(placement.clone());
+            }
+            (Arc::new(placement), endpoints.join(","))
         }
     };
     let backend: Arc<dyn MediaBackend> = match &embedded {
@@ -300,6 +320,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.worker_token.clone(),
             Duration::from_millis(args.worker_timeout_ms),
         )),
+    };
+    let backend = match &pool {
+        Some(pool) => Arc::new(pool.watched(backend)) as Arc<dyn MediaBackend>,
+        None => backend,
     };
     let limits = Limits {
         max_event_bytes: args.max_event_bytes,

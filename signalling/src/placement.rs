@@ -3,17 +3,30 @@
 //! Handlers ask a [`Placement`] before they talk to a worker. Two implementations are meant
 //! (docs/architecture.md, "Placing a room"):
 //!
-//! - [`StaticPlacement`]: one worker for every room. Embedded mode and tests.
+//! - [`StaticPlacement`]: workers named by URL: one for every room (embedded mode, tests), or
+//!   several with rendezvous hashing and failover ([`crate::worker_pool`]).
 //! - [`crate::kube_placement::KubePlacement`]: a watch cache of Room objects (the operator
 //!   writes each room's worker into its status), with auto-create and `room-migrated`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fanout_operator::crd::RoomCodec;
-use fanout_worker::rtp::{RtpCodecCapability, default_media_codecs};
+use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest};
+use fanout_worker::client::WorkerClient;
+use fanout_worker::room::{
+    ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
+    ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId, TransportProtocols,
+};
+use fanout_worker::rtp::{RtpCapabilities, RtpCodecCapability, default_media_codecs};
+use fanout_worker::video::Layers;
+use futures::StreamExt as _;
+use tokio::sync::{Notify, broadcast};
 
-use crate::error::Result;
+use crate::error::{Result, SignallingError};
+use crate::worker::{MediaBackend, RoomEvents};
+use crate::worker_pool::{Probe, WorkerPool};
 
 /// Where a room is hosted and the rules its Room object sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,36 +102,281 @@ pub trait Placement: Send + Sync + 'static {
     }
 }
 
-/// Every room on one worker: embedded mode and tests.
-#[derive(Debug, Clone)]
+/// Rooms on workers named by URL (`--worker-url`): one worker (embedded mode, tests, a small
+/// deployment), or several with failover ([`crate::worker_pool`]: rendezvous hashing over the
+/// healthy workers, a health watch, and [`Migration`]s for the rooms of a worker that goes
+/// down). Clones share their state.
+#[derive(Clone)]
 pub struct StaticPlacement {
-    location: RoomLocation,
+    pool: Arc<Mutex<WorkerPool>>,
+    publishers: Vec<String>,
+    migrations: broadcast::Sender<Migration>,
+    /// One per worker: wakes its probe loop at once (a stream of it broke, a call found it
+    /// unreachable). A wake-up while a probe runs is kept for right after it.
+    suspicions: Arc<Vec<Notify>>,
+}
+
+impl std::fmt::Debug for StaticPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticPlacement")
+            .field("workers", &self.lock().endpoints())
+            .field("publishers", &self.publishers)
+            .finish()
+    }
 }
 
 impl StaticPlacement {
     /// All rooms on the worker at `endpoint`; everyone may publish.
     pub fn new(endpoint: impl Into<String>) -> Self {
+        Self::with_workers(vec![endpoint.into()])
+    }
+
+    /// Rooms spread over `endpoints` (at least one; see [`crate::worker_pool::parse_worker_urls`]).
+    /// Failover needs [`StaticPlacement::spawn_health_watch`] and the backend wrapped in
+    /// [`StaticPlacement::watched`].
+    pub fn with_workers(endpoints: Vec<String>) -> Self {
+        let (migrations, _) = broadcast::channel(256);
+        let suspicions = endpoints.iter().map(|_| Notify::new()).collect();
         StaticPlacement {
-            location: RoomLocation {
-                endpoint: endpoint.into(),
-                publishers: Vec::new(),
-                max_peers: None,
-                setup: RoomSetup::default(),
-            },
+            pool: Arc::new(Mutex::new(WorkerPool::new(endpoints))),
+            publishers: Vec::new(),
+            migrations,
+            suspicions: Arc::new(suspicions),
         }
     }
 
     /// Only these roles may publish, in every room (empty: everyone).
     pub fn with_publishers(mut self, publishers: Vec<String>) -> Self {
-        self.location.publishers = publishers;
+        self.publishers = publishers;
         self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkerPool> {
+        // Plain data, left consistent by every method: a panic elsewhere does not spoil it.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The workers' endpoints.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.lock().endpoints().to_vec()
+    }
+
+    /// Asks for an immediate probe of the worker at `endpoint`.
+    fn suspect(&self, endpoint: &str) {
+        if let Some(index) = self.lock().index_of(endpoint) {
+            self.suspicions[index].notify_one();
+        }
+    }
+
+    /// `backend` reporting to this placement which rooms' event streams are open (a room in
+    /// use stays on its worker) and which workers it found unreachable (probed at once).
+    pub fn watched(&self, backend: Arc<dyn MediaBackend>) -> WatchedBackend {
+        WatchedBackend { inner: backend, placement: self.clone() }
+    }
+
+    /// Probes every worker (`GET /healthz` with `client`) every `interval` and whenever it is
+    /// suspected, until the process ends; a worker going down moves its rooms
+    /// ([`Placement::migrations`]). `client` should time out within about `interval`.
+    pub fn spawn_health_watch(&self, client: WorkerClient, interval: Duration) -> Vec<tokio::task::JoinHandle<()>> {
+        let endpoints = self.endpoints();
+        endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(index, endpoint)| {
+                let this = self.clone();
+                let client = client.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let suspected = tokio::select! {
+                            () = tokio::time::sleep(interval) => false,
+                            () = this.suspicions[index].notified() => true,
+                        };
+                        let probe = match client.healthz(&endpoint).await {
+                            Ok(()) => Probe::Healthy,
+                            Err(error) => {
+                                tracing::debug!(worker = %endpoint, %error, suspected, "worker probe failed");
+                                if suspected { Probe::FailedAfterBreak } else { Probe::Failed }
+                            }
+                        };
+                        this.apply_probe(index, &endpoint, probe);
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn apply_probe(&self, index: usize, endpoint: &str, probe: Probe) {
+        let now = tokio::time::Instant::now();
+        let (was_up, is_up, moved) = {
+            let mut pool = self.lock();
+            let was_up = pool.is_up(index);
+            let moved = pool.probed(index, probe, now);
+            pool.forget_abandoned(now);
+            (was_up, pool.is_up(index), moved)
+        };
+        match (was_up, is_up) {
+            (true, false) => tracing::warn!(worker = endpoint, rooms = moved.len(), "worker is down; moving its rooms to healthy workers"),
+            (false, true) => tracing::info!(worker = endpoint, "worker is up again; it takes new rooms"),
+            _ => {}
+        }
+        for migration in moved {
+            tracing::info!(room = %migration.room, endpoint = %migration.endpoint, "room moved to another worker");
+            let _ = self.migrations.send(migration);
+        }
     }
 }
 
 #[async_trait]
 impl Placement for StaticPlacement {
-    async fn locate(&self, _room: &str) -> Result<RoomLocation> {
-        Ok(self.location.clone())
+    async fn locate(&self, room: &str) -> Result<RoomLocation> {
+        Ok(RoomLocation {
+            endpoint: self.lock().locate(room).to_owned(),
+            publishers: self.publishers.clone(),
+            max_peers: None,
+            setup: RoomSetup::default(),
+        })
+    }
+
+    fn migrations(&self) -> Option<broadcast::Receiver<Migration>> {
+        Some(self.migrations.subscribe())
+    }
+}
+
+/// A [`MediaBackend`] that tells its [`StaticPlacement`] what it sees: event streams opening
+/// and ending (which rooms are in use where), and workers that do not answer (probed at once,
+/// so that a killed worker is down within a probe's round trip rather than two intervals).
+pub struct WatchedBackend {
+    inner: Arc<dyn MediaBackend>,
+    placement: StaticPlacement,
+}
+
+impl WatchedBackend {
+    fn seen<T>(&self, endpoint: &str, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(SignallingError::WorkerUnavailable)) {
+            self.placement.suspect(endpoint);
+        }
+        result
+    }
+}
+
+/// Counts an open event stream in the pool until dropped.
+struct OpenStream {
+    placement: StaticPlacement,
+    room: String,
+    endpoint: String,
+    counted: bool,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.counted {
+            self.placement.lock().stream_closed(&self.room, &self.endpoint);
+        }
+    }
+}
+
+#[async_trait]
+impl MediaBackend for WatchedBackend {
+    async fn ensure_room(&self, endpoint: &str, room: &str, setup: &RoomSetup) -> Result<RtpCapabilities> {
+        self.seen(endpoint, self.inner.ensure_room(endpoint, room, setup).await)
+    }
+    async fn join(&self, endpoint: &str, room: &str, join: &JoinRequest) -> Result<JoinResponse> {
+        self.seen(endpoint, self.inner.join(endpoint, room, join).await)
+    }
+    async fn leave(&self, endpoint: &str, room: &str, peer: &PeerId) -> Result<()> {
+        self.seen(endpoint, self.inner.leave(endpoint, room, peer).await)
+    }
+    async fn create_transport(
+        &self,
+        endpoint: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+        protocols: &TransportProtocols,
+    ) -> Result<TransportCreated> {
+        self.seen(endpoint, self.inner.create_transport(endpoint, room, peer, direction, protocols).await)
+    }
+    async fn connect_transport(
+        &self,
+        endpoint: &str,
+        room: &str,
+        transport: &TransportId,
+        dtls_parameters: &DtlsParameters,
+    ) -> Result<()> {
+        self.seen(endpoint, self.inner.connect_transport(endpoint, room, transport, dtls_parameters).await)
+    }
+    async fn restart_ice(&self, endpoint: &str, room: &str, transport: &TransportId) -> Result<IceParameters> {
+        self.seen(endpoint, self.inner.restart_ice(endpoint, room, transport).await)
+    }
+    async fn produce(&self, endpoint: &str, room: &str, produce: &ProduceRequest) -> Result<ProducerCreated> {
+        self.seen(endpoint, self.inner.produce(endpoint, room, produce).await)
+    }
+    async fn consume(&self, endpoint: &str, room: &str, consume: &ConsumeRequest) -> Result<ConsumerCreated> {
+        self.seen(endpoint, self.inner.consume(endpoint, room, consume).await)
+    }
+    async fn pause_producer(&self, endpoint: &str, room: &str, producer: &ProducerId) -> Result<()> {
+        self.seen(endpoint, self.inner.pause_producer(endpoint, room, producer).await)
+    }
+    async fn resume_producer(&self, endpoint: &str, room: &str, producer: &ProducerId) -> Result<()> {
+        self.seen(endpoint, self.inner.resume_producer(endpoint, room, producer).await)
+    }
+    async fn close_producer(&self, endpoint: &str, room: &str, producer: &ProducerId) -> Result<()> {
+        self.seen(endpoint, self.inner.close_producer(endpoint, room, producer).await)
+    }
+    async fn pause_consumer(&self, endpoint: &str, room: &str, consumer: &ConsumerId) -> Result<()> {
+        self.seen(endpoint, self.inner.pause_consumer(endpoint, room, consumer).await)
+    }
+    async fn resume_consumer(&self, endpoint: &str, room: &str, consumer: &ConsumerId) -> Result<()> {
+        self.seen(endpoint, self.inner.resume_consumer(endpoint, room, consumer).await)
+    }
+    async fn close_consumer(&self, endpoint: &str, room: &str, consumer: &ConsumerId) -> Result<()> {
+        self.seen(endpoint, self.inner.close_consumer(endpoint, room, consumer).await)
+    }
+    async fn set_consumer_preferred_layers(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consumer: &ConsumerId,
+        request: &SetPreferredLayersRequest,
+    ) -> Result<Layers> {
+        self.seen(endpoint, self.inner.set_consumer_preferred_layers(endpoint, room, consumer, request).await)
+    }
+    async fn set_consumer_priority(&self, endpoint: &str, room: &str, consumer: &ConsumerId, priority: u32) -> Result<u32> {
+        self.seen(endpoint, self.inner.set_consumer_priority(endpoint, room, consumer, priority).await)
+    }
+    async fn room_info(&self, endpoint: &str, room: &str) -> Result<RoomInfo> {
+        self.seen(endpoint, self.inner.room_info(endpoint, room).await)
+    }
+    async fn events(&self, endpoint: &str, room: &str) -> Result<RoomEvents> {
+        let events = self.seen(endpoint, self.inner.events(endpoint, room).await)?;
+        let counted = self.placement.lock().stream_opened(room, endpoint);
+        let open = OpenStream {
+            placement: self.placement.clone(),
+            room: room.to_owned(),
+            endpoint: endpoint.to_owned(),
+            counted,
+        };
+        // A stream that fails or ends without `roomClosed` is the first sign of a killed
+        // worker (its connection resets at once): have the worker probed now.
+        let watched = futures::stream::unfold((events, open, false), |(mut events, open, closed)| async move {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    let closed = closed || matches!(event, RoomEvent::RoomClosed { .. });
+                    Some((Ok(event), (events, open, closed)))
+                }
+                Some(Err(error)) => {
+                    open.placement.suspect(&open.endpoint);
+                    Some((Err(error), (events, open, closed)))
+                }
+                None => {
+                    if !closed {
+                        open.placement.suspect(&open.endpoint);
+                    }
+                    None
+                }
+            }
+        });
+        Ok(watched.boxed())
     }
 }
 
@@ -155,18 +413,20 @@ mod tests {
         fanout_worker::rtp::router_capabilities(&codecs).expect("the worker accepts them");
     }
 
-    #[test]
-    fn empty_publishers_lets_everyone_publish() {
-        let location = StaticPlacement::new("w").location;
+    #[tokio::test]
+    async fn empty_publishers_lets_everyone_publish() {
+        let location = StaticPlacement::new("w").locate("r").await.unwrap();
         assert!(location.may_publish("student"));
         assert!(location.may_publish(""));
     }
 
-    #[test]
-    fn publishers_limit_publishing_to_their_roles() {
+    #[tokio::test]
+    async fn publishers_limit_publishing_to_their_roles() {
         let location = StaticPlacement::new("w")
             .with_publishers(vec!["teacher".to_owned()])
-            .location;
+            .locate("r")
+            .await
+            .unwrap();
         assert!(location.may_publish("teacher"));
         assert!(!location.may_publish("student"));
     }
