@@ -379,3 +379,24 @@ fn notes_tell_how_to_create_a_room_and_open_the_demo_page() {
     assert!(notes.contains("port-forward"), "NOTES.txt does not say how to reach signalling");
     assert!(notes.contains("?room=demo&token="), "NOTES.txt does not say how to open the demo page");
 }
+
+#[test]
+fn signalling_runs_two_replicas_on_redis_by_default() {
+    let values = values();
+    let signalling = &values["signalling"];
+    assert!(signalling["replicas"].as_i64().unwrap() >= 2, "signalling.replicas");
+    assert_eq!(values["redis"]["bundled"]["enabled"].as_bool(), Some(true), "redis.bundled.enabled");
+    assert_eq!(values["redis"]["bundled"]["image"]["repository"].as_str(), Some("redis"));
+    assert_eq!(values["redis"]["bundled"]["image"]["tag"].as_str(), Some("7-alpine"));
+    assert!(values["redis"]["bundled"]["resources"]["limits"]["memory"].is_string());
+    // Long polling needs every request of a session at the same replica: the Service keeps a
+    // client on one pod, the Ingress (ingress-nginx) by cookie.
+    assert_eq!(signalling["service"]["sessionAffinity"].as_str(), Some("ClientIP"));
+    let annotations = &signalling["ingress"]["annotations"];
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/affinity"].as_str(), Some("cookie"));
+    assert_eq!(signalling["podDisruptionBudget"]["enabled"].as_bool(), Some(true));
+    // Signalling is handed the Redis and reads it.
+    let deployment = &templates()["signalling-deployment.yaml"];
+    assert!(deployment.contains("- name: FANOUT_REDIS_URL"));
+    assert!(read(repo().join("signalling/src/main.rs")).contains("env = \"FANOUT_REDIS_URL\""));
+}

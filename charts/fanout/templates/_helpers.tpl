@@ -157,3 +157,12 @@ turn.coturn.host (TLS first: it passes the strictest firewalls).
 {{- fail "turn.enabled needs turn.urls (an existing TURN service) or turn.coturn.enabled" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the chart deploys its own Redis: bundled on, and no Redis of yours named.
+*/}}
+{{- define "fanout.redis.bundled" -}}
+{{- if and .Values.redis.bundled.enabled (not .Values.redis.url) (not .Values.redis.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -53,6 +53,7 @@ signalling:
     enabled: true
     className: nginx
     tls: [{secretName: rtc-tls, hosts: [rtc.example.com]}]
+redis: {existingSecret: my-redis, secretKey: redis-url}
 sfuWorker:
   name: media-pool
   labels: {tier: gold}
@@ -162,6 +163,10 @@ async fn helm_lint_strict_passes_with_default_and_non_default_values() {
     let out = run_helm(&helm, &[&["template", "fanout", chart][..], &coturn[..]].concat());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("turn.coturn.tls.secretName"));
+    let out = run_helm(&helm, &["template", "fanout", chart, "--set", "redis.bundled.enabled=false"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signalling.replicas > 1 needs Redis"));
+    helm_ok(&helm, &["template", "fanout", chart, "--set", "redis.bundled.enabled=false", "--set", "signalling.replicas=1"]);
 }
 
 /// Renders the chart and dry-runs every object on the server; returns the objects rendered.
@@ -218,10 +223,40 @@ fn kinds(objects: &[Value]) -> Vec<String> {
 async fn every_object_the_chart_renders_passes_a_server_side_dry_run() {
     let Some(c) = cluster("chart-dry-run").await else { return };
     let Some(helm) = helm_of(&c, "chart-dry-run") else { return };
-    let defaults = kinds(&dry_run_rendered(&c, &helm, &[]).await);
-    for kind in ["CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "SfuWorker"] {
+    let default_objects = dry_run_rendered(&c, &helm, &[]).await;
+    let defaults = kinds(&default_objects);
+    for kind in ["CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "SfuWorker", "PodDisruptionBudget"] {
         assert!(defaults.contains(&kind.to_string()), "the default values render no {kind}: {defaults:?}");
     }
+    let named = |objects: &[Value], kind: &str, suffix: &str| -> Option<Value> {
+        objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with(suffix))).cloned()
+    };
+    let env = |d: &Value, name: &str| -> Value {
+        d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or_default()
+    };
+    // By default: two signalling replicas on the bundled Redis, sticky for long polling, and
+    // drained one at a time.
+    let signalling = named(&default_objects, "Deployment", "-signalling").expect("the signalling Deployment");
+    assert_eq!(signalling["spec"]["replicas"], 2);
+    let redis = named(&default_objects, "Deployment", "-redis").expect("a bundled Redis Deployment");
+    let container = &redis["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "redis:7-alpine");
+    assert!(container["resources"]["limits"]["memory"].is_string(), "the bundled Redis has a memory limit");
+    let redis_service = named(&default_objects, "Service", "-redis").expect("a bundled Redis Service");
+    let redis_service_name = redis_service["metadata"]["name"].as_str().unwrap();
+    assert_eq!(env(&signalling, "FANOUT_REDIS_URL")["value"], format!("redis://{redis_service_name}:6379/"));
+    let service = named(&default_objects, "Service", "-signalling").expect("the signalling Service");
+    assert_eq!(service["spec"]["sessionAffinity"], "ClientIP");
+    let budget = named(&default_objects, "PodDisruptionBudget", "-signalling").expect("a signalling PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(budget["spec"]["selector"], signalling["spec"]["selector"]);
+    // Locked down, the bundled Redis takes connections from signalling only.
+    let policed = dry_run_rendered(&c, &helm, &["--set", "networkPolicy.enabled=true"]).await;
+    let policy = named(&policed, "NetworkPolicy", "-redis").expect("a NetworkPolicy for the bundled Redis");
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+        signalling["spec"]["selector"]["matchLabels"]
+    );
     let values = values_file(&c);
     let objects = dry_run_rendered(&c, &helm, &["--values", values.to_str().unwrap()]).await;
     let all = kinds(&objects);
@@ -237,18 +272,18 @@ async fn every_object_the_chart_renders_passes_a_server_side_dry_run() {
     for kind in ["Ingress", "NetworkPolicy", "ServiceMonitor", "PodMonitor", "SfuWorker"] {
         assert!(all.contains(&kind.to_string()), "the non-default values render no {kind}: {all:?}");
     }
+    // An existing Redis by Secret: no bundled one.
+    assert!(named(&objects, "Deployment", "-redis").is_none(), "no bundled Redis next to an existing one");
+    let signalling = named(&objects, "Deployment", "-signalling").expect("the signalling Deployment");
+    assert_eq!(
+        env(&signalling, "FANOUT_REDIS_URL")["valueFrom"],
+        serde_json::json!({"secretKeyRef": {"name": "my-redis", "key": "redis-url"}})
+    );
     // coturn behind a LoadBalancer on 443, and signalling handing it out with the same Secret.
-    let named = |objects: &[Value], kind: &str, suffix: &str| -> Option<Value> {
-        objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with(suffix))).cloned()
-    };
     let service = named(&objects, "Service", "-coturn").expect("a coturn Service");
     assert_eq!(service["spec"]["type"], "LoadBalancer");
     assert_eq!(service["spec"]["ports"][0]["port"], 443);
     let coturn = named(&objects, "Deployment", "-coturn").expect("a coturn Deployment");
-    let signalling = named(&objects, "Deployment", "-signalling").expect("the signalling Deployment");
-    let env = |d: &Value, name: &str| -> Value {
-        d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or_default()
-    };
     assert!(env(&signalling, "FANOUT_TURN_URLS")["value"].as_str().unwrap().starts_with("turns:turn.example.com:443?transport=tcp"));
     assert_eq!(env(&signalling, "FANOUT_TURN_SECRET")["valueFrom"], env(&coturn, "TURN_SECRET")["valueFrom"]);
     // The same on the nodes' network: no Service, one pod per node.
