@@ -265,12 +265,22 @@ struct OpenStream {
     room: String,
     endpoint: String,
     counted: bool,
+    /// It failed or ended without `roomClosed`.
+    broke: bool,
+}
+
+impl OpenStream {
+    fn broke(&mut self) {
+        self.broke = true;
+        self.placement.suspect(&self.endpoint);
+    }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
         if self.counted {
-            self.placement.lock().stream_closed(&self.room, &self.endpoint);
+            let now = tokio::time::Instant::now();
+            self.placement.lock().stream_closed(&self.room, &self.endpoint, self.broke, now);
         }
     }
 }
@@ -355,22 +365,23 @@ impl MediaBackend for WatchedBackend {
             room: room.to_owned(),
             endpoint: endpoint.to_owned(),
             counted,
+            broke: false,
         };
         // A stream that fails or ends without `roomClosed` is the first sign of a killed
         // worker (its connection resets at once): have the worker probed now.
-        let watched = futures::stream::unfold((events, open, false), |(mut events, open, closed)| async move {
+        let watched = futures::stream::unfold((events, open, false), |(mut events, mut open, closed)| async move {
             match events.next().await {
                 Some(Ok(event)) => {
                     let closed = closed || matches!(event, RoomEvent::RoomClosed { .. });
                     Some((Ok(event), (events, open, closed)))
                 }
                 Some(Err(error)) => {
-                    open.placement.suspect(&open.endpoint);
+                    open.broke();
                     Some((Err(error), (events, open, closed)))
                 }
                 None => {
                     if !closed {
-                        open.placement.suspect(&open.endpoint);
+                        open.broke();
                     }
                     None
                 }

@@ -28,8 +28,9 @@ use crate::placement::Migration;
 /// on a busy network does not move calls).
 pub const FAILED_PROBES_TO_MARK_DOWN: u32 = 2;
 
-/// How long a moved room is remembered on its new worker before any stream of it opens here:
-/// its clients rejoin within seconds, and one that never does must not be remembered forever.
+/// How long a room without a stream is remembered (moved, not rejoined yet; or its stream broke):
+/// clients rejoin and streams resubscribe within seconds, and a room that never sees either
+/// must not be remembered forever.
 pub const MOVED_ROOM_MEMORY: Duration = Duration::from_secs(60);
 
 /// A worker URL that cannot be used, with what to write instead.
@@ -115,8 +116,10 @@ struct PlacedRoom {
     /// Event streams of the room on `worker` open in this process (its followers): while
     /// there is one, the room stays where it is.
     streams: u32,
-    /// When it moved here, for a moved room no stream has opened for yet.
-    moved_at: Option<Instant>,
+    /// Since when the room has no stream here though its participants have not left: it moved
+    /// here and their rejoins have not opened one yet, or its stream broke (a killed worker's
+    /// first sign, seen before any probe) and is being retried.
+    unwatched_since: Option<Instant>,
 }
 
 /// The workers' health and the rooms in use, and the decisions on them (no I/O).
@@ -193,25 +196,32 @@ impl WorkerPool {
         let placed = self
             .rooms
             .entry(room.to_owned())
-            .or_insert(PlacedRoom { worker, streams: 0, moved_at: None });
+            .or_insert(PlacedRoom { worker, streams: 0, unwatched_since: None });
         if placed.worker != worker {
             return false;
         }
         placed.streams += 1;
-        placed.moved_at = None;
+        placed.unwatched_since = None;
         true
     }
 
-    /// A stream that [`WorkerPool::stream_opened`] counted has ended: the room is forgotten
-    /// with its last one (its next participant gets a new room's choice).
-    pub fn stream_closed(&mut self, room: &str, endpoint: &str) {
+    /// A stream that [`WorkerPool::stream_opened`] counted has ended. One that was closed (its
+    /// last local participant left) forgets the room with the last one: its next participant
+    /// gets a new room's choice. One that `broke` keeps the room where it is for
+    /// [`MOVED_ROOM_MEMORY`], so that the worker's rooms are known when the probe that the
+    /// break asked for finds it down.
+    pub fn stream_closed(&mut self, room: &str, endpoint: &str, broke: bool, now: Instant) {
         let Some(worker) = self.index_of(endpoint) else {
             return;
         };
         if let Some(placed) = self.rooms.get_mut(room).filter(|p| p.worker == worker) {
             placed.streams = placed.streams.saturating_sub(1);
-            if placed.streams == 0 && placed.moved_at.is_none() {
-                self.rooms.remove(room);
+            if placed.streams == 0 {
+                if broke {
+                    placed.unwatched_since.get_or_insert(now);
+                } else if placed.unwatched_since.is_none() {
+                    self.rooms.remove(room);
+                }
             }
         }
     }
@@ -252,16 +262,16 @@ impl WorkerPool {
             .map(|(room, worker)| {
                 // The old streams end on their own (their closes no longer match); the room is
                 // kept on its new worker until its clients' rejoins open a stream there.
-                self.rooms.insert(room.clone(), PlacedRoom { worker, streams: 0, moved_at: Some(now) });
+                self.rooms.insert(room.clone(), PlacedRoom { worker, streams: 0, unwatched_since: Some(now) });
                 Migration { room, endpoint: self.endpoints[worker].clone() }
             })
             .collect()
     }
 
-    /// Forgets moved rooms no stream has opened for within [`MOVED_ROOM_MEMORY`].
+    /// Forgets rooms no stream has opened for within [`MOVED_ROOM_MEMORY`].
     pub fn forget_abandoned(&mut self, now: Instant) {
         self.rooms.retain(|_, placed| {
-            placed.streams > 0 || placed.moved_at.is_some_and(|at| now.duration_since(at) < MOVED_ROOM_MEMORY)
+            placed.streams > 0 || placed.unwatched_since.is_some_and(|at| now.duration_since(at) < MOVED_ROOM_MEMORY)
         });
     }
 
@@ -416,7 +426,7 @@ mod tests {
         assert!(fresh.is_some(), "new rooms go to A again");
 
         // Once the call ends here, the room is new again and goes to its first choice.
-        pool.stream_closed(&room, B);
+        pool.stream_closed(&room, B, false, now);
         assert_eq!(pool.locate(&room), A);
     }
 
@@ -442,9 +452,30 @@ mod tests {
     #[test]
     fn a_broken_stream_with_a_failed_probe_marks_down_at_once() {
         let mut pool = pool(&[A, B]);
+        let now = Instant::now();
         let room = room_on(&pool, A);
         join(&mut pool, &room);
-        assert_eq!(kill(&mut pool, A, Instant::now()).len(), 1);
+        // The follower drops its broken stream (to resubscribe) before the probe it asked for
+        // has answered: the room is still known to be on A when A is found down.
+        pool.stream_closed(&room, A, true, now);
+        assert_eq!(kill(&mut pool, A, now), [Migration { room: room.clone(), endpoint: B.to_owned() }]);
+        assert_eq!(pool.locate(&room), B);
+    }
+
+    #[test]
+    fn a_broken_stream_that_resubscribes_keeps_its_room_and_one_that_never_does_is_forgotten() {
+        let mut pool = pool(&[A, B]);
+        let start = Instant::now();
+        let room = room_on(&pool, A);
+        join(&mut pool, &room);
+        pool.stream_closed(&room, A, true, start);
+        // The worker was fine (the probe said so); the follower subscribes again.
+        assert!(pool.stream_opened(&room, A));
+        pool.forget_abandoned(start + MOVED_ROOM_MEMORY * 2);
+        assert_eq!(pool.rooms_in_use(), 1);
+        pool.stream_closed(&room, A, true, start + MOVED_ROOM_MEMORY * 2);
+        pool.forget_abandoned(start + MOVED_ROOM_MEMORY * 3);
+        assert_eq!(pool.rooms_in_use(), 0);
     }
 
     #[test]
@@ -469,13 +500,14 @@ mod tests {
         join(&mut pool, "r");
         assert_eq!(pool.rooms_in_use(), 1);
         let endpoint = pool.locate("r").to_owned();
-        pool.stream_closed("r", &endpoint);
+        let now = Instant::now();
+        pool.stream_closed("r", &endpoint, false, now);
         assert_eq!(pool.rooms_in_use(), 1);
-        pool.stream_closed("r", &endpoint);
+        pool.stream_closed("r", &endpoint, false, now);
         assert_eq!(pool.rooms_in_use(), 0);
         // Unknown endpoints and rooms change nothing.
         assert!(!pool.stream_opened("r", "http://elsewhere:1"));
-        pool.stream_closed("nobody", A);
+        pool.stream_closed("nobody", A, false, now);
         assert_eq!(pool.rooms_in_use(), 0);
     }
 
@@ -489,7 +521,7 @@ mod tests {
         // A join that located the room before the move opens its stream on A afterwards.
         assert!(!pool.stream_opened(&room, A));
         // The old stream's end does not forget the moved room.
-        pool.stream_closed(&room, A);
+        pool.stream_closed(&room, A, true, now);
         assert_eq!(pool.locate(&room), B);
     }
 
