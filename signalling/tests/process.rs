@@ -176,3 +176,21 @@ async fn logs_written_to_a_pipe_have_no_colour_codes_and_no_library_chatter() {
         );
     }
 }
+
+#[test]
+fn a_bad_worker_url_stops_start_up_with_the_entry_and_what_to_write() {
+    for (urls, says) in [
+        ("http://127.0.0.1:3000,10.0.0.8:3000", "\"10.0.0.8:3000\": needs the http:// scheme"),
+        ("http://127.0.0.1:3000,,http://127.0.0.1:3001", "\"\": empty"),
+        ("http://127.0.0.1:3000,http://127.0.0.1:3000/", "is listed twice"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-signalling"))
+            .args(["--worker-url", urls, "--jwt-secret", "s", "--port", "0"])
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{urls}: started anyway");
+        assert!(stderr.contains("--worker-url entry") && stderr.contains(says), "{urls}: {stderr}");
+    }
+}
