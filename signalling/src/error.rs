@@ -77,6 +77,12 @@ pub enum SignallingError {
     /// A consumer id that is not one of this participant's.
     #[error("consumer {0} is not one of yours (or has been closed)")]
     ConsumerNotFound(String),
+    /// A data producer id that is not one of this participant's.
+    #[error("data producer {0} is not one of yours (or has been closed)")]
+    DataProducerNotFound(String),
+    /// A data consumer id that is not one of this participant's.
+    #[error("data consumer {0} is not one of yours (or has been closed)")]
+    DataConsumerNotFound(String),
     /// The room has no placement (unknown room, or not placed yet).
     #[error("room {0} does not exist or has not been placed on a media worker yet")]
     RoomNotFound(String),
@@ -123,6 +129,8 @@ impl SignallingError {
             SignallingError::TransportNotFound(_) => "TRANSPORT_NOT_FOUND",
             SignallingError::ProducerNotFound(_) => "PRODUCER_NOT_FOUND",
             SignallingError::ConsumerNotFound(_) => "CONSUMER_NOT_FOUND",
+            SignallingError::DataProducerNotFound(_) => "DATA_PRODUCER_NOT_FOUND",
+            SignallingError::DataConsumerNotFound(_) => "DATA_CONSUMER_NOT_FOUND",
             SignallingError::RoomNotFound(_) => "ROOM_NOT_FOUND",
             SignallingError::RoomPending { .. } => "ROOM_PENDING",
             SignallingError::InvalidRoomId { .. } => "INVALID_ROOM_ID",

@@ -6,8 +6,8 @@
 //! drops them: a payload cannot change who its sender is.
 
 use fanout_worker::room::{
-    AppData, ConsumerCloseReason, ConsumerId, Direction, DtlsParameters, PeerId, PeerSummary,
-    ProducerId, RoomEvent, TransportId, TransportProtocols,
+    AppData, ConsumerCloseReason, ConsumerId, DataConsumerId, DataProducerId, Direction, DtlsParameters, PeerId,
+    PeerSummary, ProducerId, RoomEvent, SctpCapabilities, SctpStreamParameters, TransportId, TransportProtocols,
 };
 use fanout_worker::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,10 @@ pub const REQUESTS: &[(&str, Option<&str>)] = &[
     ("set-consumer-preferred-layers", Some("consumer-preferred-layers-set")),
     ("set-consumer-priority", Some("consumer-priority-set")),
     ("get-room-info", Some("room-info")),
+    ("produce-data", Some("data-producer-created")),
+    ("consume-data", Some("data-consumer-created")),
+    ("close-data-producer", Some("data-producer-closed")),
+    ("close-data-consumer", Some("data-consumer-closed")),
 ];
 
 /// Reads a request's payload from the data of its Socket.IO event packet, `["event", payload,
@@ -162,6 +166,74 @@ pub struct CreateTransport {
     /// `WebRtcTransportOptions`), passed to the worker; each one left out is its default.
     #[serde(flatten)]
     pub protocols: TransportProtocols,
+    /// mediasoup-client's `device.sctpCapabilities`, for a transport that carries data
+    /// channels (`produce-data`, `consume-data`); its answer then has `sctpParameters`.
+    #[serde(default)]
+    pub sctp_capabilities: Option<SctpCapabilities>,
+}
+
+/// `produce-data` (mediasoup-client's `producedata` event).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProduceData {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The send transport; optional when the sender has exactly one.
+    #[serde(default)]
+    pub transport_id: Option<TransportId>,
+    /// The event's `sctpStreamParameters`, unchanged.
+    pub sctp_stream_parameters: SctpStreamParameters,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub protocol: String,
+    /// Shown to other participants.
+    #[serde(default)]
+    pub app_data: AppData,
+}
+
+/// `consume-data`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeData {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The data producer to receive.
+    pub data_producer_id: DataProducerId,
+    /// The recv transport; optional when the sender has exactly one.
+    #[serde(default)]
+    pub transport_id: Option<TransportId>,
+    /// Delivery other than the data producer's (mediasoup's `consumeData` options).
+    #[serde(default)]
+    pub ordered: Option<bool>,
+    #[serde(default)]
+    pub max_packet_life_time: Option<u16>,
+    #[serde(default)]
+    pub max_retransmits: Option<u16>,
+}
+
+/// `close-data-producer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataProducerRequest {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's data producers.
+    pub data_producer_id: DataProducerId,
+}
+
+/// `close-data-consumer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataConsumerRequest {
+    /// The room; must be the joined one when given.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// One of the sender's data consumers.
+    pub data_consumer_id: DataConsumerId,
 }
 
 /// `connect-transport`.
@@ -403,6 +475,24 @@ pub fn notification(room: &str, event: RoomEvent) -> Option<Notification> {
         } => (
             "consumer-closed",
             json!({"roomId": room, "consumerId": consumer_id, "producerId": producer_id,
+                   "reason": reason}),
+            Audience::Peer(peer_id),
+        ),
+        RoomEvent::NewDataProducer { data_producer_id, peer_id, label, protocol, app_data } => (
+            "new-data-producer",
+            json!({"roomId": room, "dataProducerId": data_producer_id, "participantId": peer_id,
+                   "label": label, "protocol": protocol, "appData": app_data}),
+            Audience::RoomExcept(peer_id),
+        ),
+        RoomEvent::DataProducerClosed { data_producer_id, peer_id } => (
+            "data-producer-closed",
+            json!({"roomId": room, "dataProducerId": data_producer_id, "participantId": peer_id}),
+            Audience::RoomExcept(peer_id),
+        ),
+        RoomEvent::DataConsumerClosed { reason: ConsumerCloseReason::Requested, .. } => return None,
+        RoomEvent::DataConsumerClosed { data_consumer_id, peer_id, data_producer_id, reason } => (
+            "data-consumer-closed",
+            json!({"roomId": room, "dataConsumerId": data_consumer_id, "dataProducerId": data_producer_id,
                    "reason": reason}),
             Audience::Peer(peer_id),
         ),

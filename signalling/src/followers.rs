@@ -242,6 +242,16 @@ fn keep_sessions(io: &SocketIo, room: &str, event: &RoomEvent, closes: &mut Last
                 connection.update_peer(room, peer_id, |s| s.remove_producer(producer_id));
             }
         }
+        RoomEvent::DataConsumerClosed { data_consumer_id, peer_id, .. } => {
+            if let Some((_, connection)) = session_of(peer_id) {
+                connection.update_peer(room, peer_id, |s| s.remove_data_consumer(data_consumer_id));
+            }
+        }
+        RoomEvent::DataProducerClosed { data_producer_id, peer_id } => {
+            if let Some((_, connection)) = session_of(peer_id) {
+                connection.update_peer(room, peer_id, |s| s.remove_data_producer(data_producer_id));
+            }
+        }
         RoomEvent::TransportClosed { transport_id, peer_id, code, reason } => {
             closes.0.insert(peer_id.clone(), (*code, reason.clone()));
             let Some((socket, connection)) = session_of(peer_id) else {

@@ -8,16 +8,19 @@
 
 use std::sync::Arc;
 
-use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, SetPreferredLayersRequest};
-use fanout_worker::room::{AppData, Direction, JoinResponse, PeerId, PeerInfo};
+use fanout_worker::api::{
+    ConsumeDataRequest, ConsumeRequest, JoinRequest, ProduceDataRequest, ProduceRequest, SetPreferredLayersRequest,
+};
+use fanout_worker::room::{AppData, ConsumeDataOptions, Direction, JoinResponse, PeerId, PeerInfo, ProduceDataOptions};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use crate::replicas::{SocketRef, peer_channel};
 
 use crate::error::{Result, SignallingError};
 use crate::events::{
-    ConnectTransport, Consume, ConsumerRequest, CreateTransport, JoinRoom, Participant, Produce,
-    ProducerRequest, Relay, RestartIce, RoomRequest, SetPreferredLayers, SetPriority,
+    ConnectTransport, Consume, ConsumeData, ConsumerRequest, CreateTransport, DataConsumerRequest,
+    DataProducerRequest, JoinRoom, Participant, Produce, ProduceData, ProducerRequest, Relay, RestartIce,
+    RoomRequest, SetPreferredLayers, SetPriority,
 };
 use crate::followers::room_channel;
 use crate::placement::RoomLocation;
@@ -372,6 +375,7 @@ impl Signalling {
                 &session.peer,
                 request.direction,
                 &request.protocols,
+                request.sctp_capabilities.as_ref(),
             )
             .await?;
         connection.update(&session, |s| {
@@ -602,6 +606,79 @@ impl Signalling {
         Ok(json!({"consumerId": request.consumer_id, "priority": priority}))
     }
 
+    /// `produce-data`: needs a publishing role and one of the participant's send transports
+    /// created with `sctpCapabilities`. Answers `{"id", "dataProducerId"}`, the `id` being
+    /// what mediasoup-client's `producedata` callback takes.
+    pub(crate) async fn produce_data(self: Arc<Self>, connection: Arc<Connection>, payload: Value) -> Result<Value> {
+        let request: ProduceData = parse("produce-data", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        session.check_publish(&connection.identity.role)?;
+        let transport_id = session.transport_for(Direction::Send, request.transport_id.as_ref())?;
+        let produce = ProduceDataRequest {
+            peer_id: session.peer.clone(),
+            options: ProduceDataOptions {
+                transport_id,
+                sctp_stream_parameters: request.sctp_stream_parameters,
+                label: request.label,
+                protocol: request.protocol,
+                app_data: request.app_data,
+            },
+        };
+        let created = self.backend.produce_data(&session.location.endpoint, &session.room, &produce).await?;
+        connection.update(&session, |s| s.add_data_producer(created.id.clone()));
+        Ok(json!({
+            "id": created.id,
+            "dataProducerId": created.id,
+            "label": produce.options.label,
+            "protocol": produce.options.protocol,
+        }))
+    }
+
+    /// `consume-data`: on one of the participant's recv transports created with
+    /// `sctpCapabilities`; answers what mediasoup-client's `consumeData` takes.
+    pub(crate) async fn consume_data(self: Arc<Self>, connection: Arc<Connection>, payload: Value) -> Result<Value> {
+        let request: ConsumeData = parse("consume-data", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        let transport_id = session.transport_for(Direction::Recv, request.transport_id.as_ref())?;
+        let consume = ConsumeDataRequest {
+            peer_id: session.peer.clone(),
+            options: ConsumeDataOptions {
+                transport_id,
+                data_producer_id: request.data_producer_id,
+                ordered: request.ordered,
+                max_packet_life_time: request.max_packet_life_time,
+                max_retransmits: request.max_retransmits,
+            },
+        };
+        let created = self.backend.consume_data(&session.location.endpoint, &session.room, &consume).await?;
+        connection.update(&session, |s| s.add_data_consumer(created.id.clone()));
+        let mut body = to_value(&created)?;
+        body["dataConsumerId"] = json!(created.id);
+        Ok(body)
+    }
+
+    /// `close-data-producer`: one of the participant's own; closes its data consumers too.
+    pub(crate) async fn close_data_producer(self: Arc<Self>, connection: Arc<Connection>, payload: Value) -> Result<Value> {
+        let request: DataProducerRequest = parse("close-data-producer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        let id = &request.data_producer_id;
+        session.check_data_producer(id)?;
+        self.backend.close_data_producer(&session.location.endpoint, &session.room, id).await?;
+        connection.update(&session, |s| s.remove_data_producer(id));
+        Ok(json!({"dataProducerId": id}))
+    }
+
+    /// `close-data-consumer`: one of the participant's own.
+    pub(crate) async fn close_data_consumer(self: Arc<Self>, connection: Arc<Connection>, payload: Value) -> Result<Value> {
+        let request: DataConsumerRequest = parse("close-data-consumer", payload)?;
+        let session = connection.session(request.room_id.as_deref())?;
+        let id = &request.data_consumer_id;
+        session.check_data_consumer(id)?;
+        self.backend.close_data_consumer(&session.location.endpoint, &session.room, id).await?;
+        connection.update(&session, |s| s.remove_data_consumer(id));
+        Ok(json!({"dataConsumerId": id}))
+    }
+
     /// Pause, resume or close one of the participant's own producers on its worker.
     async fn producer_lifecycle(
         &self,
@@ -683,6 +760,10 @@ pub fn read_request(event: &str, payload: Value) -> Result<()> {
         }
         "set-consumer-preferred-layers" => parse::<SetPreferredLayers>(event, payload).map(drop),
         "set-consumer-priority" => parse::<SetPriority>(event, payload).map(drop),
+        "produce-data" => parse::<ProduceData>(event, payload).map(drop),
+        "consume-data" => parse::<ConsumeData>(event, payload).map(drop),
+        "close-data-producer" => parse::<DataProducerRequest>(event, payload).map(drop),
+        "close-data-consumer" => parse::<DataConsumerRequest>(event, payload).map(drop),
         other => Err(SignallingError::InvalidPayload {
             event: other.to_owned(),
             reason: "not a request event".to_owned(),

@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fanout_operator::crd::RoomCodec;
-use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest};
+use fanout_worker::api::{
+    ConsumeDataRequest, ConsumeRequest, JoinRequest, ProduceDataRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest,
+};
 use fanout_worker::client::WorkerClient;
 use fanout_worker::room::{
+    DataConsumerCreated, DataConsumerId, DataProducerCreated, DataProducerId, SctpCapabilities,
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
     ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId, TransportProtocols,
 };
@@ -303,8 +306,21 @@ impl MediaBackend for WatchedBackend {
         peer: &PeerId,
         direction: Direction,
         protocols: &TransportProtocols,
+        sctp: Option<&SctpCapabilities>,
     ) -> Result<TransportCreated> {
-        self.seen(endpoint, self.inner.create_transport(endpoint, room, peer, direction, protocols).await)
+        self.seen(endpoint, self.inner.create_transport(endpoint, room, peer, direction, protocols, sctp).await)
+    }
+    async fn produce_data(&self, endpoint: &str, room: &str, produce: &ProduceDataRequest) -> Result<DataProducerCreated> {
+        self.seen(endpoint, self.inner.produce_data(endpoint, room, produce).await)
+    }
+    async fn consume_data(&self, endpoint: &str, room: &str, consume: &ConsumeDataRequest) -> Result<DataConsumerCreated> {
+        self.seen(endpoint, self.inner.consume_data(endpoint, room, consume).await)
+    }
+    async fn close_data_producer(&self, endpoint: &str, room: &str, id: &DataProducerId) -> Result<()> {
+        self.seen(endpoint, self.inner.close_data_producer(endpoint, room, id).await)
+    }
+    async fn close_data_consumer(&self, endpoint: &str, room: &str, id: &DataConsumerId) -> Result<()> {
+        self.seen(endpoint, self.inner.close_data_consumer(endpoint, room, id).await)
     }
     async fn connect_transport(
         &self,

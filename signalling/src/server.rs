@@ -792,6 +792,10 @@ impl Signalling {
             }
             "set-consumer-priority" => self.set_consumer_priority(socket, connection, payload).await,
             "get-room-info" => self.get_room_info(socket, connection, payload).await,
+            "produce-data" => self.produce_data(connection, payload).await,
+            "consume-data" => self.consume_data(connection, payload).await,
+            "close-data-producer" => self.close_data_producer(connection, payload).await,
+            "close-data-consumer" => self.close_data_consumer(connection, payload).await,
             other => unreachable!("request {other} in REQUESTS has no handler"),
         }
     }

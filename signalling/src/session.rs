@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use fanout_worker::room::{ConsumerId, Direction, PeerId, ProducerId, TransportId};
+use fanout_worker::room::{ConsumerId, DataConsumerId, DataProducerId, Direction, PeerId, ProducerId, TransportId};
 use socketioxide::socket::Sid;
 
 use crate::error::{Result, SignallingError};
@@ -51,6 +51,8 @@ pub struct Session {
     transports: Vec<(TransportId, Direction)>,
     producers: Vec<ProducerId>,
     consumers: Vec<ConsumerId>,
+    data_producers: Vec<DataProducerId>,
+    data_consumers: Vec<DataConsumerId>,
 }
 
 impl Session {
@@ -63,6 +65,8 @@ impl Session {
             transports: Vec::new(),
             producers: Vec::new(),
             consumers: Vec::new(),
+            data_producers: Vec::new(),
+            data_consumers: Vec::new(),
         }
     }
 
@@ -169,6 +173,44 @@ impl Session {
     /// Forgets a closed consumer.
     pub fn remove_consumer(&mut self, id: &ConsumerId) {
         self.consumers.retain(|own| own != id);
+    }
+
+    /// Records a data producer the worker created for this participant.
+    pub fn add_data_producer(&mut self, id: DataProducerId) {
+        self.data_producers.push(id);
+    }
+
+    /// `DATA_PRODUCER_NOT_FOUND` unless `id` is one of this participant's data producers.
+    pub fn check_data_producer(&self, id: &DataProducerId) -> Result<()> {
+        if self.data_producers.contains(id) {
+            Ok(())
+        } else {
+            Err(SignallingError::DataProducerNotFound(id.to_string()))
+        }
+    }
+
+    /// Forgets a closed data producer.
+    pub fn remove_data_producer(&mut self, id: &DataProducerId) {
+        self.data_producers.retain(|own| own != id);
+    }
+
+    /// Records a data consumer the worker created for this participant.
+    pub fn add_data_consumer(&mut self, id: DataConsumerId) {
+        self.data_consumers.push(id);
+    }
+
+    /// `DATA_CONSUMER_NOT_FOUND` unless `id` is one of this participant's data consumers.
+    pub fn check_data_consumer(&self, id: &DataConsumerId) -> Result<()> {
+        if self.data_consumers.contains(id) {
+            Ok(())
+        } else {
+            Err(SignallingError::DataConsumerNotFound(id.to_string()))
+        }
+    }
+
+    /// Forgets a closed data consumer.
+    pub fn remove_data_consumer(&mut self, id: &DataConsumerId) {
+        self.data_consumers.retain(|own| own != id);
     }
 }
 

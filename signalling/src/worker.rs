@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest};
+use fanout_worker::api::{
+    ConsumeDataRequest, ConsumeRequest, JoinRequest, ProduceDataRequest, ProduceRequest, RoomInfo, SetPreferredLayersRequest,
+};
 use fanout_worker::video::Layers;
 use fanout_worker::client::{ClientError, WorkerClient};
 use fanout_worker::control::{ControlError, ControlPlane};
 use fanout_worker::room::{
+    DataConsumerCreated, DataConsumerId, DataProducerCreated, DataProducerId, SctpCapabilities,
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
     ProducerCreated, ProducerId, RoomEvent, RoomId, TransportCreated, TransportId,
     TransportProtocols,
@@ -48,6 +51,7 @@ pub trait MediaBackend: Send + Sync + 'static {
         peer: &PeerId,
         direction: Direction,
         protocols: &TransportProtocols,
+        sctp: Option<&SctpCapabilities>,
     ) -> Result<TransportCreated>;
     /// The client's DTLS parameters for a transport.
     async fn connect_transport(
@@ -122,8 +126,32 @@ pub trait MediaBackend: Send + Sync + 'static {
     ) -> Result<u32>;
     /// Everything open in the room.
     async fn room_info(&self, endpoint: &str, room: &str) -> Result<RoomInfo>;
+    /// A data producer on one of the peer's send transports (with SCTP).
+    async fn produce_data(&self, _endpoint: &str, _room: &str, _produce: &ProduceDataRequest) -> Result<DataProducerCreated> {
+        Err(no_data_channels())
+    }
+    /// A data consumer on one of the peer's recv transports (with SCTP).
+    async fn consume_data(&self, _endpoint: &str, _room: &str, _consume: &ConsumeDataRequest) -> Result<DataConsumerCreated> {
+        Err(no_data_channels())
+    }
+    /// Closes a data producer and its data consumers.
+    async fn close_data_producer(&self, _endpoint: &str, _room: &str, _id: &DataProducerId) -> Result<()> {
+        Err(no_data_channels())
+    }
+    /// Closes a data consumer.
+    async fn close_data_consumer(&self, _endpoint: &str, _room: &str, _id: &DataConsumerId) -> Result<()> {
+        Err(no_data_channels())
+    }
     /// The room's events from now on; returns once the worker accepted the subscription.
     async fn events(&self, endpoint: &str, room: &str) -> Result<RoomEvents>;
+}
+
+/// What a backend without data channels (a test fake) answers to their calls.
+fn no_data_channels() -> SignallingError {
+    SignallingError::Worker {
+        code: "DATA_CHANNELS_UNSUPPORTED".to_owned(),
+        message: "this media backend has no data channels".to_owned(),
+    }
 }
 
 /// [`MediaBackend`] over HTTP: the worker crate's [`WorkerClient`] (pooled keep-alive
@@ -187,11 +215,28 @@ impl MediaBackend for WorkerBackend {
         peer: &PeerId,
         direction: Direction,
         protocols: &TransportProtocols,
+        sctp: Option<&SctpCapabilities>,
     ) -> Result<TransportCreated> {
         self.client
-            .create_transport_over(endpoint, room, peer, direction, protocols)
+            .create_transport_with_sctp(endpoint, room, peer, direction, protocols, sctp)
             .await
             .map_err(worker_error)
+    }
+
+    async fn produce_data(&self, endpoint: &str, room: &str, produce: &ProduceDataRequest) -> Result<DataProducerCreated> {
+        self.client.produce_data(endpoint, room, produce).await.map_err(worker_error)
+    }
+
+    async fn consume_data(&self, endpoint: &str, room: &str, consume: &ConsumeDataRequest) -> Result<DataConsumerCreated> {
+        self.client.consume_data(endpoint, room, consume).await.map_err(worker_error)
+    }
+
+    async fn close_data_producer(&self, endpoint: &str, room: &str, id: &DataProducerId) -> Result<()> {
+        self.client.close_data_producer(endpoint, room, id).await.map_err(worker_error)
+    }
+
+    async fn close_data_consumer(&self, endpoint: &str, room: &str, id: &DataConsumerId) -> Result<()> {
+        self.client.close_data_consumer(endpoint, room, id).await.map_err(worker_error)
     }
 
     async fn connect_transport(
@@ -420,10 +465,27 @@ impl MediaBackend for InProcessBackend {
         peer: &PeerId,
         direction: Direction,
         protocols: &TransportProtocols,
+        sctp: Option<&SctpCapabilities>,
     ) -> Result<TransportCreated> {
         self.control
-            .create_transport_over(&RoomId::from(room), peer, direction, protocols)
+            .create_transport_with_sctp(&RoomId::from(room), peer, direction, protocols, sctp)
             .map_err(control_error)
+    }
+
+    async fn produce_data(&self, _endpoint: &str, room: &str, produce: &ProduceDataRequest) -> Result<DataProducerCreated> {
+        self.control.produce_data(&RoomId::from(room), &produce.peer_id, produce.options.clone()).map_err(control_error)
+    }
+
+    async fn consume_data(&self, _endpoint: &str, room: &str, consume: &ConsumeDataRequest) -> Result<DataConsumerCreated> {
+        self.control.consume_data(&RoomId::from(room), &consume.peer_id, consume.options.clone()).map_err(control_error)
+    }
+
+    async fn close_data_producer(&self, _endpoint: &str, room: &str, id: &DataProducerId) -> Result<()> {
+        self.control.close_data_producer(&RoomId::from(room), id).map_err(control_error)
+    }
+
+    async fn close_data_consumer(&self, _endpoint: &str, room: &str, id: &DataConsumerId) -> Result<()> {
+        self.control.close_data_consumer(&RoomId::from(room), id).map_err(control_error)
     }
 
     async fn connect_transport(

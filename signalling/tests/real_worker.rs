@@ -486,3 +486,62 @@ async fn create_transport_protocol_options_reach_the_worker_and_its_refusals_com
     }
     embedded.worker.shutdown().await;
 }
+
+// ---- data channels (docs/protocol.md, Data channels) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_producers_and_consumers_go_through_signalling_and_close_together() {
+    let (worker, addr, _) = signalling_with_worker((45400, 45409), Duration::from_secs(30)).await;
+    let url = format!("http://{addr}/");
+    let connect = |user: &'static str| {
+        let url = url.clone();
+        async move { TestClient::connect(&url, Some(json!({"token": token(user, "teacher")})), None).await.unwrap() }
+    };
+    let sctp = json!({"numStreams": {"OS": 1024, "MIS": 1024}});
+    let mut bob = connect("bob").await;
+    bob.request("join-room", json!({"roomId": "data"})).await;
+    let ada = connect("ada").await;
+    let joined = ada.request("join-room", json!({"roomId": "data"})).await;
+    let ada_id = joined["participantId"].clone();
+
+    let plain = ada.request("create-transport", json!({"direction": "send"})).await;
+    assert!(plain.get("sctpParameters").is_none(), "no SCTP unless asked: {plain}");
+    let refused = ada
+        .request("produce-data", json!({"transportId": plain["id"], "sctpStreamParameters": {"streamId": 0}}))
+        .await;
+    assert_eq!(refused["error"]["code"], "SCTP_NOT_ENABLED", "{refused}");
+
+    let send = ada.request("create-transport", json!({"direction": "send", "sctpCapabilities": sctp})).await;
+    assert_eq!(send["sctpParameters"], json!({"port": 5000, "OS": 1024, "MIS": 1024, "maxMessageSize": 262144}));
+    let produced = ada
+        .request(
+            "produce-data",
+            json!({"transportId": send["id"], "label": "chat", "protocol": "json",
+                   "sctpStreamParameters": {"streamId": 3, "ordered": false, "maxRetransmits": 0}}),
+        )
+        .await;
+    assert!(produced["id"].is_string(), "{produced}");
+    assert_eq!(produced["dataProducerId"], produced["id"]);
+    let announced = bob.next_event("new-data-producer").await;
+    assert_eq!((&announced["dataProducerId"], &announced["participantId"]), (&produced["id"], &ada_id));
+    assert_eq!((announced["label"].as_str(), announced["protocol"].as_str()), (Some("chat"), Some("json")));
+
+    bob.request("create-transport", json!({"direction": "recv", "sctpCapabilities": sctp})).await;
+    let consumed = bob.request("consume-data", json!({"dataProducerId": produced["id"]})).await;
+    assert!(consumed["id"].is_string(), "{consumed}");
+    assert_eq!(consumed["sctpStreamParameters"], json!({"streamId": 0, "ordered": false, "maxRetransmits": 0}));
+    assert_eq!(consumed["label"], "chat");
+    // Nobody closes another participant's data producer.
+    let not_yours = bob.request("close-data-producer", json!({"dataProducerId": produced["id"]})).await;
+    assert_eq!(not_yours["error"]["code"], "DATA_PRODUCER_NOT_FOUND", "{not_yours}");
+
+    let closed = ada.request("close-data-producer", json!({"dataProducerId": produced["id"]})).await;
+    assert_eq!(closed["dataProducerId"], produced["id"]);
+    let consumer_closed = bob.next_event("data-consumer-closed").await;
+    assert_eq!((&consumer_closed["dataConsumerId"], consumer_closed["reason"].as_str()), (&consumed["id"], Some("producerClosed")));
+    assert_eq!(bob.next_event("data-producer-closed").await["dataProducerId"], produced["id"]);
+    // Signalling forgot it: closing the closed consumer is refused here, before the worker.
+    let gone = bob.request("close-data-consumer", json!({"dataConsumerId": consumed["id"]})).await;
+    assert_eq!(gone["error"]["code"], "DATA_CONSUMER_NOT_FOUND", "{gone}");
+    worker.shutdown().await;
+}

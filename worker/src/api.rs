@@ -15,7 +15,7 @@ use crate::room::{
     PeerInfo, PeerSummary, ProduceOptions, ProducerId, ProducerSummary, RoomId, TransportId,
 };
 use crate::engine::{ConsumerLayerState, ConsumerScore, EncodingStats};
-use crate::room::{ConsumerType, TransportProtocols};
+use crate::room::{ConsumeDataOptions, ConsumerType, ProduceDataOptions, SctpCapabilities, TransportProtocols};
 use crate::rtp::{MediaKind, RtpCapabilities, RtpCodecCapability, RtpParameters};
 use crate::video::Layers;
 
@@ -186,6 +186,30 @@ pub struct CreateTransportRequest {
     /// `WebRtcTransportOptions`; each one left out is the worker's default.
     #[serde(flatten)]
     pub protocols: TransportProtocols,
+    /// mediasoup-client's `device.sctpCapabilities`: enables SCTP (data channels) on the
+    /// transport, whose answer then carries `sctpParameters` (mediasoup's `enableSctp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sctp_capabilities: Option<SctpCapabilities>,
+}
+
+/// `POST /v1/rooms/{room}/data-producers`: the peer and its [`ProduceDataOptions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProduceDataRequest {
+    /// The producing peer.
+    pub peer_id: PeerId,
+    #[serde(flatten)]
+    pub options: ProduceDataOptions,
+}
+
+/// `POST /v1/rooms/{room}/data-consumers`: the peer and its [`ConsumeDataOptions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeDataRequest {
+    /// The consuming peer.
+    pub peer_id: PeerId,
+    #[serde(flatten)]
+    pub options: ConsumeDataOptions,
 }
 
 /// `POST /v1/rooms/{room}/transports/{id}/connect`.

@@ -19,11 +19,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
+    ConsumeDataRequest, ProduceDataRequest,
     ConnectTransportRequest, ConsumeRequest, ConsumerPriority, ConsumerStats, CreateTransportRequest,
     EnsureRoomRequest, ErrorResponse, JoinRequest, PreferredLayersResponse, ProduceRequest, ProducerStats,
     RestartIceResponse, RoomCapabilities, RoomInfo, SetPreferredLayersRequest, WorkerStats,
 };
 use crate::room::{
+    DataConsumerCreated, DataConsumerId, DataProducerCreated, DataProducerId, SctpCapabilities,
     ConsumerCreated, ConsumerId, Direction, DtlsParameters, IceParameters, JoinResponse, PeerId,
     ProducerCreated, ProducerId, RoomEvent, TransportCreated, TransportId, TransportProtocols,
     check_id,
@@ -241,13 +243,59 @@ impl WorkerClient {
         direction: Direction,
         protocols: &TransportProtocols,
     ) -> Result<TransportCreated, ClientError> {
+        self.create_transport_with_sctp(endpoint, room, peer, direction, protocols, None).await
+    }
+
+    /// `POST /v1/rooms/{room}/transports`, with SCTP for data channels when `sctp` is given.
+    pub async fn create_transport_with_sctp(
+        &self,
+        endpoint: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+        protocols: &TransportProtocols,
+        sctp: Option<&SctpCapabilities>,
+    ) -> Result<TransportCreated, ClientError> {
         let body = CreateTransportRequest {
             peer_id: peer.clone(),
             direction,
             protocols: *protocols,
+            sctp_capabilities: sctp.copied(),
         };
         self.post(endpoint, room_url(endpoint, room, "/transports")?, &body)
             .await
+    }
+
+    /// `POST /v1/rooms/{room}/data-producers`.
+    pub async fn produce_data(
+        &self,
+        endpoint: &str,
+        room: &str,
+        produce: &ProduceDataRequest,
+    ) -> Result<DataProducerCreated, ClientError> {
+        self.post(endpoint, room_url(endpoint, room, "/data-producers")?, produce).await
+    }
+
+    /// `POST /v1/rooms/{room}/data-consumers`.
+    pub async fn consume_data(
+        &self,
+        endpoint: &str,
+        room: &str,
+        consume: &ConsumeDataRequest,
+    ) -> Result<DataConsumerCreated, ClientError> {
+        self.post(endpoint, room_url(endpoint, room, "/data-consumers")?, consume).await
+    }
+
+    /// `DELETE .../data-producers/{id}`.
+    pub async fn close_data_producer(&self, endpoint: &str, room: &str, id: &DataProducerId) -> Result<(), ClientError> {
+        let path = format!("/data-producers/{}", segment("data producer", id.as_str())?);
+        self.delete(endpoint, room_url(endpoint, room, &path)?).await
+    }
+
+    /// `DELETE .../data-consumers/{id}`.
+    pub async fn close_data_consumer(&self, endpoint: &str, room: &str, id: &DataConsumerId) -> Result<(), ClientError> {
+        let path = format!("/data-consumers/{}", segment("data consumer", id.as_str())?);
+        self.delete(endpoint, room_url(endpoint, room, &path)?).await
     }
 
     /// `POST .../transports/{id}/connect` with the client transport's DTLS parameters.

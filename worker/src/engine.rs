@@ -244,6 +244,8 @@ pub struct EngineSnapshot {
     pub bytes_sent: u64,
     /// RTP copies routed to consumers.
     pub packets_forwarded: u64,
+    /// Data channel message copies sent to DataConsumers.
+    pub data_messages_forwarded: u64,
     /// Datagrams dropped, by reason (`stun_bad_integrity`, `srtp_failed`, ...).
     pub drops_by_reason: Vec<(&'static str, u64)>,
     /// Bits per second received and sent, over the last few seconds.

@@ -90,8 +90,16 @@ impl MediaBackend for FreshWorker {
     async fn leave(&self, e: &str, room: &str, peer: &PeerId) -> R<()> {
         self.current().leave(e, room, peer).await
     }
-    async fn create_transport(&self, e: &str, room: &str, peer: &PeerId, direction: Direction, protocols: &TransportProtocols) -> R<TransportCreated> {
-        self.current().create_transport(e, room, peer, direction, protocols).await
+    async fn create_transport(
+        &self,
+        e: &str,
+        room: &str,
+        peer: &PeerId,
+        direction: Direction,
+        protocols: &TransportProtocols,
+        sctp: Option<&fanout_worker::room::SctpCapabilities>,
+    ) -> R<TransportCreated> {
+        self.current().create_transport(e, room, peer, direction, protocols, sctp).await
     }
     async fn connect_transport(&self, e: &str, room: &str, id: &TransportId, dtls: &DtlsParameters) -> R<()> {
         self.current().connect_transport(e, room, id, dtls).await

@@ -201,6 +201,7 @@ impl MediaBackend for FakeBackend {
             rtp_capabilities: RtpCapabilities::default(),
             peers: others,
             producers: Vec::<ProducerSummary>::new(),
+            data_producers: Vec::new(),
         })
     }
 
@@ -231,6 +232,7 @@ impl MediaBackend for FakeBackend {
         peer: &PeerId,
         direction: Direction,
         protocols: &TransportProtocols,
+        _sctp: Option<&fanout_worker::room::SctpCapabilities>,
     ) -> Result<TransportCreated> {
         self.record(
             "create_transport",
@@ -261,6 +263,7 @@ impl MediaBackend for FakeBackend {
                     value: "AB:CD".into(),
                 }],
             },
+            sctp_parameters: None,
         })
     }
 

@@ -38,6 +38,10 @@ use tokio::sync::{broadcast, mpsc};
 use crate::api::{ConsumerStats, ConsumerSummary, ErrorResponse, ProducerStats, RoomInfo, TransportSummary, WorkerStats};
 use crate::engine::{ConsumerLayerState, ConsumerScore, EncodingStats, EngineError, EngineNotice, MediaEngine, MediaEvent};
 use crate::room::ConsumerType;
+use crate::room::{
+    ConsumeDataOptions, DataConsumerCreated, DataConsumerId, DataProducerCreated, DataProducerId, ProduceDataOptions,
+    SctpCapabilities, SctpParameters,
+};
 use crate::video::Layers;
 use crate::room::{
     ConsumeOptions, ConsumerCreated, ConsumerId, Direction, DtlsParameters, DtlsRole,
@@ -430,13 +434,61 @@ impl ControlPlane {
         direction: Direction,
         protocols: &TransportProtocols,
     ) -> Result<TransportCreated, ControlError> {
+        self.create_transport_with_sctp(room_id, peer_id, direction, protocols, None)
+    }
+
+    /// [`ControlPlane::create_transport_over`], with SCTP for data channels when the client
+    /// sent its `sctpCapabilities`: the answer then carries `sctpParameters`.
+    pub fn create_transport_with_sctp(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        direction: Direction,
+        protocols: &TransportProtocols,
+        sctp: Option<&SctpCapabilities>,
+    ) -> Result<TransportCreated, ControlError> {
         self.apply(room_id, Routing::Unchanged, |rooms, engine| {
-            rooms.create_transport_with(room_id, peer_id, direction, |transport_id| {
+            let mut created = rooms.create_transport_with(room_id, peer_id, direction, |transport_id| {
                 engine
                     .open_transport(room_id, transport_id, protocols)
                     .map_err(ControlError::from)
-            })
+            })?;
+            if let Some(capabilities) = sctp {
+                created.sctp_parameters =
+                    Some(rooms.enable_sctp(room_id, &created.id, capabilities, SctpParameters::default())?);
+            }
+            Ok(created)
         })
+    }
+
+    /// `POST /v1/rooms/{room}/data-producers`.
+    pub fn produce_data(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ProduceDataOptions,
+    ) -> Result<DataProducerCreated, ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| Ok(rooms.produce_data(room_id, peer_id, options)?))
+    }
+
+    /// `POST /v1/rooms/{room}/data-consumers`.
+    pub fn consume_data(
+        &self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ConsumeDataOptions,
+    ) -> Result<DataConsumerCreated, ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| Ok(rooms.consume_data(room_id, peer_id, options)?))
+    }
+
+    /// `DELETE .../data-producers/{id}`: closes its data consumers too.
+    pub fn close_data_producer(&self, room_id: &RoomId, id: &DataProducerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| Ok(rooms.close_data_producer(room_id, id)?))
+    }
+
+    /// `DELETE .../data-consumers/{id}`.
+    pub fn close_data_consumer(&self, room_id: &RoomId, id: &DataConsumerId) -> Result<(), ControlError> {
+        self.apply(room_id, Routing::MayHaveChanged, |rooms, _| Ok(rooms.close_data_consumer(room_id, id)?))
     }
 
     /// `POST .../transports/{id}/connect`: records the client's DTLS parameters and has the

@@ -55,6 +55,7 @@ pub struct Metrics {
     packets_sent: Counter,
     bytes_sent: Counter,
     packets_forwarded: Counter,
+    data_messages_forwarded: Counter,
     packets_dropped: Family<DropLabels, Counter>,
     encoding_score: Family<EncodingLabels, Gauge>,
     encoding_bitrate: Family<EncodingLabels, Gauge>,
@@ -96,6 +97,8 @@ impl Metrics {
         let packets_sent = counter(&mut registry, "packets_sent", "UDP datagrams sent by the media engine");
         let bytes_sent = counter(&mut registry, "bytes_sent", "Bytes sent by the media engine");
         let packets_forwarded = counter(&mut registry, "packets_forwarded", "RTP copies routed from producers to consumers");
+        let data_messages_forwarded =
+            counter(&mut registry, "data_messages_forwarded", "Data channel message copies sent from DataProducers to DataConsumers");
         let packets_dropped = Family::<DropLabels, Counter>::default();
         registry.register(
             "packets_dropped",
@@ -122,6 +125,7 @@ impl Metrics {
             packets_sent,
             bytes_sent,
             packets_forwarded,
+            data_messages_forwarded,
             packets_dropped,
             last: Mutex::new(EngineSnapshot::default()),
             registry,
@@ -171,6 +175,7 @@ impl Metrics {
             self.packets_sent.inc_by(engine.packets_sent.saturating_sub(last.packets_sent));
             self.bytes_sent.inc_by(engine.bytes_sent.saturating_sub(last.bytes_sent));
             self.packets_forwarded.inc_by(engine.packets_forwarded.saturating_sub(last.packets_forwarded));
+            self.data_messages_forwarded.inc_by(engine.data_messages_forwarded.saturating_sub(last.data_messages_forwarded));
             for (reason, count) in &engine.drops_by_reason {
                 let before = last.drops_by_reason.iter().find(|(r, _)| r == reason).map_or(0, |(_, n)| *n);
                 self.packets_dropped.get_or_create(&DropLabels { reason: reason.to_string() }).inc_by(count.saturating_sub(before));

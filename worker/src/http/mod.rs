@@ -25,6 +25,10 @@
 //! | `GET .../consumers/{id}/stats` | | [`ConsumerStats`](crate::api::ConsumerStats) |
 //! | `GET .../producers/{id}/stats` | | [`ProducerStats`](crate::api::ProducerStats) |
 //! | `DELETE .../consumers/{id}` | | 204 |
+//! | `POST /v1/rooms/{room}/data-producers` | [`ProduceDataRequest`] | 201 [`DataProducerCreated`](crate::room::DataProducerCreated) |
+//! | `DELETE .../data-producers/{id}` | | 204 |
+//! | `POST /v1/rooms/{room}/data-consumers` | [`ConsumeDataRequest`] | 201 [`DataConsumerCreated`](crate::room::DataConsumerCreated) |
+//! | `DELETE .../data-consumers/{id}` | | 204 |
 //! | `GET /v1/rooms/{room}/events` | | Server-Sent Events, see below |
 //!
 //! Everything under `/v1` needs `Authorization: Bearer <token>` when a token is configured;
@@ -67,12 +71,13 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{
+    ConsumeDataRequest, ProduceDataRequest,
     ConnectTransportRequest, ConsumeRequest, ConsumerPriority, CreateTransportRequest, EnsureRoomRequest,
     JoinRequest, PreferredLayersResponse, ProduceRequest, RestartIceResponse, RoomCapabilities,
     SetPreferredLayersRequest, WorkerStats,
 };
 use crate::control::ControlPlane;
-use crate::room::{ConsumerId, PeerId, ProducerId, RoomEvent, RoomId, TransportId};
+use crate::room::{ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, RoomEvent, RoomId, TransportId};
 
 pub use error::{ApiError, JsonBody, PathArgs};
 pub use metrics::Metrics;
@@ -150,6 +155,10 @@ pub fn router(state: ApiState) -> Router {
             "/v1/rooms/{room}/producers/{id}/resume",
             post(resume_producer),
         )
+        .route("/v1/rooms/{room}/data-producers", post(produce_data))
+        .route("/v1/rooms/{room}/data-producers/{id}", delete(close_data_producer))
+        .route("/v1/rooms/{room}/data-consumers", post(consume_data))
+        .route("/v1/rooms/{room}/data-consumers/{id}", delete(close_data_consumer))
         .route("/v1/rooms/{room}/consumers", post(consume))
         .route("/v1/rooms/{room}/consumers/{id}", delete(close_consumer))
         .route(
@@ -395,7 +404,7 @@ async fn create_transport(
     created(
         state
             .control
-            .create_transport_over(&room, &body.peer_id, body.direction, &body.protocols)?,
+            .create_transport_with_sctp(&room, &body.peer_id, body.direction, &body.protocols, body.sctp_capabilities.as_ref())?,
     )
 }
 
@@ -518,6 +527,38 @@ async fn producer_stats(
     PathArgs((room, id)): PathArgs<(RoomId, ProducerId)>,
 ) -> ApiResult {
     ok(state.control.producer_stats(&room, &id)?)
+}
+
+async fn produce_data(
+    State(state): State<ApiState>,
+    PathArgs(room): PathArgs<RoomId>,
+    JsonBody(body): JsonBody<ProduceDataRequest>,
+) -> ApiResult {
+    created(state.control.produce_data(&room, &body.peer_id, body.options)?)
+}
+
+async fn close_data_producer(
+    State(state): State<ApiState>,
+    PathArgs((room, id)): PathArgs<(RoomId, DataProducerId)>,
+) -> ApiResult {
+    state.control.close_data_producer(&room, &id)?;
+    done()
+}
+
+async fn consume_data(
+    State(state): State<ApiState>,
+    PathArgs(room): PathArgs<RoomId>,
+    JsonBody(body): JsonBody<ConsumeDataRequest>,
+) -> ApiResult {
+    created(state.control.consume_data(&room, &body.peer_id, body.options)?)
+}
+
+async fn close_data_consumer(
+    State(state): State<ApiState>,
+    PathArgs((room, id)): PathArgs<(RoomId, DataConsumerId)>,
+) -> ApiResult {
+    state.control.close_data_consumer(&room, &id)?;
+    done()
 }
 
 async fn close_consumer(

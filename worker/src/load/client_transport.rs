@@ -148,6 +148,7 @@ mod tests {
                 role: DtlsRole::Auto,
                 fingerprints: vec![DtlsFingerprint { algorithm: "sha-256".into(), value: ["00"; 32].join(":") }],
             },
+            sctp_parameters: None,
         };
         ClientTransport::new(&created, DtlsIdentity::generate(provider).unwrap(), Instant::now()).unwrap()
     }

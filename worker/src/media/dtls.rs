@@ -190,6 +190,8 @@ pub enum DtlsEvent {
     Connected(Box<SrtpSession>),
     /// The peer sent close_notify.
     Closed,
+    /// An application data record: an SCTP packet (RFC 8261).
+    Data(BytesMut),
 }
 
 /// The DTLS state of one transport.
@@ -281,10 +283,16 @@ impl DtlsSession {
                     out.push(DtlsEvent::Connected(Box::new(self.srtp_session()?)));
                 }
                 EndpointEvent::PeerClosed => out.push(DtlsEvent::Closed),
+                EndpointEvent::ApplicationData(data) => out.push(DtlsEvent::Data(data)),
                 _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// Sends `data` in an application data record (queued for [`Self::poll_transmit`]).
+    pub fn send(&mut self, data: &[u8], now: Instant) -> Result<(), DtlsError> {
+        self.endpoint.write(now, CONNECTION_KEY, data).map_err(|e| DtlsError::Handshake(e.to_string()))
     }
 
     /// The next datagram to send to the peer.

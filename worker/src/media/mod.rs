@@ -3,6 +3,8 @@
 //! - [`ice`]: the ICE-lite STUN responder (sans-IO).
 //! - [`dtls`]: DTLS sessions and the SRTP keys they yield.
 //! - [`transport`]: one WebRTC transport as a sans-IO state machine (ICE, DTLS, SRTP).
+//! - [`data_router`]: where data channel messages go, and each peer's message rate.
+//! - [`sctp`]: SCTP over DTLS, the association data channels run on (sans-IO).
 //! - [`srtp`]: in-place AEAD_AES_128_GCM sealing for forwarded RTP.
 //! - [`router`]: where a packet is forwarded (sans-IO), with [`congestion`] (feedback and
 //!   estimates per transport); [`udp`]: sockets and media threads;
@@ -11,6 +13,7 @@
 //!   listener and connections.
 
 pub mod congestion;
+pub mod data_router;
 pub mod dtls;
 pub mod egress;
 pub mod ice;
@@ -19,6 +22,7 @@ pub mod peer;
 pub mod ports;
 pub mod router;
 pub mod rtp_packet;
+pub mod sctp;
 pub mod srtp;
 pub mod tcp;
 pub mod transport;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::media::dtls::{DtlsError, DtlsEvent, DtlsIdentity, DtlsSession, SrtpSession};
 use crate::media::ice::{IceExpiry, IceLite, IceTimeouts, StunDrop};
+use crate::media::sctp::{DEFAULT_MAX_MESSAGE_SIZE, SctpDrop, SctpMessage, SctpSession, StreamReliability};
 use crate::room::{DtlsParameters, DtlsRole, TransportCloseCode};
 
 /// At most this many ICE-validated source tuples are remembered per transport.
@@ -51,6 +52,8 @@ pub enum Output {
     Rtp(Vec<u8>),
     /// A decrypted RTCP compound packet from the peer.
     Rtcp(Vec<u8>),
+    /// A whole data channel message from the peer, over SCTP.
+    Data(SctpMessage),
     /// ICE selected a tuple and DTLS completed: media can flow.
     Connected,
     /// The transport closed by itself (ICE timeout or consent lost, DTLS failed or closed):
@@ -74,6 +77,8 @@ pub enum Drop {
     DtlsFailed,
     /// Too many early DTLS datagrams before connect.
     EarlyDtlsOverflow,
+    /// A data channel message (see [`SctpDrop`]).
+    Sctp(SctpDrop),
 }
 
 impl Drop {
@@ -86,6 +91,7 @@ impl Drop {
             Drop::SrtpFailed => "srtp_failed",
             Drop::DtlsFailed => "dtls_failed",
             Drop::EarlyDtlsOverflow => "early_dtls_overflow",
+            Drop::Sctp(reason) => reason.as_str(),
         }
     }
 }
@@ -103,6 +109,8 @@ pub struct WebRtcTransport {
     identity: DtlsIdentity,
     dtls: Option<DtlsSession>,
     srtp: Option<SrtpSession>,
+    /// Made by the peer's first SCTP packet (see `media::sctp`).
+    sctp: Option<SctpSession>,
     early_dtls: Vec<Vec<u8>>,
     valid_tuples: Vec<SocketAddr>,
     state: State,
@@ -131,6 +139,7 @@ impl WebRtcTransport {
             identity,
             dtls: None,
             srtp: None,
+            sctp: None,
             early_dtls: Vec::new(),
             valid_tuples: Vec::new(),
             state: State::New,
@@ -260,6 +269,11 @@ impl WebRtcTransport {
                         DtlsEvent::Closed => {
                             self.close_with(TransportCloseCode::DtlsClosed, TransportCloseCode::DtlsClosed.describe().to_owned())
                         }
+                        DtlsEvent::Data(packet) if self.srtp.is_some() => {
+                            let sctp = self.sctp.get_or_insert_with(|| SctpSession::new(DEFAULT_MAX_MESSAGE_SIZE));
+                            sctp.handle_packet(packet.freeze(), now);
+                        }
+                        DtlsEvent::Data(_) => self.drops.push(Drop::NotConnected),
                     }
                 }
             }
@@ -280,7 +294,50 @@ impl WebRtcTransport {
             }
             Err(_) => self.drops.push(Drop::DtlsFailed),
         }
+        self.flush_sctp(now);
         self.flush_dtls();
+    }
+
+    /// Moves SCTP's messages to the outputs and its packets into DTLS records.
+    fn flush_sctp(&mut self, now: Instant) {
+        let (Some(sctp), Some(dtls)) = (self.sctp.as_mut(), self.dtls.as_mut()) else { return };
+        while let Some(message) = sctp.poll_message() {
+            self.outputs.push_back(Output::Data(message));
+        }
+        self.drops.extend(sctp.drops.drain(..).map(Drop::Sctp));
+        for packet in sctp.poll_transmits(now) {
+            if dtls.send(&packet, now).is_err() {
+                self.drops.push(Drop::Sctp(SctpDrop::Refused));
+            }
+        }
+    }
+
+    /// Queues a data channel message on outgoing SCTP stream `stream_id` (a DataConsumer's),
+    /// opened with `reliability` the first time. Says why when it is dropped instead: no
+    /// association yet, too large, the stream's send buffer full.
+    pub fn send_data(
+        &mut self,
+        stream_id: u16,
+        ppid: u32,
+        payload: &bytes::Bytes,
+        reliability: StreamReliability,
+        now: Instant,
+    ) -> Result<(), SctpDrop> {
+        let sctp = self.sctp.as_mut().ok_or(SctpDrop::NotConnected)?;
+        sctp.send(stream_id, ppid, payload, reliability, now)?;
+        self.flush_sctp(now);
+        self.flush_dtls();
+        Ok(())
+    }
+
+    /// Resets outgoing SCTP stream `stream_id`, which closes the peer's data channel on it
+    /// (its DataConsumer or DataProducer closed).
+    pub fn close_data_stream(&mut self, stream_id: u16, now: Instant) {
+        if let Some(sctp) = self.sctp.as_mut() {
+            sctp.close_stream(stream_id, now);
+            self.flush_sctp(now);
+            self.flush_dtls();
+        }
     }
 
     /// Moves DTLS output to the selected tuple (held back until ICE selected one).
@@ -327,6 +384,13 @@ impl WebRtcTransport {
             }
             self.flush_dtls();
         }
+        if let Some(sctp) = self.sctp.as_mut()
+            && sctp.poll_timeout().is_some_and(|at| at <= now)
+        {
+            sctp.handle_timeout(now);
+            self.flush_sctp(now);
+            self.flush_dtls();
+        }
     }
 
     /// When DTLS must be up by, once ICE has connected (`None` when it is up, or ICE is not).
@@ -339,7 +403,12 @@ impl WebRtcTransport {
 
     /// The next instant [`Self::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.dtls.as_ref().and_then(|d| d.poll_timeout()), self.ice.consent_deadline(), self.dtls_setup_deadline()]
+        [
+            self.dtls.as_ref().and_then(|d| d.poll_timeout()),
+            self.ice.consent_deadline(),
+            self.dtls_setup_deadline(),
+            self.sctp.as_ref().and_then(|s| s.poll_timeout()),
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -785,5 +854,120 @@ mod tests {
         server.handle_datagram(browser_addr(), &browser.check(true), now);
         let events = pump(&mut server, &mut browser, now);
         assert!(events.contains(&Output::Connected), "{events:?}");
+    }
+}
+
+#[cfg(test)]
+mod data_channel_tests {
+    //! SCTP over the transport's DTLS, against a browser-side association over a real DTLS
+    //! client session.
+    use super::*;
+    use crate::media::ice::binding_request;
+    use crate::media::sctp::ppid;
+    use bytes::Bytes;
+
+    const UFRAG: &str = "srvufrag";
+    const PWD: &str = "server-password-0123456789";
+
+    fn browser_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 50_001))
+    }
+
+    struct Browser {
+        dtls: DtlsSession,
+        sctp: SctpSession,
+        connected: bool,
+    }
+
+    /// Moves datagrams both ways; returns what the worker's transport output besides them.
+    fn pump(server: &mut WebRtcTransport, browser: &mut Browser, now: Instant) -> Vec<Output> {
+        let mut other = Vec::new();
+        for _ in 0..200 {
+            let mut progressed = false;
+            while let Some(out) = server.poll_output() {
+                progressed = true;
+                match out {
+                    Output::Transmit { data, .. } => {
+                        for event in browser.dtls.handle_datagram(&data, now).unwrap_or_default() {
+                            match event {
+                                DtlsEvent::Connected(_) => browser.connected = true,
+                                DtlsEvent::Data(packet) => browser.sctp.handle_packet(packet.freeze(), now),
+                                DtlsEvent::Closed => {}
+                            }
+                        }
+                    }
+                    output => other.push(output),
+                }
+            }
+            if browser.connected {
+                for packet in browser.sctp.poll_transmits(now) {
+                    browser.dtls.send(&packet, now).unwrap();
+                }
+            }
+            while let Some(data) = browser.dtls.poll_transmit() {
+                progressed = true;
+                server.handle_datagram(browser_addr(), &data, now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        other
+    }
+
+    fn connected() -> (WebRtcTransport, Browser, Instant) {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let server_identity = DtlsIdentity::generate(provider.clone()).unwrap();
+        let browser_identity = DtlsIdentity::generate(provider.clone()).unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, server_identity.clone());
+        let now = Instant::now();
+        server.handle_datagram(browser_addr(), &binding_request(UFRAG, "browser", PWD, true, provider.crypto()), now);
+        let browser_params = DtlsParameters { role: DtlsRole::Client, fingerprints: browser_identity.fingerprints() };
+        server.connect(&browser_params, DtlsRole::Server, now).unwrap();
+        let server_params = DtlsParameters { role: DtlsRole::Auto, fingerprints: server_identity.fingerprints() };
+        let dtls = DtlsSession::new(&browser_identity, &server_params, DtlsRole::Client, now).unwrap();
+        let mut browser = Browser { dtls, sctp: SctpSession::client(DEFAULT_MAX_MESSAGE_SIZE, now), connected: false };
+        let events = pump(&mut server, &mut browser, now);
+        assert!(events.contains(&Output::Connected), "{events:?}");
+        pump(&mut server, &mut browser, now);
+        assert!(browser.sctp.is_connected(), "the browser's association came up over DTLS");
+        (server, browser, now)
+    }
+
+    #[test]
+    fn a_browsers_data_channel_messages_come_out_whole_and_in_order() {
+        let (mut server, mut browser, now) = connected();
+        let reliable = StreamReliability { ordered: true, ..Default::default() };
+        for n in 0..20 {
+            browser.sctp.send(2, ppid::STRING, &Bytes::from(format!("hello {n}")), reliable, now).unwrap();
+        }
+        let out = pump(&mut server, &mut browser, now);
+        let messages: Vec<&SctpMessage> = out.iter().filter_map(|o| if let Output::Data(m) = o { Some(m) } else { None }).collect();
+        assert_eq!(messages.len(), 20, "{out:?}");
+        for (n, message) in messages.iter().enumerate() {
+            assert_eq!((message.stream_id, message.ppid), (2, ppid::STRING));
+            assert_eq!(message.payload, Bytes::from(format!("hello {n}")));
+        }
+    }
+
+    #[test]
+    fn the_worker_sends_on_a_stream_the_browser_receives_and_can_reset_it() {
+        let (mut server, mut browser, now) = connected();
+        let unordered = StreamReliability { ordered: false, max_retransmits: Some(0), max_packet_life_time: None };
+        server.send_data(9, ppid::BINARY, &Bytes::from_static(b"\x00\x01\x02"), unordered, now).unwrap();
+        pump(&mut server, &mut browser, now);
+        let got = browser.sctp.poll_message().expect("the browser got the message");
+        assert_eq!((got.stream_id, got.ppid, &got.payload[..]), (9, ppid::BINARY, &b"\x00\x01\x02"[..]));
+        server.close_data_stream(9, now);
+        pump(&mut server, &mut browser, now);
+        assert!(!server.is_closed(), "a stream reset leaves the transport up");
+    }
+
+    #[test]
+    fn data_before_the_association_is_refused_not_queued() {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let mut server = WebRtcTransport::new(UFRAG, PWD, DtlsIdentity::generate(provider).unwrap());
+        let sent = server.send_data(0, ppid::STRING, &Bytes::from_static(b"x"), StreamReliability::default(), Instant::now());
+        assert_eq!(sent, Err(SctpDrop::NotConnected));
     }
 }

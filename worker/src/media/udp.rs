@@ -25,7 +25,9 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{EngineError, EngineNotice, EngineSnapshot, MediaEngine, RoomMediaStats};
+use crate::media::data_router::DataRouter;
 use crate::media::dtls::DtlsIdentity;
+use crate::media::sctp::SctpMessage;
 use crate::media::egress::{self, SegmentBatch};
 use crate::media::ice_tcp::{SendOutcome, TcpLimits};
 use crate::media::ports::PortPool;
@@ -72,6 +74,8 @@ pub struct EngineCounters {
     pub packets_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub packets_forwarded: AtomicU64,
+    /// Data channel message copies queued for DataConsumers.
+    pub data_messages_forwarded: AtomicU64,
     /// Datagrams dropped (bad STUN, failed SRTP, unknown protocol...), all reasons.
     pub packets_dropped: AtomicU64,
     pub transports_open: AtomicU64,
@@ -378,6 +382,7 @@ impl MediaEngine for UdpEngine {
             packets_sent: c.packets_sent.load(Ordering::Relaxed),
             bytes_sent,
             packets_forwarded: c.packets_forwarded.load(Ordering::Relaxed),
+            data_messages_forwarded: c.data_messages_forwarded.load(Ordering::Relaxed),
             drops_by_reason: drops,
             recv_bitrate: window.recv_bitrate,
             send_bitrate: window.send_bitrate,
@@ -606,6 +611,8 @@ struct MediaThread {
     tcp: TcpSettings,
     transports: Slots,
     routers: HashMap<RoomId, Router>,
+    /// Each room's data channel routes (DataProducers to DataConsumers).
+    data_routers: HashMap<RoomId, DataRouter>,
     notices: mpsc::UnboundedSender<EngineNotice>,
     counters: Arc<EngineCounters>,
     ports: Arc<Mutex<PortPool>>,
@@ -641,6 +648,7 @@ fn media_thread(
         tcp,
         transports: Slots::default(),
         routers: HashMap::new(),
+        data_routers: HashMap::new(),
         notices,
         counters,
         ports,
@@ -752,8 +760,16 @@ fn media_thread(
                     }
                 }
                 Command::Close { transport } => state.borrow_mut().close(&transport, now),
-                Command::Routes { room, table } => {
+                Command::Routes { room, mut table } => {
                     let mut st = state.borrow_mut();
+                    let reset = st.data_routers.entry(room.clone()).or_default().update(table.take_data_routes());
+                    for (transport, stream_id) in reset {
+                        if let Some(slot) = st.transports.get_mut(&transport) {
+                            slot.transport.close_data_stream(stream_id, now);
+                            slot.wake.notify_one();
+                        }
+                        st.drain(&transport, now);
+                    }
                     let out = st.routers.entry(room.clone()).or_default().update(table, now);
                     st.refresh_handles(&room);
                     for o in out {
@@ -767,6 +783,7 @@ fn media_thread(
                         st.close(&t, now);
                     }
                     st.routers.remove(&room);
+                    st.data_routers.remove(&room);
                     lock(&st.counters.media).remove(&room);
                 }
                 Command::AttachTcp { transport, handoff } => attach_tcp(&state, transport, *handoff),
@@ -980,6 +997,7 @@ impl MediaThread {
                 Output::Transmit { to, data } => slot.transmit(to, &data, &self.counters),
                 // Forwarded with the rest of the batch ([`MediaThread::finish_batch`]).
                 Output::Rtp(packet) => self.arrived.push((room, id.clone(), packet)),
+                Output::Data(message) => self.forward_data(&room, id, message, now),
                 Output::Rtcp(packet) => {
                     let out = self.routers.get_mut(&room).map(|r| r.on_rtcp(id, &packet, now)).unwrap_or_default();
                     for o in out {
@@ -1062,6 +1080,32 @@ impl MediaThread {
             debug_assert!(admitted, "an empty batch admits any copy");
         });
         counters.packets_forwarded.fetch_add(copies as u64, Ordering::Relaxed);
+    }
+
+    /// Copies a data channel message to its DataProducer's DataConsumers, each on its own
+    /// stream of its transport (same thread: same room). A consumer that cannot take it
+    /// (association not up, send buffer full) misses it, as in mediasoup; drops are counted.
+    fn forward_data(&mut self, room: &RoomId, from: &TransportId, message: SctpMessage, now: Instant) {
+        let Some(router) = self.data_routers.get_mut(room) else {
+            self.counters.drop_for(crate::media::data_router::DataDrop::NoRoute.as_str());
+            return;
+        };
+        let targets = match router.route(from, message.stream_id, now) {
+            Ok(targets) => targets.to_vec(),
+            Err(drop) => return self.counters.drop_for(drop.as_str()),
+        };
+        for target in targets {
+            let Some(slot) = self.transports.get_mut(&target.transport_id) else { continue };
+            match slot.transport.send_data(target.stream_id, message.ppid, &message.payload, target.reliability(), now) {
+                Ok(()) => {
+                    self.counters.data_messages_forwarded.fetch_add(1, Ordering::Relaxed);
+                    // SCTP armed a retransmission timer: the transport's loop must see it.
+                    slot.wake.notify_one();
+                }
+                Err(drop) => self.counters.drop_for(drop.as_str()),
+            }
+            self.drain(&target.transport_id, now);
+        }
     }
 
     /// Tells the control plane what the routers noticed (scores, layer changes).

@@ -2,7 +2,7 @@
 
 use crate::rtp::RtpError;
 
-use super::ids::{ConsumerId, PeerId, ProducerId, RoomId, TransportId, shown};
+use super::ids::{ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, RoomId, TransportId, shown};
 use super::transport::Direction;
 
 /// Why a request on the room graph was refused.
@@ -125,6 +125,46 @@ pub enum RoomError {
     #[error("priority {0} is out of range; give a value from 1 (the default, lowest) to 255")]
     InvalidPriority(u32),
     /// RTP parameters or capabilities refused by the ORTC rules; the code is the RTP one.
+    /// Data channels on a transport created without `sctpCapabilities`.
+    #[error(
+        "transport {} was created without SCTP; create it with sctpCapabilities \
+         (device.sctpCapabilities) to produce or consume data",
+        shown(.0.as_str())
+    )]
+    SctpNotEnabled(TransportId),
+    /// `sctpStreamParameters` (or `consume-data`'s reliability options) break mediasoup's rules.
+    #[error("invalid sctpStreamParameters: {0}")]
+    InvalidSctpStreamParameters(String),
+    /// Another DataProducer of the transport sends on this stream.
+    #[error(
+        "SCTP stream {stream_id} of transport {} is already used by data producer {}; each \
+         data producer needs its own stream",
+        shown(transport.as_str()),
+        shown(data_producer.as_str())
+    )]
+    SctpStreamIdInUse { transport: TransportId, stream_id: u16, data_producer: DataProducerId },
+    /// Every stream id of the transport has a DataConsumer.
+    #[error(
+        "transport {} has a data consumer on each of its {streams} SCTP streams; close data \
+         consumers it no longer needs (close-data-consumer) or use another transport",
+        shown(transport.as_str())
+    )]
+    NoSctpStreamIdAvailable { transport: TransportId, streams: u16 },
+    #[error(
+        "data producer {} does not exist in room {} (it may have been closed)",
+        shown(data_producer.as_str()),
+        shown(room.as_str())
+    )]
+    DataProducerNotFound { room: RoomId, data_producer: DataProducerId },
+    #[error(
+        "data consumer {} does not exist in room {} (it may have been closed)",
+        shown(data_consumer.as_str()),
+        shown(room.as_str())
+    )]
+    DataConsumerNotFound { room: RoomId, data_consumer: DataConsumerId },
+    /// A data producer's label or protocol is longer than allowed.
+    #[error("the data producer's {field} is {size} bytes, more than the {limit} allowed; use a shorter one")]
+    DataLabelTooLong { field: &'static str, size: usize, limit: usize },
     #[error(transparent)]
     Rtp(#[from] RtpError),
 }
@@ -150,6 +190,13 @@ impl RoomError {
             RoomError::PeerInfoTooLarge { .. } => "PEER_INFO_TOO_LARGE",
             RoomError::RoomFull { .. } => "ROOM_FULL",
             RoomError::InvalidPriority(_) => "INVALID_PRIORITY",
+            RoomError::SctpNotEnabled(_) => "SCTP_NOT_ENABLED",
+            RoomError::InvalidSctpStreamParameters(_) => "INVALID_SCTP_STREAM_PARAMETERS",
+            RoomError::SctpStreamIdInUse { .. } => "SCTP_STREAM_ID_IN_USE",
+            RoomError::NoSctpStreamIdAvailable { .. } => "NO_SCTP_STREAM_ID_AVAILABLE",
+            RoomError::DataProducerNotFound { .. } => "DATA_PRODUCER_NOT_FOUND",
+            RoomError::DataConsumerNotFound { .. } => "DATA_CONSUMER_NOT_FOUND",
+            RoomError::DataLabelTooLong { .. } => "DATA_LABEL_TOO_LONG",
             RoomError::Rtp(error) => error.code(),
         }
     }
@@ -163,18 +210,26 @@ impl RoomError {
             | RoomError::PeerNotFound { .. }
             | RoomError::TransportNotFound { .. }
             | RoomError::ProducerNotFound { .. }
-            | RoomError::ConsumerNotFound { .. } => 404,
+            | RoomError::ConsumerNotFound { .. }
+            | RoomError::DataProducerNotFound { .. }
+            | RoomError::DataConsumerNotFound { .. } => 404,
             RoomError::PeerAlreadyJoined { .. }
             | RoomError::TransportAlreadyConnected(_)
             | RoomError::TooManyTransports { .. }
             | RoomError::TooManyProducers { .. }
             | RoomError::TooManyConsumers { .. }
-            | RoomError::RoomFull { .. } => 409,
-            RoomError::AppDataTooLarge { .. } | RoomError::PeerInfoTooLarge { .. } => 413,
+            | RoomError::RoomFull { .. }
+            | RoomError::SctpStreamIdInUse { .. }
+            | RoomError::NoSctpStreamIdAvailable { .. } => 409,
+            RoomError::AppDataTooLarge { .. }
+            | RoomError::PeerInfoTooLarge { .. }
+            | RoomError::DataLabelTooLong { .. } => 413,
             RoomError::TransportDirectionMismatch { .. }
             | RoomError::InvalidDtlsParameters(_)
             | RoomError::InvalidId(_)
             | RoomError::InvalidPriority(_)
+            | RoomError::SctpNotEnabled(_)
+            | RoomError::InvalidSctpStreamParameters(_)
             | RoomError::Rtp(_) => 400,
         }
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{ConsumerLayerState, EncodingScore};
 use crate::rtp::MediaKind;
 
-use super::ids::{ConsumerId, PeerId, ProducerId, RoomId, TransportId};
+use super::ids::{ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, RoomId, TransportId};
 use super::{AppData, PeerSummary};
 
 /// Why a consumer closed.
@@ -180,6 +180,26 @@ pub enum RoomEvent {
         consumer_id: ConsumerId,
         peer_id: PeerId,
         producer_id: ProducerId,
+        reason: ConsumerCloseReason,
+    },
+    /// A peer started a DataProducer; the others may consume it (`consume-data`).
+    NewDataProducer {
+        data_producer_id: DataProducerId,
+        peer_id: PeerId,
+        label: String,
+        protocol: String,
+        app_data: AppData,
+    },
+    /// A DataProducer closed; its DataConsumers are already closed.
+    DataProducerClosed {
+        data_producer_id: DataProducerId,
+        peer_id: PeerId,
+    },
+    /// A DataConsumer closed. `peer_id` is the consuming peer, the one to tell.
+    DataConsumerClosed {
+        data_consumer_id: DataConsumerId,
+        peer_id: PeerId,
+        data_producer_id: DataProducerId,
         reason: ConsumerCloseReason,
     },
     /// A transport closed; its producers and consumers are already closed. `code` says why

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use crate::rtp::header_extension_uri as uri;
 use crate::rtp::{MediaKind, PayloadType, RtpParameters, Ssrc};
 
-use super::ids::{ConsumerId, ProducerId, TransportId};
+use super::ids::{ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, TransportId};
 use super::rooms::{Consumer, ConsumerType, Producer, Room, producer_layers};
 use crate::video::{Layers, ScalabilityMode};
 
@@ -40,6 +40,28 @@ use crate::video::{Layers, ScalabilityMode};
 pub struct ForwardingTable {
     streams: BTreeMap<(TransportId, Ssrc), InboundStream>,
     unbound: Vec<UnboundEncoding>,
+    data: BTreeMap<(TransportId, u16), DataRoute>,
+}
+
+/// Where a DataProducer's messages go; keyed in the table by the send transport and SCTP
+/// stream they arrive on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRoute {
+    pub data_producer_id: DataProducerId,
+    /// The producing peer, whose message rate is limited.
+    pub peer_id: PeerId,
+    pub targets: Vec<DataTarget>,
+}
+
+/// One DataConsumer of a [`DataRoute`]: the stream of its recv transport its copies go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataTarget {
+    pub data_consumer_id: DataConsumerId,
+    pub transport_id: TransportId,
+    pub stream_id: u16,
+    pub ordered: bool,
+    pub max_packet_life_time: Option<u16>,
+    pub max_retransmits: Option<u16>,
 }
 
 /// A producer encoding whose SSRC was not signalled, and the streams its packets make once
@@ -283,7 +305,41 @@ impl ForwardingTable {
                 }
             }
         }
-        ForwardingTable { streams, unbound }
+        let mut data = BTreeMap::new();
+        for producer in room.data_producers() {
+            let targets = room
+                .data_consumers()
+                .into_iter()
+                .filter(|c| c.data_producer_id == producer.id)
+                .map(|c| DataTarget {
+                    data_consumer_id: c.id.clone(),
+                    transport_id: c.transport_id.clone(),
+                    stream_id: c.sctp_stream_parameters.stream_id,
+                    ordered: c.sctp_stream_parameters.is_ordered(),
+                    max_packet_life_time: c.sctp_stream_parameters.max_packet_life_time,
+                    max_retransmits: c.sctp_stream_parameters.max_retransmits,
+                })
+                .collect();
+            let route = DataRoute { data_producer_id: producer.id.clone(), peer_id: producer.peer_id.clone(), targets };
+            data.insert((producer.transport_id.clone(), producer.sctp_stream_parameters.stream_id), route);
+        }
+        ForwardingTable { streams, unbound, data }
+    }
+
+    /// Where the messages arriving on `stream_id` of `transport_id` go, if a DataProducer
+    /// sends on it.
+    pub fn data_route(&self, transport_id: &TransportId, stream_id: u16) -> Option<&DataRoute> {
+        self.data.get(&(transport_id.clone(), stream_id))
+    }
+
+    /// Every DataProducer's route, by send transport and stream.
+    pub fn data_routes(&self) -> impl Iterator<Item = (&(TransportId, u16), &DataRoute)> {
+        self.data.iter()
+    }
+
+    /// Takes the data routes out (the media plane keeps them apart from the RTP router).
+    pub fn take_data_routes(&mut self) -> BTreeMap<(TransportId, u16), DataRoute> {
+        std::mem::take(&mut self.data)
     }
 
     /// The encodings whose SSRCs are not known yet (or were learned, see [`Self::bind`]).

@@ -23,6 +23,9 @@
 //! | [`Rooms::consume`] | own recv transport, producer exists, device can decode it | consumer parameters | — |
 //! | pause / resume producer | producer exists | — | `producerPaused` / `producerResumed` when it changes |
 //! | pause / resume consumer | consumer exists | — | — |
+//! | [`Rooms::enable_sctp`] | transport exists | its `sctpParameters` | — |
+//! | [`Rooms::produce_data`] | own send transport with SCTP, stream parameters valid, stream free on the transport | `{id}` | `newDataProducer` |
+//! | [`Rooms::consume_data`] | own recv transport with SCTP, data producer exists, a stream id free | data consumer parameters | — |
 //!
 //! # Closures
 //!
@@ -34,8 +37,10 @@
 //! |---|---|---|
 //! | room ([`Rooms::close_room`]) | every peer, in join order, as `leave` does | `roomClosed` |
 //! | peer ([`Rooms::leave`]) | its transports, in creation order | `peerLeft` |
-//! | transport ([`Rooms::close_transport`]) | its consumers (reason `transportClosed`), then its producers as `close_producer` does | `transportClosed` |
+//! | transport ([`Rooms::close_transport`]) | its consumers (reason `transportClosed`), its data consumers (the same), its data producers as `close_data_producer` does, then its producers as `close_producer` does | `transportClosed` |
 //! | producer ([`Rooms::close_producer`]) | every consumer of it, on any transport (reason `producerClosed`) | `producerClosed` |
+//! | data producer ([`Rooms::close_data_producer`]) | every data consumer of it (reason `producerClosed`) | `dataProducerClosed` |
+//! | data consumer ([`Rooms::close_data_consumer`]) | nothing | `dataConsumerClosed` (reason `requested`) |
 //! | consumer ([`Rooms::close_consumer`]) | nothing | `consumerClosed` (reason `requested`) |
 //!
 //! Two consequences worth knowing, both as in mediasoup: a consumer whose producer sits on the
@@ -45,6 +50,7 @@
 //! A paused producer keeps its consumers; they stay open with `producerPaused` set and receive
 //! nothing. A refused request changes nothing and emits nothing.
 
+mod data;
 mod error;
 mod event;
 mod forwarding;
@@ -53,14 +59,19 @@ mod quotas;
 mod rooms;
 mod transport;
 
+pub use data::{
+    ConsumeDataOptions, DataConsumer, DataConsumerCreated, DataProducer, DataProducerCreated,
+    DataProducerSummary, NumSctpStreams, ProduceDataOptions, SctpCapabilities, SctpParameters,
+    SctpStreamParameters, next_sctp_stream_id,
+};
 pub use error::RoomError;
 pub use event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 pub use forwarding::{
-    Binding, CodecInfo, Estimation, Forward, ForwardTarget, ForwardingTable, InboundStream,
-    UnboundEncoding,
+    Binding, CodecInfo, DataRoute, DataTarget, Estimation, Forward, ForwardTarget, ForwardingTable,
+    InboundStream, UnboundEncoding,
 };
 pub use ids::{
-    ConsumerId, IdGenerator, MAX_ID_LEN, MAX_ROOM_ID_LEN, PeerId, ProducerId, RoomId,
+    ConsumerId, DataConsumerId, DataProducerId, IdGenerator, MAX_ID_LEN, MAX_ROOM_ID_LEN, PeerId, ProducerId, RoomId,
     SequentialIds, TransportId, check_id, shown,
 };
 pub use quotas::Quotas;

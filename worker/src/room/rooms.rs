@@ -14,15 +14,24 @@ use crate::rtp::{
     default_media_codecs, producer_mapping, router_capabilities,
 };
 
+use super::data::{
+    ConsumeDataOptions, DataConsumer, DataConsumerCreated, DataProducer, DataProducerCreated,
+    DataProducerSummary, ProduceDataOptions, SctpCapabilities, SctpParameters, SctpStreamParameters,
+    next_sctp_stream_id,
+};
 use super::error::RoomError;
 use super::event::{ConsumerCloseReason, RoomEvent, TransportCloseCode};
 use super::forwarding::ForwardingTable;
-use super::ids::{ConsumerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId, check_id};
+use super::ids::{ConsumerId, DataConsumerId, DataProducerId, IdGenerator, PeerId, ProducerId, RoomId, TransportId, check_id};
 use super::quotas::{Quotas, json_size};
 use super::transport::{
     Direction, DtlsConnection, DtlsParameters, DtlsRole, IceCandidate, IceParameters, Transport,
     TransportCreated, TransportNetwork,
 };
+
+/// The longest label or protocol a data producer may have, in bytes (a browser's own limit is
+/// 65 535; these are shown to every peer of the room).
+pub const MAX_DATA_LABEL_BYTES: usize = 1024;
 
 /// Application data attached to a peer or producer: a JSON object the worker stores and hands
 /// back but never reads (mediasoup's `appData`).
@@ -83,6 +92,9 @@ pub struct JoinResponse {
     pub peers: Vec<PeerSummary>,
     /// The other peers' producers, in creation order.
     pub producers: Vec<ProducerSummary>,
+    /// The other peers' data producers, in creation order (for `consume-data`).
+    #[serde(default)]
+    pub data_producers: Vec<DataProducerSummary>,
 }
 
 /// A `produce` request: the body of `POST /v1/rooms/{room}/producers` minus the peer id.
@@ -310,6 +322,8 @@ pub struct Room {
     transports: BTreeMap<TransportId, Transport>,
     producers: BTreeMap<ProducerId, Producer>,
     consumers: BTreeMap<ConsumerId, Consumer>,
+    data_producers: BTreeMap<DataProducerId, DataProducer>,
+    data_consumers: BTreeMap<DataConsumerId, DataConsumer>,
     /// Creation counter: lists come out in creation order whatever ids the generator gives.
     next_seq: u64,
     /// How long the room stays open without peers, when it says so itself (the Room
@@ -347,6 +361,8 @@ impl Room {
             transports: BTreeMap::new(),
             producers: BTreeMap::new(),
             consumers: BTreeMap::new(),
+            data_producers: BTreeMap::new(),
+            data_consumers: BTreeMap::new(),
             next_seq: 0,
             empty_timeout: None,
             empty_since: None,
@@ -414,6 +430,47 @@ impl Room {
     /// The consumers, in creation order.
     pub fn consumers(&self) -> Vec<&Consumer> {
         in_order(self.consumers.values(), |consumer| consumer.seq)
+    }
+
+    /// The data producers, in creation order.
+    pub fn data_producers(&self) -> Vec<&DataProducer> {
+        in_order(self.data_producers.values(), |p| p.seq)
+    }
+
+    /// The data consumers, in creation order.
+    pub fn data_consumers(&self) -> Vec<&DataConsumer> {
+        in_order(self.data_consumers.values(), |c| c.seq)
+    }
+
+    /// A data producer by id.
+    pub fn data_producer(&self, id: &DataProducerId) -> Option<&DataProducer> {
+        self.data_producers.get(id)
+    }
+
+    /// A data consumer by id.
+    pub fn data_consumer(&self, id: &DataConsumerId) -> Option<&DataConsumer> {
+        self.data_consumers.get(id)
+    }
+
+    fn close_data_consumer(&mut self, id: &DataConsumerId, reason: ConsumerCloseReason, events: &mut Vec<RoomEvent>) {
+        if let Some(consumer) = self.data_consumers.remove(id) {
+            events.push(RoomEvent::DataConsumerClosed {
+                data_consumer_id: consumer.id,
+                peer_id: consumer.peer_id,
+                data_producer_id: consumer.data_producer_id,
+                reason,
+            });
+        }
+    }
+
+    fn close_data_producer(&mut self, id: &DataProducerId, events: &mut Vec<RoomEvent>) {
+        let consumers = ids_in_order(self.data_consumers.iter().filter(|(_, c)| c.data_producer_id == *id), |c| c.seq);
+        for consumer_id in consumers {
+            self.close_data_consumer(&consumer_id, ConsumerCloseReason::ProducerClosed, events);
+        }
+        if let Some(producer) = self.data_producers.remove(id) {
+            events.push(RoomEvent::DataProducerClosed { data_producer_id: producer.id, peer_id: producer.peer_id });
+        }
     }
 
     /// The consumers of one producer, in creation order.
@@ -573,6 +630,16 @@ impl Room {
         );
         for consumer_id in consumers {
             self.close_consumer(&consumer_id, ConsumerCloseReason::TransportClosed, events);
+        }
+        let data_consumers =
+            ids_in_order(self.data_consumers.iter().filter(|(_, c)| c.transport_id == *transport_id), |c| c.seq);
+        for consumer_id in data_consumers {
+            self.close_data_consumer(&consumer_id, ConsumerCloseReason::TransportClosed, events);
+        }
+        let data_producers =
+            ids_in_order(self.data_producers.iter().filter(|(_, p)| p.transport_id == *transport_id), |p| p.seq);
+        for producer_id in data_producers {
+            self.close_data_producer(&producer_id, events);
         }
         let producers = ids_in_order(
             self.producers
@@ -849,6 +916,7 @@ impl Rooms {
                 .into_iter()
                 .map(Producer::summary)
                 .collect(),
+            data_producers: room.data_producers().into_iter().map(DataProducer::summary).collect(),
         };
         let seq = room.next_seq();
         room.empty_since = None;
@@ -939,6 +1007,8 @@ impl Rooms {
             },
             dtls: None,
             next_consumer_mid: 0,
+            sctp: None,
+            next_sctp_stream_id: 0,
             producer_cname: None,
             seq,
         };
@@ -1400,6 +1470,178 @@ impl Rooms {
         }
         let mut events = Vec::new();
         room.close_consumer(consumer_id, ConsumerCloseReason::Requested, &mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// Enables SCTP on a transport just created (its `sctpCapabilities` came with the
+    /// request) and returns the `sctpParameters` for its answer: the worker's stream counts
+    /// and message size (as mediasoup answers with its own `numSctpStreams`, whatever the
+    /// client's capabilities; those only say the client takes them).
+    pub fn enable_sctp(
+        &mut self,
+        room_id: &RoomId,
+        transport_id: &TransportId,
+        _capabilities: &SctpCapabilities,
+        parameters: SctpParameters,
+    ) -> Result<SctpParameters, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let not_found = room.transport_not_found(transport_id);
+        let transport = room.transports.get_mut(transport_id).ok_or(not_found)?;
+        transport.sctp = Some(parameters);
+        Ok(parameters)
+    }
+
+    /// Creates a DataProducer on a send transport of the peer with SCTP: the client sends
+    /// its messages on `sctpStreamParameters.streamId`, which no other DataProducer of the
+    /// transport may use. Emits `newDataProducer`.
+    pub fn produce_data(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ProduceDataOptions,
+    ) -> Result<DataProducerCreated, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let transport = room.require_transport_for(peer_id, &options.transport_id, Direction::Send, "producing data")?;
+        let sctp = transport.sctp.ok_or_else(|| RoomError::SctpNotEnabled(options.transport_id.clone()))?;
+        let parameters =
+            options.sctp_stream_parameters.validated(sctp.mis).map_err(RoomError::InvalidSctpStreamParameters)?;
+        if let Some(other) = room.data_producers.values().find(|p| {
+            p.transport_id == options.transport_id && p.sctp_stream_parameters.stream_id == parameters.stream_id
+        }) {
+            return Err(RoomError::SctpStreamIdInUse {
+                transport: options.transport_id.clone(),
+                stream_id: parameters.stream_id,
+                data_producer: other.id.clone(),
+            });
+        }
+        let limit = self.quotas.producers_per_peer;
+        if room.data_producers.values().filter(|p| p.peer_id == *peer_id).count() >= limit {
+            return Err(RoomError::TooManyProducers { peer: peer_id.clone(), limit });
+        }
+        let label_limit = MAX_DATA_LABEL_BYTES;
+        for (field, value) in [("label", &options.label), ("protocol", &options.protocol)] {
+            if value.len() > label_limit {
+                return Err(RoomError::DataLabelTooLong { field, size: value.len(), limit: label_limit });
+            }
+        }
+        let size = json_size(&options.app_data);
+        if size > self.quotas.app_data_bytes {
+            return Err(RoomError::AppDataTooLarge { size, limit: self.quotas.app_data_bytes });
+        }
+        let id = self.ids.data_producer_id();
+        let seq = room.next_seq();
+        let producer = DataProducer {
+            id: id.clone(),
+            peer_id: peer_id.clone(),
+            transport_id: options.transport_id,
+            sctp_stream_parameters: parameters,
+            label: options.label,
+            protocol: options.protocol,
+            app_data: options.app_data,
+            seq,
+        };
+        let event = RoomEvent::NewDataProducer {
+            data_producer_id: id.clone(),
+            peer_id: peer_id.clone(),
+            label: producer.label.clone(),
+            protocol: producer.protocol.clone(),
+            app_data: producer.app_data.clone(),
+        };
+        room.data_producers.insert(id.clone(), producer);
+        self.emit(room_id, vec![event]);
+        Ok(DataProducerCreated { id })
+    }
+
+    /// Creates a DataConsumer of a DataProducer on a recv transport of the peer with SCTP,
+    /// on a stream id the worker picks ([`next_sctp_stream_id`]); it delivers as the
+    /// DataProducer does unless the options say otherwise. A peer may consume its own data
+    /// producer, as in mediasoup. No event: the consuming peer asked.
+    pub fn consume_data(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        options: ConsumeDataOptions,
+    ) -> Result<DataConsumerCreated, RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        let transport = room.require_transport_for(peer_id, &options.transport_id, Direction::Recv, "consuming data")?;
+        let sctp = transport.sctp.ok_or_else(|| RoomError::SctpNotEnabled(options.transport_id.clone()))?;
+        let next = transport.next_sctp_stream_id;
+        let producer = room.data_producers.get(&options.data_producer_id).ok_or_else(|| RoomError::DataProducerNotFound {
+            room: room_id.clone(),
+            data_producer: options.data_producer_id.clone(),
+        })?;
+        let limit = self.quotas.consumers_per_peer;
+        if room.data_consumers.values().filter(|c| c.peer_id == *peer_id).count() >= limit {
+            return Err(RoomError::TooManyConsumers { peer: peer_id.clone(), limit });
+        }
+        let taken = |id: u16| {
+            room.data_consumers
+                .values()
+                .any(|c| c.transport_id == options.transport_id && c.sctp_stream_parameters.stream_id == id)
+        };
+        let stream_id = next_sctp_stream_id(sctp.os, next, taken)
+            .ok_or_else(|| RoomError::NoSctpStreamIdAvailable { transport: options.transport_id.clone(), streams: sctp.os })?;
+        let inherited = producer.sctp_stream_parameters;
+        let overridden = options.ordered.is_some() || options.max_packet_life_time.is_some() || options.max_retransmits.is_some();
+        let wanted = if overridden {
+            SctpStreamParameters {
+                stream_id,
+                ordered: options.ordered,
+                max_packet_life_time: options.max_packet_life_time,
+                max_retransmits: options.max_retransmits,
+            }
+        } else {
+            SctpStreamParameters { stream_id, ..inherited }
+        };
+        let parameters = wanted.validated(sctp.os).map_err(RoomError::InvalidSctpStreamParameters)?;
+        let created = DataConsumerCreated {
+            id: self.ids.data_consumer_id(),
+            data_producer_id: producer.id.clone(),
+            sctp_stream_parameters: parameters,
+            label: producer.label.clone(),
+            protocol: producer.protocol.clone(),
+            app_data: producer.app_data.clone(),
+        };
+        let seq = room.next_seq();
+        room.data_consumers.insert(
+            created.id.clone(),
+            DataConsumer {
+                id: created.id.clone(),
+                peer_id: peer_id.clone(),
+                transport_id: options.transport_id.clone(),
+                data_producer_id: created.data_producer_id.clone(),
+                sctp_stream_parameters: parameters,
+                seq,
+            },
+        );
+        if let Some(transport) = room.transports.get_mut(&options.transport_id) {
+            transport.next_sctp_stream_id = ((u32::from(stream_id) + 1) % u32::from(sctp.os)) as u16;
+        }
+        Ok(created)
+    }
+
+    /// Closes a DataProducer and its DataConsumers (each `dataConsumerClosed`, reason
+    /// `producerClosed`), then emits `dataProducerClosed`.
+    pub fn close_data_producer(&mut self, room_id: &RoomId, id: &DataProducerId) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        if !room.data_producers.contains_key(id) {
+            return Err(RoomError::DataProducerNotFound { room: room_id.clone(), data_producer: id.clone() });
+        }
+        let mut events = Vec::new();
+        room.close_data_producer(id, &mut events);
+        self.emit(room_id, events);
+        Ok(())
+    }
+
+    /// Closes a DataConsumer. Emits `dataConsumerClosed` with reason `requested`.
+    pub fn close_data_consumer(&mut self, room_id: &RoomId, id: &DataConsumerId) -> Result<(), RoomError> {
+        let room = room_mut(&mut self.rooms, room_id)?;
+        if !room.data_consumers.contains_key(id) {
+            return Err(RoomError::DataConsumerNotFound { room: room_id.clone(), data_consumer: id.clone() });
+        }
+        let mut events = Vec::new();
+        room.close_data_consumer(id, ConsumerCloseReason::Requested, &mut events);
         self.emit(room_id, events);
         Ok(())
     }

@@ -2174,3 +2174,175 @@ fn a_producer_without_a_cname_gets_its_transports_so_consumers_can_be_set_up_and
     assert!(cname.as_deref().is_some_and(|c| !c.is_empty()), "{cname:?}");
     assert_eq!(cname, audio.rtp_parameters.rtcp.cname, "one CNAME per sending transport: lip sync");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Data channels
+// ---------------------------------------------------------------------------------------------
+
+mod data_channels {
+    use super::*;
+
+    fn caps() -> SctpCapabilities {
+        SctpCapabilities { num_streams: NumSctpStreams { os: 1024, mis: 1024 } }
+    }
+
+    fn sctp_transport(world: &mut World, name: &str, direction: Direction) -> TransportId {
+        let id = world.transport(name, direction);
+        world.rooms.enable_sctp(&room(), &id, &caps(), SctpParameters::default()).expect("SCTP enabled");
+        id
+    }
+
+    fn stream(stream_id: u16, ordered: Option<bool>, max_retransmits: Option<u16>) -> SctpStreamParameters {
+        SctpStreamParameters { stream_id, ordered, max_packet_life_time: None, max_retransmits }
+    }
+
+    fn produce_data(world: &mut World, name: &str, transport: &TransportId, parameters: SctpStreamParameters) -> Result<DataProducerId, RoomError> {
+        let options = ProduceDataOptions {
+            transport_id: transport.clone(),
+            sctp_stream_parameters: parameters,
+            label: "chat".into(),
+            protocol: "".into(),
+            app_data: AppData::new(),
+        };
+        world.rooms.produce_data(&room(), &peer(name), options).map(|created| created.id)
+    }
+
+    fn consume_data(world: &mut World, name: &str, transport: &TransportId, id: &DataProducerId) -> Result<DataConsumerCreated, RoomError> {
+        let options = ConsumeDataOptions {
+            transport_id: transport.clone(),
+            data_producer_id: id.clone(),
+            ordered: None,
+            max_packet_life_time: None,
+            max_retransmits: None,
+        };
+        world.rooms.consume_data(&room(), &peer(name), options)
+    }
+
+    /// Ada produces data on stream 0; bob and cy each have a recv transport with SCTP.
+    fn classroom() -> (World, TransportId, DataProducerId, TransportId, TransportId) {
+        let mut world = World::new();
+        for name in ["ada", "bob", "cy"] {
+            world.join(name);
+        }
+        let send = sctp_transport(&mut world, "ada", Direction::Send);
+        let bob = sctp_transport(&mut world, "bob", Direction::Recv);
+        let cy = sctp_transport(&mut world, "cy", Direction::Recv);
+        let producer = produce_data(&mut world, "ada", &send, stream(0, None, None)).expect("produces data");
+        world.events();
+        (world, send, producer, bob, cy)
+    }
+
+    #[test]
+    fn a_transport_with_sctp_answers_mediasoups_sctp_parameters_and_one_without_refuses_data() {
+        let mut world = World::new();
+        world.join("ada");
+        let plain = world.transport("ada", Direction::Send);
+        assert_eq!(world.rooms.room(&room()).unwrap().transport(&plain).unwrap().created().sctp_parameters, None);
+        let refused = produce_data(&mut world, "ada", &plain, stream(0, None, None)).unwrap_err();
+        assert_eq!(refused.code(), "SCTP_NOT_ENABLED");
+        let with_sctp = sctp_transport(&mut world, "ada", Direction::Send);
+        let created = world.rooms.room(&room()).unwrap().transport(&with_sctp).unwrap().created();
+        assert_eq!(created.sctp_parameters, Some(SctpParameters { port: 5000, os: 1024, mis: 1024, max_message_size: 262_144 }));
+    }
+
+    #[test]
+    fn a_new_data_producer_is_announced_and_listed_to_joiners() {
+        let (mut world, _, producer, _, _) = classroom();
+        let join = world.join("dan");
+        assert_eq!(join.data_producers.len(), 1);
+        assert_eq!(join.data_producers[0].data_producer_id, producer);
+        assert_eq!(join.data_producers[0].label, "chat");
+        let mut fresh = World::new();
+        fresh.join("ada");
+        let send = sctp_transport(&mut fresh, "ada", Direction::Send);
+        let id = produce_data(&mut fresh, "ada", &send, stream(7, Some(false), Some(0))).unwrap();
+        assert!(fresh.events().iter().any(|e| matches!(e, RoomEvent::NewDataProducer { data_producer_id, .. } if *data_producer_id == id)));
+        let stored = fresh.rooms.room(&room()).unwrap().data_producer(&id).unwrap().sctp_stream_parameters;
+        assert_eq!(stored, stream(7, Some(false), Some(0)));
+    }
+
+    #[test]
+    fn data_producers_refuse_a_taken_stream_bad_parameters_and_recv_transports() {
+        let (mut world, send, producer, bob, _) = classroom();
+        let taken = produce_data(&mut world, "ada", &send, stream(0, None, None)).unwrap_err();
+        assert_eq!(taken, RoomError::SctpStreamIdInUse { transport: send.clone(), stream_id: 0, data_producer: producer });
+        let bad = produce_data(&mut world, "ada", &send, stream(1, Some(true), Some(3))).unwrap_err();
+        assert_eq!(bad.code(), "INVALID_SCTP_STREAM_PARAMETERS");
+        let out_of_range = produce_data(&mut world, "ada", &send, stream(1024, None, None)).unwrap_err();
+        assert_eq!(out_of_range.code(), "INVALID_SCTP_STREAM_PARAMETERS");
+        let wrong_way = produce_data(&mut world, "bob", &bob, stream(1, None, None)).unwrap_err();
+        assert_eq!(wrong_way.code(), "TRANSPORT_DIRECTION_MISMATCH");
+        assert!(world.events().is_empty(), "a refused request emits nothing");
+    }
+
+    #[test]
+    fn each_data_consumer_gets_the_next_free_stream_of_its_transport_and_the_producers_delivery() {
+        let (mut world, send, unordered_src, bob, cy) = classroom();
+        let second = produce_data(&mut world, "ada", &send, stream(5, Some(false), Some(0))).unwrap();
+        let first_at_bob = consume_data(&mut world, "bob", &bob, &unordered_src).unwrap();
+        let second_at_bob = consume_data(&mut world, "bob", &bob, &second).unwrap();
+        let at_cy = consume_data(&mut world, "cy", &cy, &second).unwrap();
+        assert_eq!(first_at_bob.sctp_stream_parameters, stream(0, Some(true), None));
+        assert_eq!(second_at_bob.sctp_stream_parameters, stream(1, Some(false), Some(0)), "the producer's delivery, bob's next stream");
+        assert_eq!(at_cy.sctp_stream_parameters.stream_id, 0, "streams are per transport");
+        assert_eq!((at_cy.label.as_str(), at_cy.data_producer_id.clone()), ("chat", second.clone()));
+        // A closed consumer's stream is reused only after the others.
+        world.rooms.close_data_consumer(&room(), &first_at_bob.id).unwrap();
+        let third = consume_data(&mut world, "bob", &bob, &unordered_src).unwrap();
+        assert_eq!(third.sctp_stream_parameters.stream_id, 2);
+        // The routes follow: each producer's stream to its consumers' streams.
+        let table = world.rooms.forwarding_table(&room()).unwrap();
+        let route = table.data_route(&send, 5).expect("a route for stream 5");
+        let targets: Vec<(TransportId, u16)> = route.targets.iter().map(|t| (t.transport_id.clone(), t.stream_id)).collect();
+        assert_eq!(targets, vec![(bob.clone(), 1), (cy.clone(), 0)]);
+        assert!(route.targets.iter().all(|t| !t.ordered && t.max_retransmits == Some(0)));
+    }
+
+    #[test]
+    fn a_transports_streams_run_out_with_a_clear_error() {
+        let (mut world, _, producer, _, _) = classroom();
+        let small = world.transport("bob", Direction::Recv);
+        let two = SctpParameters { os: 2, ..SctpParameters::default() };
+        world.rooms.enable_sctp(&room(), &small, &caps(), two).unwrap();
+        consume_data(&mut world, "bob", &small, &producer).unwrap();
+        consume_data(&mut world, "bob", &small, &producer).unwrap();
+        let full = consume_data(&mut world, "bob", &small, &producer).unwrap_err();
+        assert_eq!(full, RoomError::NoSctpStreamIdAvailable { transport: small, streams: 2 });
+        assert_eq!(full.http_status(), 409);
+    }
+
+    #[test]
+    fn closing_a_data_producer_closes_its_consumers_first() {
+        let (mut world, _, producer, bob, cy) = classroom();
+        let at_bob = consume_data(&mut world, "bob", &bob, &producer).unwrap();
+        let at_cy = consume_data(&mut world, "cy", &cy, &producer).unwrap();
+        world.rooms.close_data_producer(&room(), &producer).unwrap();
+        let events = world.events();
+        assert_eq!(
+            events,
+            vec![
+                RoomEvent::DataConsumerClosed { data_consumer_id: at_bob.id, peer_id: peer("bob"), data_producer_id: producer.clone(), reason: ConsumerCloseReason::ProducerClosed },
+                RoomEvent::DataConsumerClosed { data_consumer_id: at_cy.id, peer_id: peer("cy"), data_producer_id: producer.clone(), reason: ConsumerCloseReason::ProducerClosed },
+                RoomEvent::DataProducerClosed { data_producer_id: producer.clone(), peer_id: peer("ada") },
+            ]
+        );
+        assert_eq!(world.rooms.close_data_producer(&room(), &producer).unwrap_err().code(), "DATA_PRODUCER_NOT_FOUND");
+        assert_eq!(consume_data(&mut world, "bob", &bob, &producer).unwrap_err().code(), "DATA_PRODUCER_NOT_FOUND");
+        assert!(world.rooms.forwarding_table(&room()).unwrap().data_routes().next().is_none());
+    }
+
+    #[test]
+    fn closing_a_transport_or_leaving_closes_data_consumers_and_producers_on_it() {
+        let (mut world, send, producer, bob, _) = classroom();
+        let at_bob = consume_data(&mut world, "bob", &bob, &producer).unwrap();
+        world.rooms.close_transport(&room(), &bob).unwrap();
+        let events = world.events();
+        assert!(matches!(&events[0], RoomEvent::DataConsumerClosed { data_consumer_id, reason: ConsumerCloseReason::TransportClosed, .. } if *data_consumer_id == at_bob.id), "{events:?}");
+        assert!(matches!(events.last(), Some(RoomEvent::TransportClosed { .. })));
+        world.rooms.leave(&room(), &peer("ada")).unwrap();
+        let events = world.events();
+        let closed_producer = events.iter().position(|e| matches!(e, RoomEvent::DataProducerClosed { data_producer_id, .. } if *data_producer_id == producer));
+        let closed_transport = events.iter().position(|e| matches!(e, RoomEvent::TransportClosed { transport_id, .. } if *transport_id == send));
+        assert!(closed_producer.is_some() && closed_producer < closed_transport, "{events:?}");
+    }
+}

@@ -360,6 +360,10 @@ pub struct TransportCreated {
     pub ice_candidates: Vec<IceCandidate>,
     /// The worker's fingerprints with role `auto` (the client picks, then `connect` tells).
     pub dtls_parameters: DtlsParameters,
+    /// The transport's SCTP port, streams and message size, when it was created with
+    /// `sctpCapabilities` (for data producers and consumers); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sctp_parameters: Option<super::SctpParameters>,
 }
 
 /// The DTLS outcome of `connect`: the client's parameters and the role the worker takes.
@@ -396,6 +400,11 @@ pub struct Transport {
     /// the first one a producer gave, so that a peer's audio and video keep one CNAME (which
     /// receivers sync them by) even when a simulcast producer's parameters have none.
     pub(super) producer_cname: Option<String>,
+    /// Set when created with `sctpCapabilities`: data producers and consumers may use it.
+    pub sctp: Option<super::SctpParameters>,
+    /// Where the search for the next data consumer's stream id starts
+    /// ([`next_sctp_stream_id`](super::next_sctp_stream_id)).
+    pub(super) next_sctp_stream_id: u16,
     /// Creation order within the room.
     pub(super) seq: u64,
 }
@@ -408,6 +417,7 @@ impl Transport {
             ice_parameters: self.ice_parameters.clone(),
             ice_candidates: self.ice_candidates.clone(),
             dtls_parameters: self.local_dtls.clone(),
+            sctp_parameters: self.sctp,
         }
     }
 }
