@@ -316,6 +316,9 @@ function wire(client) {
     showMessage(why[reason] ?? 'Reconnected; rejoining the room…', 'info');
     for (const id of [...state.tiles.keys()]) removeTile(id);
   });
+  client.on('rejoin-retrying', ({ code, waitMs }) => {
+    showMessage(`The room is moving to another media server (${code}); trying again in ${(waitMs / 1000).toFixed(1)} s…`, 'info');
+  });
   client.on('transport-closed', ({ direction, code, reason }) => {
     state.transportCloses.push({ direction, code, at: performance.now() });
     const what = direction === 'send' ? 'sending' : 'receiving';
@@ -341,6 +344,11 @@ function wire(client) {
     if (reason === 'room-closed') {
       showMessage('The room was closed.', 'info');
       teardown();
+    }
+    if (reason === 'rejoin-failed') {
+      // The 'error' before it said why; its message stays up.
+      teardown();
+      setStatus('rejoining failed', 'error');
     }
     if (reason === 'transport-failed') {
       // The message of 'transport-failed' stays up: it says why.

@@ -34,7 +34,12 @@
 //   'participant-left'     {participantId}
 //   'joined'               the join answer, also after an automatic rejoin
 //   'rejoining'            {reason: 'room-migrated' | 'reconnected' | 'removed', code?}
-//   'left'                 {roomId, reason}
+//   'rejoin-retrying'      {code, waitMs}  the rejoin's join was refused for now (the room is
+//                          being placed or moved: ROOM_PENDING, WORKER_UNAVAILABLE,
+//                          SHUTTING_DOWN); it is tried again after waitMs, for up to 30 s
+//   'left'                 {roomId, reason, code?}  reason 'left', 'room-closed',
+//                          'transport-failed' or 'rejoin-failed' (the rejoin gave up; 'error'
+//                          has why)
 //   'transport-closed'     {direction, transportId, code, reason}  the server closed a media
 //                          transport (ICE_CONSENT_LOST, DTLS_FAILED, ...); the client replaces
 //                          it and publishes and subscribes again on the new one
@@ -68,6 +73,18 @@ const SETUP_FAILURES = new Set(['ICE_TIMEOUT', 'DTLS_FAILED', 'DTLS_FINGERPRINT_
 
 /** Room notifications kept while a join is in flight, at most (see `_early`). */
 const MAX_EARLY_EVENTS = 1000;
+
+/**
+ * Join refusals during a rejoin that mean "not yet" rather than "no": the room is being
+ * placed or moved (`ROOM_PENDING`), or the worker it still points at is going away
+ * (`WORKER_UNAVAILABLE`, `SHUTTING_DOWN`). A worker stopped gracefully puts its peers out with
+ * `WORKER_SHUTDOWN` before the placement has moved the room, so the first joins hit these.
+ */
+const RETRYABLE_REJOIN = new Set(['WORKER_UNAVAILABLE', 'ROOM_PENDING', 'SHUTTING_DOWN']);
+/** A rejoin retries those this long in all, waiting 250 ms, then twice as long, up to 2 s. */
+const REJOIN_DEADLINE_MS = 30000;
+const REJOIN_FIRST_WAIT_MS = 250;
+const REJOIN_MAX_WAIT_MS = 2000;
 
 /** A refusal from the server, or a failure of the client, with a stable code. */
 export class FanoutError extends Error {
@@ -132,6 +149,8 @@ export class FanoutClient {
     this._displayName = undefined;
     this._wasConnected = false;
     this._rejoining = null;
+    /** Bumped by leave() and close(): a rejoin waiting to retry gives up when it changes. */
+    this._rejoinGeneration = 0;
     // Bumped on every join and leave: work started for an older session drops its result.
     this._session = 0;
     // Room notifications that arrive while a join is in flight, handled once it is in: the
@@ -438,6 +457,7 @@ export class FanoutClient {
 
   /** Leaves the room: closes every transport, producer and consumer of this participant. */
   async leave() {
+    this._rejoinGeneration++;
     if (!this.roomId) return;
     const roomId = this.roomId;
     this._published.clear();
@@ -451,6 +471,7 @@ export class FanoutClient {
 
   /** Leaves the room if in one and closes the connection. */
   async close() {
+    this._rejoinGeneration++;
     try {
       if (this.socket?.connected) await this.leave();
     } finally {
@@ -487,8 +508,9 @@ export class FanoutClient {
     this._rejoining = (async () => {
       this._dropRoomState(reason);
       this._published.clear();
+      const generation = this._rejoinGeneration;
       try {
-        await this.join(roomId, { displayName });
+        await this._joinAgain(roomId, { displayName }, generation);
         const seen = new Set();
         for (const [previousProducerId, { track, options, producer: previous }] of published) {
           // A track republished on a replaced transport just before is listed twice.
@@ -499,12 +521,29 @@ export class FanoutClient {
           this._emit('republished', { producer, previousProducerId, kind: producer.kind });
         }
       } catch (err) {
+        if (generation !== this._rejoinGeneration) return; // left meanwhile: nothing to report
         this._fail(err);
+        if (!this.roomId) this._emit('left', { roomId, reason: 'rejoin-failed', code: err?.code });
       } finally {
         this._rejoining = null;
       }
     })();
     return this._rejoining;
+  }
+
+  /** join() for a rejoin: retries the refusals in RETRYABLE_REJOIN with backoff (see there). */
+  async _joinAgain(roomId, options, generation) {
+    const deadline = Date.now() + REJOIN_DEADLINE_MS;
+    for (let wait = REJOIN_FIRST_WAIT_MS; ; wait = Math.min(2 * wait, REJOIN_MAX_WAIT_MS)) {
+      try {
+        return await this.join(roomId, options);
+      } catch (err) {
+        if (!(err instanceof FanoutError) || !RETRYABLE_REJOIN.has(err.code) || Date.now() + wait > deadline) throw err;
+        this._emit('rejoin-retrying', { code: err.code, waitMs: wait });
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        if (generation !== this._rejoinGeneration) throw new FanoutError('LEFT', 'left the room while rejoining', 'join-room');
+      }
+    }
   }
 
   // ---- transports --------------------------------------------------------------------

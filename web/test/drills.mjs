@@ -1,10 +1,14 @@
-// A media worker killed mid-call, in real Chromium: two fanout-worker processes behind one
+// A media worker stopped mid-call, in real Chromium: two fanout-worker processes behind one
 // fanout-signalling with static placement over both (`--worker-url A,B`). Room R1 (ada, bob)
 // lives on worker A, room R2 (carol, dave) on worker B, by the rendezvous hash signalling uses
-// (computed here as signalling/src/worker_pool.rs does, then checked on the workers). The test
-// SIGKILLs worker A and asserts that R1's browsers are told and rejoin and republish by
+// (computed here as signalling/src/worker_pool.rs does, then checked on the workers). Each
+// drill stops worker A and asserts that R1's browsers are told and rejoin and republish by
 // themselves, that they decode each other again with R1 now on worker B, and that R2's
-// browsers never stall and never rejoin. The disruption is printed as figures.
+// browsers never stall and never rejoin. The disruption is printed as figures. Two ways to stop:
+// - SIGKILL: the worker dies; signalling's health watch moves R1 (`room-migrated`).
+// - SIGTERM (what Kubernetes sends a pod it deletes): the worker shuts down, closing its rooms
+//   and putting their peers out with `WORKER_SHUTDOWN`; the browser client rejoins and, while
+//   signalling still places R1 on the stopping worker, retries the refused joins.
 //
 //   node --test web/test/drills.mjs     (scripts/test-web.sh runs every file in web/test/)
 
@@ -64,26 +68,32 @@ async function workerHasRoom(url, room) {
 const cluster = { children: [], closers: [] };
 let browser;
 
+/** Starts (or starts again, on the same ports) one of the drill's workers. */
+async function startWorker(worker) {
+  worker.starts = (worker.starts ?? 0) + 1;
+  const name = worker.starts === 1 ? worker.name : `${worker.name}-${worker.starts}`;
+  worker.child = new Child(name, binary('worker'), worker.args, { logDir: cluster.logDir, env: cluster.env });
+  cluster.children.push(worker.child);
+  // Only the processes meant to be running: a drill's stopped worker has exited on purpose.
+  await waitHealthy(`${worker.url}/healthz`, cluster.children.filter((c) => !c.exited), 120000);
+}
+
 before(
   async () => {
     // The same weight as the Rust side's pinned value: both sides rank workers alike.
     assert.equal(rendezvousWeight('http://127.0.0.1:3000', 'demo'), 1059426594359690681n);
     const logDir = mkdtempSync(join(tmpdir(), 'fanout-drills-'));
     const env = { RUST_LOG: process.env.RUST_LOG || 'info' };
+    cluster.logDir = logDir;
+    cluster.env = env;
     cluster.workers = [];
     for (const [index, name] of ['worker-a', 'worker-b'].entries()) {
       const port = await freePort();
       const rtcMin = 31000 + (process.pid % 40) * 200 + index * 100;
-      const worker = new Child(
-        name,
-        binary('worker'),
-        ['--listen-ip', '127.0.0.1', '--http-port', String(port), '--rtc-min-port', String(rtcMin), '--rtc-max-port', String(rtcMin + 99), '--rtc-tcp-port', String(await freePort())],
-        { logDir, env },
-      );
-      cluster.children.push(worker);
-      const url = `http://127.0.0.1:${port}`;
-      await waitHealthy(`${url}/healthz`, cluster.children, 120000);
-      cluster.workers.push({ child: worker, url });
+      const args = ['--listen-ip', '127.0.0.1', '--http-port', String(port), '--rtc-min-port', String(rtcMin), '--rtc-max-port', String(rtcMin + 99), '--rtc-tcp-port', String(await freePort())];
+      const worker = { name, args, url: `http://127.0.0.1:${port}` };
+      await startWorker(worker);
+      cluster.workers.push(worker);
     }
     const secret = randomBytes(24).toString('hex');
     const port = await freePort();
@@ -171,11 +181,16 @@ function recordRejoins(participant) {
   });
 }
 
-test('a killed worker: its rooms move to the other worker and rejoin, the other worker\'s room never stalls', { timeout: 240000 }, async () => {
+/**
+ * The drill: room R1 on worker A, R2 on worker B, a call in each; `signal` stops worker A
+ * (SIGKILL: it dies; SIGTERM: it shuts down, closing its rooms and telling their peers
+ * WORKER_SHUTDOWN). `stopped` names that in the figures.
+ */
+async function drill(signal, stopped) {
   const [a, b] = cluster.workers;
   const urls = cluster.workers.map((w) => w.url);
-  const r1 = roomOn(urls, a.url, 'drill-r1');
-  const r2 = roomOn(urls, b.url, 'drill-r2');
+  const r1 = roomOn(urls, a.url, `drill-${signal.toLowerCase()}-r1`);
+  const r2 = roomOn(urls, b.url, `drill-${signal.toLowerCase()}-r2`);
   const people = [];
   const open = async (name, room) => {
     const p = await Participant.open(browser, cluster.product, name, { room, server: cluster.signalling });
@@ -210,7 +225,7 @@ test('a killed worker: its rooms move to the other worker and rejoin, the other 
     await sleep(2000);
 
     const killedAt = Date.now();
-    process.kill(-a.child.proc.pid, 'SIGKILL');
+    process.kill(signal === 'SIGKILL' ? -a.child.proc.pid : a.child.proc.pid, signal);
 
     // R1's browsers are told, rejoin by themselves (new participant ids) and republish.
     await eventually(
@@ -234,7 +249,7 @@ test('a killed worker: its rooms move to the other worker and rejoin, the other 
     for (const p of [ada, bob, carol, dave]) rejoins.set(p, await p.page.evaluate(() => window.drillRejoins));
     for (const p of [ada, bob]) {
       assert.ok(rejoins.get(p).length >= 1, `${p.name} rejoined without being told (no rejoining event)`);
-      console.log(`${p.name} rejoined: ${rejoins.get(p).map((e) => `${e.reason}${e.code ? ` ${e.code}` : ''} at kill+${e.at - killedAt} ms`).join(', ')}`);
+      console.log(`${p.name} rejoined: ${rejoins.get(p).map((e) => `${e.reason}${e.code ? ` ${e.code}` : ''} at stop+${e.at - killedAt} ms`).join(', ')}`);
     }
     // R2 was never touched: same participants, no rejoin, video never stalled.
     for (const p of [carol, dave]) {
@@ -243,8 +258,8 @@ test('a killed worker: its rooms move to the other worker and rejoin, the other 
     }
     const carolGap = longestGap(watches.carolFromDave.progress, watchedFrom);
     const daveGap = longestGap(watches.daveFromCarol.progress, watchedFrom);
-    figure('longest gap in carol decoding dave (room on the surviving worker) across the drill', carolGap);
-    figure('longest gap in dave decoding carol (room on the surviving worker) across the drill', daveGap);
+    figure(`longest gap in carol decoding dave (room on the surviving worker) across the ${stopped} drill`, carolGap);
+    figure(`longest gap in dave decoding carol (room on the surviving worker) across the ${stopped} drill`, daveGap);
     assert.ok(carolGap < STALL_MS && daveGap < STALL_MS, `video in the room on the surviving worker stalled: ${carolGap} / ${daveGap} ms without a decoded frame`);
 
     // The killed worker's room: last frame before -> first frame after, per receiver.
@@ -252,14 +267,32 @@ test('a killed worker: its rooms move to the other worker and rejoin, the other 
       const before = times.filter((t) => t <= killedAt).at(-1) ?? killedAt;
       return longestGap(times, before);
     };
-    figure('ada decoding bob (room on the killed worker): last frame before -> first frame after', disruption(watches.adaFromBob.progress));
-    figure('bob decoding ada (room on the killed worker): last frame before -> first frame after', disruption(watches.bobFromAda.progress));
+    figure(`ada decoding bob (room on the ${stopped} worker): last frame before -> first frame after`, disruption(watches.adaFromBob.progress));
+    figure(`bob decoding ada (room on the ${stopped} worker): last frame before -> first frame after`, disruption(watches.bobFromAda.progress));
     const told = Math.min(...[ada, bob].map((p) => rejoins.get(p)[0].at));
-    figure('kill -> first rejoin of a client in the killed worker\'s room', told - killedAt);
+    figure(`${signal} -> first rejoin of a client in the ${stopped} worker's room`, told - killedAt);
+    return { rejoins: rejoins.get(ada).concat(rejoins.get(bob)) };
   } catch (err) {
     err.message += `\n${people.map((p) => p.diagnostics()).join('\n')}\n${logs()}`;
     throw err;
   } finally {
     await Promise.all(people.map((p) => p.close()));
   }
+}
+
+test('a killed worker (SIGKILL): its rooms move to the other worker and rejoin, the other worker\'s room never stalls', { timeout: 240000 }, async () => {
+  await drill('SIGKILL', 'killed');
+});
+
+test('a worker stopped gracefully (SIGTERM): its browsers are put out with WORKER_SHUTDOWN, rejoin on the other worker, the other room never stalls', { timeout: 240000 }, async () => {
+  // Worker A died in the test before: start it again (same ports); signalling takes it back
+  // for new rooms once its health probe answers.
+  const [a] = cluster.workers;
+  if (a.child.exited) await startWorker(a);
+  await sleep(2500);
+  const { rejoins } = await drill('SIGTERM', 'gracefully stopped');
+  assert.ok(
+    rejoins.some((e) => e.reason === 'removed' && e.code === 'WORKER_SHUTDOWN') || rejoins.some((e) => e.reason === 'room-migrated'),
+    `the browsers were not told of the shutdown: ${JSON.stringify(rejoins)}`,
+  );
 });
