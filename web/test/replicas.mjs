@@ -5,7 +5,9 @@
 // test SIGKILLs one replica and asserts that its browsers reconnect to the other and rejoin by
 // themselves, that everybody decodes everybody again, that the killed replica's old
 // participants leave the room (the survivors' lease sweep), and that media between browsers on
-// the surviving replica never stalls. The disruption is printed as figures.
+// the surviving replica never stalls. The disruption is printed as figures. Before that, a
+// browser on replica B vanishes (its Chromium SIGKILLed): the browsers on replica A are told,
+// and the worker's counters come back down.
 //
 //   node --test web/test/replicas.mjs     (scripts/test-web.sh runs every file in web/test/)
 
@@ -17,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Participant, assertReceivesFrom, eventually, launchBrowser, sleep } from '../testing/browser.mjs';
+import { Participant, assertReceivesFrom, eventually, launchBrowser, launchKillableBrowser, sleep } from '../testing/browser.mjs';
 import { Child, binary, freePort, startPageServer, waitHealthy } from '../testing/product.mjs';
 import { figure } from '../testing/suite.mjs';
 
@@ -109,6 +111,7 @@ before(
     );
     cluster.children.push(worker);
     const workerUrl = `http://127.0.0.1:${workerPort}`;
+    cluster.workerUrl = workerUrl;
     await waitHealthy(`${workerUrl}/healthz`, cluster.children, 120000);
 
     const secret = randomBytes(24).toString('hex');
@@ -199,6 +202,65 @@ function longestGap(times, from) {
   for (let i = 1; i < after.length; i++) gap = Math.max(gap, after[i] - after[i - 1]);
   return after.length ? gap : Infinity;
 }
+
+/** The worker's counters that a participant leaving must bring back down. */
+async function workerCounters() {
+  const { peers, transports, producers, consumers } = await (await fetch(`${cluster.workerUrl}/v1/stats`)).json();
+  return { peers, transports, producers, consumers };
+}
+
+test('a browser that vanishes on one replica leaves the room for everybody on the other, and its worker objects go', { timeout: 180000 }, async () => {
+  const room = `replicas-vanish-${randomBytes(3).toString('hex')}`;
+  const people = [];
+  // Dan has a browser of his own, so that it can die alone.
+  const dansBrowser = await launchKillableBrowser();
+  try {
+    const baseline = await workerCounters();
+    const ada = await Participant.open(browser, cluster.product, 'ada', { room, server: cluster.frontA.url });
+    people.push(ada);
+    await ada.join();
+    const bob = await Participant.open(browser, cluster.product, 'bob', { room, server: cluster.frontA.url });
+    people.push(bob);
+    await bob.join();
+    const dan = await Participant.open(dansBrowser.browser, cluster.product, 'dan', { room, server: cluster.frontB.url });
+    people.push(dan);
+    await dan.join();
+    await assertReceivesFrom(ada, [bob, dan], { timeoutMs: 45000 });
+    await assertReceivesFrom(dan, [ada, bob], { timeoutMs: 45000 });
+    const danId = await dan.participantId();
+    assert.ok((await ada.participantList()).includes(danId), 'ada lists dan');
+
+    const killedAt = Date.now();
+    dansBrowser.kill();
+    // Replica B removes him from the worker; the worker's participant-left reaches replica A's
+    // sockets through Redis.
+    const gone = async (viewer) => !(await viewer.participantList()).includes(danId) && !(await viewer.tiles()).includes(danId);
+    await eventually(async () => (await gone(ada)) && (await gone(bob)), {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      describe: async () => `ada lists ${await ada.participantList()}, bob lists ${await bob.participantList()}`,
+    });
+    figure('browser on replica B killed -> gone from the lists of the browsers on replica A', Date.now() - killedAt);
+    // Ada and bob stay (2 peers, 4 transports, 4 producers, 4 consumers); dan's are all gone.
+    const expected = { peers: baseline.peers + 2, transports: baseline.transports + 4, producers: baseline.producers + 4, consumers: baseline.consumers + 4 };
+    let now;
+    await eventually(
+      async () => {
+        now = await workerCounters();
+        return JSON.stringify(now) === JSON.stringify(expected);
+      },
+      { timeoutMs: 15000, describe: () => `worker counters ${JSON.stringify(now)}, expected ${JSON.stringify(expected)}` },
+    );
+    figure('browser on replica B killed -> its peer, transports, producers and consumers gone from the worker', Date.now() - killedAt);
+    await assertReceivesFrom(ada, [bob], { timeoutMs: 15000 });
+  } catch (err) {
+    err.message += `\n${people.map((p) => p.diagnostics()).join('\n')}\n${logs()}`;
+    throw err;
+  } finally {
+    await Promise.all(people.filter((p) => p.name !== 'dan').map((p) => p.close()));
+    await dansBrowser.close();
+  }
+});
 
 test('a killed signalling replica: its browsers rejoin through the other, the others never stall', { timeout: 240000 }, async () => {
   const room = `replicas-${randomBytes(3).toString('hex')}`;
