@@ -40,4 +40,13 @@ if [ "${FANOUT_E2E_MODE:-local}" = local ] && [ -z "${FANOUT_E2E_RUN_COMMAND:-}"
   export FANOUT_E2E_RUN_COMMAND="FANOUT_WEB_ROOT=$PWD/web/dist exec $PWD/target/debug/fanout-signalling"
 fi
 
-node --test web/test/
+status=0
+node --test web/test/ || status=$?
+
+# The operator's failure drills (operator/tests/api_server/drills.rs): Chromium through the
+# operator on the real Kubernetes API server, with worker and signalling processes. They need
+# what is installed above, so `cargo test` alone lists them as ignored; one at a time, since
+# each runs four browsers.
+cargo build -p fanout-signalling -p fanout-worker
+cargo test -p fanout-operator --test api_server drills -- --ignored --test-threads 1 || status=$?
+exit $status

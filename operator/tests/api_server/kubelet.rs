@@ -9,9 +9,14 @@
 //!   host IP = the node's IP (host network), Ready;
 //! - finishes each pod being deleted: stops its worker and deletes it for good (grace 0), as a
 //!   kubelet does once the containers have stopped.
+//!
+//! Workers run in this process ([`Kubelet::start`]) or, for the drills, as `fanout-worker`
+//! processes with the pod's arguments ([`Kubelet::start_processes`]): those can be SIGKILLed,
+//! and a deleted pod's worker gets SIGTERM as a container does.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,9 +32,35 @@ use crate::kit::say;
 #[derive(Default)]
 struct State {
     /// Running workers by pod name, with the UID of the pod they belong to.
-    workers: HashMap<String, (String, RunningWorker)>,
+    workers: HashMap<String, (String, PodWorker)>,
     /// Pods (by UID) this kubelet has started.
     started: HashSet<String>,
+    /// Set: workers run as processes of this `fanout-worker` binary, logging into the folder.
+    processes: Option<(PathBuf, PathBuf)>,
+}
+
+/// A pod's running worker.
+enum PodWorker {
+    InProcess(RunningWorker),
+    Process(tokio::process::Child),
+}
+
+impl PodWorker {
+    /// As a container stops: graceful shutdown (SIGTERM for a process, which gets 10 s before
+    /// SIGKILL, as a pod's termination grace).
+    async fn stop(self) {
+        match self {
+            PodWorker::InProcess(w) => w.shutdown().await,
+            PodWorker::Process(mut child) => {
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                }
+                if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
 }
 
 pub struct Kubelet {
@@ -48,7 +79,17 @@ impl Drop for Kubelet {
 impl Kubelet {
     /// Starts playing scheduler and kubelet for `nodes` in the cluster's namespace.
     pub fn start(cluster: &Cluster, nodes: Vec<NodeInfo>) -> Kubelet {
-        let state = Arc::new(tokio::sync::Mutex::new(State::default()));
+        Kubelet::with_state(cluster, nodes, State::default())
+    }
+
+    /// The same, with each worker a process of the `fanout-worker` program at `binary`, its
+    /// output in `{logs}/{pod}.log`.
+    pub fn start_processes(cluster: &Cluster, nodes: Vec<NodeInfo>, binary: PathBuf, logs: PathBuf) -> Kubelet {
+        Kubelet::with_state(cluster, nodes, State { processes: Some((binary, logs)), ..State::default() })
+    }
+
+    fn with_state(cluster: &Cluster, nodes: Vec<NodeInfo>, state: State) -> Kubelet {
+        let state = Arc::new(tokio::sync::Mutex::new(state));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let pods: Api<Pod> = cluster.api();
         let task = tokio::spawn({
@@ -80,7 +121,19 @@ impl Kubelet {
     pub async fn stop_worker(&self, pod: &str) {
         let worker = self.state.lock().await.workers.remove(pod);
         if let Some((_, w)) = worker {
-            w.shutdown().await;
+            w.stop().await;
+        }
+    }
+
+    /// SIGKILLs the pod's worker process and leaves the pod as it is (a worker that crashed).
+    pub async fn kill_worker(&self, pod: &str) {
+        let worker = self.state.lock().await.workers.remove(pod);
+        match worker {
+            Some((_, PodWorker::Process(mut child))) => {
+                let _ = child.kill().await;
+            }
+            Some((_, PodWorker::InProcess(_))) => panic!("only worker processes can be killed (Kubelet::start_processes)"),
+            None => panic!("no worker runs for pod {pod}"),
         }
     }
 
@@ -99,7 +152,7 @@ async fn tick(state: &tokio::sync::Mutex<State>, nodes: &[NodeInfo], pods_api: &
     for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
         let name = pod.name_any();
         if let Some((_, w)) = state.workers.remove(&name) {
-            w.shutdown().await;
+            w.stop().await;
         }
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -139,9 +192,16 @@ async fn tick(state: &tokio::sync::Mutex<State>, nodes: &[NodeInfo], pods_api: &
                 let Some(node) = nodes.iter().find(|n| n.name == node_name) else { continue };
                 // A pod recreated under the same name replaces the old one's worker.
                 if let Some((_, old)) = state.workers.remove(&name) {
-                    old.shutdown().await;
+                    old.stop().await;
                 }
-                let worker = match start_worker(pod, node.ip.into()).await {
+                let started = match &state.processes {
+                    Some((binary, logs)) => match start_worker_process(pod, node.ip.into(), binary, logs) {
+                        Ok(child) => ready_process(child, pod, node.ip.into()).await.map(PodWorker::Process),
+                        Err(e) => Err(e),
+                    },
+                    None => start_worker(pod, node.ip.into()).await.map(PodWorker::InProcess),
+                };
+                let worker = match started {
                     Ok(w) => w,
                     Err(e) => {
                         // The previous worker's socket may still be closing: try next time.
@@ -201,6 +261,56 @@ fn fitting_node<'a>(pod: &Pod, placed: &[Placed], nodes: &'a [NodeInfo]) -> Opti
             other.node == node.name && (other.pool == me.pool || other.host_ports.iter().any(|p| me.host_ports.contains(p)))
         })
     })
+}
+
+/// The worker the pod describes as a `fanout-worker` process on the node's address: the pod's
+/// arguments, but listening on the node's IP rather than 0.0.0.0 (the test's nodes share one
+/// host), and the environment the pod's env would give it.
+fn start_worker_process(pod: &Pod, ip: IpAddr, binary: &std::path::Path, logs: &std::path::Path) -> Result<tokio::process::Child, String> {
+    let container = &pod.spec.as_ref().ok_or("no spec")?.containers[0];
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| if a.starts_with("--listen-ip=") { format!("--listen-ip={ip}") } else { a })
+        .collect();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{}.log", pod.name_any())))
+        .map_err(|e| format!("worker log: {e}"))?;
+    tokio::process::Command::new(binary)
+        .args(&args)
+        .env("FANOUT_ANNOUNCED_IP", ip.to_string())
+        .env("FANOUT_API_TOKEN", WORKER_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))
+}
+
+/// Waits for a worker process to answer `/healthz`, as the pod's readiness probe would, before
+/// the pod is reported Ready.
+async fn ready_process(mut child: tokio::process::Child, pod: &Pod, ip: IpAddr) -> Result<tokio::process::Child, String> {
+    let args = pod.spec.as_ref().and_then(|s| s.containers[0].args.clone()).unwrap_or_default();
+    let port = args.iter().find_map(|a| a.strip_prefix("--http-port=")).ok_or("no --http-port")?;
+    let endpoint = format!("http://{ip}:{port}");
+    let client = fanout_worker::client::WorkerClient::new(None, Duration::from_secs(1));
+    for _ in 0..300 {
+        if client.healthz(&endpoint).await.is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the worker exited ({status}) before answering /healthz; see its log"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill().await;
+    Err(format!("the worker did not answer {endpoint}/healthz within 30 s"))
 }
 
 /// The worker the pod describes, as its container would run it on the node.

@@ -13,6 +13,7 @@ mod operator;
 
 mod chart;
 mod crds;
+mod drills;
 mod leader;
 mod pools;
 mod rooms;
