@@ -38,6 +38,8 @@ pub fn room_channel(room: &str) -> String {
 
 struct Follower {
     participants: usize,
+    /// The worker it follows the room on.
+    endpoint: String,
     task: AbortHandle,
     subscribed: watch::Receiver<bool>,
 }
@@ -76,14 +78,20 @@ impl Followers {
             let (task, subscribed) = start();
             Follower {
                 participants: 0,
+                endpoint: location.endpoint.clone(),
                 task,
                 subscribed,
             }
         });
         // The room closed on its worker while participants were still counted here (they are
-        // being told): a join opens it again, so follow it again.
-        if follower.task.is_finished() {
+        // being told): a join opens it again, so follow it again. Or the room moved to another
+        // worker and this join is the first there, before the participants still counted on
+        // the old one were put out (`room-migrated`): follow it where it is now, or this
+        // participant would never hear of the others.
+        if follower.task.is_finished() || follower.endpoint != location.endpoint {
+            follower.task.abort();
             (follower.task, follower.subscribed) = start();
+            follower.endpoint = location.endpoint.clone();
         }
         follower.participants += 1;
         follower.subscribed.clone()

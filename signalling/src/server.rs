@@ -330,7 +330,7 @@ fn build(
         let app = state.clone();
         runtime.spawn(async move {
             while let Ok(migration) = moved.recv().await {
-                app.room_moved(&io, &migration.room);
+                app.room_moved(&io, &migration);
             }
         });
     }
@@ -487,11 +487,21 @@ impl Signalling {
 
     /// A room moved to another worker: its participants here are out of it (their peers were
     /// on the old worker), so that the `join-room` they answer `room-migrated` with joins the
-    /// room where it is now instead of answering ALREADY_IN_ROOM.
-    fn room_moved(&self, io: &SocketIo, room: &str) {
+    /// room where it is now instead of answering ALREADY_IN_ROOM. Participants who already
+    /// joined it on the new worker (their join saw the new placement before this notice came)
+    /// are left alone.
+    fn room_moved(&self, io: &SocketIo, migration: &crate::placement::Migration) {
+        let room = migration.room.as_str();
         let channel = crate::followers::room_channel(room);
         let payload = serde_json::json!({"roomId": room, "reason": "the room moved to another media worker; join again"});
         for socket in io.to(channel.clone()).sockets() {
+            let on_new_worker = socket.extensions.get::<Arc<Connection>>().is_some_and(|connection| {
+                matches!(&*connection.membership(),
+                    Membership::Joined(session) if session.room == room && session.location.endpoint == migration.endpoint)
+            });
+            if on_new_worker {
+                continue;
+            }
             let left = socket.extensions.get::<Arc<Connection>>().and_then(|connection| {
                 let mut membership = connection.membership();
                 let peer = match &*membership {

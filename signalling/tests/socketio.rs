@@ -730,15 +730,24 @@ async fn healthz_and_metrics_are_served_next_to_socket_io() {
 }
 
 /// A placement whose rooms the test moves between workers, as the operator does when a
-/// worker is lost.
+/// worker is lost: every room is on `endpoint`, and `moves` tells of a move.
 struct MovingPlacement {
     moves: tokio::sync::broadcast::Sender<fanout_signalling::placement::Migration>,
+    endpoint: std::sync::Mutex<String>,
+}
+
+impl MovingPlacement {
+    fn new() -> (std::sync::Arc<Self>, tokio::sync::broadcast::Sender<fanout_signalling::placement::Migration>) {
+        let (moves, _) = tokio::sync::broadcast::channel(4);
+        (std::sync::Arc::new(MovingPlacement { moves: moves.clone(), endpoint: std::sync::Mutex::new(common::WORKER.into()) }), moves)
+    }
 }
 
 #[async_trait::async_trait]
 impl fanout_signalling::placement::Placement for MovingPlacement {
     async fn locate(&self, _room: &str) -> fanout_signalling::Result<fanout_signalling::placement::RoomLocation> {
-        Ok(fanout_signalling::placement::RoomLocation { endpoint: common::WORKER.into(), publishers: vec![], max_peers: None, setup: Default::default() })
+        let endpoint = self.endpoint.lock().unwrap().clone();
+        Ok(fanout_signalling::placement::RoomLocation { endpoint, publishers: vec![], max_peers: None, setup: Default::default() })
     }
 
     fn migrations(&self) -> Option<tokio::sync::broadcast::Receiver<fanout_signalling::placement::Migration>> {
@@ -748,8 +757,7 @@ impl fanout_signalling::placement::Placement for MovingPlacement {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_moved_to_another_worker_tells_its_participants_room_migrated() {
-    let (moves, _) = tokio::sync::broadcast::channel(4);
-    let placement = std::sync::Arc::new(MovingPlacement { moves: moves.clone() });
+    let (placement, moves) = MovingPlacement::new();
     let server = common::Server::start_placed(placement, fanout_signalling::Limits::default(), fanout_signalling::auth::JwtConfig::hs256(common::SECRET)).await;
     let (mut ada, _) = server.joined("ada", "teacher", "maths").await;
     let (mut bob, _) = server.joined("bob", "student", "physics").await;
@@ -761,6 +769,29 @@ async fn a_room_moved_to_another_worker_tells_its_participants_room_migrated() {
     let again = ada.request("join-room", json!({"roomId": "maths"})).await;
     assert_eq!(again["roomId"], "maths", "{again}");
     assert!(again.get("error").is_none(), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_who_joined_a_moved_room_on_its_new_worker_before_the_move_was_told_stays() {
+    // The order a worker shutting down gives: its participants were put out (WORKER_SHUTDOWN)
+    // and rejoined, and one rejoin read the new placement before signalling heard of the move.
+    let (placement, moves) = MovingPlacement::new();
+    let server = common::Server::start_placed(placement.clone(), fanout_signalling::Limits::default(), fanout_signalling::auth::JwtConfig::hs256(common::SECRET)).await;
+    let backend = server.backend.clone();
+    let (mut ada, _) = server.joined("ada", "teacher", "maths").await;
+    let new_worker = "http://10.0.0.2:3000";
+    *placement.endpoint.lock().unwrap() = new_worker.into();
+    let (mut carol, _) = server.joined("carol", "student", "maths").await;
+    // Carol is followed where she joined: she hears of the room's events from the new worker.
+    backend
+        .wait_for_call(|c| matches!(c, common::Call::Events { endpoint, room } if endpoint == new_worker && room == "maths"))
+        .await;
+    moves.send(fanout_signalling::placement::Migration { room: "maths".into(), endpoint: new_worker.into() }).unwrap();
+    assert_eq!(ada.next_event("room-migrated").await["roomId"], "maths", "ada was on the old worker");
+    assert!(!carol.receives("room-migrated", std::time::Duration::from_millis(300)).await, "carol is on the new worker already");
+    // She is still in the room: a request of the room works.
+    let info = carol.request("get-room-info", json!({"roomId": "maths"})).await;
+    assert!(info.get("error").is_none(), "{info}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,6 +69,11 @@ pub enum Call {
         room: String,
         producer: ProducerId,
     },
+    /// A subscription to a room's events, on the worker at `endpoint`.
+    Events {
+        endpoint: String,
+        room: String,
+    },
     Other(&'static str),
 }
 
@@ -405,8 +410,8 @@ impl MediaBackend for FakeBackend {
         })
     }
 
-    async fn events(&self, _: &str, room: &str) -> Result<RoomEvents> {
-        self.record("events", Call::Other("events"))?;
+    async fn events(&self, endpoint: &str, room: &str) -> Result<RoomEvents> {
+        self.record("events", Call::Events { endpoint: endpoint.to_owned(), room: room.to_owned() })?;
         let receiver = self
             .streams
             .lock()
