@@ -168,6 +168,11 @@ pub fn video_call() -> VideoCall {
 
 /// [`video_call`] with other producer parameters (simulcast, SVC, another codec).
 pub fn video_call_with(rtp_parameters: RtpParameters) -> VideoCall {
+    video_call_consuming_with(rtp_parameters, chrome_device_capabilities())
+}
+
+/// [`video_call_with`], Bob consuming with `rtp_capabilities` (a codec Chrome's fixture lacks).
+pub fn video_call_consuming_with(rtp_parameters: RtpParameters, rtp_capabilities: RtpCapabilities) -> VideoCall {
     let mut rooms = Rooms::new(SequentialIds::new());
     let room = RoomId::from("maths-101");
     rooms.ensure_room(&room, &[]).expect("room opens");
@@ -191,7 +196,7 @@ pub fn video_call_with(rtp_parameters: RtpParameters) -> VideoCall {
         .consume(&room, &bob, ConsumeOptions {
             transport_id: bob_recv.clone(),
             producer_id: producer.clone(),
-            rtp_capabilities: chrome_device_capabilities(),
+            rtp_capabilities,
             paused: false,
         })
         .expect("consume")

@@ -56,6 +56,7 @@ use crate::rtcp::{
     ReceiverStats, ReplayLimits, RetransmissionBuffer, RtxHeader, SenderReportTranslator, SeqRewriter, VideoCodec,
 };
 use crate::rtp::{MediaKind, PayloadType, Ssrc};
+use crate::video::dependency::DependencyTracker;
 use crate::video::descriptor::{self, PayloadInfo};
 use crate::video::selector::{LayerSelector, Mode, Verdict};
 use crate::video::stats::{BitrateWindow, Delivery, LayerBitrates, StreamScore, MAX_SPATIAL};
@@ -114,6 +115,9 @@ struct ProducerStream {
     stats: ReceiverStats,
     /// Video only: audio is not retransmitted (opus has in-band FEC) nor keyframed.
     repair: Option<VideoRepair>,
+    /// The stream's dependency descriptors, when its producer sends them: the layers of
+    /// codecs whose payload has none (H264).
+    dependencies: Option<DependencyTracker>,
     /// When its last packet (and its last packet of each SVC spatial layer) arrived.
     last_packet: Option<Instant>,
     layer_seen: [Option<Instant>; MAX_SPATIAL],
@@ -164,6 +168,13 @@ struct FanoutEntry {
     transport: Option<usize>,
     /// Its transport's congestion-control send side, when the consumer negotiated an estimation.
     send_side: Option<usize>,
+    /// The consumer may take this stream's packets now ([`LayerSelector::may_admit`]): a
+    /// simulcast consumer takes only the encoding it forwards and the one it switches to. The
+    /// fan-out passes the others by without touching their state, which is what a packet of
+    /// one encoding would otherwise cost for each consumer of the others: their consumer and
+    /// target read from memory, only to drop it. Never false where the selector would take
+    /// the packet (see [`Router::fanout_stale`]).
+    may_take: bool,
 }
 
 /// State of one consumer stream.
@@ -294,6 +305,13 @@ pub struct Router {
     events: Vec<MediaEvent>,
     /// A producer stream or layer stopped arriving: targets are chosen again.
     availability_changed: bool,
+    /// Some consumer's target or current layers changed since the fan-outs' `may_take` were
+    /// last set: they are set again before the next packet is routed
+    /// ([`Router::refresh_fanout`]). A target moving to another encoding widens what a
+    /// consumer takes and must be seen before that encoding's next packet; a switch made or a
+    /// restart only narrows it, and until the refresh the fan-out just visits a consumer
+    /// that drops the packet.
+    fanout_stale: bool,
 }
 
 fn marshal(packets: &[Box<dyn RtcpPacket>]) -> Option<Vec<u8>> {
@@ -409,6 +427,7 @@ impl Router {
                     keyframes: KeyframeRequester::with_interval(KeyframeRequestKind::Pli, KEYFRAME_REQUEST_INTERVAL),
                     latest: LatestKeyframe::new(),
                 }),
+                dependencies: (stream.kind == MediaKind::Video && stream.dependency_descriptor_id.is_some()).then(DependencyTracker::new),
                 last_packet: None,
                 layer_seen: [None; MAX_SPATIAL],
                 active: false,
@@ -508,7 +527,7 @@ impl Router {
                 // line up with the targets.
                 let send_side = target.estimation.and_then(|_| self.congestion.send_side(&target.transport_id));
                 let transport = self.handles.get(&target.transport_id).copied().flatten();
-                producer.fanout.push(FanoutEntry { consumer: index[&target.consumer_id], transport, send_side });
+                producer.fanout.push(FanoutEntry { consumer: index[&target.consumer_id], transport, send_side, may_take: true });
                 let slot = *transport_slot.entry(&target.transport_id).or_insert_with(|| {
                     self.by_transport.push(Vec::new());
                     self.by_transport.len() - 1
@@ -517,6 +536,7 @@ impl Router {
             }
         }
         self.table = table;
+        self.fanout_stale = true;
         self.retarget_all(now, &mut out);
         for id in activated {
             let Some(&i) = index.get(&id) else { continue };
@@ -543,6 +563,7 @@ impl Router {
         consumer.gate.close();
         consumer.selector.restart();
         consumer.current_source = None;
+        self.fanout_stale = true;
         // Not connected yet: asked for now, so that the keyframe is in the producer's buffer
         // when it connects and is given to it then.
         if consumer.connected && self.replay_latest_keyframe(index, now, out) {
@@ -581,7 +602,7 @@ impl Router {
     /// that keyframe is recent enough ([`ReplayLimits::DEFAULT`]). True when it got the
     /// keyframe (its gate or layer selector opened); false when one must be asked for.
     fn replay_latest_keyframe(&mut self, index: usize, now: Instant, out: &mut Vec<Outgoing>) -> bool {
-        let Router { table, producers, consumers, scratch, congestion, events, forwarded_packets, forwarded_bytes, .. } = self;
+        let Router { table, producers, consumers, scratch, congestion, events, forwarded_packets, forwarded_bytes, fanout_stale, .. } = self;
         let Some(consumer) = consumers.get_mut(index) else { return false };
         let Some(source) = consumer.target_source().cloned() else { return false };
         let Some(producer) = producers.get(&source) else { return false };
@@ -601,7 +622,7 @@ impl Router {
             producer,
         };
         let now_us = congestion.micros(now);
-        let mut copier = Copier { producers, scratch, congestion, events, now, now_us };
+        let mut copier = Copier { producers, scratch, congestion, events, fanout_stale, now, now_us };
         let mut sent = 0u16;
         for seq in range.sequence_numbers() {
             let Some(packet) = repair.buffer.lookup(seq, now) else { continue };
@@ -655,6 +676,9 @@ impl Router {
         consumer.choice = choice;
         let needs_keyframe = consumer.selector.set_target(choice.layers());
         let after = (consumer.selector.current(), consumer.layer_state());
+        if changed_target || before.0 != after.0 {
+            self.fanout_stale = true;
+        }
         if before != after && (after.0.is_none() || before.0 != after.0) {
             self.events.push(MediaEvent::ConsumerLayersChanged { consumer_id: consumer.id.clone(), layers: after.0, state: after.1 });
         }
@@ -787,10 +811,15 @@ impl Router {
                 restored.push(original);
             }
         }
+        // Layer changes made since the last batch (or by this one's producer side) decide
+        // which consumers the fan-out visits.
+        if self.fanout_stale {
+            self.refresh_fanout();
+        }
         // The consumer side: the batch's streams, each with its ordinal, largest packets first
         // (a consumer's copies of a batch can then share one segmented send: equal sizes, and
         // a shorter one last).
-        let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, by_transport, congestion, events, .. } = self;
+        let Router { table, producers, consumers, scratch, forwarded_packets, forwarded_bytes, by_transport, congestion, events, fanout_stale, .. } = self;
         let producers = &*producers;
         let mut streams: Vec<(Ssrc, usize, &InboundStream, &ProducerStream)> = Vec::new();
         for arrival in &arrivals {
@@ -808,9 +837,12 @@ impl Router {
         streams.sort_by_key(|(_, first_len, ..)| std::cmp::Reverse(*first_len));
         let mut copies = 0;
         // One target of one stream: its copies of the batch's packets of that stream, in order.
-        let mut copier = Copier { producers, scratch, congestion, events, now, now_us };
+        let mut copier = Copier { producers, scratch, congestion, events, fanout_stale, now, now_us };
         let mut route_target = |ssrc: Ssrc, stream: &InboundStream, producer: &ProducerStream, index: usize| {
-            let (Some(target), Some(entry)) = (stream.targets.get(index), producer.fanout.get(index)) else { return };
+            // Decided from the fan-out entry alone: a consumer of another encoding costs no
+            // more than this read.
+            let Some(entry) = producer.fanout.get(index).filter(|entry| entry.may_take) else { return };
+            let Some(target) = stream.targets.get(index) else { return };
             let Some(consumer) = consumers.get_mut(entry.consumer) else { return };
             // Not before its transport is up: what it cannot encrypt would be lost, and the
             // keyframe with it (it is given the latest when it connects).
@@ -857,6 +889,19 @@ impl Router {
         copies
     }
 
+    /// Sets every fan-out entry's `may_take` from its consumer's layers: whether the consumer
+    /// may take packets of the entry's producer stream now ([`LayerSelector::may_admit`]).
+    /// One pass over the room's fan-outs, made only after layers changed.
+    fn refresh_fanout(&mut self) {
+        self.fanout_stale = false;
+        let consumers = &self.consumers;
+        for producer in self.producers.values_mut() {
+            for entry in producer.fanout.iter_mut() {
+                entry.may_take = consumers.get(entry.consumer).is_none_or(|c| c.selector.may_admit(producer.encoding));
+            }
+        }
+    }
+
     /// A packet of an SSRC the table does not know: if its RID or MID names an unbound
     /// encoding, the SSRC becomes that encoding's stream from now on (see [`recognise`]).
     fn learn(&mut self, from: &TransportId, packet: &[u8], view: &RtpView, now: Instant) {
@@ -879,9 +924,20 @@ impl Router {
     /// of it. `repaired` for a packet restored from a retransmission.
     fn on_producer_packet(&mut self, from: &TransportId, packet: &[u8], bytes: Bytes, repaired: bool, now: Instant) -> Option<Arrival> {
         let ssrc = Ssrc(RtpView::ssrc(packet));
-        let arrival = arrival_of(self.table.stream(from, ssrc)?, packet, bytes)?;
-        let Arrival { sequence, timestamp, info, payload_len, .. } = arrival;
+        let stream = self.table.stream(from, ssrc)?;
+        let dependency_descriptor_id = stream.dependency_descriptor_id;
+        let mut arrival = arrival_of(stream, packet, bytes)?;
         let producer = self.producers.get_mut(&(from.clone(), ssrc))?;
+        // Layers the payload does not carry (H264's): from the dependency descriptor, read in
+        // arrival order, the only order in which its structure and frame history make sense.
+        if !arrival.info.has_layers
+            && let (Some(id), Some(tracker)) = (dependency_descriptor_id, producer.dependencies.as_mut())
+            && let Some(value) = RtpView::parse(packet).and_then(|view| view.extension(packet, id))
+            && let Some(frame) = if repaired { tracker.read_late(value) } else { tracker.read(value) }
+        {
+            arrival.info = arrival.info.with_dependency(&frame);
+        }
+        let Arrival { sequence, timestamp, info, payload_len, .. } = arrival;
         producer.stats.on_packet(sequence, timestamp, now);
         if repaired {
             producer.delivery.retransmitted += 1;
@@ -1338,6 +1394,9 @@ struct Copier<'a> {
     scratch: &'a mut Vec<u8>,
     congestion: &'a mut Congestion,
     events: &'a mut Vec<MediaEvent>,
+    /// Set when a copy switched its consumer to another encoding: the fan-outs are refreshed
+    /// so that the old encoding's packets stop visiting it.
+    fanout_stale: &'a mut bool,
     now: Instant,
     now_us: i64,
 }
@@ -1358,6 +1417,9 @@ impl Copier<'_> {
                     return false;
                 }
                 Verdict::Forward(forward) => {
+                    if forward.switched {
+                        *self.fanout_stale = true;
+                    }
                     if forward.layers_changed {
                         self.events.push(MediaEvent::ConsumerLayersChanged {
                             consumer_id: consumer.id.clone(),
@@ -2317,6 +2379,37 @@ mod tests {
         assert_continuous(&up);
     }
 
+    /// The encodings whose packets visit the consumer in the fan-out (the router's
+    /// bookkeeping: what the consumer gets is checked by the tests around this one).
+    fn visiting(router: &Router) -> Vec<u8> {
+        let mut encodings: Vec<u8> = router.producers.values().filter(|p| p.fanout.iter().any(|e| e.may_take)).map(|p| p.encoding).collect();
+        encodings.sort();
+        encodings
+    }
+
+    #[test]
+    fn only_the_encoding_forwarded_and_the_one_switched_to_visit_a_simulcast_consumer() {
+        let mut p = Publisher::new();
+        p.tick(0, [true, true, true]);
+        p.settle();
+        assert_eq!(visiting(&p.router), [2], "on the top encoding: r0 and r1 pass it by");
+        p.prefer(0, None);
+        let meanwhile = seen(&p.tick(0, [false; 3]));
+        assert_eq!(meanwhile.len(), 1, "r2 goes on");
+        assert_eq!(visiting(&p.router), [0, 2], "r0 too, for the keyframe it switches on");
+        assert_eq!(seen(&p.tick(0, [true, false, false])).len(), 1, "r0's keyframe, and r2 no more");
+        p.tick(0, [false; 3]);
+        assert_eq!(visiting(&p.router), [0], "switched: r2 passes it by");
+        // Back up: r2 visits from the next packet on, and its keyframe is taken.
+        p.prefer(2, None);
+        p.tick(0, [false; 3]);
+        assert_eq!(visiting(&p.router), [0, 2]);
+        let up = seen(&p.tick(0, [false, false, true]));
+        assert_eq!(up.len(), 2, "r0's frame, then r2's keyframe: {up:?}");
+        assert_continuous(&up);
+        assert_eq!(p.layers().1.map(|l| l.spatial_layer), Some(2));
+    }
+
     #[test]
     fn temporal_layers_above_the_preference_are_dropped_without_a_gap() {
         let mut p = Publisher::new();
@@ -2457,6 +2550,106 @@ mod tests {
         assert_eq!(switch_timestamp_offset(0, sr(1_000), sr(1_000), 90_000, Some(9_000), 1_000), 9_000 + frame - 1_000);
         // Nothing sent yet: the offset stays.
         assert_eq!(switch_timestamp_offset(42, sr(1), sr(2), 90_000, None, 5), 42);
+    }
+
+    // --- H264 temporal layers, by the dependency descriptor ---
+
+    /// The producer's id for the dependency descriptor.
+    const DD: u8 = 6;
+
+    /// Chrome's H264 camera with `L1T3`, sending the dependency descriptor.
+    fn h264_call() -> VideoCall {
+        use serde_json::json;
+        let mut parameters = crate::testing::chrome_vp8_parameters();
+        parameters.codecs[0].mime_type = "video/H264".into();
+        parameters.codecs[0].parameters =
+            serde_json::from_value(json!({"packetization-mode": 1, "profile-level-id": "42e01f", "level-asymmetry-allowed": 1})).unwrap();
+        parameters.encodings[0].scalability_mode = Some("L1T3".into());
+        parameters.header_extensions.push(serde_json::from_value(json!({"uri": uri::DEPENDENCY_DESCRIPTOR, "id": DD, "encrypt": false, "parameters": {}})).unwrap());
+        let mut device = crate::testing::chrome_device_capabilities();
+        device.codecs.push(
+            serde_json::from_value(json!({"mimeType": "video/H264", "kind": "video", "preferredPayloadType": 105, "clockRate": 90000,
+                "parameters": {"packetization-mode": 1, "profile-level-id": "42e01f", "level-asymmetry-allowed": 1},
+                "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"}]}))
+            .unwrap(),
+        );
+        crate::testing::video_call_consuming_with(parameters, device)
+    }
+
+    /// An H264 packet with a dependency descriptor in a two-byte header extension (a
+    /// structure does not fit the one-byte form's 16 bytes, so Chrome uses this one).
+    fn h264_packet(seq: u16, frame: u16, descriptor: &[u8]) -> Vec<u8> {
+        let payload: &[u8] = if frame == 1 { &[0x65, 0x88, 0x84, 0x00] } else { &[0x41, 0x9a, 0x02, 0x00] };
+        let mut p = vec![0x90, 0x80 | 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(frame) * 3000).to_be_bytes());
+        p.extend_from_slice(&CHROME_VP8_SSRC.to_be_bytes());
+        let mut block = vec![DD, descriptor.len() as u8];
+        block.extend_from_slice(descriptor);
+        while block.len() % 4 != 0 {
+            block.push(0);
+        }
+        p.extend_from_slice(&[0x10, 0x00]);
+        p.extend_from_slice(&((block.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(&block);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn h264_temporal_layers_are_dropped_by_the_dependency_descriptor_and_taken_up_at_base_layer_syncs() {
+        use crate::video::dependency::tests::{l1t3_structure_descriptor, short_descriptor};
+        let mut call = h264_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        let prefer = |call: &mut VideoCall, router: &mut Router, temporal: u8| {
+            call.rooms.set_consumer_preferred_layers(&call.room, &call.consumer, 0, Some(temporal)).unwrap();
+            router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        };
+        prefer(&mut call, &mut router, 0);
+        let alice = call.alice_send.clone();
+        // Frame 1 the keyframe with the structure, then libwebrtc's L1T3 cycle T2 T1 T2 T0:
+        // templates 3 (T2 after T0), 2 (T1), 4 (T2 after T1), 1 (T0).
+        let send = |router: &mut Router, frame: u16| {
+            let descriptor = if frame == 1 {
+                l1t3_structure_descriptor(0, 1, true, true)
+            } else {
+                short_descriptor(0, [1, 3, 2, 4][usize::from((frame - 1) % 4)], frame, true, true)
+            };
+            let copies = router.on_rtp(&alice, &h264_packet(1000 + frame, frame, &descriptor), now);
+            copies.into_iter().filter(|o| !o.rtcp).map(|o| (frame, RtpView::sequence(&o.packet))).collect::<Vec<_>>()
+        };
+        let base: Vec<(u16, u16)> = (1..=11).flat_map(|frame| send(&mut router, frame)).collect();
+        assert_eq!(base.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 5, 9], "T0 only");
+        // Up to T2, right after a T1 frame that was not sent: the T2 frame that refers to it
+        // is passed by, the next T2 (after a T0) takes the consumer up.
+        prefer(&mut call, &mut router, 2);
+        let up: Vec<(u16, u16)> = (12..=16).flat_map(|frame| send(&mut router, frame)).collect();
+        assert_eq!(up.iter().map(|c| c.0).collect::<Vec<_>>(), [13, 14, 15, 16]);
+        let stats = router.media_stats(now);
+        assert_eq!(stats.consumers[0].current_layers, Some(Layers::new(0, 2)));
+        let seqs: Vec<u16> = base.iter().chain(&up).map(|c| c.1).collect();
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0].wrapping_add(1), "the frames not sent leave no gap: {seqs:?}");
+        }
+    }
+
+    #[test]
+    fn h264_without_the_dependency_descriptor_goes_to_a_lower_temporal_preference_whole() {
+        let mut call = h264_call();
+        let now = Instant::now();
+        let mut router = started(&call, now);
+        call.rooms.set_consumer_preferred_layers(&call.room, &call.consumer, 0, Some(0)).unwrap();
+        router.update(call.rooms.forwarding_table(&call.room).unwrap(), now);
+        // The same packets without the extension: no layer is known, so nothing is dropped.
+        let sent = (1..=8u16)
+            .filter(|&frame| {
+                let payload: &[u8] = if frame == 1 { &[0x65, 0x88, 0x84, 0x00] } else { &[0x41, 0x9a, 0x02, 0x00] };
+                let p = packet(96, 1000 + frame, u32::from(frame) * 3000, CHROME_VP8_SSRC, &[], payload);
+                router.on_rtp(&call.alice_send, &p, now).iter().any(|o| !o.rtcp)
+            })
+            .count();
+        assert_eq!(sent, 8);
     }
 
     // --- VP9 SVC ---

@@ -163,6 +163,9 @@ pub struct InboundStream {
     pub targets: Vec<ForwardTarget>,
     /// The feedback its producer's browser expects for it.
     pub estimation: Option<Estimation>,
+    /// The producer's id for the dependency descriptor extension, when it negotiated it:
+    /// where an H264 packet's temporal layer is.
+    pub dependency_descriptor_id: Option<u8>,
 }
 
 /// A consumer of a stream and how to rewrite the stream's packets for it.
@@ -284,6 +287,7 @@ impl ForwardingTable {
                         repairs,
                         targets,
                         estimation: Estimation::of(&producer.rtp_parameters),
+                        dependency_descriptor_id: extension_id(uri::DEPENDENCY_DESCRIPTOR),
                     }
                 };
                 let Some(ssrc) = encoding.ssrc else {

@@ -150,6 +150,11 @@ pub fn supported_capabilities() -> RtpCapabilities {
             supported_extension(Audio, uri::SSRC_AUDIO_LEVEL, 10),
             supported_extension(Video, uri::VIDEO_ORIENTATION, 11),
             supported_extension(Video, uri::TOFFSET, 12),
+            // Receive-only: it tells the worker an H264 frame's temporal layer (its payload
+            // has none). Consumers do not get it: its frame numbers would jump at every
+            // simulcast switch, and a receiver that goes by them would take the new
+            // encoding's frames for old ones.
+            received_extension(Video, uri::DEPENDENCY_DESCRIPTOR, 8),
         ],
     }
 }
@@ -428,21 +433,22 @@ mod tests {
             (MediaKind::Audio, uri::SSRC_AUDIO_LEVEL, 10),
             (MediaKind::Video, uri::VIDEO_ORIENTATION, 11),
             (MediaKind::Video, uri::TOFFSET, 12),
+            (MediaKind::Video, uri::DEPENDENCY_DESCRIPTOR, 8),
         ];
         let expected: Vec<_> = expected
             .iter()
             .map(|(k, u, id)| (*k, (*u).to_owned(), *id))
             .collect();
         assert_eq!(extensions, expected);
-        // Producers send the RIDs (and audio's transport-wide sequence numbers); consumers
-        // never get them.
+        // Producers send the RIDs (and audio's transport-wide sequence numbers, and the
+        // dependency descriptor); consumers never get them.
         let receive_only: Vec<&str> = router
             .header_extensions
             .iter()
             .filter(|e| e.direction == RtpHeaderExtensionDirection::RecvOnly)
             .map(|e| e.uri.as_str())
             .collect();
-        assert_eq!(receive_only, [uri::RID, uri::REPAIRED_RID, uri::TRANSPORT_WIDE_CC]);
+        assert_eq!(receive_only, [uri::RID, uri::REPAIRED_RID, uri::TRANSPORT_WIDE_CC, uri::DEPENDENCY_DESCRIPTOR]);
     }
 
     #[test]

@@ -61,4 +61,8 @@ pub mod header_extension_uri {
     /// transport-wide-cc-extensions-01).
     pub const TRANSPORT_WIDE_CC: &str =
         "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+    /// The frame's layers and dependencies (the AV1 RTP spec's dependency descriptor), which
+    /// libwebrtc sends for codecs whose payload does not carry them (H264 with temporal layers).
+    pub const DEPENDENCY_DESCRIPTOR: &str =
+        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
 }

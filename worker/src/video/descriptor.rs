@@ -9,11 +9,14 @@
 //! - VP9 (RFC 9628 section 4.2): spatial and temporal layer (`SID`, `TID`), switching-up
 //!   point (`U`), first and last packet of a layer frame (`B`, `E`) and inter-picture
 //!   prediction (`P`), by which an SVC consumer drops the layers it does not get.
-//! - H264: only whether the packet starts a keyframe ([`is_keyframe`]).
+//! - H264: whether the packet starts a keyframe ([`is_keyframe`]); its temporal layer, which
+//!   its payload does not carry, comes from the dependency descriptor extension when the
+//!   producer sends one ([`PayloadInfo::with_dependency`], [`super::dependency`]).
 //!
 //! Parsing never fails: a truncated or odd descriptor just yields less information (no
 //! layers, no picture id), which means "forward as is".
 
+use super::dependency::DependencyFrame;
 use crate::rtcp::{is_keyframe, VideoCodec};
 
 /// Where a VP8 picture id is in the payload, and its value.
@@ -58,6 +61,27 @@ pub struct PayloadInfo {
     pub picture_id: Option<PictureId>,
     /// VP8's `TL0PICIDX` and its offset in the payload.
     pub tl0_pic_idx: Option<(u8, u8)>,
+}
+
+impl PayloadInfo {
+    /// The layers of a packet whose payload says none (H264), from its dependency descriptor:
+    /// its temporal layer, whether a consumer may move up to that layer here (the frame
+    /// refers only to base-layer frames, VP8's `Y`) and the frame's bounds. A payload that
+    /// carries layers (VP8, VP9) keeps its own. The spatial layer stays 0: H264's spatial
+    /// layers are simulcast encodings, each a stream of its own.
+    pub fn with_dependency(self, frame: &DependencyFrame) -> PayloadInfo {
+        if self.has_layers {
+            return self;
+        }
+        PayloadInfo {
+            has_layers: true,
+            temporal: frame.temporal,
+            switching_up: frame.base_sync,
+            begins_frame: frame.start_of_frame,
+            ends_frame: frame.end_of_frame,
+            ..self
+        }
+    }
 }
 
 /// Reads `payload` (the RTP payload, padding excluded) of a packet of `codec`.
@@ -220,6 +244,23 @@ pub(crate) mod tests {
         let key = parse(VideoCodec::Vp9, &vp9_payload(0, 0, true, false, false, false));
         assert!(key.keyframe);
         assert!(!parse(VideoCodec::Vp9, &vp9_payload(1, 0, true, false, false, false)).keyframe, "only layer 0 starts a keyframe");
+    }
+
+    #[test]
+    fn an_h264_packet_takes_its_layers_from_its_dependency_descriptor_and_vp8_keeps_its_own() {
+        use crate::video::dependency::{DependencyTracker, tests::{l1t3_structure_descriptor, short_descriptor}};
+        let mut tracker = DependencyTracker::new();
+        // An IDR slice (NAL type 5) with the L1T3 structure, then a T2 frame's FU-A.
+        let idr = [0x65, 0x88, 0x84, 0x00];
+        let key = parse(VideoCodec::H264, &idr).with_dependency(&tracker.read(&l1t3_structure_descriptor(0, 1, true, true)).unwrap());
+        assert!(key.keyframe && key.has_layers && key.switching_up);
+        assert_eq!((key.spatial, key.temporal), (0, 0));
+        let fu_a = [0x7c, 0x81, 0x9a, 0x00];
+        let t2 = parse(VideoCodec::H264, &fu_a).with_dependency(&tracker.read(&short_descriptor(0, 3, 2, true, false)).unwrap());
+        assert!(!t2.keyframe && t2.has_layers && t2.switching_up && t2.begins_frame && !t2.ends_frame);
+        assert_eq!(t2.temporal, 2);
+        let vp8 = parse(VideoCodec::Vp8, &vp8_payload(7, 1, 1, false, false));
+        assert_eq!(vp8.with_dependency(&tracker.read(&short_descriptor(0, 3, 3, true, true)).unwrap()), vp8);
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //!   bitrates.
 //! - [`descriptor`]: what VP8 and VP9 payload descriptors say about a packet's layers, read
 //!   once per packet; the in-place rewrite of VP8 picture numbers.
+//! - [`dependency`]: the dependency descriptor extension, where H264's temporal layers are.
 //! - [`numbering`]: the gap-closing renumbering of VP8 picture ids and `TL0PICIDX`.
 //! - [`selector`]: per consumer, packet by packet: forward, skip or drop, switching layers
 //!   only where the decoder can follow.
 //! - [`stats`]: per producer stream, its layers' bitrates and mediasoup's 0-10 score.
 
 pub mod allocation;
+#[cfg(feature = "media")]
+pub mod dependency;
 #[cfg(feature = "media")]
 pub mod descriptor;
 pub mod layers;
