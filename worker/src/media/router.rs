@@ -112,6 +112,9 @@ struct ProducerStream {
     /// One entry per target of the table stream, in their order: the fan-out walks both side
     /// by side, without a lookup per copy.
     fanout: Vec<FanoutEntry>,
+    /// The indices of the entries whose consumer may take its packets now (`may_take`), in
+    /// order: what a batch of this stream alone walks.
+    takers: Vec<u32>,
     stats: ReceiverStats,
     /// Video only: audio is not retransmitted (opus has in-band FEC) nor keyframed.
     repair: Option<VideoRepair>,
@@ -420,6 +423,7 @@ impl Router {
                 rid,
                 ordinal: 0,
                 fanout: Vec::new(),
+                takers: Vec::new(),
                 stats: ReceiverStats::new(clock_rate),
                 repair: (stream.kind == MediaKind::Video).then(|| VideoRepair {
                     buffer: RetransmissionBuffer::with_defaults(),
@@ -522,6 +526,7 @@ impl Router {
         for (ordinal, (key, producer)) in self.producers.iter_mut().enumerate() {
             producer.ordinal = ordinal;
             producer.fanout.clear();
+            producer.takers.clear();
             for (target_index, target) in table.stream(&key.0, key.1).map(|s| &s.targets[..]).unwrap_or_default().iter().enumerate() {
                 // Every target's consumer was kept above, so each has an index and the entries
                 // line up with the targets.
@@ -867,8 +872,8 @@ impl Router {
         match streams.as_slice() {
             // One stream (the common batch: a frame): its targets in order.
             [(ssrc, _, stream, producer)] => {
-                for index in 0..stream.targets.len() {
-                    route_target(*ssrc, stream, producer, index);
+                for &index in &producer.takers {
+                    route_target(*ssrc, stream, producer, index as usize);
                 }
             }
             // Several: transport by transport, so a subscriber's copies of every stream come
@@ -896,8 +901,12 @@ impl Router {
         self.fanout_stale = false;
         let consumers = &self.consumers;
         for producer in self.producers.values_mut() {
-            for entry in producer.fanout.iter_mut() {
+            producer.takers.clear();
+            for (index, entry) in producer.fanout.iter_mut().enumerate() {
                 entry.may_take = consumers.get(entry.consumer).is_none_or(|c| c.selector.may_admit(producer.encoding));
+                if entry.may_take {
+                    producer.takers.push(index as u32);
+                }
             }
         }
     }
