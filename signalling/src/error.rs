@@ -103,6 +103,34 @@ pub enum SignallingError {
     /// they describe the client's mistake (e.g. `UNSUPPORTED_CODEC`).
     #[error("{message}")]
     Worker { code: String, message: String },
+    /// A chat message with nothing in it but spaces.
+    #[error("the chat message is empty; type something to send")]
+    ChatMessageEmpty,
+    /// A chat message over `--chat-max-bytes`.
+    #[error(
+        "the chat message is {bytes} bytes long (UTF-8); the limit is {limit} bytes: shorten it \
+         or send it in several messages"
+    )]
+    ChatMessageTooLong { bytes: usize, limit: usize },
+    /// More chat messages than `--chat-burst` at once, or faster than
+    /// `--chat-messages-per-second` after that.
+    #[error(
+        "too many chat messages: at most {burst} in a row, then {per_second} per second; wait a \
+         moment and send it again"
+    )]
+    ChatRateLimited { burst: u32, per_second: u32 },
+    /// A message id that is not in the room's history.
+    #[error(
+        "message {message_id} is not in this room's chat history: it was deleted already, is \
+         older than the last {kept} messages kept, or belongs to another room"
+    )]
+    ChatMessageNotFound { message_id: String, kept: usize },
+    /// A delete by neither the author nor a moderator.
+    #[error("only the message's author or a moderator (role {moderators}) may delete it")]
+    ChatDeleteNotAllowed { moderators: String },
+    /// The shared chat history (Redis) cannot be reached.
+    #[error("the chat history cannot be reached right now; try again shortly")]
+    ChatUnavailable,
     /// Something inside signalling or between signalling and a worker broke; the log says what.
     #[error("internal error; the server log has the details")]
     Internal,
@@ -136,6 +164,12 @@ impl SignallingError {
             SignallingError::InvalidRoomId { .. } => "INVALID_ROOM_ID",
             SignallingError::WorkerUnavailable => "WORKER_UNAVAILABLE",
             SignallingError::Worker { code, .. } => code,
+            SignallingError::ChatMessageEmpty => "CHAT_MESSAGE_EMPTY",
+            SignallingError::ChatMessageTooLong { .. } => "CHAT_MESSAGE_TOO_LONG",
+            SignallingError::ChatRateLimited { .. } => "RATE_LIMITED",
+            SignallingError::ChatMessageNotFound { .. } => "CHAT_MESSAGE_NOT_FOUND",
+            SignallingError::ChatDeleteNotAllowed { .. } => "CHAT_DELETE_NOT_ALLOWED",
+            SignallingError::ChatUnavailable => "CHAT_UNAVAILABLE",
             SignallingError::Internal => "INTERNAL",
         }
     }

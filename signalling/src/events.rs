@@ -42,6 +42,9 @@ pub const REQUESTS: &[(&str, Option<&str>)] = &[
     ("consume-data", Some("data-consumer-created")),
     ("close-data-producer", Some("data-producer-closed")),
     ("close-data-consumer", Some("data-consumer-closed")),
+    // The sender's answer is the room's own `chat-message` event (crate::chat).
+    ("chat-message", Some("chat-message")),
+    ("delete-chat-message", Some("chat-message-deleted")),
 ];
 
 /// Reads a request's payload from the data of its Socket.IO event packet, `["event", payload,

@@ -44,10 +44,14 @@ struct Follower {
     subscribed: watch::Receiver<bool>,
 }
 
+/// What to do when a room's last local participant is gone (drop its chat history).
+type OnEmpty = Arc<std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>>;
+
 /// The rooms this process follows, with how many local participants each has.
 #[derive(Default, Clone)]
 pub struct Followers {
     rooms: Arc<Mutex<HashMap<String, Follower>>>,
+    on_empty: OnEmpty,
 }
 
 impl Followers {
@@ -100,13 +104,25 @@ impl Followers {
     /// Counts one local participant less in `room`; the last one ends the subscription.
     pub fn release(&self, room: &str) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut emptied = false;
         if let Some(follower) = rooms.get_mut(room) {
             follower.participants = follower.participants.saturating_sub(1);
             if follower.participants == 0 {
                 follower.task.abort();
                 rooms.remove(room);
+                emptied = true;
             }
         }
+        drop(rooms);
+        if emptied && let Some(on_empty) = self.on_empty.get() {
+            on_empty(room);
+        }
+    }
+
+    /// Sets what happens when a room's last local participant is gone (once; later calls
+    /// are ignored).
+    pub fn on_empty(&self, action: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_empty.set(Box::new(action));
     }
 
     /// How many rooms are followed (for tests and metrics).

@@ -27,14 +27,14 @@ use crate::placement::RoomLocation;
 use crate::server::{Connection, Signalling};
 use crate::session::{Membership, Session};
 
-fn parse<T: DeserializeOwned>(event: &str, payload: Value) -> Result<T> {
+pub(crate) fn parse<T: DeserializeOwned>(event: &str, payload: Value) -> Result<T> {
     serde_json::from_value(payload).map_err(|e| SignallingError::InvalidPayload {
         event: event.to_owned(),
         reason: crate::ids::shorten_quotes(&e.to_string()),
     })
 }
 
-fn to_value(value: impl serde::Serialize) -> Result<Value> {
+pub(crate) fn to_value(value: impl serde::Serialize) -> Result<Value> {
     serde_json::to_value(value).map_err(|e| {
         tracing::error!(%e, "serialising a response failed");
         SignallingError::Internal
@@ -43,7 +43,7 @@ fn to_value(value: impl serde::Serialize) -> Result<Value> {
 
 impl Connection {
     /// The participant's session, if it has joined `room` (or any room when `None`).
-    fn session(&self, room: Option<&str>) -> Result<Session> {
+    pub(crate) fn session(&self, room: Option<&str>) -> Result<Session> {
         match (&*self.membership(), room) {
             (Membership::Joined(session), None) => Ok(session.clone()),
             (Membership::Joined(session), Some(room)) if session.room == room => {
@@ -165,6 +165,8 @@ impl Signalling {
             "participantId": peer,
             "participants": participants,
             "mediasoup": to_value(&response)?,
+            "chat": self.chat_history(&room).await,
+            "chatModerator": crate::chat::is_moderator(identity, &self.limits.chat),
         }))
     }
 
@@ -764,6 +766,8 @@ pub fn read_request(event: &str, payload: Value) -> Result<()> {
         "consume-data" => parse::<ConsumeData>(event, payload).map(drop),
         "close-data-producer" => parse::<DataProducerRequest>(event, payload).map(drop),
         "close-data-consumer" => parse::<DataConsumerRequest>(event, payload).map(drop),
+        "chat-message" => parse::<crate::chat::SendChat>(event, payload).map(drop),
+        "delete-chat-message" => parse::<crate::chat::DeleteChat>(event, payload).map(drop),
         other => Err(SignallingError::InvalidPayload {
             event: other.to_owned(),
             reason: "not a request event".to_owned(),

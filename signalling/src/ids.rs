@@ -7,7 +7,7 @@
 //! `a-z`, digits and `-`, beginning and ending with a letter or digit. That leaves out `.`
 //! and `..`, `/`, `%`, spaces and upper case.
 //!
-//! Object ids (`transportId`, `producerId`, `consumerId`, `targetId`) are the worker's or the
+//! Object ids (`transportId`, `producerId`, `consumerId`, `targetId`, `messageId`) are the worker's or the
 //! server's own (UUIDs, socket ids); signalling forwards only those it handed to the
 //! participant itself. A client may still send anything, so their length is bounded before
 //! they are looked up or quoted in an error.
@@ -54,7 +54,7 @@ pub fn is_room_id(room: &str) -> bool {
 }
 
 /// The top-level fields of a request that name objects.
-const ID_FIELDS: &[&str] = &["roomId", "transportId", "producerId", "consumerId", "targetId"];
+const ID_FIELDS: &[&str] = &["roomId", "transportId", "producerId", "consumerId", "targetId", "messageId"];
 
 /// Refuses a payload naming an object id longer than [`MAX_OBJECT_ID`] or containing control
 /// characters; shapes (a string, present) are the event's own parsing's business.

@@ -10,6 +10,7 @@
 //! response event. Refusals carry a stable code ([`error::SignallingError::code`]).
 
 pub mod auth;
+pub mod chat;
 pub mod embedded;
 pub mod kube_placement;
 pub mod error;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use fanout_signalling::auth::{JwtConfig, JwtKey, JwtVerifier};
+use fanout_signalling::chat::ChatRules;
 use fanout_signalling::embedded::{self, EmbeddedOptions};
 use fanout_signalling::placement::{Placement, StaticPlacement};
 use fanout_signalling::worker::{InProcessBackend, MediaBackend, WorkerBackend};
@@ -108,6 +109,36 @@ struct Args {
     /// Request events allowed per connection in a burst.
     #[arg(long, env = "FANOUT_EVENT_BURST", default_value_t = 100)]
     event_burst: u32,
+    /// Longest chat message, in UTF-8 bytes after trimming.
+    #[arg(long, env = "FANOUT_CHAT_MAX_BYTES", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..=32_768))]
+    chat_max_bytes: u32,
+    /// Chat messages a participant may send at once.
+    #[arg(long, env = "FANOUT_CHAT_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    chat_burst: u32,
+    /// Chat messages a participant may send per second after a burst.
+    #[arg(long, env = "FANOUT_CHAT_MESSAGES_PER_SECOND", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    chat_messages_per_second: u32,
+    /// Chat messages of a room kept and sent to each joiner (the most recent ones); 0 keeps none.
+    #[arg(long, env = "FANOUT_CHAT_HISTORY", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    chat_history: u32,
+    /// Roles that may delete anybody's chat message (comma-separated); authors may always
+    /// delete their own.
+    #[arg(long, env = "FANOUT_CHAT_MODERATOR_ROLES", value_delimiter = ',',
+          default_values = ["teacher", "moderator", "admin"])]
+    chat_moderator_roles: Vec<String>,
+    /// Without --redis-url: most rooms whose chat history is kept in memory at once (a room's
+    /// history also goes when its last participant leaves).
+    #[arg(long, env = "FANOUT_CHAT_MAX_ROOMS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    chat_max_rooms: u32,
+    /// With --redis-url: seconds a room's chat history is kept after its last message.
+    #[arg(long, env = "FANOUT_CHAT_HISTORY_TTL_SECONDS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    chat_history_ttl_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -333,6 +364,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .max(16 * 1024),
         events_per_second: args.events_per_second,
         event_burst: args.event_burst,
+        chat: ChatRules {
+            max_text_bytes: args.chat_max_bytes as usize,
+            burst: args.chat_burst,
+            per_second: args.chat_messages_per_second,
+            history: args.chat_history as usize,
+            moderator_roles: args
+                .chat_moderator_roles
+                .iter()
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect(),
+            max_rooms: args.chat_max_rooms as usize,
+            history_ttl: Duration::from_secs(args.chat_history_ttl_seconds),
+        },
         ..Limits::default()
     };
     let state = Signalling::with_ice(verifier, placement, backend, limits, ice);

@@ -334,6 +334,11 @@ impl Replicas {
         self.ownership.as_ref()
     }
 
+    /// A connection to the shared Redis, when there is one (for the chat history).
+    pub(crate) fn redis(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.ownership.as_ref().map(|o| o.redis.clone())
+    }
+
     pub(crate) fn adapter_state(&self) -> RedisAdapterCtr<Bus> {
         // A relay waits this long at most for other replicas' answers (a replica that hangs,
         // not one that died: a dead one's subscription is gone from Redis at once).

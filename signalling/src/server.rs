@@ -63,6 +63,8 @@ pub struct Limits {
     /// How long an answer waits for room in its connection's queue before the connection is
     /// closed as one whose client does not read.
     pub slow_client_timeout: Duration,
+    /// Chat's size and rate limits, history and moderators ([`crate::chat`]).
+    pub chat: crate::chat::ChatRules,
 }
 
 impl Default for Limits {
@@ -75,6 +77,7 @@ impl Default for Limits {
             subscribe_wait: Duration::from_secs(2),
             max_queued_packets: 1024,
             slow_client_timeout: Duration::from_secs(5),
+            chat: crate::chat::ChatRules::default(),
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Connection {
     /// Its room, if any.
     pub(crate) membership: Mutex<Membership>,
     limiter: Mutex<TokenBucket>,
+    /// Chat messages it may still send (per connection, so a rejoin does not refill it).
+    pub(crate) chat_allowance: Mutex<TokenBucket>,
     /// Answers waiting for room in this connection's queue.
     waiting_answers: AtomicUsize,
     /// Set by the first answer that gave up waiting, which closes the connection.
@@ -119,6 +124,7 @@ impl Connection {
                 limits.event_burst,
                 Instant::now(),
             )),
+            chat_allowance: Mutex::new(limits.chat.allowance(Instant::now())),
         }
     }
 
@@ -153,6 +159,8 @@ pub struct Signalling {
     io: OnceLock<SocketIo>,
     /// Set with `io`: how this replica reaches the others, and its lease (with Redis).
     replicas: OnceLock<Replicas>,
+    /// Set with `io`: where rooms' chat histories are kept (in Redis with replicas).
+    chat: OnceLock<Arc<dyn crate::chat::ChatHistory>>,
 }
 
 impl Signalling {
@@ -186,6 +194,7 @@ impl Signalling {
             ice,
             io: OnceLock::new(),
             replicas: OnceLock::new(),
+            chat: OnceLock::new(),
         })
     }
 
@@ -194,6 +203,12 @@ impl Signalling {
         self.io
             .get()
             .expect("app() sets the SocketIo before serving")
+    }
+
+    /// Where chat histories are kept; set by [`app`] with the Socket.IO handle.
+    pub(crate) fn chat(&self) -> &Arc<dyn crate::chat::ChatHistory> {
+        self.chat
+            .get_or_init(|| crate::chat::history_store(None, &self.limits.chat))
     }
 
     /// This replica's lease and peer list in Redis, when there are several replicas.
@@ -322,7 +337,11 @@ fn build(
         state.io.set(io.clone()).is_ok(),
         "app() called twice on one Signalling"
     );
+    let history = crate::chat::history_store(replicas.redis(), &state.limits.chat);
     let _ = state.replicas.set(replicas);
+    let emptied = history.clone();
+    state.followers.on_empty(move |room| emptied.room_emptied(room));
+    let _ = state.chat.set(history);
     let ready = io.ns("/", on_connect.with(authenticate));
     // Rooms the placement moved to another worker: their clients rejoin on `room-migrated`.
     if let (Some(mut moved), Ok(runtime)) = (state.placement.migrations(), tokio::runtime::Handle::try_current()) {
@@ -806,6 +825,8 @@ impl Signalling {
             "consume-data" => self.consume_data(connection, payload).await,
             "close-data-producer" => self.close_data_producer(connection, payload).await,
             "close-data-consumer" => self.close_data_consumer(connection, payload).await,
+            "chat-message" => self.chat_message(socket, connection, payload).await,
+            "delete-chat-message" => self.delete_chat_message(socket, connection, payload).await,
             other => unreachable!("request {other} in REQUESTS has no handler"),
         }
     }

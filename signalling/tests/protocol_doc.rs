@@ -13,7 +13,7 @@ fn read(path: &Path) -> String {
 /// that emit: the notifications, the answers and the names requests are matched by.
 fn emitted_names(src: &Path) -> Vec<String> {
     let mut names = Vec::new();
-    for file in ["events.rs", "followers.rs", "server.rs", "expiry.rs", "handlers.rs"] {
+    for file in ["events.rs", "followers.rs", "server.rs", "expiry.rs", "handlers.rs", "chat.rs"] {
         let text = read(&src.join(file));
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for literal in code.split('"').skip(1).step_by(2) {

@@ -1,6 +1,7 @@
 //! Two `fanout-signalling` processes sharing a real `redis-server` and a real worker (over
 //! its REST API), with Socket.IO clients on each: what crosses replicas (participant lists,
-//! notifications, the peer-to-peer relay) and what happens when one replica is killed.
+//! notifications, the peer-to-peer relay, chat and its history) and what happens when one
+//! replica is killed.
 
 mod common;
 
@@ -146,4 +147,57 @@ async fn a_killed_replicas_participants_leave_their_rooms_and_the_others_carry_o
     let ack = ada.request("webrtc-offer", json!({"targetId": dave_id, "sdp": "still here"})).await;
     assert_eq!(ack["success"], true, "{ack}");
     assert_eq!(dave.next_event("webrtc-offer").await["from"], ada_id.as_str());
+}
+
+/// `user` in `role`, connected to `replica` and joined to `room`.
+async fn joined_as(replica: &Process, user: &str, role: &str, room: &str) -> (TestClient, Value) {
+    let token = common::sign(
+        &json!({"sub": user, "name": user, "role": role, "exp": common::now() + 3600}),
+        replica.secret.as_bytes(),
+    );
+    let mut client = TestClient::connect(&replica.url(), Some(json!({"token": token})), None)
+        .await
+        .expect("connects");
+    let ack = client.request("join-room", json!({"roomId": room})).await;
+    assert_eq!(ack["success"], true, "{user} joining {room}: {ack}");
+    client.next_event("joined-room").await;
+    (client, ack)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_messages_history_and_deletes_cross_replicas() {
+    let cluster = replicas((47040, 47059)).await;
+    let (mut ada, _) = joined_as(&cluster.a, "ada", "student", "maths").await;
+    let (mut bob, _) = joined_as(&cluster.b, "bob", "student", "maths").await;
+
+    // Sent on replica A, received on replica B, once.
+    let first = ada.request("chat-message", json!({"text": "hello from a"})).await;
+    assert_eq!(first["from"]["userId"], "ada", "{first}");
+    assert_eq!(ada.next_event("chat-message").await, first, "the sender's own answer");
+    assert_eq!(bob.next_event("chat-message").await, first);
+    let second = bob.request("chat-message", json!({"text": "hello from b"})).await;
+    assert_eq!(bob.next_event("chat-message").await, second, "the sender's own answer");
+    assert_eq!(ada.next_event("chat-message").await, second);
+    assert!(!ada.receives("chat-message", Duration::from_millis(300)).await, "ada got one twice");
+    assert!(!bob.receives("chat-message", Duration::from_millis(300)).await, "bob got one twice");
+
+    // A joiner on replica B gets what was said on both, from the shared Redis.
+    let (mut tess, late) = joined_as(&cluster.b, "tess", "teacher", "maths").await;
+    let texts: Vec<&str> = late["chat"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hello from a", "hello from b"], "{late}");
+
+    // A moderator on B deletes A's message: A's socket is told, and the history forgets it.
+    let deleted = tess.request("delete-chat-message", json!({"messageId": first["messageId"]})).await;
+    assert_eq!(deleted["messageId"], first["messageId"], "{deleted}");
+    assert_eq!(tess.next_event("chat-message-deleted").await, deleted, "the deleter's own answer");
+    assert_eq!(ada.next_event("chat-message-deleted").await, deleted);
+    assert_eq!(bob.next_event("chat-message-deleted").await, deleted);
+    let again = ada.request("delete-chat-message", json!({"messageId": first["messageId"]})).await;
+    assert_eq!(code(&again), "CHAT_MESSAGE_NOT_FOUND", "{again}");
+    // A student on A may not delete B's message.
+    let refused = ada.request("delete-chat-message", json!({"messageId": second["messageId"]})).await;
+    assert_eq!(code(&refused), "CHAT_DELETE_NOT_ALLOWED", "{refused}");
+    let (_cleo, later) = joined_as(&cluster.a, "cleo", "student", "maths").await;
+    let texts: Vec<&str> = later["chat"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hello from b"], "{later}");
 }

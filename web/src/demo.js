@@ -5,7 +5,8 @@
 // token endpoint), server (signalling URL; default: this page's origin), autojoin=1,
 // simulcast=1 (the camera as three simulcast encodings, a quarter, half and full size),
 // scalabilityMode (one SVC encoding, e.g. L3T3_KEY with codec=VP9), width and height (the
-// camera size asked for, default 640x480), publish=0 (watch only: no camera, no microphone).
+// camera size asked for, default 640x480), publish=0 (watch only: no camera, no microphone),
+// role (the role of the development token, e.g. teacher: a chat moderator by default).
 //
 // window.fanoutDemo exposes the client and the figures the end-to-end tests read.
 
@@ -72,6 +73,15 @@ function describe(err) {
     case 'DTLS_FAILED':
     case 'DTLS_FINGERPRINT_MISMATCH':
       return `The media connection could not be kept up (${code}): ${text}`;
+    case 'CHAT_MESSAGE_TOO_LONG':
+      return `That message is too long to send (${code}): ${text}`;
+    case 'CHAT_MESSAGE_EMPTY':
+      return 'Type a message first.';
+    case 'RATE_LIMITED':
+      return `You are sending too fast (${code}): ${text}`;
+    case 'CHAT_DELETE_NOT_ALLOWED':
+    case 'CHAT_MESSAGE_NOT_FOUND':
+      return `${text} (${code})`;
     case 'NotAllowedError':
       return 'Camera and microphone access was denied; allow it in the browser and join again.';
     case 'NotFoundError':
@@ -109,6 +119,7 @@ async function devToken(room, name) {
   const url = new URL('dev/token', location.href);
   url.searchParams.set('name', name);
   url.searchParams.set('room', room);
+  if (params.get('role')) url.searchParams.set('role', params.get('role'));
   let response;
   try {
     response = await fetch(url);
@@ -288,6 +299,8 @@ async function teardown() {
   $('call').hidden = true;
   $('join-form').hidden = false;
   renderParticipants(null);
+  renderChat(null);
+  showChatError(null);
 }
 
 function wire(client) {
@@ -295,7 +308,10 @@ function wire(client) {
     // Also after an automatic rejoin: its "rejoining…" notice is done.
     if ($('message').dataset.kind === 'info') clearMessage();
     renderParticipants(client);
+    renderChat(client);
   });
+  client.on('chat-message', () => renderChat(client));
+  client.on('chat-message-deleted', () => renderChat(client));
   client.on('participant-joined', (p) => {
     tileFor(p.participantId);
     renderParticipants(client);
@@ -545,6 +561,80 @@ function renderParticipants(client) {
   for (const [id, tile] of state.tiles) tile.name.textContent = displayName(id);
 }
 
+// ---- chat ----------------------------------------------------------------------------
+
+/** The room's chat as the client has it; a delete button where this participant may delete. */
+function renderChat(client) {
+  const list = $('chat-messages');
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
+  list.replaceChildren();
+  for (const message of client?.chat ?? []) {
+    const item = document.createElement('li');
+    item.dataset.messageId = message.messageId;
+    item.dataset.userId = message.from.userId;
+    const from = document.createElement('span');
+    from.className = 'from';
+    from.textContent = message.from.fullName || message.from.userId;
+    if (message.from.participantId === client.participantId) from.textContent += ' (you)';
+    const when = document.createElement('small');
+    when.textContent = ` ${new Date(message.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`;
+    from.append(when);
+    // textContent, never HTML: the text is whatever another participant typed.
+    const text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = message.text;
+    item.append(from, text);
+    if (client.mayDeleteChat(message)) {
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'delete';
+      remove.textContent = '×';
+      remove.title = 'Delete this message for everybody';
+      remove.setAttribute('aria-label', 'Delete message');
+      remove.addEventListener('click', () => deleteChat(client, message.messageId));
+      item.append(remove);
+    }
+    list.append(item);
+  }
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function showChatError(err) {
+  const box = $('chat-error');
+  box.hidden = !err;
+  box.textContent = err ? describe(err) : '';
+  if (err) box.dataset.code = err.code ?? '';
+  else delete box.dataset.code;
+}
+
+async function sendChat(event) {
+  event.preventDefault();
+  const client = state.client;
+  const input = $('chat-text');
+  if (!client || !input.value.trim()) return;
+  $('chat-send').disabled = true;
+  try {
+    await client.sendChat(input.value);
+    input.value = '';
+    showChatError(null);
+  } catch (err) {
+    // The text stays in the box, to shorten or send again.
+    showChatError(err);
+  } finally {
+    $('chat-send').disabled = false;
+    input.focus();
+  }
+}
+
+async function deleteChat(client, messageId) {
+  try {
+    await client.deleteChat(messageId);
+    showChatError(null);
+  } catch (err) {
+    showChatError(err);
+  }
+}
+
 // ---- stats ---------------------------------------------------------------------------
 
 /** The figures of one remote stream from its consumer's getStats(). */
@@ -679,6 +769,7 @@ $('join-form').addEventListener('submit', join);
 $('toggle-mic').addEventListener('click', () => toggle('audio'));
 $('toggle-camera').addEventListener('click', () => toggle('video'));
 $('leave').addEventListener('click', leave);
+$('chat-form').addEventListener('submit', sendChat);
 window.addEventListener('pagehide', () => state.client?.socket?.disconnect());
 setStatus('not connected', 'idle');
 if (params.get('autojoin') === '1') join();

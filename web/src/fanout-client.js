@@ -11,6 +11,8 @@
 //   const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
 //   for (const track of stream.getTracks()) await client.publish(track);
 //   ...
+//   client.on('chat-message', ({ from, text }) => say(from.fullName, text));
+//   await client.sendChat('hello');
 //   await client.leave();
 //
 // Requests use Socket.IO acknowledgements; a refusal rejects with a FanoutError carrying the
@@ -32,7 +34,11 @@
 //   'producer-score'       {producerId, scores: [{encodingIdx, rid, ssrc, score}]}   own producers, 0-10
 //   'participant-joined'   {participantId, userId, fullName, role, appData}
 //   'participant-left'     {participantId}
-//   'joined'               the join answer, also after an automatic rejoin
+//   'joined'               the join answer, also after an automatic rejoin; its `chat` is the
+//                          room's recent chat history, oldest first (also in client.chat)
+//   'chat-message'         {roomId, messageId, from: {participantId, userId, fullName, role}, text, at}
+//                          once per message, own ones included; `at` is ms since the epoch
+//   'chat-message-deleted' {roomId, messageId, by: {participantId, userId, fullName, role}}
 //   'rejoining'            {reason: 'room-migrated' | 'reconnected' | 'removed', code?}
 //   'rejoin-retrying'      {code, waitMs}  the rejoin's join was refused for now (the room is
 //                          being placed or moved: ROOM_PENDING, WORKER_UNAVAILABLE,
@@ -70,6 +76,9 @@ const MAX_RECOVERIES = 3;
  * fail a new one the same way, so it is reported, not replaced.
  */
 const SETUP_FAILURES = new Set(['ICE_TIMEOUT', 'DTLS_FAILED', 'DTLS_FINGERPRINT_MISMATCH']);
+
+/** Chat messages the client keeps (client.chat), the oldest dropped first. */
+const MAX_CHAT_MESSAGES = 1000;
 
 /** Room notifications kept while a join is in flight, at most (see `_early`). */
 const MAX_EARLY_EVENTS = 1000;
@@ -139,6 +148,10 @@ export class FanoutClient {
     this.producers = new Map();
     /** Remote tracks by producer id: {consumer, participantId, kind, appData}. */
     this.consumers = new Map();
+    /** The room's chat, oldest first: the history sent on join, then what was said since. */
+    this.chat = [];
+    // Whether this participant may delete anybody's chat message (the join answer says).
+    this._chatModerator = false;
     this._listeners = new Map();
     this._sendTransport = null;
     this._recvTransport = null;
@@ -327,6 +340,12 @@ export class FanoutClient {
       if (!this._inRoom(p) || !this.producers.has(p.producerId)) return;
       this._emit('producer-score', { producerId: p.producerId, scores: p.scores });
     });
+    onRoomEvent('chat-message', (p) => {
+      if (this._inRoom(p)) this._addChat(p);
+    });
+    onRoomEvent('chat-message-deleted', (p) => {
+      if (this._inRoom(p)) this._removeChat(p);
+    });
     onRoomEvent('producer-paused', (p) => this._remotePaused(p, true));
     onRoomEvent('producer-resumed', (p) => this._remotePaused(p, false));
     socket.on('room-migrated', (p) => {
@@ -443,6 +462,8 @@ export class FanoutClient {
     this.roomId = joined.roomId;
     this.participantId = joined.participantId;
     this.participants = new Map((joined.participants ?? []).map((p) => [p.participantId, p]));
+    this.chat = (joined.chat ?? []).slice(-MAX_CHAT_MESSAGES);
+    this._chatModerator = joined.chatModerator === true;
     const device = await Device.factory();
     await device.load({ routerRtpCapabilities: joined.mediasoup.rtpCapabilities });
     if (session !== this._session) return;
@@ -496,6 +517,8 @@ export class FanoutClient {
     this.roomId = null;
     this.participantId = null;
     this.participants = new Map();
+    this.chat = [];
+    this._chatModerator = false;
   }
 
   /** After a migration or a reconnect: join again and publish the same tracks again. */
@@ -544,6 +567,54 @@ export class FanoutClient {
         if (generation !== this._rejoinGeneration) throw new FanoutError('LEFT', 'left the room while rejoining', 'join-room');
       }
     }
+  }
+
+  // ---- chat --------------------------------------------------------------------------
+
+  /**
+   * Sends a chat message to the room; resolves with it as the room receives it (the server
+   * trims it and sets `from` from the token). Rejects with a FanoutError: CHAT_MESSAGE_EMPTY,
+   * CHAT_MESSAGE_TOO_LONG (over the server's limit, 2000 bytes of UTF-8 by default),
+   * RATE_LIMITED (more than a few in a row), NOT_IN_ROOM.
+   */
+  async sendChat(text) {
+    if (!this.roomId) throw new FanoutError('NOT_IN_ROOM', 'join a room first', 'chat-message');
+    const message = await this.request('chat-message', { roomId: this.roomId, text });
+    this._addChat(message);
+    return message;
+  }
+
+  /**
+   * Deletes a chat message of the room: one's own, or anybody's with a moderator role.
+   * Rejects with CHAT_DELETE_NOT_ALLOWED or CHAT_MESSAGE_NOT_FOUND.
+   */
+  async deleteChat(messageId) {
+    if (!this.roomId) throw new FanoutError('NOT_IN_ROOM', 'join a room first', 'delete-chat-message');
+    const deleted = await this.request('delete-chat-message', { roomId: this.roomId, messageId });
+    this._removeChat(deleted);
+    return deleted;
+  }
+
+  /** Whether this participant may delete `message`: its author, or a moderator. */
+  mayDeleteChat(message) {
+    const me = this.participants.get(this.participantId);
+    return this._chatModerator || (me !== undefined && message?.from?.userId === me.userId);
+  }
+
+  // The same message can come as an answer, as an event and in a join's history (one sent
+  // while the join was in flight): each is kept and reported once.
+  _addChat(message) {
+    if (!message?.messageId || this.chat.some((m) => m.messageId === message.messageId)) return;
+    this.chat.push(message);
+    if (this.chat.length > MAX_CHAT_MESSAGES) this.chat.shift();
+    this._emit('chat-message', message);
+  }
+
+  _removeChat(deleted) {
+    const index = this.chat.findIndex((m) => m.messageId === deleted?.messageId);
+    if (index < 0) return;
+    this.chat.splice(index, 1);
+    this._emit('chat-message-deleted', deleted);
   }
 
   // ---- transports --------------------------------------------------------------------

@@ -152,7 +152,7 @@ export async function startPageServer(secret, port) {
         sub: `${name}-${randomBytes(4).toString('hex')}`,
         name,
         email: `${name}@example.test`,
-        role: 'participant',
+        role: url.searchParams.get('role') || 'participant',
         exp: Math.floor(Date.now() / 1000) + 3600,
         ...(room ? { rooms: [room] } : {}),
       };
