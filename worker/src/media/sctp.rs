@@ -196,10 +196,17 @@ impl SctpSession {
         while let Some(event) = association.poll() {
             match event {
                 Event::Connected => self.connected = true,
-                Event::AssociationLost { .. } | Event::HandshakeFailed { .. } => self.connected = false,
+                Event::HandshakeFailed { .. } => self.connected = false,
+                // Despite its name, rtc-sctp emits this for one stream reset (RFC 6525: a data
+                // channel closed at either end), the other streams going on; the association
+                // itself being gone is `is_closed`, below.
+                Event::AssociationLost { .. } => {}
                 Event::Stream(StreamEvent::Readable { id }) => readable.push(id),
                 _ => {}
             }
+        }
+        if association.is_closed() {
+            self.connected = false;
         }
         // Streams the peer opened: nothing to set up (their reliability is in each chunk).
         while association.accept_stream().is_some() {}
@@ -403,6 +410,35 @@ mod tests {
         worker.send(0, ppid::BINARY, &Bytes::from_static(b"\x01\x02"), ordered, now).unwrap();
         pump(&mut browser, &mut worker, now);
         assert_eq!(messages(&mut browser), vec![SctpMessage { stream_id: 0, ppid: ppid::BINARY, payload: Bytes::from_static(b"\x01\x02") }]);
+    }
+
+    #[test]
+    fn a_reset_stream_leaves_the_other_streams_working_both_ways() {
+        let (mut browser, mut worker, now) = connected();
+        let ordered = StreamReliability { ordered: true, ..Default::default() };
+        let say = |text: &str| Bytes::from(text.to_owned());
+        // The browser's two data producers, and the worker's two data consumers towards it.
+        for stream in [0, 1] {
+            browser.send(stream, ppid::STRING, &say("before"), ordered, now).unwrap();
+            worker.send(stream, ppid::STRING, &say("before"), ordered, now).unwrap();
+        }
+        pump(&mut browser, &mut worker, now);
+        assert_eq!(messages(&mut worker).len(), 2);
+        assert_eq!(messages(&mut browser).len(), 2);
+        // Stream 0 closes on both sides (the browser closed its channel, the worker reset the
+        // consumer's stream), as a data producer's close does.
+        browser.close_stream(0, now);
+        worker.close_stream(0, now);
+        for _ in 0..5 {
+            pump(&mut browser, &mut worker, now);
+        }
+        browser.send(1, ppid::STRING, &say("after"), ordered, now).unwrap();
+        worker.send(1, ppid::STRING, &say("after"), ordered, now).unwrap();
+        for _ in 0..5 {
+            pump(&mut browser, &mut worker, now);
+        }
+        assert_eq!(messages(&mut worker).iter().map(|m| (m.stream_id, m.payload.clone())).collect::<Vec<_>>(), vec![(1, say("after"))]);
+        assert_eq!(messages(&mut browser).iter().map(|m| (m.stream_id, m.payload.clone())).collect::<Vec<_>>(), vec![(1, say("after"))]);
     }
 
     #[test]
