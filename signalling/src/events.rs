@@ -173,6 +173,10 @@ pub struct CreateTransport {
     /// channels (`produce-data`, `consume-data`); its answer then has `sctpParameters`.
     #[serde(default)]
     pub sctp_capabilities: Option<SctpCapabilities>,
+    /// mediasoup's `enableSctp`: data channels with the default stream counts, for clients
+    /// with no `sctpCapabilities` to send (mediasoup-client 3.24 dropped them).
+    #[serde(default)]
+    pub enable_sctp: bool,
 }
 
 /// `produce-data` (mediasoup-client's `producedata` event).

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use fanout_worker::api::{
     ConsumeDataRequest, ConsumeRequest, JoinRequest, ProduceDataRequest, ProduceRequest, SetPreferredLayersRequest,
 };
-use fanout_worker::room::{AppData, ConsumeDataOptions, Direction, JoinResponse, PeerId, PeerInfo, ProduceDataOptions};
+use fanout_worker::room::{
+    AppData, ConsumeDataOptions, Direction, JoinResponse, PeerId, PeerInfo, ProduceDataOptions, SctpCapabilities,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use crate::replicas::{SocketRef, peer_channel};
@@ -377,7 +379,7 @@ impl Signalling {
                 &session.peer,
                 request.direction,
                 &request.protocols,
-                request.sctp_capabilities.as_ref(),
+                SctpCapabilities::requested(request.sctp_capabilities, request.enable_sctp).as_ref(),
             )
             .await?;
         connection.update(&session, |s| {

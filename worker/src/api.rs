@@ -190,6 +190,10 @@ pub struct CreateTransportRequest {
     /// transport, whose answer then carries `sctpParameters` (mediasoup's `enableSctp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sctp_capabilities: Option<SctpCapabilities>,
+    /// mediasoup's `enableSctp`: SCTP with the default stream counts when no
+    /// `sctpCapabilities` are given (mediasoup-client 3.24 has none to give).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_sctp: bool,
 }
 
 /// `POST /v1/rooms/{room}/data-producers`: the peer and its [`ProduceDataOptions`].

@@ -261,6 +261,7 @@ impl WorkerClient {
             direction,
             protocols: *protocols,
             sctp_capabilities: sctp.copied(),
+            enable_sctp: false,
         };
         self.post(endpoint, room_url(endpoint, room, "/transports")?, &body)
             .await

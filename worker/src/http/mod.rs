@@ -77,7 +77,9 @@ use crate::api::{
     SetPreferredLayersRequest, WorkerStats,
 };
 use crate::control::ControlPlane;
-use crate::room::{ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, RoomEvent, RoomId, TransportId};
+use crate::room::{
+    ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, RoomEvent, RoomId, SctpCapabilities, TransportId,
+};
 
 pub use error::{ApiError, JsonBody, PathArgs};
 pub use metrics::Metrics;
@@ -404,7 +406,7 @@ async fn create_transport(
     created(
         state
             .control
-            .create_transport_with_sctp(&room, &body.peer_id, body.direction, &body.protocols, body.sctp_capabilities.as_ref())?,
+            .create_transport_with_sctp(&room, &body.peer_id, body.direction, &body.protocols, SctpCapabilities::requested(body.sctp_capabilities, body.enable_sctp).as_ref())?,
     )
 }
 

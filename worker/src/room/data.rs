@@ -45,6 +45,19 @@ pub struct SctpCapabilities {
     pub num_streams: NumSctpStreams,
 }
 
+impl SctpCapabilities {
+    /// What a client that asks for SCTP without saying its stream counts gets: mediasoup's
+    /// default `numSctpStreams`. mediasoup-client 3.24 has no `device.sctpCapabilities` any
+    /// more; its apps send mediasoup's `enableSctp: true` alone.
+    pub const DEFAULT: SctpCapabilities = SctpCapabilities { num_streams: NumSctpStreams { os: 1024, mis: 1024 } };
+
+    /// The capabilities a create-transport asks SCTP with: the ones given, else the default
+    /// when `enable_sctp` is set, else none (a transport without data channels).
+    pub fn requested(given: Option<SctpCapabilities>, enable_sctp: bool) -> Option<SctpCapabilities> {
+        given.or(enable_sctp.then_some(SctpCapabilities::DEFAULT))
+    }
+}
+
 /// Stream counts: outgoing (`OS`) and most incoming (`MIS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumSctpStreams {
@@ -258,5 +271,14 @@ mod tests {
         assert_eq!(json, serde_json::json!({"port": 5000, "OS": 1024, "MIS": 1024, "maxMessageSize": 262144}));
         let caps: SctpCapabilities = serde_json::from_value(serde_json::json!({"numStreams": {"OS": 1024, "MIS": 1024}})).unwrap();
         assert_eq!(caps.num_streams, NumSctpStreams { os: 1024, mis: 1024 });
+    }
+
+    #[test]
+    fn enable_sctp_alone_asks_for_the_default_streams_and_given_capabilities_win() {
+        let small = SctpCapabilities { num_streams: NumSctpStreams { os: 16, mis: 16 } };
+        assert_eq!(SctpCapabilities::requested(None, true), Some(SctpCapabilities::DEFAULT));
+        assert_eq!(SctpCapabilities::requested(Some(small), true), Some(small));
+        assert_eq!(SctpCapabilities::requested(Some(small), false), Some(small));
+        assert_eq!(SctpCapabilities::requested(None, false), None);
     }
 }
