@@ -13,6 +13,9 @@
 //   ...
 //   client.on('chat-message', ({ from, text }) => say(from.fullName, text));
 //   await client.sendChat('hello');
+//   const channel = await client.publishData({ label: 'reactions' });   // a data channel
+//   client.on('data-message', ({ participantId, label, data }) => react(participantId, data));
+//   channel.send('👍');
 //   await client.leave();
 //
 // Requests use Socket.IO acknowledgements; a refusal rejects with a FanoutError carrying the
@@ -59,6 +62,13 @@
 //                          goes to 'error')
 //   'republished'          {producer, previousProducerId, kind}  a track published again on a
 //                          new transport (after 'transport-closed' or a rejoin)
+//   'remote-data'          {participantId, dataProducerId, dataConsumerId, label, protocol, appData, dataConsumer}
+//                          another participant's data channel (publishData) is subscribed to
+//   'data-message'         {participantId, dataProducerId, label, protocol, data}  a message on one
+//                          (data: a string, or an ArrayBuffer for binary messages)
+//   'remote-data-ended'    {participantId, dataProducerId, reason}  its publisher closed it or left
+//   'data-closed'          {dataProducer, reason}  one of our own data channels closed without
+//                          unpublishData (its transport closed, or the room was left/rejoined)
 //   'disconnected'         {reason}            the connection ended and will not come back
 //   'error'                FanoutError         something the client did on its own failed
 
@@ -79,6 +89,9 @@ const SETUP_FAILURES = new Set(['ICE_TIMEOUT', 'DTLS_FAILED', 'DTLS_FINGERPRINT_
 
 /** Chat messages the client keeps (client.chat), the oldest dropped first. */
 const MAX_CHAT_MESSAGES = 1000;
+
+/** The server's data-consumer-closed reasons as 'remote-data-ended' gives them. */
+const DATA_CLOSE_REASONS = { producerClosed: 'producer-closed', transportClosed: 'transport-closed' };
 
 /** Room notifications kept while a join is in flight, at most (see `_early`). */
 const MAX_EARLY_EVENTS = 1000;
@@ -148,6 +161,13 @@ export class FanoutClient {
     this.producers = new Map();
     /** Remote tracks by producer id: {consumer, participantId, kind, appData}. */
     this.consumers = new Map();
+    /** Own data channels (mediasoup DataProducers) by data producer id. */
+    this.dataProducers = new Map();
+    /**
+     * Other participants' data channels by data producer id: {dataConsumer, participantId,
+     * label, protocol, appData}, or {pending: true, ...} while subscribing.
+     */
+    this.dataConsumers = new Map();
     /** The room's chat, oldest first: the history sent on join, then what was said since. */
     this.chat = [];
     // Whether this participant may delete anybody's chat message (the join answer says).
@@ -296,6 +316,9 @@ export class FanoutClient {
       for (const [producerId, entry] of this.consumers) {
         if (entry.participantId === p.participantId) this._dropConsumer(producerId, 'participant-left');
       }
+      for (const [dataProducerId, entry] of this.dataConsumers) {
+        if (entry.participantId === p.participantId) this._dropDataConsumer(dataProducerId, 'participant-left');
+      }
       this.participants.delete(p.participantId);
       this._emit('participant-left', { participantId: p.participantId });
     });
@@ -339,6 +362,16 @@ export class FanoutClient {
     socket.on('producer-score', (p) => {
       if (!this._inRoom(p) || !this.producers.has(p.producerId)) return;
       this._emit('producer-score', { producerId: p.producerId, scores: p.scores });
+    });
+    onRoomEvent('new-data-producer', (p) => {
+      if (!this._inRoom(p) || p.participantId === this.participantId) return;
+      this._subscribeData(p, this._session);
+    });
+    onRoomEvent('data-producer-closed', (p) => {
+      if (this._inRoom(p)) this._dropDataConsumer(p.dataProducerId, 'producer-closed');
+    });
+    socket.on('data-consumer-closed', (p) => {
+      if (this._inRoom(p)) this._dropDataConsumer(p.dataProducerId, DATA_CLOSE_REASONS[p.reason] ?? 'consumer-closed');
     });
     onRoomEvent('chat-message', (p) => {
       if (this._inRoom(p)) this._addChat(p);
@@ -474,6 +507,11 @@ export class FanoutClient {
       if (participantId === this.participantId) continue;
       this._subscribe({ ...producer, participantId }, session);
     }
+    for (const dataProducer of joined.mediasoup.dataProducers ?? []) {
+      const participantId = dataProducer.participantId ?? dataProducer.peerId;
+      if (participantId === this.participantId) continue;
+      this._subscribeData({ ...dataProducer, participantId }, session);
+    }
   }
 
   /** Leaves the room: closes every transport, producer and consumer of this participant. */
@@ -507,8 +545,10 @@ export class FanoutClient {
     this._orphaned.clear();
     this._failed.clear();
     for (const producerId of [...this.consumers.keys()]) this._dropConsumer(producerId, reason);
+    for (const dataProducerId of [...this.dataConsumers.keys()]) this._dropDataConsumer(dataProducerId, reason);
     for (const producer of this.producers.values()) producer.close();
     this.producers.clear();
+    for (const dataProducer of [...this.dataProducers.values()]) this._dataProducerGone(dataProducer, reason);
     this._sendTransport?.close();
     this._recvTransport?.close();
     this._sendTransport = this._recvTransport = null;
@@ -617,6 +657,91 @@ export class FanoutClient {
     this._emit('chat-message-deleted', deleted);
   }
 
+  // ---- data channels -----------------------------------------------------------------
+
+  /**
+   * Opens a data channel to the room (mediasoup's `produceData`): every other participant's
+   * client subscribes to it and emits 'data-message' for each message sent on it.
+   * @param {object} [options] `label`, `protocol`, `appData` (shown to the others), and its
+   *   reliability: `ordered` (default true), or unreliable with `maxRetransmits` or
+   *   `maxPacketLifeTime` (ms). Messages are at most 256 KiB, a few hundred a second.
+   * @returns {Promise<import('mediasoup-client').types.DataProducer>} `send(string | ArrayBuffer)`
+   */
+  async publishData(options = {}) {
+    const { label = '', protocol = '', appData = {}, ...reliability } = options;
+    const transport = await this._transport('send');
+    const dataProducer = await transport.produceData({ label, protocol, appData, ...reliability });
+    this.dataProducers.set(dataProducer.id, dataProducer);
+    return dataProducer;
+  }
+
+  /** Closes one of our data channels: the others see 'remote-data-ended'. */
+  async unpublishData(dataProducer) {
+    this.dataProducers.delete(dataProducer.id);
+    dataProducer.close();
+    await this.request('close-data-producer', { roomId: this.roomId, dataProducerId: dataProducer.id });
+  }
+
+  _dataProducerGone(dataProducer, reason) {
+    if (!this.dataProducers.delete(dataProducer.id)) return;
+    dataProducer.close();
+    this._emit('data-closed', { dataProducer, reason });
+  }
+
+  async _subscribeData({ dataProducerId, participantId, label = '', protocol = '', appData = {} }, session) {
+    if (this.dataConsumers.has(dataProducerId)) return;
+    let mine = { pending: true, participantId, label, protocol, appData };
+    this.dataConsumers.set(dataProducerId, mine);
+    const current = () => session === this._session && this.dataConsumers.get(dataProducerId) === mine;
+    let transport;
+    try {
+      transport = await this._transport('recv');
+      if (!current()) return;
+      const created = await this.request('consume-data', { roomId: this.roomId, transportId: transport.id, dataProducerId });
+      if (!current()) return;
+      const dataConsumer = await transport.consumeData({
+        id: created.id ?? created.dataConsumerId,
+        dataProducerId,
+        sctpStreamParameters: created.sctpStreamParameters,
+        label: created.label ?? label,
+        protocol: created.protocol ?? protocol,
+        appData: { participantId, ...appData },
+      });
+      if (!current()) {
+        dataConsumer.close();
+        return;
+      }
+      mine = { dataConsumer, participantId, label: dataConsumer.label, protocol: dataConsumer.protocol, appData };
+      this.dataConsumers.set(dataProducerId, mine);
+      dataConsumer.binaryType = 'arraybuffer';
+      dataConsumer.on('message', (data) => {
+        this._emit('data-message', { participantId, dataProducerId, label: dataConsumer.label, protocol: dataConsumer.protocol, data });
+      });
+      this._emit('remote-data', {
+        participantId,
+        dataProducerId,
+        dataConsumerId: dataConsumer.id,
+        label: dataConsumer.label,
+        protocol: dataConsumer.protocol,
+        appData,
+        dataConsumer,
+      });
+    } catch (err) {
+      const superseded = !current();
+      if (!superseded) this.dataConsumers.delete(dataProducerId);
+      if (!superseded && !transport?.closed && err?.code !== 'DATA_PRODUCER_NOT_FOUND') this._fail(err);
+    }
+  }
+
+  _dropDataConsumer(dataProducerId, reason) {
+    const entry = this.dataConsumers.get(dataProducerId);
+    if (!entry) return;
+    this.dataConsumers.delete(dataProducerId);
+    if (entry.pending) return;
+    entry.dataConsumer.close();
+    this._emit('remote-data-ended', { participantId: entry.participantId, dataProducerId, reason });
+  }
+
   // ---- transports --------------------------------------------------------------------
 
   _transport(direction) {
@@ -636,7 +761,16 @@ export class FanoutClient {
     const roomId = this.roomId;
     const device = this.device;
     if (!device) throw new FanoutError('NOT_IN_ROOM', 'join a room first', 'create-transport');
-    const created = await this.request('create-transport', { roomId, direction, ...this._transportProtocols });
+    // With SCTP every transport can carry data channels; the worker holds no SCTP state for
+    // one until the browser opens the association (its first data channel). mediasoup-client
+    // 3.24 has no sctpCapabilities to send: enableSctp asks for the default stream counts.
+    const created = await this.request('create-transport', {
+      roomId,
+      direction,
+      enableSctp: true,
+      ...(device.sctpCapabilities ? { sctpCapabilities: device.sctpCapabilities } : {}),
+      ...this._transportProtocols,
+    });
     if (device !== this.device) throw new FanoutError('LEFT', 'left the room meanwhile', 'create-transport');
     const options = {
       id: created.transportId ?? created.id,
@@ -647,6 +781,7 @@ export class FanoutClient {
       // worker's UDP and TCP ports (docs/protocol.md, ICE over TCP and TURN).
       iceServers: created.iceServers ?? [],
       ...(created.iceTransportPolicy ? { iceTransportPolicy: created.iceTransportPolicy } : {}),
+      ...(created.sctpParameters ? { sctpParameters: created.sctpParameters } : {}),
     };
     const transport = direction === 'send' ? device.createSendTransport(options) : device.createRecvTransport(options);
     transport.on('connect', ({ dtlsParameters }, callback, errback) => {
@@ -658,6 +793,11 @@ export class FanoutClient {
       transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
         this.request('produce', { roomId, transportId: transport.id, kind, rtpParameters, appData })
           .then((answer) => callback({ id: answer.id ?? answer.producerId }))
+          .catch(errback);
+      });
+      transport.on('producedata', ({ sctpStreamParameters, label, protocol, appData }, callback, errback) => {
+        this.request('produce-data', { roomId, transportId: transport.id, sctpStreamParameters, label, protocol, appData })
+          .then((answer) => callback({ id: answer.id ?? answer.dataProducerId }))
           .catch(errback);
       });
     }
@@ -717,11 +857,18 @@ export class FanoutClient {
     const subscribed = new Map(this._orphaned);
     this._orphaned.clear();
     for (const [producerId, e] of this.consumers) subscribed.set(producerId, subscription(producerId, e));
+    const subscribedData = [...this.dataConsumers.entries()].map(([dataProducerId, e]) => dataSubscription(dataProducerId, e));
     this._forgetTransport(direction);
     transport.close();
     if (direction === 'recv') {
       // Subscriptions still on their way on the closed transport: their replacements below.
       for (const [producerId, entry] of [...this.consumers]) if (entry.pending) this.consumers.delete(producerId);
+      // Data channels on it closed with it, quietly: they are subscribed to again below.
+      for (const entry of this.dataConsumers.values()) entry.dataConsumer?.close();
+      this.dataConsumers.clear();
+    } else {
+      // An own data channel is the app's object: it is told, and publishes again if it wants.
+      for (const dataProducer of [...this.dataProducers.values()]) this._dataProducerGone(dataProducer, 'transport-closed');
     }
     if (++this._recoveries[direction] > MAX_RECOVERIES) {
       this._fail(new FanoutError(code ?? 'TRANSPORT_CLOSED', `the ${direction} media connection keeps closing (${reason || code}); leave and join again`, 'connect-transport'));
@@ -733,6 +880,7 @@ export class FanoutClient {
       if (session !== this._session) return;
       if (direction === 'recv') {
         for (const p of subscribed.values()) this._subscribe(p, session);
+        for (const p of subscribedData) this._subscribeData(p, session);
         return;
       }
       (async () => {
@@ -958,6 +1106,11 @@ export class FanoutClient {
         layerState: e.layerState ?? null,
       }));
   }
+}
+
+/** What `_subscribeData` needs to subscribe to a data producer again, from a dataConsumers entry. */
+function dataSubscription(dataProducerId, entry) {
+  return { dataProducerId, participantId: entry.participantId, label: entry.label, protocol: entry.protocol, appData: entry.appData };
 }
 
 /** What `_subscribe` needs to subscribe to a producer again, from a consumers entry. */
