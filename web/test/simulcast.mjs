@@ -1,6 +1,7 @@
 // Simulcast and SVC in real Chromium with the stock mediasoup-client (issue 14): a publisher
 // sends its camera as three VP8 simulcast encodings, or as one VP9 L3T3_KEY encoding, and
-// each subscriber gets one stream of the layer chosen for it.
+// each subscriber gets one stream of the layer chosen for it; an H264 L1T3 publisher's
+// temporal layers are dropped for a subscriber that asks for fewer.
 //
 //   node --test web/test/simulcast.mjs      (scripts/test-web.sh installs and builds what it needs)
 //
@@ -140,4 +141,55 @@ scenario('a VP8 publisher with three simulcast encodings: each subscriber gets t
 
 scenario('a VP9 L3T3_KEY publisher: each subscriber gets the spatial layers it asks for', async (open) => {
   await layersPerSubscriber(open, 'vp9', { codec: 'VP9', scalabilityMode: 'L3T3_KEY' });
+});
+
+/** Frames `viewer` decodes of `publisherId`'s video per second, over `ms` (from framesDecoded). */
+async function decodedFps(viewer, publisherId, ms = 3000) {
+  const a = await videoFrom(viewer, publisherId);
+  const t0 = Date.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = await videoFrom(viewer, publisherId);
+  return ((b.framesDecoded - a.framesDecoded) * 1000) / (Date.now() - t0);
+}
+
+scenario('an H264 L1T3 publisher: a subscriber asking for temporal layer 0 gets a quarter of the frame rate', async (open) => {
+  // Debian's Chromium encodes H264 with OpenH264, which makes temporal layers; their ids reach
+  // the worker in the dependency descriptor header extension (H264 has no payload descriptor
+  // carrying them), and the worker drops the upper layers for a subscriber that asks.
+  const name = room('h264t');
+  const ada = await open('ada', { room: name, width: 640, height: 360, codec: 'H264', scalabilityMode: 'L1T3' });
+  await ada.join();
+  const adaId = await ada.participantId();
+  const bob = await open('bob', { room: name, publish: '0' });
+  await bob.join();
+  const carol = await open('carol', { room: name, publish: '0' });
+  await carol.join();
+  await watch(carol, adaId, (r) => r.framesDecoded > 60, { what: 'carol decodes ada' });
+  const row = await videoFrom(carol, adaId);
+  assert.match(row.codec ?? '', /H264/i, `the call runs H264: ${JSON.stringify(row)}`);
+  const [sent] = await outbound(ada);
+  assert.equal(sent?.scalabilityMode, 'L1T3', `Chromium encodes L1T3: ${JSON.stringify(sent)}`);
+
+  const full = await decodedFps(carol, adaId);
+  const producerId = await videoProducerOf(carol, adaId);
+  const kept = await carol.page.evaluate((id) => window.fanoutDemo.client.setPreferredLayers(id, { spatialLayer: 0, temporalLayer: 0 }), producerId);
+  assert.equal(kept.temporalLayer, 0, `the preference is kept: ${JSON.stringify(kept)}`);
+  // The change takes effect at once (temporal layer 0 frames are decodable on their own).
+  await new Promise((r) => setTimeout(r, 1000));
+  const since = await videoFrom(carol, adaId);
+  const reduced = await decodedFps(carol, adaId);
+  const steady = await watch(carol, adaId, (r) => r.framesDecoded > since.framesDecoded + 10, { what: 'carol goes on decoding layer 0', since });
+  const bobFps = await decodedFps(bob, adaId);
+  console.log(`figure: H264 L1T3 decoded fps: all layers ${full.toFixed(1)}, temporal layer 0 ${reduced.toFixed(1)}, the other subscriber meanwhile ${bobFps.toFixed(1)}`);
+  assert.ok(full > 12, `all layers decode at a camera's rate: ${full}`);
+  assert.ok(reduced < full * 0.4 && reduced > full * 0.12, `layer 0 is about a quarter of the rate: ${reduced} of ${full}`);
+  assert.ok(bobFps > full * 0.7, `bob keeps every layer: ${bobFps} of ${full}`);
+  assert.ok(steady.longestStallMs < 2000, `no freeze at layer 0 (${steady.longestStallMs} ms)`);
+  assert.equal(steady.framesDropped, 0, 'the decoder drops nothing: what it gets is a whole temporal layer');
+
+  await carol.page.evaluate((id) => window.fanoutDemo.client.setPreferredLayers(id, { spatialLayer: 0, temporalLayer: 2 }), producerId);
+  await new Promise((r) => setTimeout(r, 1000));
+  const back = await decodedFps(carol, adaId);
+  console.log(`figure: H264 L1T3 back at temporal layer 2: ${back.toFixed(1)} fps`);
+  assert.ok(back > full * 0.7, `every layer again: ${back} of ${full}`);
 });
