@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Participant, assertReceivesFrom, eventually, launchBrowser, sleep } from '../testing/browser.mjs';
+import { Participant, assertReceivesFrom, eventually, launchBrowser, longestGap, sleep, watchDecoding } from '../testing/browser.mjs';
 import { Child, binary, freePort, startPageServer, waitHealthy } from '../testing/product.mjs';
 import { figure } from '../testing/suite.mjs';
 
@@ -134,45 +134,6 @@ function logs() {
   return cluster.children.map((c) => `--- ${c.name} (${c.logPath})\n${c.tail(40)}`).join('\n');
 }
 
-/**
- * Samples what `viewer` decodes of `sender`'s video every SAMPLE_MS until stopped. The sender is
- * found by its current participant id (it changes when the sender rejoins); progress is a
- * sample whose framesDecoded grew on the same consumer, or a new consumer with frames.
- */
-function watchVideo(viewer, sender) {
-  const progress = [];
-  let last = null;
-  let running = true;
-  const done = (async () => {
-    while (running) {
-      const at = Date.now();
-      const [rows, id] = await Promise.all([viewer.stats().catch(() => []), sender.participantId().catch(() => null)]);
-      const row = rows.find((r) => r.participantId === id && r.kind === 'video');
-      if (row) {
-        const grew = last && last.consumerId === row.consumerId ? row.framesDecoded > last.framesDecoded : row.framesDecoded > 0;
-        if (grew) progress.push(at);
-        last = row;
-      }
-      await sleep(SAMPLE_MS);
-    }
-  })();
-  return {
-    progress,
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
-}
-
-/** The longest time between two progress samples from `from` on, ms. */
-function longestGap(times, from) {
-  const after = times.filter((t) => t >= from);
-  let gap = 0;
-  for (let i = 1; i < after.length; i++) gap = Math.max(gap, after[i] - after[i - 1]);
-  return after.length ? gap : Infinity;
-}
-
 /** Records the client's `rejoining` events (with when) on the page. */
 function recordRejoins(participant) {
   return participant.page.evaluate(() => {
@@ -216,10 +177,10 @@ async function drill(signal, stopped) {
     const oldIds = new Map();
     for (const p of [ada, bob, carol, dave]) oldIds.set(p, await p.participantId());
     const watches = {
-      adaFromBob: watchVideo(ada, bob),
-      bobFromAda: watchVideo(bob, ada),
-      carolFromDave: watchVideo(carol, dave),
-      daveFromCarol: watchVideo(dave, carol),
+      adaFromBob: watchDecoding(ada, bob, { intervalMs: SAMPLE_MS }),
+      bobFromAda: watchDecoding(bob, ada, { intervalMs: SAMPLE_MS }),
+      carolFromDave: watchDecoding(carol, dave, { intervalMs: SAMPLE_MS }),
+      daveFromCarol: watchDecoding(dave, carol, { intervalMs: SAMPLE_MS }),
     };
     const watchedFrom = Date.now();
     await sleep(2000);

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Participant, assertReceivesFrom, eventually, launchBrowser, launchKillableBrowser, sleep } from '../testing/browser.mjs';
+import { Participant, assertReceivesFrom, eventually, launchBrowser, launchKillableBrowser, longestGap, sleep, watchDecoding } from '../testing/browser.mjs';
 import { Child, binary, freePort, startPageServer, waitHealthy } from '../testing/product.mjs';
 import { figure } from '../testing/suite.mjs';
 
@@ -161,48 +161,6 @@ function logs() {
   return cluster.children.map((c) => `--- ${c.name} (${c.logPath})\n${c.tail(40)}`).join('\n');
 }
 
-/**
- * Samples what `viewer` decodes of each sender's video every 200 ms until stopped. A sender is
- * found by its current participant id (`senderId()`, which changes when it rejoins); progress is
- * a sample whose framesDecoded grew on the same consumer, or a new consumer with frames.
- */
-function watchVideo(viewer, senders) {
-  const progress = new Map(senders.map(({ name }) => [name, []]));
-  const last = new Map();
-  let running = true;
-  const done = (async () => {
-    while (running) {
-      const at = Date.now();
-      const rows = await viewer.stats().catch(() => []);
-      for (const { name, senderId } of senders) {
-        const id = await senderId().catch(() => null);
-        const row = rows.find((r) => r.participantId === id && r.kind === 'video');
-        if (!row) continue;
-        const before = last.get(name);
-        const grew = before && before.consumerId === row.consumerId ? row.framesDecoded > before.framesDecoded : row.framesDecoded > 0;
-        if (grew) progress.get(name).push(at);
-        last.set(name, row);
-      }
-      await sleep(200);
-    }
-  })();
-  return {
-    progress,
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
-}
-
-/** The longest time between two progress samples from `from` on, ms. */
-function longestGap(times, from) {
-  const after = times.filter((t) => t >= from);
-  let gap = 0;
-  for (let i = 1; i < after.length; i++) gap = Math.max(gap, after[i] - after[i - 1]);
-  return after.length ? gap : Infinity;
-}
-
 /** The worker's counters that a participant leaving must bring back down. */
 async function workerCounters() {
   const { peers, transports, producers, consumers } = await (await fetch(`${cluster.workerUrl}/v1/stats`)).json();
@@ -285,10 +243,11 @@ test('a killed signalling replica: its browsers rejoin through the other, the ot
     }
     const oldIds = { carol: await carol.participantId(), dave: await dave.participantId() };
 
-    const idOf = (p) => () => p.participantId();
-    const adaSees = watchVideo(ada, [{ name: 'bob', senderId: idOf(bob) }, { name: 'carol', senderId: idOf(carol) }]);
-    const bobSees = watchVideo(bob, [{ name: 'ada', senderId: idOf(ada) }]);
-    const carolSees = watchVideo(carol, [{ name: 'ada', senderId: idOf(ada) }]);
+    const every = { intervalMs: 200 };
+    const adaSeesBob = watchDecoding(ada, bob, every);
+    const adaSeesCarol = watchDecoding(ada, carol, every);
+    const bobSeesAda = watchDecoding(bob, ada, every);
+    const carolSeesAda = watchDecoding(carol, ada, every);
     await sleep(1500);
 
     const killedAt = Date.now();
@@ -316,12 +275,12 @@ test('a killed signalling replica: its browsers rejoin through the other, the ot
     }
     const ghostsGoneMs = (await ghostsGone) - killedAt;
     await sleep(1000);
-    await Promise.all([adaSees.stop(), bobSees.stop(), carolSees.stop()]);
+    await Promise.all([adaSeesBob, adaSeesCarol, bobSeesAda, carolSeesAda].map((w) => w.stop()));
 
     // Between browsers on the surviving replica, media never stalled.
     const from = killedAt - 1000;
-    const adaFromBob = longestGap(adaSees.progress.get('bob'), from);
-    const bobFromAda = longestGap(bobSees.progress.get('ada'), from);
+    const adaFromBob = longestGap(adaSeesBob.progress, from);
+    const bobFromAda = longestGap(bobSeesAda.progress, from);
     figure('longest gap in ada decoding bob (both on the surviving replica) across the kill', adaFromBob);
     figure('longest gap in bob decoding ada (both on the surviving replica) across the kill', bobFromAda);
     // The gap is a figure (a loaded machine's browsers lengthen it); 5 s without a frame
@@ -333,8 +292,8 @@ test('a killed signalling replica: its browsers rejoin through the other, the ot
       const before = times.filter((t) => t <= killedAt).at(-1) ?? killedAt;
       return longestGap(times, before);
     };
-    figure('carol (killed replica) decoding ada: last frame before -> first frame after', disruption(carolSees.progress.get('ada')));
-    figure('ada decoding carol (killed replica): last frame before -> first frame after', disruption(adaSees.progress.get('carol')));
+    figure('carol (killed replica) decoding ada: last frame before -> first frame after', disruption(carolSeesAda.progress));
+    figure('ada decoding carol (killed replica): last frame before -> first frame after', disruption(adaSeesCarol.progress));
     figure('kill -> the killed replica\'s old participants gone from the room', ghostsGoneMs);
   } catch (err) {
     err.message += `\n${people.map((p) => p.diagnostics()).join('\n')}\n${logs()}`;

@@ -235,3 +235,43 @@ export async function assertReceivesFrom(viewer, senders, { timeoutMs = 30000, v
   );
   return rows;
 }
+
+/**
+ * Samples what `viewer` decodes of `sender`'s video every `intervalMs` until `stop()`:
+ * `progress` holds the times (ms since the epoch) of the samples that saw new frames. The
+ * sender is found by its current participant id (it changes when it rejoins); a sample is
+ * progress when framesDecoded grew on the same consumer, or a new consumer has frames.
+ */
+export function watchDecoding(viewer, sender, { intervalMs = 250 } = {}) {
+  const progress = [];
+  let last = null;
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const at = Date.now();
+      const [rows, id] = await Promise.all([viewer.stats().catch(() => []), sender.participantId().catch(() => null)]);
+      const row = rows.find((r) => r.participantId === id && r.kind === 'video');
+      if (row) {
+        const grew = last && last.consumerId === row.consumerId ? row.framesDecoded > last.framesDecoded : row.framesDecoded > 0;
+        if (grew) progress.push(at);
+        last = row;
+      }
+      await sleep(intervalMs);
+    }
+  })();
+  return {
+    progress,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+/** The longest time between two of `times` (ascending) from `from` on, ms; Infinity if none. */
+export function longestGap(times, from) {
+  const after = times.filter((t) => t >= from);
+  let gap = 0;
+  for (let i = 1; i < after.length; i++) gap = Math.max(gap, after[i] - after[i - 1]);
+  return after.length ? gap : Infinity;
+}

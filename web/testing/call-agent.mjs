@@ -23,7 +23,7 @@
 
 import { createInterface } from 'node:readline';
 
-import { Participant, assertReceivesFrom, launchBrowser, sleep } from './browser.mjs';
+import { Participant, assertReceivesFrom, launchBrowser, watchDecoding } from './browser.mjs';
 import { freePort, startPageServer } from './product.mjs';
 
 const SAMPLE_MS = 250;
@@ -47,31 +47,12 @@ const browser = await launchBrowser();
 /** Open pages by participant name. */
 const people = new Map();
 const progress = new Map();
-let watching = false;
-let watchers = [];
+const watchers = [];
 
 function person(name) {
   const p = people.get(name);
   if (!p) throw new Error(`no participant ${name}`);
   return p;
-}
-
-/** Samples what `viewer` decodes of `sender`'s video (found by its current participant id). */
-async function watch(viewer, sender) {
-  const times = [];
-  progress.set(`${viewer.name}<-${sender.name}`, times);
-  let last = null;
-  while (watching) {
-    const at = Date.now();
-    const [rows, id] = await Promise.all([viewer.stats().catch(() => []), sender.participantId().catch(() => null)]);
-    const row = rows.find((r) => r.participantId === id && r.kind === 'video');
-    if (row) {
-      const grew = last && last.consumerId === row.consumerId ? row.framesDecoded > last.framesDecoded : row.framesDecoded > 0;
-      if (grew) times.push(at);
-      last = row;
-    }
-    await sleep(SAMPLE_MS);
-  }
 }
 
 const commands = {
@@ -92,8 +73,11 @@ const commands = {
         window.fanoutDemo.client.on('rejoining', (e) => window.drillRejoins.push({ ...e, at: Date.now() }));
       });
     }
-    watching = true;
-    watchers = pairs.map(([viewer, sender]) => watch(person(viewer), person(sender)));
+    for (const [viewer, sender] of pairs) {
+      const watcher = watchDecoding(person(viewer), person(sender), { intervalMs: SAMPLE_MS });
+      progress.set(`${viewer}<-${sender}`, watcher.progress);
+      watchers.push(watcher);
+    }
     return {};
   },
   async report() {
@@ -134,8 +118,7 @@ lines.on('line', (line) => {
 });
 lines.on('close', async () => {
   await queue;
-  watching = false;
-  await Promise.all(watchers);
+  await Promise.all(watchers.map((w) => w.stop()));
   await Promise.all([...people.values()].map((p) => p.close().catch(() => {})));
   await browser.close();
   await new Promise((r) => pages.close(r));
