@@ -368,3 +368,60 @@ pub struct ConsumerStats {
     /// Bits per second over the last second.
     pub bitrate: u64,
 }
+
+/// `POST /v1/rooms/{room}/recordings`: start recording the room's producers under this id
+/// (the same rules as other ids). Posting an id that exists answers its current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRecordingRequest {
+    pub recording_id: String,
+}
+
+/// Where a recording is: `recording` while files are written, `stopped` once every file is
+/// finalised, `failed` after a write error (its files are closed as they were).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    Recording,
+    Stopped,
+    Failed,
+}
+
+/// One producer's file of a recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingFile {
+    /// The file's name (`<producerId>.<container>`).
+    pub name: String,
+    /// Its path relative to the worker's recording directory: `<roomId>/<recordingId>/<name>`.
+    pub path: String,
+    pub producer_id: ProducerId,
+    pub kind: MediaKind,
+    /// The codec as RTP names it: `VP8`, `VP9`, `opus`.
+    pub codec: String,
+    /// `webm` (the only container written so far).
+    pub container: String,
+    /// Bytes written so far.
+    pub bytes: u64,
+    /// Media time written so far: the last frame's timestamp from the file's first.
+    pub duration_ms: u64,
+}
+
+/// `GET /v1/rooms/{room}/recordings/{id}` and the answers of POST and DELETE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recording {
+    pub recording_id: String,
+    pub room_id: RoomId,
+    pub state: RecordingState,
+    /// RFC 3339.
+    pub started_at: String,
+    pub stopped_at: Option<String>,
+    pub files: Vec<RecordingFile>,
+    /// Producer packets the recorder could not take in time (its queue was full): the
+    /// frames they belonged to are missing from the files; forwarding was not slowed.
+    pub dropped_packets: u64,
+    /// Why the recording failed, or a producer it refuses (`RECORDING_CODEC_UNSUPPORTED`)
+    /// while it records the others.
+    pub error: Option<ErrorBody>,
+}

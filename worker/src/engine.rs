@@ -301,4 +301,14 @@ pub trait MediaEngine: Send + Sync + 'static {
     fn all_media_stats(&self) -> Vec<(RoomId, RoomMediaStats)> {
         Vec::new()
     }
+
+    /// From now on the room's router copies each producer packet to `tap` (`None`: stops
+    /// copying). See [`crate::record`].
+    #[cfg(feature = "media")]
+    fn set_recording_tap(&self, _room: &RoomId, _tap: Option<crate::record::RecordTap>) {}
+
+    /// Asks the producer for a keyframe (the recorder lost a frame or starts a file), through
+    /// the same rate-limited path as consumers' requests.
+    #[cfg(feature = "media")]
+    fn request_keyframe(&self, _room: &RoomId, _producer: &ProducerId) {}
 }

@@ -22,6 +22,8 @@ pub mod logging;
 pub mod media;
 #[cfg(feature = "media")]
 pub mod os;
+#[cfg(feature = "media")]
+pub mod record;
 pub mod room;
 #[cfg(feature = "media")]
 pub mod rtcp;

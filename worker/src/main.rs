@@ -100,6 +100,10 @@ struct Args {
     /// `emptyTimeoutSeconds` (PUT /v1/rooms/{room}) overrides it.
     #[arg(long, env = "FANOUT_EMPTY_ROOM_TIMEOUT_SECONDS", default_value_t = Quotas::default().empty_room_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]
     empty_room_timeout_seconds: u64,
+    /// Directory recordings are written to (`<room>/<recording>/<producer>.webm`), usually a
+    /// mounted volume; without it the worker does not record (503 RECORDING_DISABLED).
+    #[arg(long, env = "FANOUT_RECORDING_DIR")]
+    recording_dir: Option<std::path::PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "FANOUT_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -171,6 +175,7 @@ fn limits(args: &Args) -> WorkerLimits {
         empty_room_timeout: Duration::from_secs(args.empty_room_timeout_seconds),
         ..Quotas::default()
     };
+    limits.recording_dir = args.recording_dir.clone();
     limits
 }
 

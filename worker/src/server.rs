@@ -15,6 +15,7 @@ use crate::media::ice_tcp::TcpLimits;
 use crate::room::ProtocolDefaults;
 use crate::media::transport::TransportTimeouts;
 use crate::media::udp::{EngineConfig, UdpEngine};
+use crate::record::Recorder;
 use crate::room::Quotas;
 
 /// Everything a worker needs to run.
@@ -55,6 +56,9 @@ pub struct WorkerLimits {
     /// Which protocols a transport gets unless its request says (`--enable-udp`,
     /// `--enable-tcp`, `--prefer-tcp`).
     pub protocols: ProtocolDefaults,
+    /// Where recordings are written (`--recording-dir`); `None`: the worker does not record
+    /// and answers 503 `RECORDING_DISABLED`.
+    pub recording_dir: Option<std::path::PathBuf>,
 }
 
 /// How often empty rooms are looked for: often enough that a room closes within a quarter
@@ -86,6 +90,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the media engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("cannot record to {dir}: {source}; give --recording-dir a writable directory (a mounted volume)")]
+    Recording { dir: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A worker running in this process.
@@ -133,7 +139,13 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         },
         notices_tx,
     )?;
-    let control = Arc::new(ControlPlane::with_quotas(engine.clone(), RandomIds::default(), config.limits.quotas));
+    let mut control = ControlPlane::with_quotas(engine.clone(), RandomIds::default(), config.limits.quotas);
+    if let Some(dir) = &config.limits.recording_dir {
+        let recorder = Recorder::start(dir.clone(), engine.clone()).map_err(|source| StartError::Recording { dir: dir.clone(), source })?;
+        tracing::info!(dir = %dir.display(), "recording enabled");
+        control = control.with_recorder(recorder);
+    }
+    let control = Arc::new(control);
     control.spawn_notice_handler(notices_rx);
     control.spawn_empty_room_sweeper(empty_room_sweep_interval(config.limits.quotas.empty_room_timeout));
     let listener = tokio::net::TcpListener::bind(config.http_addr)

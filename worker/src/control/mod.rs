@@ -50,6 +50,8 @@ use crate::room::{
     TransportId, TransportProtocols,
 };
 use crate::rtp::{RtpCapabilities, RtpCodecCapability};
+use crate::api::Recording;
+use crate::record::{Recorder, RecordingError, StopAnswer};
 
 pub use ids::RandomIds;
 pub use subscription::RoomSubscription;
@@ -77,6 +79,9 @@ pub enum ControlError {
     /// The media engine refused its part of the request.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A recording request was refused.
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
     /// [`ControlPlane::shutdown`] was called: no new rooms or peers.
     #[error(
         "the worker is shutting down and accepts no new rooms or peers; place the room on \
@@ -91,6 +96,7 @@ impl ControlError {
         match self {
             ControlError::Room(error) => error.code(),
             ControlError::Engine(error) => error.code(),
+            ControlError::Recording(error) => error.code(),
             ControlError::ShuttingDown => "SHUTTING_DOWN",
         }
     }
@@ -101,6 +107,7 @@ impl ControlError {
         match self {
             ControlError::Room(error) => error.http_status(),
             ControlError::Engine(error) => error.http_status(),
+            ControlError::Recording(error) => error.http_status(),
             ControlError::ShuttingDown => 503,
         }
     }
@@ -163,6 +170,8 @@ struct State {
 pub struct ControlPlane {
     state: Mutex<State>,
     engine: Arc<dyn MediaEngine>,
+    /// `None` without `--recording-dir`.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -191,7 +200,44 @@ impl ControlPlane {
                 accepting: true,
             }),
             engine,
+            recorder: None,
         }
+    }
+
+    /// The same control plane, recording with `recorder` (made on the same engine).
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    fn recorder(&self) -> Result<&Arc<Recorder>, ControlError> {
+        self.recorder.as_ref().ok_or(ControlError::Recording(RecordingError::Disabled))
+    }
+
+    /// `POST /v1/rooms/{room}/recordings`: starts recording the room's producers as `id`;
+    /// `(status, true)` when it started now, the existing recording's status otherwise.
+    pub fn start_recording(&self, room_id: &RoomId, id: &str) -> Result<(Recording, bool), ControlError> {
+        crate::room::check_id("recording", id).map_err(RoomError::InvalidId)?;
+        let recorder = self.recorder()?;
+        // Under the lock, so that the room cannot close between the check and the start
+        // (its closing stops the recording).
+        let state = self.lock();
+        if state.rooms.room(room_id).is_none() {
+            // A stopped recording of a closed room still answers for its id.
+            return recorder.recording(room_id, id).map(|r| (r, false)).map_err(|_| RoomError::RoomNotFound(room_id.clone()).into());
+        }
+        Ok(recorder.start_recording(room_id, id))
+    }
+
+    /// `GET /v1/rooms/{room}/recordings/{id}`.
+    pub fn recording(&self, room_id: &RoomId, id: &str) -> Result<Recording, ControlError> {
+        Ok(self.recorder()?.recording(room_id, id)?)
+    }
+
+    /// `DELETE /v1/rooms/{room}/recordings/{id}`: stops it; the answer is ready once its
+    /// files are finalised.
+    pub fn stop_recording(&self, room_id: &RoomId, id: &str) -> Result<StopAnswer, ControlError> {
+        Ok(self.recorder()?.stop_recording(room_id, id)?)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -238,7 +284,17 @@ impl ControlPlane {
                 RoomEvent::TransportClosed { transport_id, .. } if room_open => {
                     self.engine.close_transport(room, transport_id);
                 }
-                RoomEvent::RoomClosed { room_id } => self.engine.close_room(room_id),
+                RoomEvent::RoomClosed { room_id } => {
+                    self.engine.close_room(room_id);
+                    if let Some(recorder) = &self.recorder {
+                        recorder.room_closed(room_id);
+                    }
+                }
+                RoomEvent::ProducerClosed { producer_id, .. } => {
+                    if let Some(recorder) = &self.recorder {
+                        recorder.producer_closed(room, producer_id);
+                    }
+                }
                 _ => {}
             }
         }
@@ -700,7 +756,12 @@ impl ControlPlane {
 
     /// The media engine's counters (packets, bytes, drops by reason).
     pub fn engine_snapshot(&self) -> crate::engine::EngineSnapshot {
-        self.engine.snapshot()
+        let mut snapshot = self.engine.snapshot();
+        if let Some(recorder) = &self.recorder {
+            // Producer packets the recorder was too far behind to take (forwarding was not).
+            snapshot.drops_by_reason.push(("recording_queue_full", recorder.dropped_total()));
+        }
+        snapshot
     }
 
     /// The events of an open room from now on, in order. The stream ends after the room's

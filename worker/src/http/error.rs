@@ -165,7 +165,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg
 
 /// What the `{id}` of a path names: `/v1/rooms/{room}/transports/{id}/...` a transport.
 fn object_kind(path: &str) -> &'static str {
-    ["transport", "producer", "consumer"]
+    ["transport", "producer", "consumer", "recording"]
         .into_iter()
         .find(|kind| path.contains(&format!("/{kind}s/")))
         .unwrap_or("object")

@@ -30,6 +30,9 @@
 //! | `POST /v1/rooms/{room}/data-consumers` | [`ConsumeDataRequest`] | 201 [`DataConsumerCreated`](crate::room::DataConsumerCreated) |
 //! | `DELETE .../data-consumers/{id}` | | 204 |
 //! | `GET /v1/rooms/{room}/events` | | Server-Sent Events, see below |
+//! | `POST /v1/rooms/{room}/recordings` | [`StartRecordingRequest`] | 201 [`Recording`](crate::api::Recording) (200 for an existing id) |
+//! | `GET /v1/rooms/{room}/recordings/{id}` | | [`Recording`](crate::api::Recording) |
+//! | `DELETE /v1/rooms/{room}/recordings/{id}` | | [`Recording`](crate::api::Recording), stopped, once its files are finalised |
 //!
 //! Everything under `/v1` needs `Authorization: Bearer <token>` when a token is configured;
 //! `/healthz` and `/metrics` are open (kubelet and Prometheus probe them). Every error is
@@ -74,8 +77,9 @@ use crate::api::{
     ConsumeDataRequest, ProduceDataRequest,
     ConnectTransportRequest, ConsumeRequest, ConsumerPriority, CreateTransportRequest, EnsureRoomRequest,
     JoinRequest, PreferredLayersResponse, ProduceRequest, RestartIceResponse, RoomCapabilities,
-    SetPreferredLayersRequest, WorkerStats,
+    SetPreferredLayersRequest, StartRecordingRequest, WorkerStats,
 };
+use crate::record::{StopAnswer, STOP_TIMEOUT};
 use crate::control::ControlPlane;
 use crate::room::{
     ConsumerId, DataConsumerId, DataProducerId, PeerId, ProducerId, RoomEvent, RoomId, SctpCapabilities, TransportId,
@@ -181,6 +185,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/rooms/{room}/consumers/{id}/stats", get(consumer_stats))
         .route("/v1/rooms/{room}/producers/{id}/stats", get(producer_stats))
+        .route("/v1/rooms/{room}/recordings", post(start_recording))
+        .route("/v1/rooms/{room}/recordings/{id}", get(recording).delete(stop_recording))
         // route_layer: only matched /v1 routes need the token, so probes and unknown paths
         // keep their own answers.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -375,6 +381,37 @@ async fn room_info(State(state): State<ApiState>, PathArgs(room): PathArgs<RoomI
 async fn close_room(State(state): State<ApiState>, PathArgs(room): PathArgs<RoomId>) -> ApiResult {
     state.control.close_room(&room)?;
     done()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recordings
+// ---------------------------------------------------------------------------------------------
+
+async fn start_recording(
+    State(state): State<ApiState>,
+    PathArgs(room): PathArgs<RoomId>,
+    JsonBody(body): JsonBody<StartRecordingRequest>,
+) -> ApiResult {
+    match state.control.start_recording(&room, &body.recording_id)? {
+        (recording, true) => created(recording),
+        (recording, false) => ok(recording),
+    }
+}
+
+async fn recording(State(state): State<ApiState>, PathArgs((room, id)): PathArgs<(RoomId, String)>) -> ApiResult {
+    ok(state.control.recording(&room, &id)?)
+}
+
+async fn stop_recording(State(state): State<ApiState>, PathArgs((room, id)): PathArgs<(RoomId, String)>) -> ApiResult {
+    match state.control.stop_recording(&room, &id)? {
+        StopAnswer::Done(recording) => ok(recording),
+        // Finalising is the recorder thread's: a file's cues are written in milliseconds,
+        // but a slow disk must not hold the request past its timeout.
+        StopAnswer::Pending(answer, current) => match tokio::time::timeout(STOP_TIMEOUT.min(state.limits.request_timeout / 2), answer).await {
+            Ok(Ok(recording)) => ok(recording),
+            _ => ok(state.control.recording(&room, &id).unwrap_or(current)),
+        },
+    }
 }
 
 async fn join(

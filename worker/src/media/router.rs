@@ -50,6 +50,7 @@ use crate::engine::{
     ProducerMediaStats, RoomMediaStats,
 };
 use crate::media::rtp_packet::RtpView;
+use crate::record::{RecordCodec, RecordTap};
 use crate::room::{Binding, ConsumerId, ConsumerType, ForwardingTable, InboundStream, ProducerId, TransportId, UnboundEncoding};
 use crate::rtcp::{
     build_rtx, nack_to_seqs, unwrap_rtx, KeyframeGate, KeyframeRequestKind, KeyframeRequester, NackConfig, NackGenerator, LatestKeyframe,
@@ -315,6 +316,8 @@ pub struct Router {
     /// restart only narrows it, and until the refresh the fan-out just visits a consumer
     /// that drops the packet.
     fanout_stale: bool,
+    /// While the room is recorded: where a copy of each producer packet goes.
+    tap: Option<RecordTap>,
 }
 
 fn marshal(packets: &[Box<dyn RtcpPacket>]) -> Option<Vec<u8>> {
@@ -716,6 +719,25 @@ impl Router {
         }
     }
 
+    /// Starts (or with `None` stops) copying each producer packet to the recorder: media of
+    /// each producer's first encoding, retransmissions unwrapped, padding included (the
+    /// recorder skips it). A copy costs one allocation and never waits.
+    pub fn set_tap(&mut self, tap: Option<RecordTap>) {
+        self.tap = tap;
+    }
+
+    /// Asks `producer` for a keyframe on its first encoding (for the recorder), within the
+    /// same rate limit as consumers' requests.
+    pub fn request_producer_keyframe(&mut self, producer: &ProducerId, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let sources: Vec<StreamKey> =
+            self.producers.iter().filter(|(_, p)| &p.producer_id == producer && p.encoding == 0).map(|(key, _)| key.clone()).collect();
+        for source in sources {
+            self.request_keyframe(&source, now, &mut out);
+        }
+        out
+    }
+
     pub fn table(&self) -> &ForwardingTable {
         &self.table
     }
@@ -936,7 +958,18 @@ impl Router {
         let stream = self.table.stream(from, ssrc)?;
         let dependency_descriptor_id = stream.dependency_descriptor_id;
         let mut arrival = arrival_of(stream, packet, bytes)?;
+        let recorded = self.tap.as_ref().map(|_| {
+            let codec = stream.codecs.get(&arrival.payload_type).map_or(Err(String::from("an unknown payload type")), |c| {
+                RecordCodec::from_mime_type(&c.mime_type).ok_or_else(|| c.mime_type.clone())
+            });
+            (stream.kind, codec)
+        });
         let producer = self.producers.get_mut(&(from.clone(), ssrc))?;
+        if let (Some(tap), Some((kind, codec))) = (self.tap.as_ref(), recorded)
+            && producer.encoding == 0
+        {
+            tap.offer(&producer.producer_id, kind, codec, packet, now);
+        }
         // Layers the payload does not carry (H264's): from the dependency descriptor, read in
         // arrival order, the only order in which its structure and frame history make sense.
         if !arrival.info.has_layers

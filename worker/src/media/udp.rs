@@ -34,9 +34,10 @@ use crate::media::ports::PortPool;
 use crate::media::tcp::{self, Handoff, Refusal, TcpCounters, TcpLeg};
 use crate::media::router::{Outgoing, Router};
 use crate::media::transport::{Output, TransportTimeouts, WebRtcTransport};
+use crate::record::RecordTap;
 use crate::room::{
-    DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, ProtocolDefaults, RoomId, TransportId, TransportNetwork,
-    TransportProtocols,
+    DtlsParameters, DtlsRole, ForwardingTable, IceProtocol, ListenAddress, ProducerId, ProtocolDefaults, RoomId, TransportId,
+    TransportNetwork, TransportProtocols,
 };
 
 /// How often a media thread publishes its rooms' media figures.
@@ -104,6 +105,10 @@ enum Command {
     CloseRoom { room: RoomId },
     /// An ICE-TCP connection whose first check names this transport's ufrag.
     AttachTcp { transport: TransportId, handoff: Box<Handoff> },
+    /// The room's producer packets are copied to the recorder (`None`: no longer).
+    Tap { room: RoomId, tap: Option<RecordTap> },
+    /// The recorder asks a producer for a keyframe.
+    Keyframe { room: RoomId, producer: ProducerId },
 }
 
 /// What the engine knows of an open transport.
@@ -397,6 +402,14 @@ impl MediaEngine for UdpEngine {
         let mut all: Vec<(RoomId, RoomMediaStats)> = lock(&self.counters.media).iter().map(|(r, s)| (r.clone(), s.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    fn set_recording_tap(&self, room: &RoomId, tap: Option<RecordTap>) {
+        self.send(room, Command::Tap { room: room.clone(), tap });
+    }
+
+    fn request_keyframe(&self, room: &RoomId, producer: &ProducerId) {
+        self.send(room, Command::Keyframe { room: room.clone(), producer: producer.clone() });
     }
 
     fn close_room(&self, room: &RoomId) {
@@ -787,6 +800,24 @@ fn media_thread(
                     lock(&st.counters.media).remove(&room);
                 }
                 Command::AttachTcp { transport, handoff } => attach_tcp(&state, transport, *handoff),
+                Command::Tap { room, tap } => {
+                    let mut st = state.borrow_mut();
+                    match tap {
+                        Some(tap) => st.routers.entry(room).or_default().set_tap(Some(tap)),
+                        None => {
+                            if let Some(router) = st.routers.get_mut(&room) {
+                                router.set_tap(None);
+                            }
+                        }
+                    }
+                }
+                Command::Keyframe { room, producer } => {
+                    let mut st = state.borrow_mut();
+                    let out = st.routers.get_mut(&room).map(|r| r.request_producer_keyframe(&producer, now)).unwrap_or_default();
+                    for o in out {
+                        st.deliver(o, now);
+                    }
+                }
             }
             // Packets are forwarded by the receive loop that got them, so nothing should wait
             // here; but no packet or copy outlives the step that made it.

@@ -1,0 +1,125 @@
+//! One producer's file, as decisions: when the file opens (audio: its first frame; video: its
+//! first keyframe, whose picture size the container needs), which frames go in at which
+//! media time, and when to ask for a keyframe. Sans-IO: the recorder thread carries out the
+//! [`TrackAction`]s.
+
+use std::time::Instant;
+
+use super::assembler::{Assembled, FrameAssembler};
+use super::clock::MediaClock;
+use super::depacketize::{picture_size, RecordCodec};
+
+/// Picture size for a VP8/VP9 keyframe whose header cannot be read (players take the size
+/// from the bitstream anyway; the container only needs one that is not zero).
+pub const FALLBACK_SIZE: (u32, u32) = (640, 480);
+
+/// What to do with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackAction {
+    /// Create the file, with this picture size for video.
+    Open { size: (u32, u32) },
+    /// Write a frame at this media time.
+    Write { timestamp_ns: u64, keyframe: bool, data: Vec<u8> },
+    /// Ask the producer for a keyframe.
+    RequestKeyframe,
+}
+
+/// A producer's track.
+pub struct TrackPlan {
+    codec: RecordCodec,
+    assembler: FrameAssembler,
+    clock: MediaClock,
+    opened: bool,
+    /// The last frame's media time.
+    pub last_ns: u64,
+    pub frames: u64,
+}
+
+impl TrackPlan {
+    pub fn new(codec: RecordCodec) -> Self {
+        TrackPlan { codec, assembler: FrameAssembler::new(codec), clock: MediaClock::new(codec.clock_rate()), opened: false, last_ns: 0, frames: 0 }
+    }
+
+    pub fn codec(&self) -> RecordCodec {
+        self.codec
+    }
+
+    pub fn opened(&self) -> bool {
+        self.opened
+    }
+
+    /// A packet of the producer arrived.
+    pub fn push(&mut self, packet: Vec<u8>, now: Instant) -> Vec<TrackAction> {
+        let assembled = self.assembler.push(packet, now);
+        self.act(assembled)
+    }
+
+    /// Time passed (holes given up on, keyframe requests repeated).
+    pub fn poll(&mut self, now: Instant) -> Vec<TrackAction> {
+        let assembled = self.assembler.poll(now);
+        self.act(assembled)
+    }
+
+    fn act(&mut self, assembled: Vec<Assembled>) -> Vec<TrackAction> {
+        let mut actions = Vec::new();
+        for item in assembled {
+            match item {
+                Assembled::NeedKeyframe => actions.push(TrackAction::RequestKeyframe),
+                Assembled::Frame(frame) => {
+                    if !self.opened {
+                        // The assembler hands video on from a keyframe only.
+                        let size = if self.codec.is_video() { picture_size(self.codec, &frame.data).unwrap_or(FALLBACK_SIZE) } else { (0, 0) };
+                        actions.push(TrackAction::Open { size });
+                        self.opened = true;
+                    }
+                    let timestamp_ns = self.clock.media_ns(frame.ssrc, frame.timestamp, frame.arrival);
+                    self.last_ns = timestamp_ns;
+                    self.frames += 1;
+                    actions.push(TrackAction::Write { timestamp_ns, keyframe: frame.keyframe, data: frame.data });
+                }
+            }
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rtp(sequence: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, if marker { 0x80 | 96 } else { 96 }];
+        p.extend_from_slice(&sequence.to_be_bytes());
+        p.extend_from_slice(&timestamp.to_be_bytes());
+        p.extend_from_slice(&1u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn a_video_file_opens_at_the_first_keyframe_with_its_size_and_times_start_at_zero() {
+        let t = Instant::now();
+        let mut track = TrackPlan::new(RecordCodec::Vp8);
+        // An interframe: nothing opens, a keyframe is asked for.
+        assert_eq!(track.push(rtp(1, 90_000, true, &[0x10, 0x01, 0x00]), t), vec![TrackAction::RequestKeyframe]);
+        // A 320x240 keyframe 100 ms later.
+        let key = [0x10, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+        let actions = track.push(rtp(2, 99_000, true, &key), t + Duration::from_millis(100));
+        assert_eq!(actions[0], TrackAction::Open { size: (320, 240) });
+        assert!(matches!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, .. }));
+        let actions = track.push(rtp(3, 102_000, true, &[0x10, 0x01]), t + Duration::from_millis(133));
+        assert!(matches!(actions[..], [TrackAction::Write { timestamp_ns: 33_333_333, keyframe: false, .. }]));
+    }
+
+    #[test]
+    fn an_audio_file_opens_at_its_first_frame() {
+        let t = Instant::now();
+        let mut track = TrackPlan::new(RecordCodec::Opus);
+        let actions = track.push(rtp(9, 4_800, false, &[0x78, 0x01]), t);
+        assert_eq!(actions[0], TrackAction::Open { size: (0, 0) });
+        assert_eq!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, data: vec![0x78, 0x01] });
+        let actions = track.push(rtp(10, 5_760, false, &[0x78, 0x02]), t + Duration::from_millis(20));
+        assert_eq!(actions, vec![TrackAction::Write { timestamp_ns: 20_000_000, keyframe: true, data: vec![0x78, 0x02] }]);
+    }
+}
