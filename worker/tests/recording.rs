@@ -1,0 +1,249 @@
+//! The recorder writes files players open: real VP8 and Opus from ffmpeg, packetised as RTP
+//! (with a lost packet and a pause), recorded, then checked with ffprobe and decoded with
+//! ffmpeg. Skipped, saying so, where ffmpeg is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fanout_worker::api::{Recording, RecordingState};
+use fanout_worker::engine::{EngineError, MediaEngine};
+use fanout_worker::record::{RecordCodec, RecordTap, Recorder, StopAnswer};
+use fanout_worker::room::{DtlsParameters, DtlsRole, ForwardingTable, ProducerId, RoomId, TransportId, TransportNetwork, TransportProtocols};
+use fanout_worker::rtp::MediaKind;
+
+/// An engine that only keeps the recorder's tap and counts its keyframe requests.
+#[derive(Default)]
+struct TapEngine {
+    tap: Mutex<Option<RecordTap>>,
+    keyframe_requests: AtomicUsize,
+}
+
+impl MediaEngine for TapEngine {
+    fn open_transport(&self, _: &RoomId, _: &TransportId, _: &TransportProtocols) -> Result<TransportNetwork, EngineError> {
+        Err(EngineError::ShuttingDown)
+    }
+    fn connect_transport(&self, _: &RoomId, _: &TransportId, _: &DtlsParameters, _: DtlsRole) -> Result<(), EngineError> {
+        Ok(())
+    }
+    fn restart_ice(&self, _: &RoomId, _: &TransportId) -> Result<(String, String), EngineError> {
+        Err(EngineError::ShuttingDown)
+    }
+    fn close_transport(&self, _: &RoomId, _: &TransportId) {}
+    fn update_routes(&self, _: &RoomId, _: ForwardingTable) {}
+    fn close_room(&self, _: &RoomId) {}
+    fn set_recording_tap(&self, _: &RoomId, tap: Option<RecordTap>) {
+        *self.tap.lock().unwrap() = tap;
+    }
+    fn request_keyframe(&self, _: &RoomId, _: &ProducerId) {
+        self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("-version").output().is_ok_and(|o| o.status.success())
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().expect("ffmpeg runs");
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The frames of an IVF file (32-byte header, then 12-byte frame headers).
+fn ivf_frames(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(&data[..4], b"DKIF");
+    let mut frames = Vec::new();
+    let mut at = usize::from(u16::from_le_bytes([data[6], data[7]]));
+    while at + 12 <= data.len() {
+        let size = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        frames.push(data[at + 12..at + 12 + size].to_vec());
+        at += 12 + size;
+    }
+    frames
+}
+
+/// The packets of an Ogg stream, past Opus's two header packets.
+fn ogg_opus_packets(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap();
+    let mut packets = Vec::new();
+    let mut current = Vec::new();
+    let mut at = 0;
+    while at + 27 <= data.len() {
+        assert_eq!(&data[at..at + 4], b"OggS");
+        let segments = usize::from(data[at + 26]);
+        let table = &data[at + 27..at + 27 + segments];
+        let mut body = at + 27 + segments;
+        for &lacing in table {
+            current.extend_from_slice(&data[body..body + usize::from(lacing)]);
+            body += usize::from(lacing);
+            if lacing < 255 {
+                packets.push(std::mem::take(&mut current));
+            }
+        }
+        at = body;
+    }
+    assert!(packets[0].starts_with(b"OpusHead") && packets[1].starts_with(b"OpusTags"));
+    packets.split_off(2)
+}
+
+fn rtp(pt: u8, sequence: u16, timestamp: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&sequence.to_be_bytes());
+    p.extend_from_slice(&timestamp.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// VP8 frame as RTP (RFC 7741): a one-byte descriptor, `S` on the first packet.
+fn vp8_packets(frame: &[u8], sequence: &mut u16, timestamp: u32) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[u8]> = frame.chunks(1000).collect();
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut payload = vec![if i == 0 { 0x10 } else { 0x00 }];
+            payload.extend_from_slice(chunk);
+            let p = rtp(96, *sequence, timestamp, 0x1111, i + 1 == chunks.len(), &payload);
+            *sequence = sequence.wrapping_add(1);
+            p
+        })
+        .collect()
+}
+
+struct Probe {
+    codec: String,
+    duration: f64,
+    lines: String,
+}
+
+fn ffprobe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name:format=duration,format_name", "-of", "default=nw=1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| lines.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned();
+    Probe { codec: field("codec_name"), duration: field("duration").parse().unwrap_or(-1.0), lines }
+}
+
+fn frame_count(path: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "default=nw=1:nk=1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn decode_errors(path: &Path) -> String {
+    let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanout-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_recording_of_vp8_and_opus_producers_plays_in_ffmpeg_with_the_duration_sent() {
+    if !have("ffmpeg") || !have("ffprobe") {
+        println!("SKIPPED: ffmpeg/ffprobe not installed (apt-get install ffmpeg) - the recording file check did not run");
+        return;
+    }
+    let work = scratch("recording-media");
+    let (ivf, ogg) = (work.join("clip.ivf"), work.join("clip.ogg"));
+    let encode_video = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "10", "-c:v", "libvpx", "-g", "60", "-b:v", "300k", "-f", "ivf", ivf.to_str().unwrap()];
+    ffmpeg(&encode_video);
+    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10", "-c:a", "libopus", "-frame_duration", "20", "-f", "ogg", ogg.to_str().unwrap()]);
+    let video = ivf_frames(&ivf);
+    let audio = ogg_opus_packets(&ogg);
+    assert_eq!(video.len(), 300);
+    assert!(audio.len() >= 499, "{} opus packets", audio.len());
+
+    let engine = Arc::new(TapEngine::default());
+    let recordings = scratch("recordings");
+    let recorder = Recorder::start(recordings.clone(), engine.clone()).unwrap();
+    let room = RoomId::from("class-1");
+    let (started, created) = recorder.start_recording(&room, "rec-1");
+    assert!(created && started.state == RecordingState::Recording);
+    let (again, created) = recorder.start_recording(&room, "rec-1");
+    assert!(!created && again.recording_id == "rec-1", "the same id again is the same recording");
+    let tap = engine.tap.lock().unwrap().clone().expect("the room is tapped");
+    let (camera, microphone) = (ProducerId::from("camera"), ProducerId::from("microphone"));
+
+    // Packets in arrival order: video at 30 fps, audio every 20 ms. The microphone is muted
+    // (sends nothing) from 4 s to 6 s, its RTP clock running on as a browser's does; one
+    // packet of video frame 100 is lost (frames up to the next keyframe, 120, are dropped).
+    let base = Instant::now();
+    let mut events: Vec<(Duration, MediaKind, Vec<u8>)> = Vec::new();
+    let mut sequence = 60_000u16; // wraps during the clip
+    for (i, frame) in video.iter().enumerate() {
+        let packets = vp8_packets(frame, &mut sequence, 1_000u32.wrapping_add(3_000 * i as u32));
+        for (n, packet) in packets.into_iter().enumerate() {
+            if i == 100 && n == 0 {
+                continue;
+            }
+            events.push((Duration::from_micros(33_333 * i as u64), MediaKind::Video, packet));
+        }
+    }
+    for (j, packet) in audio.iter().enumerate() {
+        let at = Duration::from_millis(20 * j as u64);
+        if (Duration::from_secs(4)..Duration::from_secs(6)).contains(&at) {
+            continue;
+        }
+        events.push((at, MediaKind::Audio, rtp(111, 7_000 + j as u16, 4_294_000_000u32.wrapping_add(960 * j as u32), 0x2222, j == 0, packet)));
+    }
+    events.sort_by_key(|(at, ..)| *at);
+    let before = engine.keyframe_requests.load(Ordering::Relaxed);
+    for (n, (at, kind, packet)) in events.iter().enumerate() {
+        let (producer, codec) = if *kind == MediaKind::Video { (&camera, RecordCodec::Vp8) } else { (&microphone, RecordCodec::Opus) };
+        tap.offer(producer, *kind, Ok(codec), packet, base + *at);
+        if n % 64 == 0 {
+            // The recorder's queue is bounded: a sender faster than a disk loses copies.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // Let the thread take everything before stopping.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(engine.keyframe_requests.load(Ordering::Relaxed) > before, "the lost frame made the recorder ask for a keyframe");
+
+    let stopped: Recording = match recorder.stop_recording(&room, "rec-1").unwrap() {
+        StopAnswer::Pending(answer, _) => tokio::time::timeout(Duration::from_secs(10), answer).await.unwrap().unwrap(),
+        StopAnswer::Done(recording) => recording,
+    };
+    assert_eq!(stopped.state, RecordingState::Stopped, "{stopped:?}");
+    assert!(stopped.stopped_at.is_some() && stopped.error.is_none(), "{stopped:?}");
+    assert_eq!(stopped.dropped_packets, 0);
+    assert!(engine.tap.lock().unwrap().is_none(), "no recording left: the room is no longer tapped");
+    assert_eq!(stopped.files.len(), 2, "{stopped:?}");
+    for file in &stopped.files {
+        let path = recordings.join(&file.path);
+        assert_eq!(file.path, format!("class-1/rec-1/{}.webm", file.producer_id));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), file.bytes, "the status counts the file's bytes");
+        let probe = ffprobe(&path);
+        println!("ffprobe {}:\n{}", file.path, probe.lines.trim_end());
+        let expected = if file.kind == MediaKind::Video { "vp8" } else { "opus" };
+        assert_eq!(probe.codec, expected);
+        assert!((probe.duration - 10.0).abs() < 0.5, "{}: {} s, 10 s were sent", file.path, probe.duration);
+        assert!(file.duration_ms.abs_diff(10_000) < 500, "{file:?}");
+        if file.kind == MediaKind::Video {
+            // 300 sent, less frame 100 (lost a packet) and 101-119 (they refer to it).
+            assert_eq!(frame_count(&path), 280, "{}", file.path);
+        }
+        let errors = decode_errors(&path);
+        assert!(errors.trim().is_empty(), "ffmpeg decoding {} reported: {errors}", file.path);
+    }
+    // GET still answers for it after it stopped.
+    assert_eq!(recorder.recording(&room, "rec-1").unwrap(), stopped);
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&recordings);
+}
