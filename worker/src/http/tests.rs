@@ -1010,3 +1010,89 @@ async fn preferred_layers_are_clamped_kept_and_pushed_to_the_engine() {
     assert_eq!(stats["preferredLayers"], json!({"spatialLayer": 0, "temporalLayer": 1}));
     assert_error(&app.call(Method::GET, &format!("/v1/rooms/{ROOM}/producers/nope/stats"), None).await, StatusCode::NOT_FOUND, "PRODUCER_NOT_FOUND");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recordings
+// ---------------------------------------------------------------------------------------------
+
+fn recording_app() -> (App, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("fanout-http-recordings-{}-{}", std::process::id(), rand::random::<u32>()));
+    let engine = Arc::new(FakeEngine::new(40000..=40009));
+    let recorder = crate::record::Recorder::start(dir.clone(), engine.clone()).expect("recorder starts");
+    let control = Arc::new(ControlPlane::new(engine.clone(), SequentialIds::new()).with_recorder(recorder));
+    let router = router(ApiState::new(control.clone(), Some(TOKEN.to_owned())));
+    (App { router, engine, control }, dir)
+}
+
+#[tokio::test]
+async fn recordings_answer_503_recording_disabled_without_a_recording_dir() {
+    let app = app();
+    app.call(Method::PUT, &format!("/v1/rooms/{ROOM}"), None).await;
+    let answer = app.call(Method::POST, &format!("/v1/rooms/{ROOM}/recordings"), Some(json!({"recordingId": "r1"}))).await;
+    assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "RECORDING_DISABLED");
+    let answer = app.call(Method::GET, &format!("/v1/rooms/{ROOM}/recordings/r1"), None).await;
+    assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "RECORDING_DISABLED");
+}
+
+#[tokio::test]
+async fn a_recording_starts_once_per_id_is_read_and_stops_with_its_final_status() {
+    let (app, dir) = recording_app();
+    let uri = format!("/v1/rooms/{ROOM}/recordings");
+    let answer = app.call(Method::POST, &uri, Some(json!({"recordingId": "r1"}))).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND");
+    app.call(Method::PUT, &format!("/v1/rooms/{ROOM}"), None).await;
+    let answer = app.call(Method::POST, &uri, Some(json!({"recordingId": "no/slash"}))).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_ID");
+
+    let (status, body) = app.call(Method::POST, &uri, Some(json!({"recordingId": "r1"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["recordingId"], "r1");
+    assert_eq!(body["roomId"], ROOM);
+    assert_eq!(body["state"], "recording");
+    assert!(body["startedAt"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()), "{body}");
+    assert_eq!(body["stoppedAt"], Value::Null);
+    assert_eq!(body["files"], json!([]));
+    assert_eq!(body["droppedPackets"], 0);
+    assert_eq!(body["error"], Value::Null);
+    let (status, again) = app.call(Method::POST, &uri, Some(json!({"recordingId": "r1"}))).await;
+    assert_eq!((status, &again["startedAt"]), (StatusCode::OK, &body["startedAt"]), "the same id is the same recording");
+
+    let (status, read) = app.call(Method::GET, &format!("{uri}/r1"), None).await;
+    assert_eq!((status, read["state"].as_str()), (StatusCode::OK, Some("recording")));
+    let answer = app.call(Method::GET, &format!("{uri}/r2"), None).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "RECORDING_NOT_FOUND");
+
+    let (status, stopped) = app.call(Method::DELETE, &format!("{uri}/r1"), None).await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["state"], "stopped");
+    assert!(stopped["stoppedAt"].is_string());
+    let (_, read) = app.call(Method::GET, &format!("{uri}/r1"), None).await;
+    assert_eq!(read, stopped, "a stopped recording stays readable");
+    let (status, again) = app.call(Method::DELETE, &format!("{uri}/r1"), None).await;
+    assert_eq!((status, again), (StatusCode::OK, stopped), "stopping twice answers the same");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn closing_the_room_stops_its_recordings() {
+    let (app, dir) = recording_app();
+    app.call(Method::PUT, &format!("/v1/rooms/{ROOM}"), None).await;
+    let uri = format!("/v1/rooms/{ROOM}/recordings");
+    let (status, _) = app.call(Method::POST, &uri, Some(json!({"recordingId": "r1"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app.call(Method::DELETE, &format!("/v1/rooms/{ROOM}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, read) = app.call(Method::GET, &format!("{uri}/r1"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        if read["state"] == "stopped" {
+            assert!(read["stoppedAt"].is_string());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {read}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = (app.engine, app.control);
+    let _ = std::fs::remove_dir_all(dir);
+}
