@@ -18,7 +18,7 @@ use futures::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{
+use crate::api::{Recording, StartRecordingRequest,
     ConsumeDataRequest, ProduceDataRequest,
     ConnectTransportRequest, ConsumeRequest, ConsumerPriority, ConsumerStats, CreateTransportRequest,
     EnsureRoomRequest, ErrorResponse, JoinRequest, PreferredLayersResponse, ProduceRequest, ProducerStats,
@@ -446,6 +446,28 @@ impl WorkerClient {
     ) -> Result<ConsumerPriority, ClientError> {
         let path = format!("/consumers/{}/priority", encode_segment(consumer.as_str()));
         self.post(endpoint, room_url(endpoint, room, &path)?, &ConsumerPriority { priority }).await
+    }
+
+    /// `POST /v1/rooms/{room}/recordings`: starts recording the room's producers as `id`
+    /// (idempotent: an existing id answers its current status).
+    pub async fn start_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<Recording, ClientError> {
+        let body = StartRecordingRequest { recording_id: id.to_owned() };
+        self.post(endpoint, room_url(endpoint, room, "/recordings")?, &body).await
+    }
+
+    /// `GET /v1/rooms/{room}/recordings/{id}`.
+    pub async fn recording(&self, endpoint: &str, room: &str, id: &str) -> Result<Recording, ClientError> {
+        let path = format!("/recordings/{}", encode_segment(id));
+        let request = self.http.get(room_url(endpoint, room, &path)?);
+        self.call(endpoint, request).await
+    }
+
+    /// `DELETE /v1/rooms/{room}/recordings/{id}`: stops it; the answer is its final status,
+    /// files finalised.
+    pub async fn stop_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<Recording, ClientError> {
+        let path = format!("/recordings/{}", encode_segment(id));
+        let request = self.http.delete(room_url(endpoint, room, &path)?);
+        self.call(endpoint, request).await
     }
 
     /// `GET .../producers/{id}/stats`.

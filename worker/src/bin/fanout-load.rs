@@ -70,6 +70,11 @@ struct Args {
     /// First UDP port of the started worker's range.
     #[arg(long, default_value_t = 20000)]
     rtc_min_port: u16,
+    /// Record each run's room (one recording of every publisher's producers) in a directory
+    /// under the system's temporary one, removed after the run: what recording costs
+    /// forwarding. Needs a worker this program starts.
+    #[arg(long, conflicts_with = "worker_url")]
+    record: bool,
     /// Skip the in-process relay (the machine's limit).
     #[arg(long)]
     no_relay: bool,
@@ -120,7 +125,7 @@ impl Drop for StartedWorker {
     }
 }
 
-fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result<StartedWorker> {
+fn start_worker(args: &Args, ports: usize, cpu: Option<usize>, recording_dir: Option<&std::path::Path>) -> anyhow::Result<StartedWorker> {
     let bin = match &args.worker_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?.with_file_name("fanout-worker"),
@@ -146,6 +151,7 @@ fn start_worker(args: &Args, ports: usize, cpu: Option<usize>) -> anyhow::Result
         // ICE timeout (and be closed) before their turn. Browsers connect right after setup.
         .args(["--ice-timeout-seconds", "600"])
         .args(["--media-threads", "1"])
+        .args(recording_dir.iter().flat_map(|dir| [std::ffi::OsStr::new("--recording-dir"), dir.as_os_str()]))
         .env_remove("FANOUT_API_TOKEN")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -234,7 +240,8 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let runs = runs(&args);
-    let media = Media { simulcast: args.simulcast.then_some(args.layers), transport: args.transport };
+    let media = Media { simulcast: args.simulcast.then_some(args.layers), transport: args.transport, record: args.record };
+    let recording_dir = args.record.then(|| std::env::temp_dir().join(format!("fanout-load-recordings-{}", std::process::id())));
     eprintln!(
         "fanout-load: {}: publishers of {} ({:.0} video pkt/s) + opus-like audio (50 pkt/s); rooms (publishers x subscribers) {}; warm-up {} s, window {} s; {} cores{}",
         media.label(),
@@ -253,7 +260,7 @@ fn main() -> anyhow::Result<()> {
         let (target, _started) = match (&args.worker_url, args.worker_pid) {
             (Some(url), Some(pid)) => (WorkerTarget { endpoint: url.clone(), pid, api_token: args.api_token.clone(), cpu: None }, None),
             _ => {
-                let started = start_worker(&args, n + publishers, worker_cpu)?;
+                let started = start_worker(&args, n + publishers, worker_cpu, recording_dir.as_deref())?;
                 let pid = started.child.id();
                 (WorkerTarget { endpoint: started.endpoint.clone(), pid, api_token: None, cpu: worker_cpu }, Some(started))
             }
@@ -266,6 +273,10 @@ fn main() -> anyhow::Result<()> {
             }
         };
         drop(_started);
+        if let Some(dir) = &recording_dir {
+            // The files are not what is measured (the recording's status was printed).
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let relay = if args.no_relay { None } else { Some(run_relay(n, publishers, media, warmup, window, worker_cpu)?) };
         let r = row(&worker, relay.as_ref());
         describe(&worker, &r, relay.as_ref());

@@ -71,6 +71,8 @@ pub struct Media {
     /// Three simulcast encodings per publisher (None: one video stream).
     pub simulcast: Option<SubscriberLayers>,
     pub transport: Transport,
+    /// The room is recorded while it runs (the worker needs `--recording-dir`).
+    pub record: bool,
 }
 
 impl Media {
@@ -106,11 +108,12 @@ impl Media {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
         };
-        match self.simulcast {
+        let label = match self.simulcast {
             None => transport.to_string(),
             Some(SubscriberLayers::Top) => format!("{transport}, simulcast (top layer)"),
             Some(SubscriberLayers::Spread) => format!("{transport}, simulcast (layers spread)"),
-        }
+        };
+        if self.record { format!("{label}, recorded") } else { label }
     }
 }
 
@@ -169,9 +172,9 @@ mod tests {
 
     #[test]
     fn subscribers_get_the_top_layer_or_the_layers_in_turn() {
-        let top = Media { simulcast: Some(SubscriberLayers::Top), transport: Transport::Udp };
+        let top = Media { simulcast: Some(SubscriberLayers::Top), transport: Transport::Udp, record: false };
         assert_eq!((0..4).map(|i| top.layer_of(i)).collect::<Vec<_>>(), [2, 2, 2, 2]);
-        let spread = Media { simulcast: Some(SubscriberLayers::Spread), transport: Transport::Tcp };
+        let spread = Media { simulcast: Some(SubscriberLayers::Spread), transport: Transport::Tcp, record: false };
         assert_eq!((0..4).map(|i| spread.layer_of(i)).collect::<Vec<_>>(), [0, 1, 2, 0]);
         let single = Media::default();
         assert_eq!((single.encodings(), single.layer_of(5)), (1, 0));

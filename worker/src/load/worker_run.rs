@@ -166,6 +166,11 @@ pub async fn run_worker(
             transport_sequence: 0,
         });
     }
+    // One recording of the room, from its first packet to the end of the run.
+    const RECORDING: &str = "load";
+    if media.record {
+        client.start_recording(endpoint, &room, RECORDING).await.map_err(api)?;
+    }
     let phase = Arc::new(AtomicU8::new(Phase::Quiet as u8));
     let publisher = spawn_publisher(senders, phase.clone())?;
     // Media first, until the producers' own buffers are full ([`Timing::new`]).
@@ -284,6 +289,20 @@ pub async fn run_worker(
     phase.store(Phase::Stop as u8, Ordering::Release);
     let receiver = receiver.join().map_err(|_| LoadError::Thread("receiver".into()))?;
     let publisher = publisher.join().map_err(|_| LoadError::Thread("publisher".into()))?;
+    if media.record {
+        let recording = client.stop_recording(endpoint, &room, RECORDING).await.map_err(api)?;
+        let bytes: u64 = recording.files.iter().map(|f| f.bytes).sum();
+        let longest = recording.files.iter().map(|f| f.duration_ms).max().unwrap_or(0);
+        eprintln!(
+            "  recording: {:?}, {} files, {:.1} MB, {:.1} s, {} packets dropped by the recorder's queue{}",
+            recording.state,
+            recording.files.len(),
+            bytes as f64 / 1e6,
+            longest as f64 / 1e3,
+            recording.dropped_packets,
+            recording.error.map(|e| format!(", error {}: {}", e.code, e.message)).unwrap_or_default()
+        );
+    }
     client.close_room(endpoint, &room).await.map_err(api)?;
     Ok(WorkerRun {
         subscribers,
