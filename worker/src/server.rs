@@ -115,6 +115,9 @@ impl RunningWorker {
     pub async fn shutdown(mut self) {
         self.engine.shut_down();
         self.control.shutdown();
+        // Blocking, but brief: finalising writes each file's cues and duration.
+        let control = self.control.clone();
+        let _ = tokio::task::spawn_blocking(move || control.finish_recordings(Duration::from_secs(10))).await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -70,10 +70,11 @@ struct Args {
     /// First UDP port of the started worker's range.
     #[arg(long, default_value_t = 20000)]
     rtc_min_port: u16,
-    /// Record each run's room (one recording of every publisher's producers) in a directory
-    /// under the system's temporary one, removed after the run: what recording costs
-    /// forwarding. Needs a worker this program starts.
-    #[arg(long, conflicts_with = "worker_url")]
+    /// Record each run's room (one recording of every publisher's producers): what recording
+    /// costs forwarding. A worker this program starts records to a directory under the
+    /// system's temporary one, removed after the run; one of --worker-url needs its own
+    /// --recording-dir.
+    #[arg(long)]
     record: bool,
     /// Skip the in-process relay (the machine's limit).
     #[arg(long)]

@@ -863,6 +863,14 @@ impl ControlPlane {
         }
     }
 
+    /// After [`ControlPlane::shutdown`]: waits (up to `timeout`) for the recorder to
+    /// finalise the files of every recording, so that they play with cues and duration.
+    pub fn finish_recordings(&self, timeout: Duration) {
+        if let Some(recorder) = &self.recorder {
+            recorder.shutdown(timeout);
+        }
+    }
+
     /// True once [`ControlPlane::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         !self.lock().accepting

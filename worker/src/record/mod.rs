@@ -26,7 +26,7 @@ pub mod writer;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,15 +39,16 @@ pub use depacketize::RecordCodec;
 pub use track::{TrackAction, TrackPlan};
 pub use writer::{WebmFile, WriteError};
 
-/// Packets the recorder thread may be behind by before copies are dropped: about 4 s of a
-/// 1 Mbps camera and its microphone, or a second of a room of four such publishers.
+/// Packets the recorder thread may be behind by before copies are dropped: about 14 s of a
+/// 1 Mbps camera and its microphone, or a second of a room of 14 such publishers, against
+/// the 20 ms the thread sleeps between two looks.
 pub const QUEUE_PACKETS: usize = 2048;
 
 /// Stopped and failed recordings kept for `GET`, the oldest dropped first.
 pub const KEPT_RECORDINGS: usize = 100;
 
-/// How often the recorder thread gives up on holes, repeats keyframe requests and publishes
-/// its figures when no packet wakes it.
+/// How often the recorder thread takes what the media threads queued, gives up on holes and
+/// repeats keyframe requests.
 const TICK: Duration = Duration::from_millis(20);
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -170,6 +171,8 @@ enum Control {
     Stop { room: RoomId, id: String },
     StopRoom { room: RoomId },
     ProducerClosed { room: RoomId, producer: ProducerId },
+    /// Finalise everything, say so, and end.
+    Shutdown(Sender<()>),
 }
 
 /// What `DELETE` gets: the final status now, or once the files are finalised.
@@ -294,6 +297,16 @@ impl Recorder {
         self.send(Control::StopRoom { room: room.clone() });
     }
 
+    /// Finalises every recording (the worker is stopping), waiting up to `timeout` for the
+    /// files to be written.
+    pub fn shutdown(&self, timeout: Duration) {
+        let (done, finished) = mpsc::channel();
+        self.send(Control::Shutdown(done));
+        if finished.recv_timeout(timeout).is_err() {
+            tracing::warn!(?timeout, "recordings were not all finalised in time; their files may lack cues and duration");
+        }
+    }
+
     /// A producer of the room closed: its files are finalised.
     pub fn producer_closed(&self, room: &RoomId, producer: &ProducerId) {
         self.send(Control::ProducerClosed { room: room.clone(), producer: producer.clone() });
@@ -357,6 +370,14 @@ impl RecorderThread {
         loop {
             loop {
                 match control.try_recv() {
+                    Ok(Control::Shutdown(done)) => {
+                        let keys: Vec<Key> = self.active.keys().cloned().collect();
+                        for key in keys {
+                            self.stop(&key);
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
                     Ok(c) => self.on_control(c),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
@@ -369,23 +390,15 @@ impl RecorderThread {
                     }
                 }
             }
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match packets.recv_timeout(wait) {
-                Ok(tapped) => {
-                    self.on_packet(tapped);
-                    // A burst is taken in one go, between two looks at the control channel.
-                    for tapped in packets.try_iter().take(256) {
-                        self.on_packet(tapped);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            // Woken by the clock, not by each packet: a sender whose receiver is asleep in
+            // the channel would make a system call per packet on the media thread to wake it.
+            // The queue holds far more than a tick's packets.
+            std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
+            next_tick = Instant::now() + TICK;
+            for tapped in packets.try_iter().take(QUEUE_PACKETS) {
+                self.on_packet(tapped);
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                next_tick = now + TICK;
-                self.tick(now);
-            }
+            self.tick(Instant::now());
         }
     }
 
@@ -414,6 +427,8 @@ impl RecorderThread {
                     self.stop(&key);
                 }
             }
+            // Handled by the loop, which ends with it.
+            Control::Shutdown(_) => {}
             Control::ProducerClosed { room, producer } => {
                 for active in self.active.values_mut().filter(|a| a.room == room) {
                     if let Some(state) = active.files.get_mut(&producer) {

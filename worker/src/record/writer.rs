@@ -4,7 +4,7 @@
 //! operating system's error, so a full disk reads as [`WriteError::DiskFull`].
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,37 +41,47 @@ impl WriteError {
     }
 }
 
-/// A file that keeps the first error and the bytes written, for after libwebm's `false`.
+/// A buffered file that keeps the first error and the bytes written, for after libwebm's
+/// `false`. libwebm writes element by element, a few bytes at a time: unbuffered, that is
+/// a system call per element.
 struct Watched {
-    file: File,
+    file: BufWriter<File>,
+    /// Where the next write goes (kept here: asking the file would flush the buffer).
+    position: u64,
     error: Arc<Mutex<Option<io::Error>>>,
     bytes: Arc<AtomicU64>,
 }
 
+impl Watched {
+    fn keep<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        result.map_err(|e| {
+            let kind = e.kind();
+            self.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            io::Error::from(kind)
+        })
+    }
+}
+
 impl Write for Watched {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.file.write(buf) {
-            Ok(n) => {
-                let end = self.file.stream_position().unwrap_or(0);
-                self.bytes.fetch_max(end, Ordering::Relaxed);
-                Ok(n)
-            }
-            Err(e) => {
-                let kind = e.kind();
-                self.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                Err(io::Error::from(kind))
-            }
-        }
+        let result = self.file.write(buf);
+        let n = self.keep(result)?;
+        self.position += n as u64;
+        self.bytes.fetch_max(self.position, Ordering::Relaxed);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        let result = self.file.flush();
+        self.keep(result)
     }
 }
 
 impl Seek for Watched {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file.seek(pos)
+        let result = self.file.seek(pos);
+        self.position = self.keep(result)?;
+        Ok(self.position)
     }
 }
 
@@ -112,7 +122,7 @@ impl WebmFile {
         let file = File::create(path).map_err(|e| WriteError::of(path, &e))?;
         let error = Arc::new(Mutex::new(None));
         let bytes = Arc::new(AtomicU64::new(0));
-        let watched = Watched { file, error: error.clone(), bytes: bytes.clone() };
+        let watched = Watched { file: BufWriter::with_capacity(64 * 1024, file), position: 0, error: error.clone(), bytes: bytes.clone() };
         let failed = |what: &str| WriteError::Failed { path: path.display().to_string(), reason: format!("the muxer refused {what}") };
         let builder = SegmentBuilder::new(Writer::new(watched))
             .and_then(|b| b.set_mode(SegmentMode::File))
@@ -167,11 +177,43 @@ impl WebmFile {
         }
         match result {
             Ok(writer) => {
-                let watched = writer.into_inner();
-                watched.file.sync_all().map_err(|e| WriteError::of(&path, &e))?;
+                let file = writer.into_inner().file.into_inner().map_err(|e| WriteError::of(&path, e.error()))?;
+                file.sync_all().map_err(|e| WriteError::of(&path, &e))?;
                 Ok(bytes.load(Ordering::Relaxed))
             }
             Err(_) => Err(WriteError::Failed { path: path.display().to_string(), reason: "the muxer could not finalise the file".into() }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_reported_as_disk_full_naming_the_file() {
+        // /dev/full takes every open and fails every write with ENOSPC.
+        let path = Path::new("/dev/full");
+        if !path.exists() {
+            println!("SKIPPED: no /dev/full on this system");
+            return;
+        }
+        let frame = vec![0u8; 16 * 1024];
+        let error = (|| {
+            let mut file = WebmFile::create(path, RecordCodec::Opus, (0, 0))?;
+            for n in 0..64u64 {
+                file.write(&frame, n * 20_000_000, true)?;
+            }
+            file.finalize().map(drop)
+        })()
+        .expect_err("nothing can be written to /dev/full");
+        assert_eq!(error.code(), "RECORDING_DISK_FULL", "{error}");
+        assert!(error.to_string().contains("/dev/full") && error.to_string().contains("free space"), "{error}");
+    }
+
+    #[test]
+    fn other_write_errors_are_write_failed_with_the_reason() {
+        let error = WebmFile::create(Path::new("/proc/fanout-cannot-create-this/x.webm"), RecordCodec::Vp8, (320, 240)).err().unwrap();
+        assert_eq!(error.code(), "RECORDING_WRITE_FAILED", "{error}");
     }
 }
