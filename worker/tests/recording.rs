@@ -247,3 +247,122 @@ async fn a_recording_of_vp8_and_opus_producers_plays_in_ffmpeg_with_the_duration
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&recordings);
 }
+
+const VP8_SSRC: u32 = 2471283948;
+const OPUS_SSRC: u32 = 1129421238;
+
+fn pli_media_ssrc(compound: &[u8]) -> Option<u32> {
+    let mut rest = compound;
+    while rest.len() >= 12 {
+        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+        if rest[1] == 206 && rest[0] & 0x1f == 1 {
+            return Some(u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]));
+        }
+        rest = rest.get(len..)?;
+    }
+    None
+}
+
+/// Through a real worker: a browser-like peer publishes over ICE, DTLS and SRTP, the REST API
+/// starts the recording, the recorder's keyframe request reaches the publisher as a PLI, and
+/// the stopped recording's files play.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_records_a_publisher_over_its_real_transport_and_asks_it_for_a_keyframe() {
+    use fanout_worker::api::{JoinRequest, ProduceRequest};
+    use fanout_worker::client::WorkerClient;
+    use fanout_worker::media::peer::TestPeer;
+    use fanout_worker::room::{Direction, PeerId};
+    use fanout_worker::server::{start, WorkerConfig};
+    use fanout_worker::testing::{chrome_opus_parameters, chrome_vp8_parameters};
+
+    if !have("ffmpeg") || !have("ffprobe") {
+        println!("SKIPPED: ffmpeg/ffprobe not installed (apt-get install ffmpeg) - the recording file check did not run");
+        return;
+    }
+    let work = scratch("recording-e2e-media");
+    let (ivf, ogg) = (work.join("clip.ivf"), work.join("clip.ogg"));
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "3", "-c:v", "libvpx", "-g", "30", "-b:v", "300k", "-f", "ivf", ivf.to_str().unwrap()]);
+    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", "-c:a", "libopus", "-frame_duration", "20", "-f", "ogg", ogg.to_str().unwrap()]);
+    let (video, audio) = (ivf_frames(&ivf), ogg_opus_packets(&ogg));
+
+    let recordings = scratch("recording-e2e");
+    let mut config = WorkerConfig::loopback((47300, 47319));
+    config.limits.recording_dir = Some(recordings.clone());
+    let worker = start(config).await.expect("worker starts");
+    let client = WorkerClient::new(None, Duration::from_secs(5));
+    let endpoint = worker.endpoint();
+    let room = "lesson";
+    let alice = PeerId::from("alice");
+    client.join(&endpoint, room, &JoinRequest::new("alice")).await.unwrap();
+    let send = client.create_transport(&endpoint, room, &alice, Direction::Send).await.unwrap();
+    let mut peer = TestPeer::for_transport(&send).await.unwrap();
+    client.connect_transport(&endpoint, room, &send.id, &peer.dtls_parameters()).await.unwrap();
+    peer.connect(Duration::from_secs(3)).await.unwrap();
+    let produce = |kind, rtp_parameters| ProduceRequest {
+        peer_id: alice.clone(),
+        transport_id: send.id.clone(),
+        kind,
+        rtp_parameters,
+        app_data: Default::default(),
+        paused: false,
+    };
+    let camera = client.produce(&endpoint, room, &produce(MediaKind::Video, chrome_vp8_parameters())).await.unwrap().id;
+    client.produce(&endpoint, room, &produce(MediaKind::Audio, chrome_opus_parameters())).await.unwrap();
+
+    let started = client.start_recording(&endpoint, room, "e2e").await.unwrap();
+    assert_eq!(started.state, RecordingState::Recording);
+    // The recording starts mid-stream: an interframe, which cannot start a file.
+    let mut sequence = 100u16;
+    for packet in vp8_packets(&video[1], &mut sequence, 3_000) {
+        peer.send_rtp(&rtp_with_ssrc(packet, VP8_SSRC)).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match peer.recv(left).await.unwrap() {
+            Some((true, packet)) if pli_media_ssrc(&packet) == Some(VP8_SSRC) => break,
+            Some(_) => {}
+            None => panic!("the recorder's keyframe request did not reach the publisher"),
+        }
+    }
+    // Now the clip from its keyframe, in real time.
+    let start = tokio::time::Instant::now();
+    let (mut v, mut a) = (0, 0);
+    while v < video.len() || a < audio.len() {
+        let video_at = Duration::from_micros(33_333 * v as u64);
+        let audio_at = Duration::from_millis(20 * a as u64);
+        if v < video.len() && (a >= audio.len() || video_at <= audio_at) {
+            tokio::time::sleep_until(start + video_at).await;
+            for packet in vp8_packets(&video[v], &mut sequence, 6_000 + 3_000 * v as u32) {
+                peer.send_rtp(&rtp_with_ssrc(packet, VP8_SSRC)).await.unwrap();
+            }
+            v += 1;
+        } else {
+            tokio::time::sleep_until(start + audio_at).await;
+            peer.send_rtp(&rtp(111, a as u16, 960 * a as u32, OPUS_SSRC, a == 0, &audio[a])).await.unwrap();
+            a += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = client.stop_recording(&endpoint, room, "e2e").await.unwrap();
+    assert_eq!(stopped.state, RecordingState::Stopped, "{stopped:?}");
+    assert_eq!(stopped.files.len(), 2, "{stopped:?}");
+    for file in &stopped.files {
+        let path = recordings.join(&file.path);
+        let probe = ffprobe(&path);
+        println!("ffprobe {} (through the worker):\n{}", file.path, probe.lines.trim_end());
+        let expected = if file.producer_id == camera { "vp8" } else { "opus" };
+        assert_eq!(probe.codec, expected);
+        assert!((probe.duration - 3.0).abs() < 0.5, "{}: {} s, 3 s were sent", file.path, probe.duration);
+        let errors = decode_errors(&path);
+        assert!(errors.trim().is_empty(), "ffmpeg decoding {} reported: {errors}", file.path);
+    }
+    worker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&recordings);
+}
+
+fn rtp_with_ssrc(mut packet: Vec<u8>, ssrc: u32) -> Vec<u8> {
+    packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    packet
+}

@@ -261,12 +261,13 @@ impl Recorder {
         };
         registry.active.insert((room.clone(), id.to_owned()), recording.clone());
         let dropped = registry.room_drops.entry(room.clone()).or_default().clone();
+        // Before the tap: the thread sees the start before any packet it copies.
+        self.send(Control::Start { room: room.clone(), id: id.to_owned(), started_at, dropped: dropped.clone() });
         if !registry.taps.contains_key(room) {
             let tap = RecordTap { room: Arc::new(room.clone()), sender: self.packets.clone(), dropped: dropped.clone(), dropped_total: self.dropped_total.clone() };
             registry.taps.insert(room.clone(), tap.clone());
             self.engine.set_recording_tap(room, Some(tap));
         }
-        self.send(Control::Start { room: room.clone(), id: id.to_owned(), started_at, dropped });
         (recording, true)
     }
 
@@ -368,6 +369,12 @@ impl RecorderThread {
     fn run(&mut self, packets: Receiver<Tapped>, control: Receiver<Control>) {
         let mut next_tick = Instant::now() + TICK;
         loop {
+            // Woken by the clock, not by each packet: a sender whose receiver is asleep in
+            // the channel would make a system call per packet on the media thread to wake it.
+            // The queue holds far more than a tick's packets.
+            std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
+            next_tick = Instant::now() + TICK;
+            // Control first: a recording's start is queued before any packet copied for it.
             loop {
                 match control.try_recv() {
                     Ok(Control::Shutdown(done)) => {
@@ -390,11 +397,6 @@ impl RecorderThread {
                     }
                 }
             }
-            // Woken by the clock, not by each packet: a sender whose receiver is asleep in
-            // the channel would make a system call per packet on the media thread to wake it.
-            // The queue holds far more than a tick's packets.
-            std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
-            next_tick = Instant::now() + TICK;
             for tapped in packets.try_iter().take(QUEUE_PACKETS) {
                 self.on_packet(tapped);
             }
