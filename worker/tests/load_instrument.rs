@@ -48,7 +48,7 @@ async fn subscribers_receive_every_packet_through_the_worker_and_through_the_rel
 async fn simulcast_subscribers_over_ice_tcp_each_get_their_own_encoding_through_the_worker_and_the_relay() {
     let worker = start(WorkerConfig::loopback((47420, 47429))).await.expect("worker starts");
     let target = WorkerTarget { endpoint: worker.endpoint(), pid: std::process::id(), api_token: None, cpu: None };
-    let media = Media { simulcast: Some(SubscriberLayers::Spread), transport: Transport::Tcp };
+    let media = Media { simulcast: Some(SubscriberLayers::Spread), transport: Transport::Tcp, record: false };
     // The buffers' baseline does not matter here: a second of publishing, not 17.
     let timing = Timing { buffers_fill: Duration::from_secs(1), warmup: Duration::from_millis(1500), window: Duration::from_secs(2) };
     let run = run_worker(&target, 3, 1, media, timing).await.expect("the load run completes over ICE-TCP");
