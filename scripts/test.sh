@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (README: "Run all tests"). Installs what it needs first: libssl-dev and
 # pkg-config (apt) for the Socket.IO test client, redis-server (apt) for the replica tests,
-# chromium (apt) and the web client's npm packages for the browser tests.
+# chromium (apt) and the web client's npm packages for the browser tests, ffmpeg (apt) for
+# the recording tests.
 # CI runs exactly this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,14 @@ if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
   echo "installing iproute2 (apt) for the worker's constrained-link test"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
+
+# The worker's recording tests (worker/tests/recording.rs) encode clips with ffmpeg and check
+# the recorded files with ffprobe (they print SKIPPED without them).
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  echo "installing ffmpeg (apt) for the worker's recording tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
 
 # Signalling's replica tests (signalling/tests/replicas.rs) start a real redis-server on a
