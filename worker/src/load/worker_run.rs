@@ -278,11 +278,13 @@ pub async fn run_worker(
     let forwarded_before = forwarded_packets(endpoint).await?;
     let (cpu_before, media_before) = read(target.pid)?;
     let core_before = target.cpu.and_then(procfs::cpu_busy_seconds);
+    let recorder_before = procfs::threads_cpu_seconds(target.pid, "fanout-recorder");
     phase.store(Phase::Measure as u8, Ordering::Release);
     let measuring = Instant::now();
     tokio::time::sleep(window).await;
     let (cpu_after, media_after) = read(target.pid)?;
     let core_after = target.cpu.and_then(procfs::cpu_busy_seconds);
+    let recorder_cpu = procfs::threads_cpu_seconds(target.pid, "fanout-recorder").zip(recorder_before).map(|(a, b)| a - b);
     let forwarded_after = forwarded_packets(endpoint).await?;
     let window = measuring.elapsed();
     let rss_after_kib = procfs::rss_kib(target.pid).ok_or(LoadError::Proc(target.pid))?;
@@ -294,12 +296,13 @@ pub async fn run_worker(
         let bytes: u64 = recording.files.iter().map(|f| f.bytes).sum();
         let longest = recording.files.iter().map(|f| f.duration_ms).max().unwrap_or(0);
         eprintln!(
-            "  recording: {:?}, {} files, {:.1} MB, {:.1} s, {} packets dropped by the recorder's queue{}",
+            "  recording: {:?}, {} files, {:.1} MB, {:.1} s, {} packets dropped by the recorder's queue, recorder thread CPU {} in the window{}",
             recording.state,
             recording.files.len(),
             bytes as f64 / 1e6,
             longest as f64 / 1e3,
             recording.dropped_packets,
+            recorder_cpu.map_or("-".into(), |s| format!("{:.3} s", s)),
             recording.error.map(|e| format!(", error {}: {}", e.code, e.message)).unwrap_or_default()
         );
     }

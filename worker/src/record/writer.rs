@@ -83,6 +83,12 @@ impl Seek for Watched {
         self.position = self.keep(result)?;
         Ok(self.position)
     }
+
+    /// libwebm asks where it is before nearly every element; the default (a seek to the
+    /// current position) would flush the buffer and make a system call each time.
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.position)
+    }
 }
 
 enum Track {
