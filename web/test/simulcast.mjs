@@ -88,9 +88,10 @@ async function publisherSendsFullWidth(publisher) {
  * the lowest spatial layer, gets about a quarter of the width, asks for the top again and gets
  * it back, and neither subscriber's picture freezes meanwhile.
  */
-async function layersPerSubscriber(open, label, params) {
+/** A room where `ada` publishes with `params` and `bob` and `carol` only watch. */
+async function oneSenderTwoViewers(open, label, params) {
   const name = room(label);
-  const ada = await open('ada', { room: name, width: FULL_WIDTH, height: FULL_HEIGHT, ...params });
+  const ada = await open('ada', { room: name, ...params });
   await ada.join();
   const adaId = await ada.participantId();
   // The subscribers only watch: on two cores, more encoders would make Chrome scale ada down.
@@ -98,6 +99,11 @@ async function layersPerSubscriber(open, label, params) {
   await bob.join();
   const carol = await open('carol', { room: name, publish: '0' });
   await carol.join();
+  return { ada, adaId, bob, carol };
+}
+
+async function layersPerSubscriber(open, label, params) {
+  const { ada, adaId, bob, carol } = await oneSenderTwoViewers(open, label, { width: FULL_WIDTH, height: FULL_HEIGHT, ...params });
   await publisherSendsFullWidth(ada);
 
   const top = await watch(bob, adaId, (r) => r.frameWidth === FULL_WIDTH, { what: `bob decodes ada at ${FULL_WIDTH}` });
@@ -156,14 +162,7 @@ scenario('an H264 L1T3 publisher: a subscriber asking for temporal layer 0 gets 
   // Debian's Chromium encodes H264 with OpenH264, which makes temporal layers; their ids reach
   // the worker in the dependency descriptor header extension (H264 has no payload descriptor
   // carrying them), and the worker drops the upper layers for a subscriber that asks.
-  const name = room('h264t');
-  const ada = await open('ada', { room: name, width: 640, height: 360, codec: 'H264', scalabilityMode: 'L1T3' });
-  await ada.join();
-  const adaId = await ada.participantId();
-  const bob = await open('bob', { room: name, publish: '0' });
-  await bob.join();
-  const carol = await open('carol', { room: name, publish: '0' });
-  await carol.join();
+  const { ada, adaId, bob, carol } = await oneSenderTwoViewers(open, 'h264t', { width: 640, height: 360, codec: 'H264', scalabilityMode: 'L1T3' });
   await watch(carol, adaId, (r) => r.framesDecoded > 60, { what: 'carol decodes ada' });
   const row = await videoFrom(carol, adaId);
   assert.match(row.codec ?? '', /H264/i, `the call runs H264: ${JSON.stringify(row)}`);
