@@ -99,6 +99,7 @@ fn controller_path(policy: Policy) -> (f64, usize, usize) {
                 tolerations: vec![],
                 resources: None,
                 drain_timeout_seconds: 60,
+                recording: None,
             });
             w.metadata.namespace = Some(ns.into());
             w.metadata.labels = Some(pool_labels(p));

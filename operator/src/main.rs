@@ -1,4 +1,4 @@
-//! The `fanout-operator` binary: leader election, watch caches, the two controllers, and an
+//! The `fanout-operator` binary: leader election, watch caches, the three controllers, and an
 //! HTTP server for `/healthz` and `/metrics`.
 
 use std::net::SocketAddr;
@@ -12,12 +12,13 @@ use fanout_operator::controller::{self, Caches, Config, Context};
 use fanout_operator::leader::LeaderElector;
 use fanout_operator::metrics::Metrics;
 use fanout_operator::scheduler::Policy;
-use fanout_worker::client::WorkerClient;
+use fanout_operator::worker_api::HttpWorkers;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 
-/// Fanout's Kubernetes operator: runs SfuWorker pools and schedules Rooms onto them.
+/// Fanout's Kubernetes operator: runs SfuWorker pools, schedules Rooms onto them and has their
+/// workers record Rooms (Recordings).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -110,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         rooms: caches.rooms,
         pools: caches.pools,
         pods: caches.pods,
-        workers: Arc::new(WorkerClient::new(args.worker_token.clone(), Duration::from_secs(5))),
+        workers: Arc::new(HttpWorkers::new(args.worker_token.clone(), Duration::from_secs(5))),
         ledger: Mutex::new(Default::default()),
         recorder: Recorder::new(client.clone(), Reporter { controller: "fanout-operator".into(), instance: Some(identity) }),
         metrics: metrics.clone(),

@@ -9,12 +9,14 @@
 //! - Required anti-affinity keeps replicas of one pool on different nodes even if the HTTP port
 //!   changes between pools.
 //! - Identity and addresses come from the downward API: the worker needs no Kubernetes access.
+//! - A pool with `recording` mounts its volume (the root filesystem is read-only) and passes the
+//!   mount path as `--recording-dir`.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, PodAffinityTerm,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource, ObjectFieldSelector, Pod, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{labels, AnnouncedAddressSource, SfuWorker, SfuWorkerSpec};
+use crate::crd::{labels, AnnouncedAddressSource, RecordingVolume, SfuWorker, SfuWorkerSpec};
 
 /// Where the worker reads its announced IP when the operator resolves it (NodeExternalIP): a
 /// downward-API file that the kubelet refreshes when the pod's annotation changes.
@@ -65,8 +67,35 @@ pub fn template_hash(spec: &SfuWorkerSpec) -> String {
         shaping["tcpPort"] = serde_json::json!(spec.tcp_port);
         shaping["enableTcp"] = serde_json::json!(spec.enable_tcp);
     }
+    // Likewise the recording volume: only a pool that has one hashes it.
+    if let Some(recording) = &spec.recording {
+        shaping["recording"] = serde_json::json!(recording);
+    }
     let digest = Sha256::digest(shaping.to_string().as_bytes());
     digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Name of the recording volume in a worker pod.
+pub const RECORDING_VOLUME: &str = "recordings";
+
+fn recording_volume(volume: &RecordingVolume) -> Volume {
+    Volume {
+        name: RECORDING_VOLUME.into(),
+        persistent_volume_claim: volume.persistent_volume_claim.as_ref().map(|c| PersistentVolumeClaimVolumeSource {
+            claim_name: c.claim_name.clone(),
+            read_only: None,
+        }),
+        // The schema admits exactly one of the two; an object that bypassed it with neither
+        // still gets a writable (emptyDir) directory rather than a pod the server refuses.
+        empty_dir: match (&volume.persistent_volume_claim, &volume.empty_dir) {
+            (Some(_), _) => None,
+            (None, dir) => Some(EmptyDirVolumeSource {
+                size_limit: dir.as_ref().and_then(|d| d.size_limit.clone()),
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    }
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -149,6 +178,11 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
                 ..Default::default()
             });
         }
+    }
+    if let Some(recording) = &spec.recording {
+        args.push(format!("--recording-dir={}", recording.path));
+        volumes.push(recording_volume(&recording.volume));
+        mounts.push(VolumeMount { name: RECORDING_VOLUME.into(), mount_path: recording.path.clone(), ..Default::default() });
     }
     if let Some(secret) = &spec.api_token_secret {
         env.push(EnvVar {
@@ -247,6 +281,9 @@ pub fn worker_pod(pool: &SfuWorker, ordinal: u32) -> Pod {
                 run_as_non_root: Some(true),
                 run_as_user: Some(65532),
                 run_as_group: Some(65532),
+                // A claim's volume belongs to root until the kubelet hands it to this group, and
+                // the worker (user 65532) must write its recordings there.
+                fs_group: spec.recording.as_ref().map(|_| 65532),
                 ..Default::default()
             }),
             image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
@@ -263,6 +300,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::crd::{AnnouncedAddress, RtcPortRange, WorkerCapacity};
     use k8s_openapi::api::core::v1::{LocalObjectReference, SecretKeySelector};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     pub(crate) fn pool(name: &str, replicas: i32) -> SfuWorker {
         let mut p = SfuWorker::new(name, SfuWorkerSpec {
@@ -282,6 +320,7 @@ pub(crate) mod tests {
             tolerations: vec![],
             resources: None,
             drain_timeout_seconds: 60,
+            recording: None,
         });
         p.metadata.namespace = Some("media".into());
         p.metadata.uid = Some(format!("uid-{name}"));
@@ -459,5 +498,47 @@ pub(crate) mod tests {
         let secrets = worker_pod(&private, 0).spec.unwrap().image_pull_secrets.unwrap();
         assert_eq!(secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["regcred"]);
         assert_eq!(template_hash(&base.spec), template_hash(&private.spec), "a new pull secret restarts no worker");
+    }
+
+    #[test]
+    fn a_recording_volume_is_mounted_and_passed_as_the_recording_dir() {
+        use crate::crd::{RecordingClaim, RecordingEmptyDir, RecordingStorage};
+        let base = pool("sfu", 1);
+        let plain = worker_pod(&base, 0);
+        assert!(!plain.spec.as_ref().unwrap().containers[0].args.as_ref().unwrap().iter().any(|a| a.starts_with("--recording-dir")));
+        assert_eq!(plain.spec.as_ref().unwrap().security_context.as_ref().unwrap().fs_group, None);
+
+        let mut claim = base.clone();
+        claim.spec.recording = Some(RecordingStorage {
+            volume: RecordingVolume {
+                persistent_volume_claim: Some(RecordingClaim { claim_name: "recordings".into() }),
+                empty_dir: None,
+            },
+            path: "/data/rec".into(),
+        });
+        let pod = worker_pod(&claim, 0);
+        let spec = pod.spec.as_ref().unwrap();
+        let c = &spec.containers[0];
+        assert!(c.args.as_ref().unwrap().iter().any(|a| a == "--recording-dir=/data/rec"));
+        let mount = c.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == RECORDING_VOLUME).unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/data/rec", None));
+        let vol = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == RECORDING_VOLUME).unwrap();
+        assert_eq!(vol.persistent_volume_claim.as_ref().unwrap().claim_name, "recordings");
+        assert!(vol.empty_dir.is_none());
+        assert_eq!(spec.security_context.as_ref().unwrap().fs_group, Some(65532), "the worker's group can write the claim");
+        assert_ne!(template_hash(&base.spec), template_hash(&claim.spec), "adding a volume replaces the pods");
+
+        let mut dir = base.clone();
+        dir.spec.recording = Some(RecordingStorage {
+            volume: RecordingVolume {
+                persistent_volume_claim: None,
+                empty_dir: Some(RecordingEmptyDir { size_limit: Some(Quantity("10Gi".into())) }),
+            },
+            path: crate::crd::DEFAULT_RECORDING_PATH.into(),
+        });
+        let pod = worker_pod(&dir, 0);
+        let vol = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().find(|v| v.name == RECORDING_VOLUME).unwrap().clone();
+        assert_eq!(vol.empty_dir.unwrap().size_limit, Some(Quantity("10Gi".into())));
+        assert!(pod.spec.unwrap().containers[0].args.as_ref().unwrap().iter().any(|a| a == "--recording-dir=/var/lib/fanout/recordings"));
     }
 }

@@ -1,10 +1,11 @@
 //! The reconcilers: thin I/O around the pure decisions in [`crate::scheduler`],
-//! [`crate::pool`], [`crate::placement`] and [`crate::status`].
+//! [`crate::pool`], [`crate::placement`], [`crate::status`] and [`crate::recording`].
 //!
 //! Both read the cluster through watch caches ([`Store`]s) and write through the API. Room
 //! scheduling goes through one lock ([`Context::ledger`]) so concurrent reconciles can never
 //! commit the same free capacity twice.
 
+pub mod recording;
 pub mod room;
 pub mod sfuworker;
 
@@ -19,7 +20,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::crd::{labels, Room, SfuWorker};
+use crate::crd::{labels, Recording, Room, SfuWorker};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::scheduler::Policy;
@@ -139,13 +140,14 @@ where
     }
 }
 
-/// Runs both controllers until `shutdown` resolves.
+/// Runs the three controllers (Rooms, SfuWorkers, Recordings) until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let ns = ctx.config.namespace.clone();
     let ns = ns.as_deref();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
+    let (shutdown_recordings, ctx_recordings) = (shutdown.clone(), ctx.clone());
     let rooms_for_pods = ctx.rooms.clone();
     let rooms_for_pools = ctx.rooms.clone();
     let room_controller = Controller::new(scoped::<Room>(&client, ns), watcher::Config::default())
@@ -183,7 +185,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         });
 
-    futures::join!(room_controller, pool_controller);
+    let recordings = Controller::new(scoped::<Recording>(&client, ns), watcher::Config::default());
+    let recordings_by_room = recordings.store();
+    let recording_controller = recordings
+        // A Room appearing, being placed or moving concerns the Recordings that name it.
+        .watches(scoped::<Room>(&client, ns), watcher::Config::default(), move |room: Room| {
+            recordings_of_room(&recordings_by_room, &room)
+        })
+        .graceful_shutdown_on(shutdown_recordings)
+        .run(recording::reconcile, recording::error_policy, ctx_recordings)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "recording reconcile failed");
+            }
+        });
+
+    futures::join!(room_controller, pool_controller, recording_controller);
 }
 
 /// Rooms placed on `pod`, plus every pending room of its namespace.
@@ -198,6 +215,18 @@ fn rooms_affected_by_pod(rooms: &Store<Room>, pod: &Pod) -> Vec<ObjectRef<Room>>
             Some(p) => p.pod == name,
             None => true,
         })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+/// Recordings of `room` (by name, in its namespace).
+fn recordings_of_room(recordings: &Store<Recording>, room: &Room) -> Vec<ObjectRef<Recording>> {
+    let ns = room.namespace();
+    let name = room.name_any();
+    recordings
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == ns && r.spec.room_name == name)
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
 }

@@ -1,12 +1,15 @@
-//! The custom resources Fanout owns (group `fanout.dev`, version `v1alpha1`).
+//! The custom resources Fanout owns (`Room`, `SfuWorker`, `Recording`; group `fanout.dev`,
+//! version `v1alpha1`).
 //!
 //! Doc comments on these types become the field descriptions of the generated CRDs, which is
 //! what `kubectl explain room.spec` shows: write them for the platform engineer.
 
+mod recording;
 mod room;
 pub mod schema;
 mod sfuworker;
 
+pub use recording::*;
 pub use room::*;
 pub use sfuworker::*;
 
@@ -79,7 +82,11 @@ pub fn definitions() -> Vec<(&'static str, serde_json::Value)> {
         }
         value
     };
-    vec![("room.yaml", tidied(Room::crd())), ("sfuworker.yaml", tidied(SfuWorker::crd()))]
+    vec![
+        ("room.yaml", tidied(Room::crd())),
+        ("sfuworker.yaml", tidied(SfuWorker::crd())),
+        ("recording.yaml", tidied(Recording::crd())),
+    ]
 }
 
 /// The generated CRD manifests: `(file name under crds/, YAML)`. `crdgen` writes them; a test

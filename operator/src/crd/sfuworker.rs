@@ -132,6 +132,62 @@ pub struct SfuWorkerSpec {
     #[serde(default = "default_drain_timeout")]
     #[schemars(range(min = 0))]
     pub drain_timeout_seconds: i64,
+
+    /// Where the workers write recordings (Recording objects): a volume mounted into every
+    /// worker pod, passed to the worker as `--recording-dir`. Unset: the pool's workers refuse
+    /// to record (Recordings of its rooms wait with the reason `RecordingDisabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingStorage>,
+}
+
+/// Default `spec.recording.path`.
+pub const DEFAULT_RECORDING_PATH: &str = "/var/lib/fanout/recordings";
+
+/// The recording volume of a pool's workers.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingStorage {
+    /// The volume recordings are written to.
+    pub volume: RecordingVolume,
+    /// Where the volume is mounted in the worker container (the worker's `--recording-dir`).
+    #[serde(default = "default_recording_path")]
+    #[schemars(regex(pattern = r"^/[^\s]*$"), length(min = 2, max = 1024))]
+    pub path: String,
+}
+
+/// Exactly one of `persistentVolumeClaim` or `emptyDir`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.persistentVolumeClaim) != has(self.emptyDir)").message("recording.volume needs exactly one of persistentVolumeClaim or emptyDir"))]
+pub struct RecordingVolume {
+    /// A PersistentVolumeClaim in the pool's namespace: recordings outlive the pods. Every
+    /// replica mounts the same claim, so with more than one replica it must allow that
+    /// (ReadWriteMany, or ReadWriteOnce with all replicas on one node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<RecordingClaim>,
+    /// A directory on the node that lives as long as the pod: recordings are lost with the pod
+    /// (for trying recording out, or when something copies the files off the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<RecordingEmptyDir>,
+}
+
+/// See [`RecordingVolume::persistent_volume_claim`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingClaim {
+    /// Name of the PersistentVolumeClaim.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+/// See [`RecordingVolume::empty_dir`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingEmptyDir {
+    /// Most the directory may hold (`10Gi`); the kubelet evicts the pod beyond it, so keep it
+    /// above what recordings need. Unset: no limit but the node's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 /// An inclusive UDP port range.
@@ -281,4 +337,7 @@ fn default_enable_tcp() -> bool {
 }
 fn default_drain_timeout() -> i64 {
     DEFAULT_DRAIN_TIMEOUT_SECONDS
+}
+fn default_recording_path() -> String {
+    DEFAULT_RECORDING_PATH.to_string()
 }
