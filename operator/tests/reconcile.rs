@@ -426,3 +426,228 @@ async fn reconciles_and_scheduling_show_in_metrics() {
     assert!(text.contains("fanout_operator_scheduling_decisions_total{outcome=\"scheduled\"} 1"), "{text}");
     assert!(text.contains("fanout_operator_scheduling_latency_seconds_count 1"), "{text}");
 }
+
+// --- Recordings ------------------------------------------------------------------------------
+
+mod recordings {
+    use super::*;
+    use fanout_operator::crd::{Recording, RecordingPhase};
+    use fanout_operator::recording::{POLL_INTERVAL, PENDING_RETRY};
+    use fanout_operator::worker_api::{WorkerRecordingError, WorkerRecordingFile, WorkerRecordingState};
+    use kube::runtime::controller::Action;
+
+    fn reason(rec: &Recording) -> (Option<RecordingPhase>, String) {
+        let status = rec.status.clone().unwrap();
+        let c = status.conditions.iter().find(|c| c.type_ == "Recording").expect("a Recording condition");
+        (status.phase, c.reason.clone())
+    }
+
+    fn file(name: &str, bytes: u64, duration_ms: u64) -> WorkerRecordingFile {
+        WorkerRecordingFile {
+            name: name.into(),
+            path: format!("rec/{name}"),
+            producer_id: format!("producer-{name}"),
+            kind: "audio".into(),
+            codec: "opus".into(),
+            container: "webm".into(),
+            bytes,
+            duration_ms,
+        }
+    }
+
+    /// A pool of `replicas`, room `r` placed, Recording `rec` of it with its finalizer.
+    async fn recording_of_a_placed_room(replicas: i32) -> (Harness, String, String) {
+        let mut h = Harness::new(config());
+        h.ready_pool("sfu", replicas, 500, 50).await;
+        h.apply_room("r", 10);
+        h.settle_room("r").await;
+        h.apply_recording("rec", "r");
+        let endpoint = h.room("r").unwrap().status.unwrap().placement.unwrap().endpoint;
+        let uid = h.recording("rec").unwrap().uid().unwrap();
+        (h, endpoint, uid)
+    }
+
+    #[tokio::test]
+    async fn a_recording_starts_on_the_rooms_worker_and_copies_its_files() {
+        let (h, endpoint, uid) = recording_of_a_placed_room(1).await;
+        h.reconcile_recording("rec").await;
+        assert_eq!(h.recording("rec").unwrap().finalizers(), ["fanout.dev/stop-recording"]);
+        let action = h.reconcile_recording("rec").await;
+        assert_eq!(h.workers.calls(), [format!("POST {endpoint} r {uid}")], "the recording id is the object's UID");
+        let rec = h.recording("rec").unwrap();
+        assert_eq!(reason(&rec), (Some(RecordingPhase::Recording), "Recording".to_string()));
+        let status = rec.status.unwrap();
+        assert!(status.started_at.is_some());
+        let worker = status.worker.unwrap();
+        assert_eq!((worker.pod.as_str(), worker.sfu_worker.as_str(), worker.endpoint.as_str()), ("sfu-0", "sfu", endpoint.as_str()));
+        assert_eq!(action, Action::requeue(POLL_INTERVAL), "polled while recording");
+        assert!(h.event_reasons().contains(&"Recording".to_string()));
+
+        // The worker writes; the next poll copies sizes and durations.
+        h.workers.update_recording(&endpoint, "r", &uid, |r| r.files = vec![file("mic.webm", 48_000, 3_000), file("cam.webm", 900_000, 3_100)]);
+        h.reconcile_recording("rec").await;
+        assert_eq!(h.workers.calls().last().unwrap(), &format!("GET {endpoint} r {uid}"));
+        let files = h.recording("rec").unwrap().status.unwrap().files;
+        let got: Vec<(&str, &str, i64, i64)> = files.iter().map(|f| (f.pod.as_str(), f.name.as_str(), f.bytes, f.duration_ms)).collect();
+        assert_eq!(got, [("sfu-0", "mic.webm", 48_000, 3_000), ("sfu-0", "cam.webm", 900_000, 3_100)]);
+        assert_eq!(files[0].path, "rec/mic.webm");
+        assert_eq!((files[1].codec.as_str(), files[1].container.as_str()), ("opus", "webm"));
+    }
+
+    #[tokio::test]
+    async fn a_recording_waits_for_a_missing_room_and_starts_once_it_is_placed() {
+        let mut h = Harness::new(config());
+        h.ready_pool("sfu", 1, 500, 50).await;
+        h.apply_recording("rec", "later");
+        h.reconcile_recording("rec").await;
+        let action = h.reconcile_recording("rec").await;
+        let rec = h.recording("rec").unwrap();
+        assert_eq!(reason(&rec), (Some(RecordingPhase::Pending), "RoomNotFound".to_string()));
+        assert_eq!(action, Action::requeue(PENDING_RETRY));
+        assert!(h.workers.calls().is_empty());
+
+        // The Room appears, not yet placed.
+        h.apply_room("later", 10);
+        h.sync();
+        h.reconcile_recording("rec").await;
+        assert_eq!(reason(&h.recording("rec").unwrap()), (Some(RecordingPhase::Pending), "RoomNotPlaced".to_string()));
+
+        // Placed: the recording starts there.
+        h.settle_room("later").await;
+        h.reconcile_recording("rec").await;
+        assert_eq!(reason(&h.recording("rec").unwrap()).0, Some(RecordingPhase::Recording));
+        assert_eq!(h.workers.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn spec_stop_stops_the_recording_on_the_worker_with_the_final_files() {
+        let (h, endpoint, uid) = recording_of_a_placed_room(1).await;
+        h.reconcile_recording("rec").await;
+        h.reconcile_recording("rec").await;
+        h.workers.update_recording(&endpoint, "r", &uid, |r| r.files = vec![file("mic.webm", 10, 1)]);
+        h.reconcile_recording("rec").await;
+
+        h.workers.update_recording(&endpoint, "r", &uid, |r| r.files = vec![file("mic.webm", 96_000, 6_000)]);
+        h.api.update("recordings", NS, "rec", |r| r["spec"]["stop"] = true.into());
+        let action = h.reconcile_recording("rec").await;
+        assert_eq!(h.workers.calls().last().unwrap(), &format!("DELETE {endpoint} r {uid}"));
+        let rec = h.recording("rec").unwrap();
+        assert_eq!(reason(&rec), (Some(RecordingPhase::Stopped), "Stopped".to_string()));
+        let status = rec.status.unwrap();
+        assert!(status.stopped_at.is_some());
+        assert_eq!(status.files[0].bytes, 96_000, "the final size");
+        assert_eq!(action, Action::await_change());
+
+        // Stopped is final: no more calls.
+        let calls = h.workers.calls().len();
+        h.reconcile_recording("rec").await;
+        assert_eq!(h.workers.calls().len(), calls);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_recording_stops_it_on_the_worker_before_it_goes() {
+        let (h, endpoint, uid) = recording_of_a_placed_room(1).await;
+        h.reconcile_recording("rec").await;
+        h.reconcile_recording("rec").await;
+        h.api.update("recordings", NS, "rec", |r| r["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into());
+        h.reconcile_recording("rec").await;
+        assert_eq!(h.workers.calls().last().unwrap(), &format!("DELETE {endpoint} r {uid}"));
+        let on_worker = h.workers.recordings.lock().unwrap()[&(endpoint, "r".to_string(), uid)].state;
+        assert_eq!(on_worker, WorkerRecordingState::Stopped);
+        assert!(h.recording("rec").is_none(), "finalizer removed, object gone");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_worker_keeps_the_recording_pending_and_does_not_block_deletion() {
+        let (h, endpoint, _) = recording_of_a_placed_room(1).await;
+        h.reconcile_recording("rec").await;
+        h.workers.down.lock().unwrap().insert(endpoint.clone());
+        let action = h.reconcile_recording("rec").await;
+        let rec = h.recording("rec").unwrap();
+        assert_eq!(reason(&rec), (Some(RecordingPhase::Pending), "WorkerUnreachable".to_string()));
+        let message = rec.status.unwrap().conditions[0].message.clone();
+        assert!(message.contains("connection refused") && message.contains("sfu-0"), "{message}");
+        assert_ne!(action, Action::await_change(), "tried again");
+
+        // Back: recording. Gone again while recording: the phase stays, the condition says why.
+        h.workers.down.lock().unwrap().clear();
+        h.reconcile_recording("rec").await;
+        assert_eq!(reason(&h.recording("rec").unwrap()).0, Some(RecordingPhase::Recording));
+        h.workers.down.lock().unwrap().insert(endpoint.clone());
+        h.reconcile_recording("rec").await;
+        assert_eq!(reason(&h.recording("rec").unwrap()), (Some(RecordingPhase::Recording), "WorkerUnreachable".to_string()));
+
+        // Deleted while its worker is unreachable: the finalizer goes all the same.
+        h.api.update("recordings", NS, "rec", |r| r["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into());
+        h.reconcile_recording("rec").await;
+        assert!(h.recording("rec").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_recording_with_the_workers_message() {
+        let (h, endpoint, uid) = recording_of_a_placed_room(1).await;
+        h.reconcile_recording("rec").await;
+        h.reconcile_recording("rec").await;
+        h.workers.update_recording(&endpoint, "r", &uid, |r| {
+            r.state = WorkerRecordingState::Failed;
+            r.files = vec![file("cam.webm", 1 << 20, 60_000)];
+            r.error = Some(WorkerRecordingError { code: "RECORDING_DISK_FULL".into(), message: "no space left on /var/lib/fanout/recordings".into() });
+        });
+        let action = h.reconcile_recording("rec").await;
+        let rec = h.recording("rec").unwrap();
+        assert_eq!(reason(&rec), (Some(RecordingPhase::Failed), "DiskFull".to_string()));
+        let status = rec.status.unwrap();
+        assert!(status.conditions[0].message.contains("no space left"), "{}", status.conditions[0].message);
+        assert_eq!(status.files[0].bytes, 1 << 20);
+        assert!(status.stopped_at.is_some());
+        assert_eq!(action, Action::await_change());
+        assert!(h.event_reasons().contains(&"DiskFull".to_string()));
+        // Failed is final; deleting needs no worker call.
+        let calls = h.workers.calls().len();
+        h.api.update("recordings", NS, "rec", |r| r["metadata"]["deletionTimestamp"] = jiff::Timestamp::now().to_string().into());
+        h.reconcile_recording("rec").await;
+        assert!(h.recording("rec").is_none());
+        assert_eq!(h.workers.calls().len(), calls);
+    }
+
+    #[tokio::test]
+    async fn a_pool_without_a_recording_volume_keeps_the_recording_pending_with_the_reason() {
+        let (h, endpoint, _) = recording_of_a_placed_room(1).await;
+        h.workers.recording_disabled.lock().unwrap().insert(endpoint);
+        h.reconcile_recording("rec").await;
+        h.reconcile_recording("rec").await;
+        let rec = h.recording("rec").unwrap();
+        assert_eq!(reason(&rec), (Some(RecordingPhase::Pending), "RecordingDisabled".to_string()));
+        assert!(rec.status.unwrap().conditions[0].message.contains("spec.recording"));
+    }
+
+    #[tokio::test]
+    async fn a_recording_follows_its_room_to_another_worker_and_keeps_the_old_files() {
+        let (mut h, first, uid) = recording_of_a_placed_room(2).await;
+        h.reconcile_recording("rec").await;
+        h.reconcile_recording("rec").await;
+        h.workers.update_recording(&first, "r", &uid, |r| r.files = vec![file("mic.webm", 5_000, 500)]);
+        h.reconcile_recording("rec").await;
+        let old_pod = h.room("r").unwrap().status.unwrap().placement.unwrap().pod;
+
+        // The room's pod is lost: the room moves, and the recording starts again there.
+        h.api.remove("pods", NS, &old_pod);
+        h.sync();
+        h.reconcile_room("r").await;
+        h.sync();
+        let second = h.room("r").unwrap().status.unwrap().placement.unwrap();
+        assert_ne!(second.endpoint, first);
+        h.reconcile_recording("rec").await;
+        assert_eq!(h.workers.calls().last().unwrap(), &format!("POST {} r {uid}", second.endpoint));
+        h.workers.update_recording(&second.endpoint, "r", &uid, |r| r.files = vec![file("mic.webm", 70, 7)]);
+        h.reconcile_recording("rec").await;
+        let status = h.recording("rec").unwrap().status.unwrap();
+        assert_eq!(status.phase, Some(RecordingPhase::Recording));
+        assert_eq!(status.worker.as_ref().unwrap().pod, second.pod);
+        let files: Vec<(String, i64)> = status.files.iter().map(|f| (f.pod.clone(), f.bytes)).collect();
+        assert_eq!(files, [(old_pod.clone(), 5_000), (second.pod.clone(), 70)]);
+        let moved = status.conditions.iter().find(|c| c.type_ == "Moved").expect("a Moved condition");
+        assert_eq!(moved.status, "True");
+        assert!(moved.message.contains(&old_pod), "{}", moved.message);
+    }
+}

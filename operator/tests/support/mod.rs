@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fanout_operator::controller::{room, sfuworker, Config, Context};
-use fanout_operator::crd::{Room, SfuWorker};
-use fanout_operator::worker_api::WorkerApi;
+use fanout_operator::controller::{recording, room, sfuworker, Config, Context};
+use fanout_operator::crd::{Recording, Room, SfuWorker};
+use fanout_operator::worker_api::{WorkerApi, WorkerRecording, WorkerRecordingState};
 use fanout_worker::api::WorkerStats;
 use fanout_worker::client::ClientError;
 use k8s_openapi::api::core::v1::Pod;
@@ -35,6 +35,35 @@ pub struct FakeWorkers {
     pub closed: Mutex<Vec<(String, String)>>,
     /// Peers per `(endpoint, room)`; absent: the worker does not know the room.
     pub room_peers: Mutex<HashMap<(String, String), u32>>,
+    /// Recordings per `(endpoint, room, id)`, as the worker would report them.
+    pub recordings: Mutex<HashMap<(String, String, String), WorkerRecording>>,
+    /// Every recording call that reached a live worker: `"POST|GET|DELETE endpoint room id"`.
+    pub recording_calls: Mutex<Vec<String>>,
+    /// Workers without a recording directory (they answer 503 `RECORDING_DISABLED`).
+    pub recording_disabled: Mutex<HashSet<String>>,
+}
+
+impl FakeWorkers {
+    fn reachable(&self, endpoint: &str) -> Result<(), ClientError> {
+        if self.down.lock().unwrap().contains(endpoint) {
+            return Err(ClientError::Unavailable { endpoint: endpoint.into(), reason: "connection refused".into() });
+        }
+        Ok(())
+    }
+
+    /// Changes a recording in place (files growing, a failure), as the worker's recorder would.
+    pub fn update_recording(&self, endpoint: &str, room: &str, id: &str, f: impl FnOnce(&mut WorkerRecording)) {
+        let mut all = self.recordings.lock().unwrap();
+        f(all.get_mut(&(endpoint.to_string(), room.to_string(), id.to_string())).expect("the worker has the recording"));
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.recording_calls.lock().unwrap().clone()
+    }
+}
+
+fn not_found(code: &str, message: String) -> ClientError {
+    ClientError::Api { status: 404, code: code.into(), message }
 }
 
 #[async_trait]
@@ -59,6 +88,42 @@ impl WorkerApi for FakeWorkers {
             return Err(ClientError::Unavailable { endpoint: endpoint.into(), reason: "connection refused".into() });
         }
         Ok(self.room_peers.lock().unwrap().get(&(endpoint.to_string(), room.to_string())).copied().unwrap_or(0))
+    }
+
+    async fn start_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<WorkerRecording, ClientError> {
+        self.reachable(endpoint)?;
+        self.recording_calls.lock().unwrap().push(format!("POST {endpoint} {room} {id}"));
+        if self.recording_disabled.lock().unwrap().contains(endpoint) {
+            return Err(ClientError::Api { status: 503, code: "RECORDING_DISABLED".into(), message: "this worker has no --recording-dir".into() });
+        }
+        let mut all = self.recordings.lock().unwrap();
+        let entry = all.entry((endpoint.into(), room.into(), id.into())).or_insert_with(|| WorkerRecording {
+            recording_id: id.into(),
+            room_id: room.into(),
+            state: WorkerRecordingState::Recording,
+            started_at: Some(jiff::Timestamp::now().to_string()),
+            ..Default::default()
+        });
+        Ok(entry.clone())
+    }
+
+    async fn recording(&self, endpoint: &str, room: &str, id: &str) -> Result<WorkerRecording, ClientError> {
+        self.reachable(endpoint)?;
+        self.recording_calls.lock().unwrap().push(format!("GET {endpoint} {room} {id}"));
+        let all = self.recordings.lock().unwrap();
+        all.get(&(endpoint.into(), room.into(), id.into())).cloned().ok_or_else(|| not_found("RECORDING_NOT_FOUND", format!("no recording {id}")))
+    }
+
+    async fn stop_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<WorkerRecording, ClientError> {
+        self.reachable(endpoint)?;
+        self.recording_calls.lock().unwrap().push(format!("DELETE {endpoint} {room} {id}"));
+        let mut all = self.recordings.lock().unwrap();
+        let r = all.get_mut(&(endpoint.into(), room.into(), id.into())).ok_or_else(|| not_found("RECORDING_NOT_FOUND", format!("no recording {id}")))?;
+        if r.state == WorkerRecordingState::Recording {
+            r.state = WorkerRecordingState::Stopped;
+            r.stopped_at = Some(jiff::Timestamp::now().to_string());
+        }
+        Ok(r.clone())
     }
 }
 
@@ -139,6 +204,23 @@ impl Harness {
             "metadata": {"name": name, "namespace": NS},
             "spec": {"maxPeers": max_peers}
         }))
+    }
+
+    pub fn apply_recording(&self, name: &str, room: &str) -> Value {
+        self.api.put("recordings", json!({
+            "apiVersion": "fanout.dev/v1alpha1", "kind": "Recording",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"roomName": room}
+        }))
+    }
+
+    pub fn recording(&self, name: &str) -> Option<Recording> {
+        self.api.get("recordings", NS, name).map(|v| serde_json::from_value(v).unwrap())
+    }
+
+    pub async fn reconcile_recording(&self, name: &str) -> Action {
+        let rec = Arc::new(self.recording(name).expect("recording exists"));
+        recording::reconcile(rec, self.ctx.clone()).await.expect("recording reconcile succeeds")
     }
 
     pub fn pool(&self, name: &str) -> SfuWorker {
