@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use fanout_operator::crd::{
-    AnnouncedAddressSource, DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT_SECONDS, DEFAULT_HTTP_PORT, DEFAULT_REPLICAS,
-    DEFAULT_RTC_PORTS,
+    AnnouncedAddressSource, DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT_SECONDS, DEFAULT_HTTP_PORT, DEFAULT_RECORDING_PATH,
+    DEFAULT_REPLICAS, DEFAULT_RTC_PORTS,
 };
 use fanout_operator::pod::WORKER_COMMAND;
 use fanout_operator::scheduler::Policy;
@@ -198,6 +198,7 @@ fn default_worker_pool_matches_the_operator_and_worker_defaults() {
     assert_eq!(int(&pool["capacity"]["maxRooms"]), i64::from(DEFAULT_CAPACITY.max_rooms), "sfuWorker.capacity.maxRooms");
     assert_eq!(int(&pool["replicas"]), i64::from(DEFAULT_REPLICAS), "sfuWorker.replicas");
     assert_eq!(int(&pool["drainTimeoutSeconds"]), DEFAULT_DRAIN_TIMEOUT_SECONDS, "sfuWorker.drainTimeoutSeconds");
+    assert_eq!(pool["recording"]["path"].as_str(), Some(DEFAULT_RECORDING_PATH), "sfuWorker.recording.path");
     let source: AnnouncedAddressSource = serde_json::from_value(pool["announcedAddress"]["source"].clone())
         .expect("sfuWorker.announcedAddress.source is one of NodeIP, NodeExternalIP, Fixed");
     assert_eq!(source, AnnouncedAddressSource::default(), "sfuWorker.announcedAddress.source");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use fanout_operator::crd::{manifests, Room, SfuWorker};
+use fanout_operator::crd::{manifests, Recording, Room, SfuWorker};
 use serde_json::Value;
 
 fn repo() -> &'static Path {
@@ -100,6 +100,12 @@ fn examples_are_valid_resources() {
     let room: Room = yaml_serde::from_str(&std::fs::read_to_string(repo().join("crds/examples/room.yaml")).unwrap()).unwrap();
     assert_eq!(room.spec.max_peers, 40);
     assert_eq!(room.spec.publishers, vec!["teacher".to_string()]);
+    let rec: Recording =
+        yaml_serde::from_str(&std::fs::read_to_string(repo().join("crds/examples/recording.yaml")).unwrap()).unwrap();
+    assert_eq!(rec.spec.room_name, room.metadata.name.unwrap(), "the example records the example room");
+    assert!(!rec.spec.stop);
+    let storage = pool.spec.recording.expect("the example pool has a recording volume");
+    assert!(storage.volume.empty_dir.is_some() && storage.volume.persistent_volume_claim.is_none());
 }
 
 /// What stricter clients than the API server refuse (kubectl's older client-side validation,

@@ -67,6 +67,7 @@ sfuWorker:
   nodeSelector: {fanout.dev/media: "true"}
   tolerations: [{key: media, operator: Exists, effect: NoSchedule}]
   drainTimeoutSeconds: 600
+  recording: {enabled: true, path: /data/recordings, existingClaim: media-recordings}
 rbac: {aggregateToDefaultRoles: false}
 networkPolicy:
   enabled: true
@@ -271,6 +272,19 @@ async fn every_object_the_chart_renders_passes_a_server_side_dry_run() {
     }
     for kind in ["Ingress", "NetworkPolicy", "ServiceMonitor", "PodMonitor", "SfuWorker"] {
         assert!(all.contains(&kind.to_string()), "the non-default values render no {kind}: {all:?}");
+    }
+    // The worker pool records onto the existing claim.
+    let pool = named(&objects, "SfuWorker", "media-pool").expect("the SfuWorker");
+    assert_eq!(
+        pool["spec"]["recording"],
+        serde_json::json!({"path": "/data/recordings", "volume": {"persistentVolumeClaim": {"claimName": "media-recordings"}}})
+    );
+    // Or onto an emptyDir, with and without a size limit (the CRD's rule wants exactly one).
+    for extra in [&["--set", "sfuWorker.recording.enabled=true"][..], &["--set", "sfuWorker.recording.enabled=true", "--set", "sfuWorker.recording.emptyDirSizeLimit=5Gi"]] {
+        let objects = dry_run_rendered(&c, &helm, extra).await;
+        let pool = objects.iter().find(|o| o["kind"] == "SfuWorker").expect("the SfuWorker");
+        assert!(pool["spec"]["recording"]["volume"]["emptyDir"].is_object(), "{}", pool["spec"]["recording"]);
+        assert_eq!(pool["spec"]["recording"]["path"], "/var/lib/fanout/recordings");
     }
     // An existing Redis by Secret: no bundled one.
     assert!(named(&objects, "Deployment", "-redis").is_none(), "no bundled Redis next to an existing one");

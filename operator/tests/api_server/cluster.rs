@@ -90,7 +90,8 @@ async fn install_crds(client: &Client) {
                     .unwrap_or_else(|e| panic!("the server refused {}: {e}", path.display()));
             }
             for (file, _) in fanout_operator::crd::manifests() {
-                let name = if file == "room.yaml" { "rooms.fanout.dev" } else { "sfuworkers.fanout.dev" };
+                // room.yaml -> rooms.fanout.dev, and so on.
+                let name = format!("{}s.fanout.dev", file.trim_end_matches(".yaml"));
                 eventually(&format!("CRD {name} established"), Duration::from_secs(20), || async {
                     let crd = api.get(name).await.ok()?;
                     let conditions = crd.status?.conditions?;

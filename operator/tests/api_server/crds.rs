@@ -12,7 +12,7 @@ use crate::cluster::cluster;
 async fn the_committed_crds_are_established_and_stored_as_written() {
     let Some(c) = cluster("crds-established").await else { return };
     let api: Api<CustomResourceDefinition> = Api::all(c.client.clone());
-    for (file, name) in [("room.yaml", "rooms.fanout.dev"), ("sfuworker.yaml", "sfuworkers.fanout.dev")] {
+    for (file, name) in [("room.yaml", "rooms.fanout.dev"), ("sfuworker.yaml", "sfuworkers.fanout.dev"), ("recording.yaml", "recordings.fanout.dev")] {
         let stored = api.get(name).await.unwrap();
         let conditions = stored.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let holds = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
