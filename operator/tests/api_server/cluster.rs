@@ -93,7 +93,7 @@ async fn install_crds(client: &Client) {
                 // room.yaml -> rooms.fanout.dev, and so on.
                 let name = format!("{}s.fanout.dev", file.trim_end_matches(".yaml"));
                 eventually(&format!("CRD {name} established"), Duration::from_secs(20), || async {
-                    let crd = api.get(name).await.ok()?;
+                    let crd = api.get(&name).await.ok()?;
                     let conditions = crd.status?.conditions?;
                     conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
                 })

@@ -12,7 +12,8 @@
 //!
 //! Workers run in this process ([`Kubelet::start`]) or, for the drills, as `fanout-worker`
 //! processes with the pod's arguments ([`Kubelet::start_processes`]): those can be SIGKILLed,
-//! and a deleted pod's worker gets SIGTERM as a container does.
+//! and a deleted pod's worker gets SIGTERM as a container does. A test of a worker API the
+//! real worker lacks serves a fake of it instead ([`Kubelet::start_fakes`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -37,12 +38,16 @@ struct State {
     started: HashSet<String>,
     /// Set: workers run as processes of this `fanout-worker` binary, logging into the folder.
     processes: Option<(PathBuf, PathBuf)>,
+    /// Set: each pod's "worker" is this HTTP service, served on the node's address and the
+    /// pod's HTTP port (for worker APIs the real worker does not have yet).
+    fake: Option<axum::Router>,
 }
 
 /// A pod's running worker.
 enum PodWorker {
     InProcess(RunningWorker),
     Process(tokio::process::Child),
+    Fake(tokio::task::JoinHandle<()>),
 }
 
 impl PodWorker {
@@ -51,6 +56,10 @@ impl PodWorker {
     async fn stop(self) {
         match self {
             PodWorker::InProcess(w) => w.shutdown().await,
+            PodWorker::Fake(server) => {
+                server.abort();
+                let _ = server.await;
+            }
             PodWorker::Process(mut child) => {
                 if let Some(pid) = child.id() {
                     let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
@@ -86,6 +95,11 @@ impl Kubelet {
     /// output in `{logs}/{pod}.log`.
     pub fn start_processes(cluster: &Cluster, nodes: Vec<NodeInfo>, binary: PathBuf, logs: PathBuf) -> Kubelet {
         Kubelet::with_state(cluster, nodes, State { processes: Some((binary, logs)), ..State::default() })
+    }
+
+    /// The same, with each pod's worker the HTTP service `fake` (its state shared by every pod).
+    pub fn start_fakes(cluster: &Cluster, nodes: Vec<NodeInfo>, fake: axum::Router) -> Kubelet {
+        Kubelet::with_state(cluster, nodes, State { fake: Some(fake), ..State::default() })
     }
 
     fn with_state(cluster: &Cluster, nodes: Vec<NodeInfo>, state: State) -> Kubelet {
@@ -132,7 +146,9 @@ impl Kubelet {
             Some((_, PodWorker::Process(mut child))) => {
                 let _ = child.kill().await;
             }
-            Some((_, PodWorker::InProcess(_))) => panic!("only worker processes can be killed (Kubelet::start_processes)"),
+            Some((_, PodWorker::InProcess(_) | PodWorker::Fake(_))) => {
+                panic!("only worker processes can be killed (Kubelet::start_processes)")
+            }
             None => panic!("no worker runs for pod {pod}"),
         }
     }
@@ -194,12 +210,13 @@ async fn tick(state: &tokio::sync::Mutex<State>, nodes: &[NodeInfo], pods_api: &
                 if let Some((_, old)) = state.workers.remove(&name) {
                     old.stop().await;
                 }
-                let started = match &state.processes {
-                    Some((binary, logs)) => match start_worker_process(pod, node.ip.into(), binary, logs) {
+                let started = match (&state.processes, &state.fake) {
+                    (_, Some(fake)) => start_fake(pod, node.ip.into(), fake.clone()).await.map(PodWorker::Fake),
+                    (Some((binary, logs)), None) => match start_worker_process(pod, node.ip.into(), binary, logs) {
                         Ok(child) => ready_process(child, pod, node.ip.into()).await.map(PodWorker::Process),
                         Err(e) => Err(e),
                     },
-                    None => start_worker(pod, node.ip.into()).await.map(PodWorker::InProcess),
+                    (None, None) => start_worker(pod, node.ip.into()).await.map(PodWorker::InProcess),
                 };
                 let worker = match started {
                     Ok(w) => w,
@@ -311,6 +328,20 @@ async fn ready_process(mut child: tokio::process::Child, pod: &Pod, ip: IpAddr) 
     }
     let _ = child.kill().await;
     Err(format!("the worker did not answer {endpoint}/healthz within 30 s"))
+}
+
+/// `fake` on the node's address and the pod's `--http-port`.
+async fn start_fake(pod: &Pod, ip: IpAddr, fake: axum::Router) -> Result<tokio::task::JoinHandle<()>, String> {
+    let args = pod.spec.as_ref().and_then(|s| s.containers[0].args.clone()).unwrap_or_default();
+    let port: u16 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--http-port="))
+        .and_then(|p| p.parse().ok())
+        .ok_or("no --http-port")?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await.map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, fake).await;
+    }))
 }
 
 /// The worker the pod describes, as its container would run it on the node.

@@ -16,6 +16,7 @@ mod crds;
 mod drills;
 mod leader;
 mod pools;
+mod recordings;
 mod rooms;
 
 use std::path::{Path, PathBuf};
