@@ -220,18 +220,23 @@ pub fn after(rec: &Recording, room: &RoomView, call: &Call, answer: Answer, now:
                     Outcome { status: b.finish(), requeue: Some(UNREACHABLE_RETRY) }
                 }
                 WorkerRecordingState::Recording => {
-                    b.recording(format!("recording on {pod} ({} files)", report.files.len()));
+                    // A worker records on past a producer it cannot take (an unsupported codec)
+                    // and says so in `error`: worth showing, not a failure.
+                    let note = match &report.error {
+                        Some(e) => format!("; {} ({})", e.message, e.code),
+                        None => String::new(),
+                    };
+                    b.recording(format!("recording on {pod} ({} files){note}", report.files.len()));
                     Outcome { status: b.finish(), requeue: Some(POLL_INTERVAL) }
                 }
                 WorkerRecordingState::Stopped => {
-                    let message = match (call.kind, room) {
-                        (_, _) if rec.spec.stop => format!("stopped (spec.stop) on {pod}"),
-                        (_, RoomView::Missing) => {
-                            format!("room {} was deleted; its recording on {pod} ended with it", rec.spec.room_name)
-                        }
-                        _ => format!("{pod} stopped recording (the room closed there)"),
+                    let (reason, message) = if rec.spec.stop {
+                        ("Stopped", format!("stopped (spec.stop) on {pod}"))
+                    } else if *room == RoomView::Missing {
+                        ("RoomNotFound", format!("room {} was deleted; its recording on {pod} ended with it", rec.spec.room_name))
+                    } else {
+                        ("Stopped", format!("{pod} stopped recording (the room closed there)"))
                     };
-                    let reason = if !rec.spec.stop && *room == RoomView::Missing { "RoomNotFound" } else { "Stopped" };
                     b.stopped(reason, message, report.stopped_at.as_deref());
                     Outcome { status: b.finish(), requeue: None }
                 }
@@ -591,6 +596,18 @@ mod tests {
         let (call, o2) = step(&mut r, &placed, |_| unreachable!(), t(20));
         assert!(call.is_none());
         assert_eq!(o2.status, o.status);
+    }
+
+    #[test]
+    fn a_producer_the_worker_cannot_record_is_shown_while_the_others_record() {
+        let mut r = rec(false);
+        let mut partial = report(WorkerRecordingState::Recording, &[("a.webm", 1)]);
+        partial.error = Some(WorkerRecordingError { code: "RECORDING_CODEC_UNSUPPORTED".into(), message: "H264 is not recorded".into() });
+        let (_, o) = step(&mut r, &RoomView::Placed(worker("sfu-0")), |_| Answer::Ok(partial), t(0));
+        assert_eq!(o.status.phase, Some(RecordingPhase::Recording));
+        let c = cond(&o.status, RECORDING_CONDITION);
+        assert_eq!(c.status, "True");
+        assert!(c.message.contains("H264 is not recorded (RECORDING_CODEC_UNSUPPORTED)"), "{}", c.message);
     }
 
     #[test]

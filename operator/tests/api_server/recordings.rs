@@ -178,7 +178,7 @@ async fn recordings_wait_for_their_room_record_stop_fail_and_are_deleted_through
     let (rec, reason) = phase(&c, "first", RecordingPhase::Pending).await;
     assert_eq!(reason, "RoomNotFound");
     assert_eq!(rec.finalizers(), ["fanout.dev/stop-recording"]);
-    assert_eq!(rec.spec.stop, false, "stop defaults to false");
+    assert!(!rec.spec.stop, "stop defaults to false");
     let uid = rec.uid().unwrap();
 
     // The Room arrives: the Room watch wakes the Recording, which starts on the room's worker.
