@@ -6,7 +6,8 @@
 //! - starts each newly bound worker pod: a real Fanout worker (the same `fanout_worker::start`
 //!   the `fanout-worker` program runs) listening on the node's address and the pod's hostPort,
 //!   then writes the pod's status (PATCH `pods/{name}/status`, merge patch): Running, pod and
-//!   host IP = the node's IP (host network), Ready;
+//!   host IP = the node's IP (host network), Ready; a pod's recording volume is a directory of
+//!   its own under the test target's temporary folder;
 //! - finishes each pod being deleted: stops its worker and deletes it for good (grace 0), as a
 //!   kubelet does once the containers have stopped.
 //!
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanout_worker::server::{start, RunningWorker, WorkerConfig};
+use fanout_worker::server::{start, RunningWorker, WorkerConfig, WorkerLimits};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::ResourceExt;
@@ -291,7 +292,11 @@ fn start_worker_process(pod: &Pod, ip: IpAddr, binary: &std::path::Path, logs: &
         .unwrap_or_default()
         .into_iter()
         .map(|a| if a.starts_with("--listen-ip=") { format!("--listen-ip={ip}") } else { a })
-        .collect();
+        .map(|a| match a.starts_with("--recording-dir=") {
+            true => recording_dir(pod).map(|d| format!("--recording-dir={}", d.display())),
+            false => Ok(a),
+        })
+        .collect::<Result<_, String>>()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -344,6 +349,16 @@ async fn start_fake(pod: &Pod, ip: IpAddr, fake: axum::Router) -> Result<tokio::
     }))
 }
 
+/// The pod's recording volume on this host: a directory of its own under the test target's
+/// temporary folder (the pod's mount path is not writable here), as an emptyDir would be.
+pub fn recording_dir(pod: &Pod) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("recordings")
+        .join(format!("{}-{}", pod.namespace().unwrap_or_default(), pod.uid().unwrap_or_default()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("recording dir {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 /// The worker the pod describes, as its container would run it on the node.
 async fn start_worker(pod: &Pod, ip: IpAddr) -> Result<RunningWorker, String> {
     let container = &pod.spec.as_ref().ok_or("no spec")?.containers[0];
@@ -353,6 +368,7 @@ async fn start_worker(pod: &Pod, ip: IpAddr) -> Result<RunningWorker, String> {
     };
     let http_port = arg("http-port").ok_or("no --http-port")?;
     let rtc = (arg("rtc-min-port").ok_or("no --rtc-min-port")?, arg("rtc-max-port").ok_or("no --rtc-max-port")?);
+    let recording_dir = args.iter().any(|a| a.starts_with("--recording-dir=")).then(|| recording_dir(pod)).transpose()?;
     start(WorkerConfig {
         http_addr: SocketAddr::new(ip, http_port),
         listen_ip: ip,
@@ -361,7 +377,7 @@ async fn start_worker(pod: &Pod, ip: IpAddr) -> Result<RunningWorker, String> {
         rtc_tcp_port: arg("rtc-tcp-port"),
         media_threads: 1,
         api_token: Some(WORKER_TOKEN.to_string()),
-        limits: Default::default(),
+        limits: WorkerLimits { recording_dir, ..Default::default() },
     })
     .await
     .map_err(|e| e.to_string())

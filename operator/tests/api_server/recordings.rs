@@ -1,7 +1,8 @@
 //! Recordings through the real API server and the real `fanout-operator`: the CRD's schema,
-//! the finalizer, the status phases and conditions. The worker is played by a fake of the
-//! worker's recording API (`/v1/rooms/{room}/recordings`), served on each worker pod's node
-//! address and port (`Kubelet::start_fakes`), that checks the operator's bearer token.
+//! the finalizer, the status phases and conditions. The first test plays the worker with a fake
+//! of its recording API (`/v1/rooms/{room}/recordings`), served on each worker pod's node
+//! address and port (`Kubelet::start_fakes`) and checking the operator's bearer token, so that
+//! it can report growing files and a full disk at will; the second runs the real worker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -244,4 +245,51 @@ async fn recordings_wait_for_their_room_record_stop_fail_and_are_deleted_through
     // The stopped and the failed one needed no call to be deleted.
     let deletes = r.calls.iter().filter(|c| c.starts_with("DELETE")).count();
     assert_eq!(deletes, 2, "one for spec.stop, one for the running one's finalizer: {:?}", r.calls);
+}
+
+/// The same contract with the real worker (in-process, its recording directory a folder of the
+/// test's): a placed room that nobody has opened yet waits (`RoomNotOpen`), starts once the room
+/// is open on its worker, and stops there with `spec.stop`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_runs_on_the_real_worker_once_its_room_is_open_and_stops_there() {
+    let Some(c) = cluster("recording-real").await else { return };
+    let nodes = c.nodes(1).await;
+    worker_token_secret(&c).await;
+    c.create_pool("sfu", pool_spec(&c, &nodes, 1, json!({"recording": {"volume": {"emptyDir": {}}}}))).await;
+    let _kubelet = Kubelet::start(&c, nodes.clone());
+    let _operator = Operator::start(&c, "op", OperatorArgs::default());
+    ready_pool(&c, "sfu", 1).await;
+    let recordings: Api<Recording> = c.api();
+    let workers = fanout_worker::client::WorkerClient::new(Some(WORKER_TOKEN.into()), Duration::from_secs(2));
+
+    c.create_room("class", json!({"maxPeers": 10})).await;
+    let placement = c.placed("class", WAIT).await;
+    let rec = create_recording(&c, "live", json!({"roomName": "class"})).await.unwrap();
+    let uid = rec.uid().unwrap();
+    // Nobody has joined: the worker has not opened the room, so it cannot record it yet (the
+    // first status may still say RoomNotFound, from before the Room reached the cache).
+    let reason = eventually("live pending with RoomNotOpen", WAIT, || async {
+        let s = recordings.get("live").await.ok()?.status?;
+        (s.phase == Some(RecordingPhase::Pending)).then_some(())?;
+        s.conditions.into_iter().find(|c| c.type_ == "Recording" && c.reason == "RoomNotOpen").map(|c| c.reason)
+    })
+    .await;
+    assert_eq!(reason, "RoomNotOpen");
+
+    // Signalling would open it at the first join; the next try of the operator starts recording.
+    workers.ensure_room(&placement.endpoint, "class", &[]).await.expect("the room opens on its worker");
+    let opened = std::time::Instant::now();
+    phase(&c, "live", RecordingPhase::Recording).await;
+    say(format!("figure: room opened on its worker -> Recording Recording in {:.1} s (retried every 5 s)", opened.elapsed().as_secs_f64()));
+    let on_worker = workers.recording(&placement.endpoint, "class", &uid).await.expect("the worker has the recording");
+    assert_eq!(on_worker.recording_id, uid);
+
+    recordings.patch("live", &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": true}}))).await.unwrap();
+    let (rec, reason) = phase(&c, "live", RecordingPhase::Stopped).await;
+    assert_eq!(reason, "Stopped");
+    assert!(rec.status.unwrap().stopped_at.is_some());
+    let on_worker = workers.recording(&placement.endpoint, "class", &uid).await.expect("a stopped recording still answers");
+    assert_eq!(serde_json::to_value(on_worker.state).unwrap(), "stopped");
+    recordings.delete("live", &DeleteParams::default()).await.unwrap();
+    eventually("live gone", WAIT, || async { recordings.get_opt("live").await.ok()?.is_none().then_some(()) }).await;
 }
