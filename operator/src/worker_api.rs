@@ -1,14 +1,13 @@
 //! What the operator asks of workers, behind a trait so reconcilers are testable without one.
 //!
-//! [`HttpWorkers`] is the real thing: the worker's typed client for rooms and load, and plain
-//! HTTP for the recording calls (`/v1/rooms/{room}/recordings`), which that client does not
-//! offer. The recording calls answer in the worker's own error shape, read here as the typed
-//! client reads it ([`ClientError`]), so callers see one kind of error for every call.
+//! [`HttpWorkers`] is the real thing: the worker's typed client. Recordings are read into the
+//! operator's own [`WorkerRecording`], which every reconciler and test works with (and which
+//! defaults what an older worker leaves out).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fanout_worker::api::{ErrorResponse, WorkerStats};
+use fanout_worker::api::{Recording, RecordingState, WorkerStats};
 use fanout_worker::client::{ClientError, WorkerClient};
 use serde::{Deserialize, Serialize};
 
@@ -82,64 +81,43 @@ pub struct WorkerRecordingError {
 /// The operator's worker access over HTTP, with the workers' shared bearer token.
 pub struct HttpWorkers {
     client: WorkerClient,
-    http: reqwest::Client,
-    token: Option<String>,
 }
 
 impl HttpWorkers {
     /// `timeout` bounds each request.
     pub fn new(token: Option<String>, timeout: Duration) -> HttpWorkers {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // Below the worker's keep-alive limit, as the worker's own client does.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            // Only a broken TLS backend makes this fail, and this client is built without TLS.
-            .expect("reqwest client without TLS always builds");
-        HttpWorkers { client: WorkerClient::new(token.clone(), timeout), http, token }
-    }
-
-    async fn call(&self, endpoint: &str, request: reqwest::RequestBuilder) -> Result<WorkerRecording, ClientError> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ClientError::Unavailable { endpoint: endpoint.to_string(), reason: e.to_string() })?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unavailable { endpoint: endpoint.to_string(), reason: e.to_string() })?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| ClientError::Protocol { endpoint: endpoint.to_string(), reason: format!("unreadable recording: {e}") });
-        }
-        Err(match serde_json::from_slice::<ErrorResponse>(&body) {
-            Ok(ErrorResponse { error }) => ClientError::Api { status: status.as_u16(), code: error.code, message: error.message },
-            Err(_) => ClientError::Api {
-                status: status.as_u16(),
-                code: "HTTP_ERROR".into(),
-                message: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            },
-        })
+        HttpWorkers { client: WorkerClient::new(token, timeout) }
     }
 }
 
-/// `{endpoint}/v1/rooms/{room}/recordings[/{id}]`, the ids checked with the worker's rule first:
-/// an id that is no id (`..`) would otherwise be resolved by the URL parser into another path.
-fn recordings_url(endpoint: &str, room: &str, id: Option<&str>) -> Result<String, ClientError> {
-    let invalid = |message: String| ClientError::Api { status: 400, code: "INVALID_ID".into(), message };
-    fanout_worker::room::check_id("room", room).map_err(invalid)?;
-    let base = format!("{}/v1/rooms/{room}/recordings", endpoint.trim_end_matches('/'));
-    match id {
-        None => Ok(base),
-        Some(id) => {
-            fanout_worker::room::check_id("recording", id).map_err(invalid)?;
-            Ok(format!("{base}/{id}"))
+impl From<Recording> for WorkerRecording {
+    fn from(r: Recording) -> Self {
+        WorkerRecording {
+            recording_id: r.recording_id,
+            room_id: r.room_id.as_str().to_owned(),
+            state: match r.state {
+                RecordingState::Recording => WorkerRecordingState::Recording,
+                RecordingState::Stopped => WorkerRecordingState::Stopped,
+                RecordingState::Failed => WorkerRecordingState::Failed,
+            },
+            started_at: Some(r.started_at),
+            stopped_at: r.stopped_at,
+            files: r
+                .files
+                .into_iter()
+                .map(|f| WorkerRecordingFile {
+                    name: f.name,
+                    path: f.path,
+                    producer_id: f.producer_id.as_str().to_owned(),
+                    kind: f.kind.as_str().to_owned(),
+                    codec: f.codec,
+                    container: f.container,
+                    bytes: f.bytes,
+                    duration_ms: f.duration_ms,
+                })
+                .collect(),
+            dropped_packets: r.dropped_packets,
+            error: r.error.map(|e| WorkerRecordingError { code: e.code, message: e.message }),
         }
     }
 }
@@ -165,17 +143,14 @@ impl WorkerApi for HttpWorkers {
     }
 
     async fn start_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<WorkerRecording, ClientError> {
-        fanout_worker::room::check_id("recording", id)
-            .map_err(|message| ClientError::Api { status: 400, code: "INVALID_ID".into(), message })?;
-        let body = serde_json::json!({ "recordingId": id });
-        self.call(endpoint, self.http.post(recordings_url(endpoint, room, None)?).json(&body)).await
+        self.client.start_recording(endpoint, room, id).await.map(WorkerRecording::from)
     }
 
     async fn recording(&self, endpoint: &str, room: &str, id: &str) -> Result<WorkerRecording, ClientError> {
-        self.call(endpoint, self.http.get(recordings_url(endpoint, room, Some(id))?)).await
+        self.client.recording(endpoint, room, id).await.map(WorkerRecording::from)
     }
 
     async fn stop_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<WorkerRecording, ClientError> {
-        self.call(endpoint, self.http.delete(recordings_url(endpoint, room, Some(id))?)).await
+        self.client.stop_recording(endpoint, room, id).await.map(WorkerRecording::from)
     }
 }

@@ -432,7 +432,7 @@ impl WorkerClient {
         consumer: &ConsumerId,
         request: &SetPreferredLayersRequest,
     ) -> Result<PreferredLayersResponse, ClientError> {
-        let path = format!("/consumers/{}/preferred-layers", encode_segment(consumer.as_str()));
+        let path = format!("/consumers/{}/preferred-layers", segment("consumer", consumer.as_str())?);
         self.post(endpoint, room_url(endpoint, room, &path)?, request).await
     }
 
@@ -444,7 +444,7 @@ impl WorkerClient {
         consumer: &ConsumerId,
         priority: u32,
     ) -> Result<ConsumerPriority, ClientError> {
-        let path = format!("/consumers/{}/priority", encode_segment(consumer.as_str()));
+        let path = format!("/consumers/{}/priority", segment("consumer", consumer.as_str())?);
         self.post(endpoint, room_url(endpoint, room, &path)?, &ConsumerPriority { priority }).await
     }
 
@@ -457,7 +457,8 @@ impl WorkerClient {
 
     /// `GET /v1/rooms/{room}/recordings/{id}`.
     pub async fn recording(&self, endpoint: &str, room: &str, id: &str) -> Result<Recording, ClientError> {
-        let path = format!("/recordings/{}", encode_segment(id));
+        // Checked, not only encoded: `..` would be resolved by the URL parser into another route.
+        let path = format!("/recordings/{}", segment("recording", id)?);
         let request = self.http.get(room_url(endpoint, room, &path)?);
         self.call(endpoint, request).await
     }
@@ -465,21 +466,22 @@ impl WorkerClient {
     /// `DELETE /v1/rooms/{room}/recordings/{id}`: stops it; the answer is its final status,
     /// files finalised.
     pub async fn stop_recording(&self, endpoint: &str, room: &str, id: &str) -> Result<Recording, ClientError> {
-        let path = format!("/recordings/{}", encode_segment(id));
+        // Checked, not only encoded: `..` would be resolved by the URL parser into another route.
+        let path = format!("/recordings/{}", segment("recording", id)?);
         let request = self.http.delete(room_url(endpoint, room, &path)?);
         self.call(endpoint, request).await
     }
 
     /// `GET .../producers/{id}/stats`.
     pub async fn producer_stats(&self, endpoint: &str, room: &str, producer: &ProducerId) -> Result<ProducerStats, ClientError> {
-        let path = format!("/producers/{}/stats", encode_segment(producer.as_str()));
+        let path = format!("/producers/{}/stats", segment("producer", producer.as_str())?);
         let request = self.http.get(room_url(endpoint, room, &path)?);
         self.call(endpoint, request).await
     }
 
     /// `GET .../consumers/{id}/stats`.
     pub async fn consumer_stats(&self, endpoint: &str, room: &str, consumer: &ConsumerId) -> Result<ConsumerStats, ClientError> {
-        let path = format!("/consumers/{}/stats", encode_segment(consumer.as_str()));
+        let path = format!("/consumers/{}/stats", segment("consumer", consumer.as_str())?);
         let request = self.http.get(room_url(endpoint, room, &path)?);
         self.call(endpoint, request).await
     }
@@ -800,6 +802,12 @@ mod tests {
             .await
             .expect_err("refused");
         assert_eq!(error.code(), Some("INVALID_ID"), "{error}");
+        for id in ["..", "."] {
+            let error = client.recording("http://127.0.0.1:9", "r", id).await.expect_err("refused");
+            assert_eq!(error.code(), Some("INVALID_ID"), "{error}");
+            let error = client.stop_recording("http://127.0.0.1:9", "r", id).await.expect_err("refused");
+            assert_eq!(error.code(), Some("INVALID_ID"), "{error}");
+        }
         // No worker can hold a room by that name: closing it is done, without a request.
         client
             .close_room("http://127.0.0.1:9", "maths.101")
