@@ -14,6 +14,10 @@
 //!   `WORKER_SHUTDOWN`, the operator places the room on the remaining worker, and the browsers'
 //!   rejoin (retrying while the room moves) lands there.
 //!
+//! And one that is no failure: a `Recording` applied to a room with a call of two, stopped
+//! with `spec.stop` ten seconds later; the pod's recording volume then holds a WebM file per
+//! camera and microphone that ffprobe reads at the recorded length and ffmpeg decodes cleanly.
+//!
 //! They need Chromium, Node.js with the web client's packages and a built demo page, and the
 //! `fanout-signalling` and `fanout-worker` binaries beside this test's: `scripts/test-web.sh`
 //! installs and builds those and runs them (`cargo test -p fanout-operator --test api_server
@@ -402,4 +406,112 @@ async fn a_pool_scaled_down_mid_call_drains_and_moves_the_room_and_its_browsers_
     eventually("sfu-1 deleted at its drain timeout", WAIT, || async { pods.get_opt("sfu-1").await.ok()?.is_none().then_some(()) }).await;
     say(format!("figure: scale-down -> draining pod deleted = {} ms (drain timeout {drain} s)", now_ms() - drain_started));
     drill.check(drain_started + drain * 1000, "drained").await;
+}
+
+/// ffprobe's codec name and duration (s) of a recorded file's one stream.
+fn probe(path: &Path) -> (String, f64) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration:stream=codec_name", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (apt-get install -y ffmpeg; scripts/test.sh installs it)");
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let parsed: Value = serde_json::from_slice(&out.stdout).expect("ffprobe's JSON");
+    let streams = parsed["streams"].as_array().cloned().unwrap_or_default();
+    assert_eq!(streams.len(), 1, "one stream in {}: {parsed}", path.display());
+    let duration = parsed["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("a duration");
+    (streams[0]["codec_name"].as_str().unwrap_or_default().to_string(), duration)
+}
+
+/// What `ffmpeg -v error` prints while decoding the whole file: nothing for a clean one.
+fn decode_errors(path: &Path) -> String {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a browser drill: scripts/test-web.sh runs it once Chromium and the web client are installed"]
+async fn a_recording_applied_to_a_room_with_a_browser_call_writes_files_that_players_read() {
+    use fanout_operator::crd::{Recording, RecordingPhase};
+
+    use crate::recordings::{create_recording, phase};
+
+    let Some(c) = cluster("drill-recording").await else { return };
+    let logs = logs_dir(&c);
+    say(format!("drill-recording: logs in {}", logs.display()));
+    let nodes = c.nodes(1).await;
+    worker_token_secret(&c).await;
+    let extra = json!({"rtcPorts": {"min": 42100, "max": 42199}, "recording": {"volume": {"emptyDir": {}}}});
+    c.create_pool("sfu", pool_spec(&c, &nodes, 1, extra)).await;
+    let kubelet = Kubelet::start_processes(&c, nodes.clone(), program("fanout-worker"), logs.clone());
+    let _operator = Operator::start(&c, "op", OperatorArgs::default());
+    ready_pool(&c, "sfu", 1).await;
+    c.create_room("lesson", json!({"maxPeers": 10})).await;
+    let placement = c.placed("lesson", WAIT).await;
+
+    let secret = format!("drill-secret-{}", std::process::id());
+    let signalling = Signalling::start(&c, &secret, &logs).await;
+    let mut browsers = Browsers::start(&signalling.url, &secret).await;
+    browsers.open("ada", "lesson").await;
+    browsers.open("bob", "lesson").await;
+    browsers.receive_each_other("ada", "bob").await;
+    browsers.call(json!({"cmd": "watch", "pairs": [["ada", "bob"], ["bob", "ada"]]}), WAIT).await;
+    let watched_from = now_ms();
+
+    // kubectl apply, ten seconds, spec.stop: true.
+    create_recording(&c, "lesson-1", json!({"roomName": "lesson"})).await.expect("the Recording is stored");
+    phase(&c, "lesson-1", RecordingPhase::Recording).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let recordings: Api<Recording> = c.api();
+    recordings.patch("lesson-1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": true}}))).await.unwrap();
+    let (stopped, reason) = phase(&c, "lesson-1", RecordingPhase::Stopped).await;
+    assert_eq!(reason, "Stopped");
+    let status = stopped.status.expect("a status");
+    assert!(status.started_at.is_some() && status.stopped_at.is_some(), "{status:?}");
+    // The span from the worker's own answer: the status's times are whole seconds (metav1.Time).
+    let workers = fanout_worker::client::WorkerClient::new(Some(WORKER_TOKEN.into()), Duration::from_secs(2));
+    let uid = stopped.metadata.uid.clone().expect("a uid");
+    let on_worker = workers.recording(&placement.endpoint, "lesson", &uid).await.expect("the worker has the recording");
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap_or_else(|e| panic!("{t}: {e}"));
+    let span_ms = at(on_worker.stopped_at.as_deref().expect("stoppedAt")).duration_since(at(&on_worker.started_at)).as_millis() as f64;
+    say(format!("figure: recording drill: startedAt -> stoppedAt on the worker = {span_ms} ms"));
+    assert!(span_ms >= 10_000.0, "recorded for at least the 10 s between Recording and stop: {span_ms} ms");
+
+    // Two participants, a camera and a microphone each: four files on the pod's volume.
+    let mut kinds: Vec<String> = status.files.iter().map(|f| f.kind.clone()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["audio", "audio", "video", "video"], "{:?}", status.files);
+    let pods: Api<Pod> = c.api();
+    let pod = pods.get(&placement.pod).await.unwrap();
+    let volume = crate::kubelet::recording_dir(&pod).expect("the pod's recording volume");
+    for file in &status.files {
+        assert_eq!(file.pod, placement.pod, "{file:?}");
+        let path = volume.join(&file.path);
+        let on_disk = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len();
+        assert_eq!(on_disk as i64, file.bytes, "{}: the status has the file's size", file.path);
+        let (codec, seconds) = probe(&path);
+        assert_eq!(codec, if file.kind == "video" { "vp8" } else { "opus" }, "{}", file.path);
+        let ms = seconds * 1000.0;
+        say(format!("figure: recording drill: {} file {} ({codec}) duration by ffprobe = {ms:.0} ms of {span_ms} ms recorded", file.kind, file.name));
+        assert!((ms - span_ms).abs() <= 500.0, "{}: ffprobe says {ms} ms for {span_ms} ms recorded", file.path);
+        assert!((ms - file.duration_ms as f64).abs() <= 100.0, "{}: the status says {} ms, ffprobe {ms}", file.path, file.duration_ms);
+        assert_eq!(decode_errors(&path), "", "{}: ffmpeg decodes it with no error", file.path);
+    }
+
+    // The call went on meanwhile.
+    let report = browsers.report().await;
+    for pair in ["ada<-bob", "bob<-ada"] {
+        let gap = longest_gap(&report.progress[pair], watched_from);
+        say(format!("figure: recording drill: longest gap in {pair} while recorded = {gap} ms"));
+        assert!(gap < STALL_MS, "{pair} stalled for {gap} ms while the room was recorded");
+    }
+    recordings.delete("lesson-1", &Default::default()).await.unwrap();
+    eventually("lesson-1 gone", WAIT, || async { recordings.get_opt("lesson-1").await.ok()?.is_none().then_some(()) }).await;
+    browsers.close().await;
+    assert!(kubelet.errors().is_empty(), "kubelet: {:?}", kubelet.errors());
 }

@@ -107,7 +107,7 @@ fn fake_worker(state: Shared) -> Router {
 }
 
 /// Sent untyped, so that specs the Rust type would refuse reach the server's schema.
-async fn create_recording(c: &Cluster, name: &str, spec: serde_json::Value) -> Result<Recording, kube::Error> {
+pub(crate) async fn create_recording(c: &Cluster, name: &str, spec: serde_json::Value) -> Result<Recording, kube::Error> {
     let resource = ApiResource::erase::<Recording>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), &c.ns, &resource);
     let object = json!({"apiVersion": "fanout.dev/v1alpha1", "kind": "Recording", "metadata": {"name": name}, "spec": spec});
@@ -116,7 +116,7 @@ async fn create_recording(c: &Cluster, name: &str, spec: serde_json::Value) -> R
 }
 
 /// The Recording once its phase is `phase`, with the reason of its `Recording` condition.
-async fn phase(c: &Cluster, name: &str, phase: RecordingPhase) -> (Recording, String) {
+pub(crate) async fn phase(c: &Cluster, name: &str, phase: RecordingPhase) -> (Recording, String) {
     let api: Api<Recording> = c.api();
     eventually(&format!("recording {name} {phase:?}"), WAIT, || async {
         let r = api.get(name).await.ok()?;
