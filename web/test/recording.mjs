@@ -1,4 +1,4 @@
-// Recording a real call (issue 17): Chromium publishes its camera (VP8) and microphone (Opus)
+// Recording a real call (issue 17): Chromium publishes its camera (VP8, then VP9) and microphone (Opus)
 // through signalling to a worker started with --recording-dir; the worker's recording API
 // records the room for 10 s, with the microphone muted for a while in the middle, while
 // another participant goes on watching. Debian's ffprobe then reads each file's codec and
@@ -109,71 +109,73 @@ function logs() {
   return cluster.children.map((c) => `--- ${c.name} (${c.logPath})\n${c.tail(40)}`).join('\n');
 }
 
-test('10 s of a Chromium call recorded: a WebM file per producer that ffprobe and ffmpeg read', { timeout: 240000, skip: hasFfmpeg ? false : 'SKIPPED: no ffprobe/ffmpeg (apt-get install -y ffmpeg)' }, async () => {
-  const room = `recording-${randomBytes(3).toString('hex')}`;
-  const people = [];
-  try {
-    const ada = await Participant.open(browser, cluster.product, 'ada', { room, codec: 'VP8' });
-    people.push(ada);
-    await ada.join();
-    const bob = await Participant.open(browser, cluster.product, 'bob', { room, publish: '0' });
-    people.push(bob);
-    await bob.join();
-    await assertReceivesFrom(bob, [ada]);
+for (const codec of ['VP8', 'VP9']) {
+  test(`10 s of a Chromium call recorded (${codec}): a WebM file per producer that ffprobe and ffmpeg read`, { timeout: 240000, skip: hasFfmpeg ? false : 'SKIPPED: no ffprobe/ffmpeg (apt-get install -y ffmpeg)' }, async () => {
+    const room = `recording-${codec.toLowerCase()}-${randomBytes(3).toString('hex')}`;
+    const people = [];
+    try {
+      const ada = await Participant.open(browser, cluster.product, 'ada', { room, codec });
+      people.push(ada);
+      await ada.join();
+      const bob = await Participant.open(browser, cluster.product, 'bob', { room, publish: '0' });
+      people.push(bob);
+      await bob.join();
+      await assertReceivesFrom(bob, [ada]);
 
-    assert.equal((await recordingApi('GET', room, 'lesson')).status, 404, 'no recording before it is started');
-    const bobSees = watchDecoding(bob, ada, { intervalMs: 200 });
-    const startedAt = Date.now();
-    const started = await recordingApi('POST', room, 'lesson');
-    assert.equal(started.status, 201, JSON.stringify(started.body));
-    assert.equal(started.body.state, 'recording');
-    assert.equal((await recordingApi('POST', room, 'lesson')).status, 200, 'starting it again is the same recording');
+      assert.equal((await recordingApi('GET', room, 'lesson')).status, 404, 'no recording before it is started');
+      const bobSees = watchDecoding(bob, ada, { intervalMs: 200 });
+      const startedAt = Date.now();
+      const started = await recordingApi('POST', room, 'lesson');
+      assert.equal(started.status, 201, JSON.stringify(started.body));
+      assert.equal(started.body.state, 'recording');
+      assert.equal((await recordingApi('POST', room, 'lesson')).status, 200, 'starting it again is the same recording');
 
-    // Muted in the middle: a pause must not corrupt the audio file.
-    await sleep(4000);
-    await ada.page.click('#toggle-mic');
-    await sleep(2000);
-    await ada.page.click('#toggle-mic');
-    await sleep(RECORD_MS - (Date.now() - startedAt));
-    const stopped = await recordingApi('DELETE', room, 'lesson');
-    const recordedMs = Date.now() - startedAt;
-    await bobSees.stop();
-    assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
-    assert.equal(stopped.body.state, 'stopped', JSON.stringify(stopped.body));
-    assert.equal(stopped.body.error, null);
-    assert.ok(stopped.body.stoppedAt, 'stoppedAt is set');
+      // Muted in the middle: a pause must not corrupt the audio file.
+      await sleep(4000);
+      await ada.page.click('#toggle-mic');
+      await sleep(2000);
+      await ada.page.click('#toggle-mic');
+      await sleep(RECORD_MS - (Date.now() - startedAt));
+      const stopped = await recordingApi('DELETE', room, 'lesson');
+      const recordedMs = Date.now() - startedAt;
+      await bobSees.stop();
+      assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+      assert.equal(stopped.body.state, 'stopped', JSON.stringify(stopped.body));
+      assert.equal(stopped.body.error, null);
+      assert.ok(stopped.body.stoppedAt, 'stoppedAt is set');
 
-    const files = stopped.body.files;
-    assert.deepEqual(files.map((f) => f.kind).sort(), ['audio', 'video'], JSON.stringify(files));
-    for (const file of files) {
-      const path = join(cluster.recordings, file.path);
-      assert.ok(existsSync(path), `${path} exists`);
-      assert.equal(statSync(path).size, file.bytes, `${file.kind}: the size the API reports is the file's`);
-      assert.match(file.path, new RegExp(`^${room}/lesson/`), 'under <room>/<recording>/');
-      const probed = probe(path);
-      figure(`recording: ${file.kind} file (${file.codec}) duration by ffprobe, recorded for ${recordedMs} ms`, probed.durationS * 1000, 'ms');
-      figure(`recording: ${file.kind} file size`, file.bytes / 1024, 'KiB');
-      assert.match(probed.format, /webm|matroska/, `a WebM file: ${probed.format}`);
-      assert.equal(probed.streams.length, 1, JSON.stringify(probed.streams));
-      const [stream] = probed.streams;
-      if (file.kind === 'video') {
-        assert.equal(stream.codec_name, 'vp8');
-        assert.ok(stream.width > 0 && stream.height > 0, `a picture size: ${JSON.stringify(stream)}`);
-      } else {
-        assert.equal(stream.codec_name, 'opus');
+      const files = stopped.body.files;
+      assert.deepEqual(files.map((f) => f.kind).sort(), ['audio', 'video'], JSON.stringify(files));
+      for (const file of files) {
+        const path = join(cluster.recordings, file.path);
+        assert.ok(existsSync(path), `${path} exists`);
+        assert.equal(statSync(path).size, file.bytes, `${file.kind}: the size the API reports is the file's`);
+        assert.match(file.path, new RegExp(`^${room}/lesson/`), 'under <room>/<recording>/');
+        const probed = probe(path);
+        figure(`recording: ${file.kind} file (${file.codec}) duration by ffprobe, recorded for ${recordedMs} ms`, probed.durationS * 1000, 'ms');
+        figure(`recording: ${file.kind} file size`, file.bytes / 1024, 'KiB');
+        assert.match(probed.format, /webm|matroska/, `a WebM file: ${probed.format}`);
+        assert.equal(probed.streams.length, 1, JSON.stringify(probed.streams));
+        const [stream] = probed.streams;
+        if (file.kind === 'video') {
+          assert.equal(stream.codec_name, codec.toLowerCase());
+          assert.ok(stream.width > 0 && stream.height > 0, `a picture size: ${JSON.stringify(stream)}`);
+        } else {
+          assert.equal(stream.codec_name, 'opus');
+        }
+        assert.ok(Math.abs(probed.durationS * 1000 - recordedMs) <= 500, `${file.kind}: ffprobe says ${probed.durationS} s for ${recordedMs} ms recorded`);
+        assert.ok(Math.abs(file.durationMs - probed.durationS * 1000) <= 100, `${file.kind}: the API's durationMs ${file.durationMs} is ffprobe's ${probed.durationS} s`);
+        assert.equal(decodeErrors(path), '', `${file.kind}: ffmpeg decodes it with no error`);
       }
-      assert.ok(Math.abs(probed.durationS * 1000 - recordedMs) <= 500, `${file.kind}: ffprobe says ${probed.durationS} s for ${recordedMs} ms recorded`);
-      assert.ok(Math.abs(file.durationMs - probed.durationS * 1000) <= 100, `${file.kind}: the API's durationMs ${file.durationMs} is ffprobe's ${probed.durationS} s`);
-      assert.equal(decodeErrors(path), '', `${file.kind}: ffmpeg decodes it with no error`);
+      const gap = longestGap(bobSees.progress, startedAt);
+      figure('recording: longest gap in bob decoding ada while the room was recorded', gap, 'ms');
+      assert.ok(gap < 2000, `bob kept decoding ada while recording (${gap} ms gap)`);
+      assert.equal((await recordingApi('GET', room, 'lesson')).body.state, 'stopped', 'a stopped recording stays readable');
+    } catch (err) {
+      err.message += `\n${people.map((p) => p.diagnostics()).join('\n')}\n${logs()}`;
+      throw err;
+    } finally {
+      await Promise.all(people.map((p) => p.close()));
     }
-    const gap = longestGap(bobSees.progress, startedAt);
-    figure('recording: longest gap in bob decoding ada while the room was recorded', gap, 'ms');
-    assert.ok(gap < 2000, `bob kept decoding ada while recording (${gap} ms gap)`);
-    assert.equal((await recordingApi('GET', room, 'lesson')).body.state, 'stopped', 'a stopped recording stays readable');
-  } catch (err) {
-    err.message += `\n${people.map((p) => p.diagnostics()).join('\n')}\n${logs()}`;
-    throw err;
-  } finally {
-    await Promise.all(people.map((p) => p.close()));
-  }
-});
+  });
+}
