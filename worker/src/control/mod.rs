@@ -226,7 +226,7 @@ impl ControlPlane {
             // A stopped recording of a closed room still answers for its id.
             return recorder.recording(room_id, id).map(|r| (r, false)).map_err(|_| RoomError::RoomNotFound(room_id.clone()).into());
         }
-        Ok(recorder.start_recording(room_id, id))
+        Ok(recorder.start_recording(room_id, id)?)
     }
 
     /// `GET /v1/rooms/{room}/recordings/{id}`.

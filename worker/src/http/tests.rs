@@ -1096,3 +1096,30 @@ async fn closing_the_room_stops_its_recordings() {
     let _ = (app.engine, app.control);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_room_records_at_most_four_at_once_and_a_stopped_one_makes_room() {
+    use crate::record::MAX_ROOM_RECORDINGS;
+    let (app, dir) = recording_app();
+    app.call(Method::PUT, &format!("/v1/rooms/{ROOM}"), None).await;
+    let uri = format!("/v1/rooms/{ROOM}/recordings");
+    for n in 0..MAX_ROOM_RECORDINGS {
+        let (status, body) = app.call(Method::POST, &uri, Some(json!({"recordingId": format!("r{n}")}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let answer = app.call(Method::POST, &uri, Some(json!({"recordingId": "one-too-many"}))).await;
+    assert_error(&answer, StatusCode::CONFLICT, "TOO_MANY_RECORDINGS");
+    assert!(answer.1["error"]["message"].as_str().unwrap().contains("stop one"), "{}", answer.1);
+    // An id already running is still answered, not refused.
+    let (status, _) = app.call(Method::POST, &uri, Some(json!({"recordingId": "r0"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    // Another room is not this room's business.
+    app.call(Method::PUT, "/v1/rooms/other-room", None).await;
+    let (status, body) = app.call(Method::POST, "/v1/rooms/other-room/recordings", Some(json!({"recordingId": "r0"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = app.call(Method::DELETE, &format!("{uri}/r0"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.call(Method::POST, &uri, Some(json!({"recordingId": "after-a-stop"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}

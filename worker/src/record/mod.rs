@@ -46,6 +46,11 @@ pub const QUEUE_PACKETS: usize = 2048;
 
 /// Stopped and failed recordings kept for `GET`, the oldest dropped first.
 pub const KEPT_RECORDINGS: usize = 100;
+/// Recordings running at once in one room, and on the whole worker: each writes a file per
+/// producer and takes a copy of each packet, so an API client that never stops what it starts
+/// must hit a wall, not the worker's file descriptors or its recorder thread's time.
+pub const MAX_ROOM_RECORDINGS: usize = 4;
+pub const MAX_WORKER_RECORDINGS: usize = 64;
 
 /// How often the recorder thread takes what the media threads queued, gives up on holes and
 /// repeats keyframe requests.
@@ -63,6 +68,8 @@ pub enum RecordingError {
     Disabled,
     #[error("room {room} has no recording {id} on this worker (stopped ones are kept for the last {KEPT_RECORDINGS})")]
     NotFound { room: RoomId, id: String },
+    #[error("{scope} already has {limit} recordings running, the most it may; stop one (DELETE its recording) before starting another")]
+    TooMany { scope: String, limit: usize },
 }
 
 impl RecordingError {
@@ -70,6 +77,7 @@ impl RecordingError {
         match self {
             RecordingError::Disabled => "RECORDING_DISABLED",
             RecordingError::NotFound { .. } => "RECORDING_NOT_FOUND",
+            RecordingError::TooMany { .. } => "TOO_MANY_RECORDINGS",
         }
     }
 
@@ -77,6 +85,7 @@ impl RecordingError {
         match self {
             RecordingError::Disabled => 503,
             RecordingError::NotFound { .. } => 404,
+            RecordingError::TooMany { .. } => 409,
         }
     }
 }
@@ -157,6 +166,10 @@ impl Registry {
         }
         for waiter in self.waiting.remove(&key).unwrap_or_default() {
             let _ = waiter.send(recording.clone());
+        }
+        // Kept per room only while it records: every room ever recorded would otherwise stay.
+        if !self.room_records(&key.0, None) {
+            self.room_drops.remove(&key.0);
         }
     }
 
@@ -243,10 +256,16 @@ impl Recorder {
 
     /// Starts recording `room` as `id` (checked by the caller), or answers the recording of
     /// that id as it is: `(status, true)` when it was started now.
-    pub fn start_recording(&self, room: &RoomId, id: &str) -> (Recording, bool) {
+    pub fn start_recording(&self, room: &RoomId, id: &str) -> Result<(Recording, bool), RecordingError> {
         let mut registry = lock(&self.registry);
         if let Some(existing) = registry.find(room, id) {
-            return (existing, false);
+            return Ok((existing, false));
+        }
+        if registry.active.len() >= MAX_WORKER_RECORDINGS {
+            return Err(RecordingError::TooMany { scope: "this worker".into(), limit: MAX_WORKER_RECORDINGS });
+        }
+        if registry.active.keys().filter(|(r, _)| r == room).count() >= MAX_ROOM_RECORDINGS {
+            return Err(RecordingError::TooMany { scope: format!("room {room}"), limit: MAX_ROOM_RECORDINGS });
         }
         let started_at = now_rfc3339();
         let recording = Recording {
@@ -268,7 +287,7 @@ impl Recorder {
             registry.taps.insert(room.clone(), tap.clone());
             self.engine.set_recording_tap(room, Some(tap));
         }
-        (recording, true)
+        Ok((recording, true))
     }
 
     /// The recording's status.
