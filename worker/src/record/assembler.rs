@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::media::rtp_packet::RtpView;
 
 use super::depacketize::{fragment, RecordCodec};
+use super::h264;
 
 /// Packets held waiting for a hole to be filled, at most.
 pub const WINDOW_PACKETS: usize = 128;
@@ -206,8 +207,14 @@ impl FrameAssembler {
             self.finish(out);
         }
         let data = &payload[fragment.offset..];
+        // H264 keeps each payload whole: FU-A pieces and STAP-A are undone per access unit.
+        let h264 = self.codec == RecordCodec::H264;
         match self.building.as_mut() {
-            Some(building) if fragment.begins_frame => building.layers.push(data.to_vec()),
+            Some(building) if fragment.begins_frame || h264 => {
+                // An IDR's slices may come after its parameter sets' packet.
+                building.keyframe |= fragment.keyframe;
+                building.layers.push(data.to_vec());
+            }
             Some(building) => match building.layers.last_mut() {
                 Some(layer) => layer.extend_from_slice(data),
                 None => building.layers.push(data.to_vec()),
@@ -230,9 +237,30 @@ impl FrameAssembler {
     }
 
     fn finish(&mut self, out: &mut Vec<Assembled>) {
-        let Some(building) = self.building.take() else { return };
+        let Some(mut building) = self.building.take() else { return };
         if self.waiting_keyframe && !building.keyframe {
             self.stats.dropped_frames += 1;
+            return;
+        }
+        if self.codec == RecordCodec::H264 {
+            let Some(access_unit) = h264::access_unit(&building.layers) else {
+                // A FU-A piece missing that the sequence numbers did not show (its run
+                // started or ended in a packet lost at the frame's edge): as a lost frame.
+                self.stats.dropped_frames += 1;
+                self.broken = true;
+                if !self.waiting_keyframe {
+                    self.waiting_keyframe = true;
+                    self.last_request = None;
+                }
+                return;
+            };
+            building.keyframe = h264::has_idr(&access_unit);
+            if self.waiting_keyframe && !building.keyframe {
+                self.stats.dropped_frames += 1;
+                return;
+            }
+            self.waiting_keyframe = false;
+            out.push(Assembled::Frame(Frame { data: access_unit, timestamp: building.timestamp, ssrc: building.ssrc, keyframe: building.keyframe, arrival: building.arrival }));
             return;
         }
         self.waiting_keyframe = false;

@@ -6,6 +6,8 @@
 //! - VP9 (RFC 9628): the descriptor is stripped; `B`/`E` mark a layer frame's first and last
 //!   packet; a picture without `P` (not inter-predicted) in its first layer is a keyframe.
 //! - Opus (RFC 7587): every packet is one whole frame, and every frame can start a file.
+//! - H264 (RFC 6184): see [`super::h264`]; the assembler keeps each payload whole and the
+//!   access unit is rebuilt from them when it is complete.
 
 /// A codec the recorder understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,11 +15,12 @@ pub enum RecordCodec {
     Opus,
     Vp8,
     Vp9,
+    H264,
 }
 
 impl RecordCodec {
     /// The codec for a mediasoup `mimeType` (`audio/opus`, `video/VP8`...); `None` for the
-    /// ones the recorder cannot write (H264, RTX, anything else).
+    /// ones the recorder cannot write (RTX, anything else).
     pub fn from_mime_type(mime_type: &str) -> Option<Self> {
         let (_, name) = mime_type.split_once('/')?;
         if name.eq_ignore_ascii_case("opus") {
@@ -26,6 +29,8 @@ impl RecordCodec {
             Some(RecordCodec::Vp8)
         } else if name.eq_ignore_ascii_case("VP9") {
             Some(RecordCodec::Vp9)
+        } else if name.eq_ignore_ascii_case("H264") {
+            Some(RecordCodec::H264)
         } else {
             None
         }
@@ -37,6 +42,7 @@ impl RecordCodec {
             RecordCodec::Opus => "opus",
             RecordCodec::Vp8 => "VP8",
             RecordCodec::Vp9 => "VP9",
+            RecordCodec::H264 => "H264",
         }
     }
 
@@ -48,7 +54,7 @@ impl RecordCodec {
     pub fn clock_rate(self) -> u32 {
         match self {
             RecordCodec::Opus => 48_000,
-            RecordCodec::Vp8 | RecordCodec::Vp9 => 90_000,
+            RecordCodec::Vp8 | RecordCodec::Vp9 | RecordCodec::H264 => 90_000,
         }
     }
 }
@@ -77,6 +83,7 @@ pub fn fragment(codec: RecordCodec, payload: &[u8]) -> Option<Fragment> {
         RecordCodec::Opus => None,
         RecordCodec::Vp8 => vp8(payload),
         RecordCodec::Vp9 => vp9(payload),
+        RecordCodec::H264 => super::h264::fragment(payload),
     }
 }
 
@@ -174,6 +181,7 @@ pub fn picture_size(codec: RecordCodec, frame: &[u8]) -> Option<(u32, u32)> {
             (width > 0 && height > 0).then_some((width, height))
         }
         RecordCodec::Vp9 => vp9_size(frame),
+        RecordCodec::H264 => super::h264::nal_units(frame).find(|n| n.first().is_some_and(|h| h & 0x1f == super::h264::NAL_SPS)).and_then(super::h264::sps_size),
         RecordCodec::Opus => None,
     }
 }
@@ -299,8 +307,8 @@ mod tests {
     }
 
     #[test]
-    fn h264_and_unknown_codecs_are_not_recorded() {
-        assert_eq!(RecordCodec::from_mime_type("video/H264"), None);
+    fn unknown_codecs_are_not_recorded() {
+        assert_eq!(RecordCodec::from_mime_type("video/H264"), Some(RecordCodec::H264));
         assert_eq!(RecordCodec::from_mime_type("video/rtx"), None);
         assert_eq!(RecordCodec::from_mime_type("audio/opus"), Some(RecordCodec::Opus));
         assert_eq!(RecordCodec::from_mime_type("video/vp9"), Some(RecordCodec::Vp9));

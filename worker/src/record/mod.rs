@@ -20,6 +20,7 @@
 pub mod assembler;
 pub mod clock;
 pub mod depacketize;
+pub mod h264;
 pub mod track;
 pub mod writer;
 
@@ -37,7 +38,7 @@ use crate::rtp::MediaKind;
 
 pub use depacketize::RecordCodec;
 pub use track::{TrackAction, TrackPlan};
-pub use writer::{WebmFile, WriteError};
+pub use writer::{MediaFile, Mp4File, WebmFile, WriteError};
 
 /// Packets the recorder thread may be behind by before copies are dropped: about 14 s of a
 /// 1 Mbps camera and its microphone, or a second of a room of 14 such publishers, against
@@ -336,7 +337,7 @@ impl Recorder {
 /// One producer's file of a running recording.
 struct FileState {
     plan: TrackPlan,
-    file: Option<WebmFile>,
+    file: Option<MediaFile>,
     info: Option<RecordingFile>,
     closed: bool,
 }
@@ -481,7 +482,7 @@ impl RecorderThread {
                         active.error = Some(ErrorBody {
                             code: "RECORDING_CODEC_UNSUPPORTED".into(),
                             message: format!(
-                                "producer {producer} sends {mime}, which this worker does not record (it records VP8, VP9 and Opus); the room's other producers are recorded"
+                                "producer {producer} sends {mime}, which this worker does not record (it records VP8, VP9, H264 and Opus); the room's other producers are recorded"
                             ),
                         });
                         active.dirty = true;
@@ -598,17 +599,16 @@ fn carry_out(
     for action in actions {
         match action {
             TrackAction::RequestKeyframe => engine.request_keyframe(room, producer),
-            TrackAction::Open { size } => {
+            TrackAction::Open { size, parameter_sets } => {
                 let codec = state.plan.codec();
-                let name = format!("{producer}.webm");
-                let file = WebmFile::create(&dir.join(&name), codec, size)?;
+                let (name, file) = MediaFile::create(dir, &producer.to_string(), codec, size, parameter_sets.as_ref())?;
                 state.info = Some(RecordingFile {
                     name: name.clone(),
                     path: format!("{relative}/{name}"),
                     producer_id: producer.clone(),
                     kind: if codec.is_video() { MediaKind::Video } else { MediaKind::Audio },
                     codec: codec.name().into(),
-                    container: "webm".into(),
+                    container: file.container().into(),
                     bytes: file.bytes(),
                     duration_ms: 0,
                 });

@@ -5,9 +5,10 @@
 
 use std::time::Instant;
 
-use super::assembler::{Assembled, FrameAssembler};
+use super::assembler::{Assembled, FrameAssembler, KEYFRAME_RETRY};
 use super::clock::MediaClock;
 use super::depacketize::{picture_size, RecordCodec};
+use super::h264;
 
 /// Picture size for a VP8/VP9 keyframe whose header cannot be read (players take the size
 /// from the bitstream anyway; the container only needs one that is not zero).
@@ -16,12 +17,20 @@ pub const FALLBACK_SIZE: (u32, u32) = (640, 480);
 /// What to do with the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackAction {
-    /// Create the file, with this picture size for video.
-    Open { size: (u32, u32) },
+    /// Create the file, with this picture size for video, and H264's parameter sets.
+    Open { size: (u32, u32), parameter_sets: Option<ParameterSets> },
     /// Write a frame at this media time.
     Write { timestamp_ns: u64, keyframe: bool, data: Vec<u8> },
     /// Ask the producer for a keyframe.
     RequestKeyframe,
+}
+
+/// H264's latest sequence and picture parameter sets (NAL units, header byte first), which an
+/// MP4 file's `avcC` needs before its first sample.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParameterSets {
+    pub sps: Vec<u8>,
+    pub pps: Vec<u8>,
 }
 
 /// A producer's track.
@@ -30,6 +39,10 @@ pub struct TrackPlan {
     assembler: FrameAssembler,
     clock: MediaClock,
     opened: bool,
+    /// H264: the latest SPS and PPS seen, in whichever frame they came.
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
+    last_request: Option<Instant>,
     /// The last frame's media time.
     pub last_ns: u64,
     pub frames: u64,
@@ -37,7 +50,7 @@ pub struct TrackPlan {
 
 impl TrackPlan {
     pub fn new(codec: RecordCodec) -> Self {
-        TrackPlan { codec, assembler: FrameAssembler::new(codec), clock: MediaClock::new(codec.clock_rate()), opened: false, last_ns: 0, frames: 0 }
+        TrackPlan { codec, assembler: FrameAssembler::new(codec), clock: MediaClock::new(codec.clock_rate()), opened: false, sps: None, pps: None, last_request: None, last_ns: 0, frames: 0 }
     }
 
     pub fn codec(&self) -> RecordCodec {
@@ -66,10 +79,37 @@ impl TrackPlan {
             match item {
                 Assembled::NeedKeyframe => actions.push(TrackAction::RequestKeyframe),
                 Assembled::Frame(frame) => {
+                    if self.codec == RecordCodec::H264 {
+                        for nal in h264::nal_units(&frame.data) {
+                            match nal.first().map(|h| h & 0x1f) {
+                                Some(h264::NAL_SPS) => self.sps = Some(nal.to_vec()),
+                                Some(h264::NAL_PPS) => self.pps = Some(nal.to_vec()),
+                                _ => {}
+                            }
+                        }
+                    }
                     if !self.opened {
+                        let mut parameter_sets = None;
+                        if self.codec == RecordCodec::H264 {
+                            let (Some(sps), Some(pps)) = (self.sps.clone(), self.pps.clone()) else {
+                                // An IDR whose parameter sets never came cannot be decoded:
+                                // wait for one that brings them (browsers send SPS and PPS
+                                // before every IDR), asking at most once a second.
+                                if self.last_request.is_none_or(|at| frame.arrival.saturating_duration_since(at) >= KEYFRAME_RETRY) {
+                                    self.last_request = Some(frame.arrival);
+                                    actions.push(TrackAction::RequestKeyframe);
+                                }
+                                continue;
+                            };
+                            parameter_sets = Some(ParameterSets { sps, pps });
+                        }
                         // The assembler hands video on from a keyframe only.
                         let size = if self.codec.is_video() { picture_size(self.codec, &frame.data).unwrap_or(FALLBACK_SIZE) } else { (0, 0) };
-                        actions.push(TrackAction::Open { size });
+                        let size = match &parameter_sets {
+                            Some(sets) => h264::sps_size(&sets.sps).unwrap_or(size),
+                            None => size,
+                        };
+                        actions.push(TrackAction::Open { size, parameter_sets });
                         self.opened = true;
                     }
                     let timestamp_ns = self.clock.media_ns(frame.ssrc, frame.timestamp, frame.arrival);
@@ -106,7 +146,7 @@ mod tests {
         // A 320x240 keyframe 100 ms later.
         let key = [0x10, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
         let actions = track.push(rtp(2, 99_000, true, &key), t + Duration::from_millis(100));
-        assert_eq!(actions[0], TrackAction::Open { size: (320, 240) });
+        assert_eq!(actions[0], TrackAction::Open { size: (320, 240), parameter_sets: None });
         assert!(matches!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, .. }));
         let actions = track.push(rtp(3, 102_000, true, &[0x10, 0x01]), t + Duration::from_millis(133));
         assert!(matches!(actions[..], [TrackAction::Write { timestamp_ns: 33_333_333, keyframe: false, .. }]));
@@ -117,7 +157,7 @@ mod tests {
         let t = Instant::now();
         let mut track = TrackPlan::new(RecordCodec::Opus);
         let actions = track.push(rtp(9, 4_800, false, &[0x78, 0x01]), t);
-        assert_eq!(actions[0], TrackAction::Open { size: (0, 0) });
+        assert_eq!(actions[0], TrackAction::Open { size: (0, 0), parameter_sets: None });
         assert_eq!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, data: vec![0x78, 0x01] });
         let actions = track.push(rtp(10, 5_760, false, &[0x78, 0x02]), t + Duration::from_millis(20));
         assert_eq!(actions, vec![TrackAction::Write { timestamp_ns: 20_000_000, keyframe: true, data: vec![0x78, 0x02] }]);

@@ -1,4 +1,6 @@
-//! The I/O end: one WebM file per producer, muxed by libwebm's mkvmuxer (the `webm` crate).
+//! The I/O end: one file per producer. WebM for VP8, VP9 and Opus, muxed by libwebm's
+//! mkvmuxer (the `webm` crate); fragmented MP4 for H264, muxed by `muxide` (the libwebm
+//! wrapper takes no H264).
 //!
 //! libwebm reports a failed write only as "it failed"; the file handle under it keeps the
 //! operating system's error, so a full disk reads as [`WriteError::DiskFull`].
@@ -11,7 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use webm::mux::{AudioCodecId, AudioTrack, Segment, SegmentBuilder, SegmentMode, VideoCodecId, VideoTrack, Writer};
 
+use std::time::Duration;
+
+use muxide::fragmented::{FragmentConfig, FragmentedMuxer};
+
 use super::depacketize::RecordCodec;
+use super::track::ParameterSets;
 
 /// Why a file could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +147,7 @@ impl WebmFile {
                 let builder = builder.set_codec_private(track, &opus_head()).map_err(|_| failed("the Opus header"))?;
                 (builder, Track::Audio(track))
             }
+            RecordCodec::H264 => return Err(failed("H264 (it goes to an MP4 file)")),
             RecordCodec::Vp8 | RecordCodec::Vp9 => {
                 let id = if codec == RecordCodec::Vp8 { VideoCodecId::VP8 } else { VideoCodecId::VP9 };
                 let (builder, track) = builder.add_video_track(size.0.max(1), size.1.max(1), id, None).map_err(|_| failed("the video track"))?;
@@ -192,9 +200,204 @@ impl WebmFile {
     }
 }
 
+/// A fragment is written out once it spans this much (what a crash can lose, at most)...
+pub const FRAGMENT: Duration = Duration::from_secs(1);
+/// ...and at the latest at this span, even across a gap (see [`flush_before`]).
+pub const MAX_FRAGMENT: Duration = Duration::from_secs(10);
+
+/// Whether the fragment being collected (`count` frames from `first_ns` to `last_ns`) goes
+/// out before a frame at `next_ns`. muxide starts each fragment after the first at the
+/// previous one's last frame plus its average frame interval, not at the next frame's own
+/// time, so a fragment is cut where the next frame comes about then: a gap (a pause) then
+/// stays inside a fragment as one long frame, and the file's time keeps it. Only a fragment
+/// that reached [`MAX_FRAGMENT`] is cut across a gap; that one fragment then plays early by
+/// the gap, the next is back at its time.
+pub fn flush_before(first_ns: u64, last_ns: u64, count: u64, next_ns: u64) -> bool {
+    let span = last_ns.saturating_sub(first_ns);
+    if count < 2 || span < FRAGMENT.as_nanos() as u64 {
+        return false;
+    }
+    if span >= MAX_FRAGMENT.as_nanos() as u64 {
+        return true;
+    }
+    let average = span / (count - 1);
+    next_ns.saturating_sub(last_ns) <= average + average / 2 + 5_000_000
+}
+
+/// An open fragmented MP4 file of one H264 track: the init segment (`ftyp`, `moov` with the
+/// first SPS and PPS), then a `moof` and `mdat` per fragment, each written and flushed to the
+/// file as it is cut. Memory holds one fragment; a crash leaves every fragment written
+/// readable.
+pub struct Mp4File {
+    path: PathBuf,
+    file: BufWriter<File>,
+    muxer: FragmentedMuxer,
+    bytes: u64,
+    first_ns: u64,
+    last_ns: u64,
+    count: u64,
+}
+
+/// MP4's video timescale: the RTP clock of H264.
+const MP4_TIMESCALE: u32 = 90_000;
+
+impl Mp4File {
+    /// Creates the file (and its directories) and writes its init segment.
+    pub fn create(path: &Path, size: (u32, u32), sets: &ParameterSets) -> Result<Self, WriteError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| WriteError::of(dir, &e))?;
+        }
+        let mut config = FragmentConfig::new(size.0.clamp(1, 65_535), size.1.clamp(1, 65_535), MP4_TIMESCALE);
+        config.sps = sets.sps.clone();
+        config.pps = sets.pps.clone();
+        let muxer = FragmentedMuxer::new(config).map_err(|e| WriteError::Failed { path: path.display().to_string(), reason: format!("the muxer refused the track: {e}") })?;
+        let file = File::create(path).map_err(|e| WriteError::of(path, &e))?;
+        let mut mp4 = Mp4File { path: path.to_owned(), file: BufWriter::with_capacity(64 * 1024, file), muxer, bytes: 0, first_ns: 0, last_ns: 0, count: 0 };
+        let init = mp4.muxer.init_segment();
+        mp4.put(&init)?;
+        Ok(mp4)
+    }
+
+    fn put(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        self.file.write_all(data).and_then(|()| self.file.flush()).map_err(|e| WriteError::of(&self.path, &e))?;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    fn flush_fragment(&mut self) -> Result<(), WriteError> {
+        self.count = 0;
+        match self.muxer.flush_segment() {
+            Some(segment) => self.put(&segment),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes an access unit (length-prefixed NAL units) at `timestamp_ns` from the file's
+    /// start.
+    pub fn write(&mut self, data: &[u8], timestamp_ns: u64, keyframe: bool) -> Result<(), WriteError> {
+        if flush_before(self.first_ns, self.last_ns, self.count, timestamp_ns) {
+            self.flush_fragment()?;
+        }
+        if self.count == 0 {
+            self.first_ns = timestamp_ns;
+        }
+        let ticks = (u128::from(timestamp_ns) * u128::from(MP4_TIMESCALE) / 1_000_000_000) as u64;
+        // Browsers' H264 has no B-frames: presentation order is decode order.
+        self.muxer
+            .write_video(ticks, ticks, data, keyframe)
+            .map_err(|e| WriteError::Failed { path: self.path.display().to_string(), reason: format!("the muxer refused a frame: {e}") })?;
+        self.last_ns = timestamp_ns;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Bytes in the file so far (fragments written out).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Writes the last fragment and closes the file.
+    pub fn finalize(mut self) -> Result<u64, WriteError> {
+        self.flush_fragment()?;
+        let file = self.file.into_inner().map_err(|e| WriteError::of(&self.path, e.error()))?;
+        file.sync_all().map_err(|e| WriteError::of(&self.path, &e))?;
+        Ok(self.bytes)
+    }
+}
+
+/// A producer's open file, in the container its codec goes to.
+pub enum MediaFile {
+    Webm(WebmFile),
+    Mp4(Mp4File),
+}
+
+impl MediaFile {
+    /// The file for `codec`: MP4 for H264 (with its parameter sets), WebM for the others.
+    pub fn create(dir: &Path, producer: &str, codec: RecordCodec, size: (u32, u32), sets: Option<&ParameterSets>) -> Result<(String, Self), WriteError> {
+        match (codec, sets) {
+            (RecordCodec::H264, Some(sets)) => {
+                let name = format!("{producer}.mp4");
+                Mp4File::create(&dir.join(&name), size, sets).map(|f| (name, MediaFile::Mp4(f)))
+            }
+            (RecordCodec::H264, None) => Err(WriteError::Failed { path: dir.join(format!("{producer}.mp4")).display().to_string(), reason: "no H264 parameter sets to start the file with".into() }),
+            _ => {
+                let name = format!("{producer}.webm");
+                WebmFile::create(&dir.join(&name), codec, size).map(|f| (name, MediaFile::Webm(f)))
+            }
+        }
+    }
+
+    /// The `container` of the recording status.
+    pub fn container(&self) -> &'static str {
+        match self {
+            MediaFile::Webm(_) => "webm",
+            MediaFile::Mp4(_) => "mp4",
+        }
+    }
+
+    pub fn write(&mut self, data: &[u8], timestamp_ns: u64, keyframe: bool) -> Result<(), WriteError> {
+        match self {
+            MediaFile::Webm(f) => f.write(data, timestamp_ns, keyframe),
+            MediaFile::Mp4(f) => f.write(data, timestamp_ns, keyframe),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        match self {
+            MediaFile::Webm(f) => f.bytes(),
+            MediaFile::Mp4(f) => f.bytes(),
+        }
+    }
+
+    pub fn finalize(self) -> Result<u64, WriteError> {
+        match self {
+            MediaFile::Webm(f) => f.finalize(),
+            MediaFile::Mp4(f) => f.finalize(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn fragments_are_cut_after_a_second_where_the_next_frame_comes_on_time() {
+        // 30 frames of 33 ms: not yet a second.
+        assert!(!flush_before(0, 29 * 33 * MS, 30, 30 * 33 * MS));
+        // 31 frames span 990 ms + one more: the next on time goes to a new fragment.
+        assert!(flush_before(0, 31 * 33 * MS, 32, 32 * 33 * MS));
+        // After a 2 s pause the frame stays in this fragment, so the gap is kept.
+        assert!(!flush_before(0, 31 * 33 * MS, 32, 31 * 33 * MS + 2_000 * MS));
+        // Ten seconds in a fragment: cut whatever comes.
+        assert!(flush_before(0, 10_000 * MS, 301, 13_000 * MS));
+        assert!(!flush_before(0, 0, 1, 33 * MS));
+    }
+
+    #[test]
+    fn an_mp4_file_writes_its_fragments_as_they_are_cut() {
+        let dir = std::env::temp_dir().join(format!("fanout-mp4-writer-{}", std::process::id()));
+        let sets = ParameterSets { sps: vec![0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10], pps: vec![0x68, 0xcb, 0x83, 0xcb, 0x20] };
+        let mut file = Mp4File::create(&dir.join("x.mp4"), (320, 240), &sets).unwrap();
+        let init = file.bytes();
+        assert!(init > 0);
+        let frame = [0, 0, 0, 3, 0x65, 0x88, 0x84];
+        for n in 0..31u64 {
+            file.write(&frame, n * 33 * MS, n == 0).unwrap();
+        }
+        assert_eq!(file.bytes(), init, "less than a second: held");
+        file.write(&frame, 31 * 33 * MS, false).unwrap();
+        file.write(&frame, 32 * 33 * MS, false).unwrap();
+        let written = file.bytes();
+        assert!(written > init + 32 * frame.len() as u64, "the first fragment is in the file");
+        assert_eq!(std::fs::metadata(dir.join("x.mp4")).unwrap().len(), written);
+        let total = file.finalize().unwrap();
+        assert!(total > written);
+        assert_eq!(std::fs::metadata(dir.join("x.mp4")).unwrap().len(), total);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_full_disk_is_reported_as_disk_full_naming_the_file() {
