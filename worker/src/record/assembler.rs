@@ -464,4 +464,81 @@ mod tests {
         assert_eq!(data.last(), Some(&0xD9));
         assert!(got[0].1, "a picture whose base layer is not inter-predicted is a keyframe");
     }
+
+    /// H264 access unit `n`: a STAP-A of SPS and PPS plus an IDR in three FU-A pieces when
+    /// `key`, else a non-IDR slice in three FU-A pieces.
+    fn h264_frame(n: u16, key: bool) -> Vec<Vec<u8>> {
+        let ts = 3_000 * u32::from(n);
+        let seq = n.wrapping_mul(4);
+        let mut packets = Vec::new();
+        let nal_type = if key { 0x65 } else { 0x41 };
+        if key {
+            let mut stap = vec![0x78, 0, 3, 0x67, 0x42, n as u8, 0, 2, 0x68, 0xce];
+            stap.truncate(10);
+            packets.push(stap);
+        } else {
+            packets.push(vec![0x06, 0x05, 0x01]); // an SEI begins the access unit
+        }
+        // FU-A start (first_mb_in_slice 0), middle, end.
+        packets.push(vec![0x7c, 0x80 | (nal_type & 0x1f), 0x88, n as u8]);
+        packets.push(vec![0x7c, nal_type & 0x1f, 0xB1]);
+        packets.push(vec![0x7c, 0x40 | (nal_type & 0x1f), 0xB2]);
+        let count = packets.len();
+        packets.into_iter().enumerate().map(|(i, p)| rtp(seq.wrapping_add(i as u16), ts, i + 1 == count, &p)).collect()
+    }
+
+    #[test]
+    fn h264_stap_a_and_fu_a_become_length_prefixed_access_units_starting_at_an_idr() {
+        let t = Instant::now();
+        let mut a = FrameAssembler::new(RecordCodec::H264);
+        let mut out = Vec::new();
+        for n in 0..6 {
+            for p in h264_frame(n, n == 1 || n == 4) {
+                out.extend(a.push(p, t));
+            }
+        }
+        let got = frames(&out);
+        // Frame 0 (not an IDR) waits for the keyframe; 1 is one though its first packet is the
+        // parameter sets' STAP-A.
+        assert_eq!(got.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), vec![(1, true), (2, false), (3, false), (4, true), (5, false)]);
+        let nals: Vec<Vec<u8>> = h264::nal_units(&got[0].2).map(<[u8]>::to_vec).collect();
+        assert_eq!(nals, vec![vec![0x67, 0x42, 1], vec![0x68, 0xce], vec![0x65, 0x88, 1, 0xB1, 0xB2]]);
+        assert_eq!(a.stats.dropped_frames, 1);
+    }
+
+    #[test]
+    fn h264_losing_a_fu_a_middle_drops_the_frame_until_the_next_idr() {
+        let t = Instant::now();
+        let mut a = FrameAssembler::new(RecordCodec::H264);
+        let mut out = Vec::new();
+        let mut at = t;
+        for n in 0..8 {
+            at = t + Duration::from_millis(u64::from(n) * 33);
+            for (i, p) in h264_frame(n, n == 0 || n == 6).into_iter().enumerate() {
+                if n == 2 && i == 2 {
+                    continue; // the FU-A middle
+                }
+                out.extend(a.push(p, at));
+            }
+        }
+        out.extend(a.poll(at + WINDOW_TIME));
+        assert_eq!(frames(&out).iter().map(|f| f.0).collect::<Vec<_>>(), vec![0, 1, 6, 7]);
+        assert_eq!(needs(&out), 1);
+        assert_eq!(a.stats.lost_packets, 1);
+    }
+
+    #[test]
+    fn h264_a_later_slice_after_a_loss_does_not_start_a_frame() {
+        let t = Instant::now();
+        let mut a = FrameAssembler::new(RecordCodec::H264);
+        for p in h264_frame(0, true) {
+            a.push(p, t);
+        }
+        // Frame 1: its first slice (sequence 4) lost; the second slice (first_mb_in_slice 5:
+        // ue(v) 00110) comes alone with the marker.
+        let out = a.push(rtp(5, 3_000, true, &[0x41, 0x30, 0x01]), t);
+        let out: Vec<_> = out.into_iter().chain(a.poll(t + WINDOW_TIME)).collect();
+        assert!(frames(&out).is_empty(), "{out:?}");
+        assert!(a.waiting_keyframe());
+    }
 }

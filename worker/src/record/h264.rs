@@ -36,7 +36,9 @@ fn begins_access_unit(kind: u8, body_first: Option<u8>) -> bool {
 /// What an H264 payload says of the access unit it carries a part of. `begins_frame` is set
 /// for a packet that can start an access unit (a parameter set, SEI, AUD, or the first slice
 /// of a picture): after a loss, a later slice of the same picture does not start a frame.
-/// `keyframe` for a packet with an IDR slice.
+/// `keyframe` for a packet with an IDR slice or an SPS (browsers send SPS and PPS just before
+/// each IDR, in a packet of their own: the keyframe is coming); the assembler decides from the
+/// whole access unit ([`has_idr`]).
 pub fn fragment(payload: &[u8]) -> Option<Fragment> {
     let header = *payload.first()?;
     if header & 0x80 != 0 {
@@ -44,7 +46,7 @@ pub fn fragment(payload: &[u8]) -> Option<Fragment> {
     }
     let kind = header & 0x1f;
     match kind {
-        1..=23 => Some(Fragment { offset: 0, begins_frame: begins_access_unit(kind, payload.get(1).copied()), ends_layer_frame: false, keyframe: kind == NAL_IDR }),
+        1..=23 => Some(Fragment { offset: 0, begins_frame: begins_access_unit(kind, payload.get(1).copied()), ends_layer_frame: false, keyframe: kind == NAL_IDR || kind == NAL_SPS }),
         STAP_A => {
             let nals = stap_a(payload)?;
             let first = nals.first()?;
@@ -52,7 +54,7 @@ pub fn fragment(payload: &[u8]) -> Option<Fragment> {
                 offset: 0,
                 begins_frame: begins_access_unit(first[0] & 0x1f, first.get(1).copied()),
                 ends_layer_frame: false,
-                keyframe: nals.iter().any(|n| n[0] & 0x1f == NAL_IDR),
+                keyframe: nals.iter().any(|n| matches!(n[0] & 0x1f, NAL_IDR | NAL_SPS)),
             })
         }
         FU_A => {

@@ -162,4 +162,24 @@ mod tests {
         let actions = track.push(rtp(10, 5_760, false, &[0x78, 0x02]), t + Duration::from_millis(20));
         assert_eq!(actions, vec![TrackAction::Write { timestamp_ns: 20_000_000, keyframe: true, data: vec![0x78, 0x02] }]);
     }
+
+    #[test]
+    fn an_h264_file_opens_at_an_idr_with_the_latest_parameter_sets_and_the_sps_size() {
+        let t = Instant::now();
+        let mut track = TrackPlan::new(RecordCodec::H264);
+        // x264's 320x240 SPS and PPS, with an IDR, in one STAP-A.
+        let sps = [0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80];
+        let pps = [0x68, 0xcb, 0x83, 0xcb, 0x20];
+        // An IDR alone first: no parameter sets yet, so no file, and a keyframe is asked for.
+        let actions = track.push(rtp(1, 0, true, &[0x65, 0x88, 0x01]), t);
+        assert_eq!(actions, vec![TrackAction::RequestKeyframe]);
+        let mut stap = vec![0x78];
+        for nal in [&sps[..], &pps[..], &[0x65, 0x88, 0x02][..]] {
+            stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            stap.extend_from_slice(nal);
+        }
+        let actions = track.push(rtp(2, 3_000, true, &stap), t + Duration::from_millis(33));
+        assert_eq!(actions[0], TrackAction::Open { size: (320, 240), parameter_sets: Some(ParameterSets { sps: sps.to_vec(), pps: pps.to_vec() }) });
+        assert!(matches!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, .. }));
+    }
 }
