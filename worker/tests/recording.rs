@@ -248,6 +248,155 @@ async fn a_recording_of_vp8_and_opus_producers_plays_in_ffmpeg_with_the_duration
     let _ = std::fs::remove_dir_all(&recordings);
 }
 
+/// The NAL units of an Annex B stream, each with the index of the access unit it belongs to
+/// (a new one at each AUD, or at SPS/PPS/SEI or a first slice after a slice).
+fn annex_b_access_units(path: &Path) -> Vec<Vec<Vec<u8>>> {
+    let data = std::fs::read(path).unwrap();
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut nals: Vec<Vec<u8>> = Vec::new();
+    for (n, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).map_or(data.len(), |next| next - 3);
+        while end > start && data[end - 1] == 0 && starts.get(n + 1).is_some() {
+            end -= 1; // a 4-byte start code's leading zero
+        }
+        nals.push(data[start..end].to_vec());
+    }
+    let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut seen_slice = false;
+    for nal in nals {
+        let kind = nal[0] & 0x1f;
+        let first_slice = matches!(kind, 1 | 5) && nal[1] & 0x80 != 0;
+        if units.is_empty() || (seen_slice && (matches!(kind, 6..=9) || first_slice)) {
+            units.push(Vec::new());
+            seen_slice = false;
+        }
+        seen_slice |= matches!(kind, 1 | 5);
+        units.last_mut().unwrap().push(nal);
+    }
+    units
+}
+
+/// An access unit as RTP the way browsers packetise it (RFC 6184, packetization-mode 1):
+/// small NAL units aggregated in a STAP-A, each larger one in FU-A pieces of 300 bytes (a small MTU, so that frames have several).
+fn h264_packets(unit: &[Vec<u8>], sequence: &mut u16, timestamp: u32) -> Vec<Vec<u8>> {
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    let small: Vec<&Vec<u8>> = unit.iter().filter(|n| n.len() <= 200).collect();
+    if small.len() > 1 {
+        let mut stap = vec![0x78];
+        for nal in &small {
+            stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            stap.extend_from_slice(nal);
+        }
+        payloads.push(stap);
+    } else if let Some(nal) = small.first() {
+        payloads.push(nal.to_vec());
+    }
+    for nal in unit.iter().filter(|n| n.len() > 200) {
+        let chunks: Vec<&[u8]> = nal[1..].chunks(300).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut fu = nal[0] & 0x1f;
+            if i == 0 {
+                fu |= 0x80;
+            }
+            if i + 1 == chunks.len() {
+                fu |= 0x40;
+            }
+            let mut payload = vec![(nal[0] & 0xe0) | 28, fu];
+            payload.extend_from_slice(chunk);
+            payloads.push(payload);
+        }
+    }
+    let count = payloads.len();
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let p = rtp(102, *sequence, timestamp, 0x3333, i + 1 == count, &payload);
+            *sequence = sequence.wrapping_add(1);
+            p
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_recording_of_an_h264_producer_is_an_mp4_file_that_plays_in_ffmpeg() {
+    if !have("ffmpeg") || !have("ffprobe") {
+        println!("SKIPPED: ffmpeg/ffprobe not installed (apt-get install ffmpeg) - the H264 recording check did not run");
+        return;
+    }
+    let work = scratch("recording-h264-media");
+    let clip = work.join("clip.h264");
+    // Baseline without B-frames, a keyframe every 2 s: what a browser's encoder sends.
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "10", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "60", "-b:v", "400k", "-f", "h264", clip.to_str().unwrap()]);
+    let units = annex_b_access_units(&clip);
+    assert_eq!(units.len(), 300, "one access unit per frame");
+    assert!(units[0].iter().any(|n| n[0] & 0x1f == 7) && units[0].iter().any(|n| n[0] & 0x1f == 5), "the clip starts with SPS and an IDR");
+
+    let engine = Arc::new(TapEngine::default());
+    let recordings = scratch("recordings-h264");
+    let recorder = Recorder::start(recordings.clone(), engine.clone()).unwrap();
+    let room = RoomId::from("class-2");
+    recorder.start_recording(&room, "rec-h264");
+    let tap = engine.tap.lock().unwrap().clone().expect("the room is tapped");
+    let camera = ProducerId::from("h264-camera");
+    let base = Instant::now();
+    let mut sequence = 65_000u16; // wraps during the clip
+    let mut fu_a_packets = 0;
+    let (mut sent, mut lost) = (0, 0);
+    for (i, unit) in units.iter().enumerate() {
+        let packets = h264_packets(unit, &mut sequence, 5_000u32.wrapping_add(3_000 * i as u32));
+        for (n, packet) in packets.into_iter().enumerate() {
+            fu_a_packets += usize::from(packet[12] & 0x1f == 28);
+            // Frame 100 loses a FU-A piece in the middle of its first big NAL unit: it and
+            // the frames up to the next IDR (120) are dropped.
+            if i == 100 && n == 1 {
+                assert_eq!((packet[12] & 0x1f, packet[13] & 0xc0), (28, 0), "a FU-A middle");
+                lost += 1;
+                continue;
+            }
+            tap.offer(&camera, MediaKind::Video, Ok(RecordCodec::H264), &packet, base + Duration::from_micros(33_333 * i as u64));
+            sent += 1;
+            if sent % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    assert!(fu_a_packets > 300, "big NAL units went as FU-A ({fu_a_packets} pieces)");
+    assert_eq!(lost, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped: Recording = match recorder.stop_recording(&room, "rec-h264").unwrap() {
+        StopAnswer::Pending(answer, _) => tokio::time::timeout(Duration::from_secs(10), answer).await.unwrap().unwrap(),
+        StopAnswer::Done(recording) => recording,
+    };
+    assert_eq!(stopped.state, RecordingState::Stopped, "{stopped:?}");
+    assert!(stopped.error.is_none() && stopped.dropped_packets == 0, "{stopped:?}");
+    assert_eq!(stopped.files.len(), 1, "{stopped:?}");
+    let file = &stopped.files[0];
+    assert_eq!(file.path, "class-2/rec-h264/h264-camera.mp4");
+    assert_eq!((file.codec.as_str(), file.container.as_str()), ("H264", "mp4"));
+    let path = recordings.join(&file.path);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), file.bytes, "the status counts the file's bytes");
+    let probe = ffprobe(&path);
+    println!("ffprobe {}:\n{}", file.path, probe.lines.trim_end());
+    assert_eq!(probe.codec, "h264");
+    assert!((probe.duration - 10.0).abs() < 0.5, "{}: {} s, 10 s were sent", file.path, probe.duration);
+    assert!(file.duration_ms.abs_diff(10_000) < 500, "{file:?}");
+    assert_eq!(frame_count(&path), 280, "300 sent, less frame 100 and the 19 after it that refer to it");
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "ffmpeg decoding {} reported: {errors}", file.path);
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&recordings);
+}
+
 const VP8_SSRC: u32 = 2471283948;
 const OPUS_SSRC: u32 = 1129421238;
 

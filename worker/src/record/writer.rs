@@ -200,28 +200,52 @@ impl WebmFile {
     }
 }
 
-/// A fragment is written out once it spans this much (what a crash can lose, at most)...
+/// A fragment is written out once it spans this much: what a crash can lose, at most, and
+/// about what memory holds.
 pub const FRAGMENT: Duration = Duration::from_secs(1);
-/// ...and at the latest at this span, even across a gap (see [`flush_before`]).
-pub const MAX_FRAGMENT: Duration = Duration::from_secs(10);
 
 /// Whether the fragment being collected (`count` frames from `first_ns` to `last_ns`) goes
-/// out before a frame at `next_ns`. muxide starts each fragment after the first at the
-/// previous one's last frame plus its average frame interval, not at the next frame's own
-/// time, so a fragment is cut where the next frame comes about then: a gap (a pause) then
-/// stays inside a fragment as one long frame, and the file's time keeps it. Only a fragment
-/// that reached [`MAX_FRAGMENT`] is cut across a gap; that one fragment then plays early by
-/// the gap, the next is back at its time.
-pub fn flush_before(first_ns: u64, last_ns: u64, count: u64, next_ns: u64) -> bool {
-    let span = last_ns.saturating_sub(first_ns);
-    if count < 2 || span < FRAGMENT.as_nanos() as u64 {
-        return false;
+/// out before the next frame.
+pub fn flush_before(first_ns: u64, last_ns: u64, count: u64) -> bool {
+    count > 0 && last_ns.saturating_sub(first_ns) >= FRAGMENT.as_nanos() as u64
+}
+
+/// Sets the decode time (`tfdt`, in `moof`/`traf`) of a fragment muxide made. muxide starts
+/// each fragment after the first at the previous one's last frame plus its average frame
+/// interval, not at its own first frame's time: after a pause, or a fragment holding one,
+/// that is off by up to the pause, and fragments then overlap (players drop frames). The
+/// recorder knows the first frame's time and writes it. `false` if there is no `tfdt`.
+pub fn set_fragment_time(segment: &mut [u8], ticks: u64) -> bool {
+    fn find(data: &mut [u8], path: &[&[u8; 4]]) -> Option<usize> {
+        let mut at = 0;
+        while at + 8 <= data.len() {
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().ok()?) as usize;
+            if size < 8 || at + size > data.len() {
+                return None;
+            }
+            if &data[at + 4..at + 8] == path[0] {
+                if path.len() == 1 {
+                    return Some(at);
+                }
+                return find(&mut data[at + 8..at + size], &path[1..]).map(|inner| at + 8 + inner);
+            }
+            at += size;
+        }
+        None
     }
-    if span >= MAX_FRAGMENT.as_nanos() as u64 {
-        return true;
+    let Some(tfdt) = find(segment, &[b"moof", b"traf", b"tfdt"]) else { return false };
+    // Full box: version (1: a 64-bit time, as muxide writes) and flags, then the time.
+    match segment.get(tfdt + 8) {
+        Some(1) if segment.len() >= tfdt + 20 => {
+            segment[tfdt + 12..tfdt + 20].copy_from_slice(&ticks.to_be_bytes());
+            true
+        }
+        Some(0) if segment.len() >= tfdt + 16 => {
+            segment[tfdt + 12..tfdt + 16].copy_from_slice(&(ticks as u32).to_be_bytes());
+            true
+        }
+        _ => false,
     }
-    let average = span / (count - 1);
-    next_ns.saturating_sub(last_ns) <= average + average / 2 + 5_000_000
 }
 
 /// An open fragmented MP4 file of one H264 track: the init segment (`ftyp`, `moov` with the
@@ -240,6 +264,11 @@ pub struct Mp4File {
 
 /// MP4's video timescale: the RTP clock of H264.
 const MP4_TIMESCALE: u32 = 90_000;
+
+/// Nanoseconds to the timescale, rounded (33 333 333 ns is 3000 ticks, not 2999).
+fn ticks(ns: u64) -> u64 {
+    ((u128::from(ns) * u128::from(MP4_TIMESCALE) + 500_000_000) / 1_000_000_000) as u64
+}
 
 impl Mp4File {
     /// Creates the file (and its directories) and writes its init segment.
@@ -266,22 +295,23 @@ impl Mp4File {
 
     fn flush_fragment(&mut self) -> Result<(), WriteError> {
         self.count = 0;
-        match self.muxer.flush_segment() {
-            Some(segment) => self.put(&segment),
-            None => Ok(()),
+        let Some(mut segment) = self.muxer.flush_segment() else { return Ok(()) };
+        if !set_fragment_time(&mut segment, ticks(self.first_ns)) {
+            return Err(WriteError::Failed { path: self.path.display().to_string(), reason: "the muxer made a fragment without a decode time".into() });
         }
+        self.put(&segment)
     }
 
     /// Writes an access unit (length-prefixed NAL units) at `timestamp_ns` from the file's
     /// start.
     pub fn write(&mut self, data: &[u8], timestamp_ns: u64, keyframe: bool) -> Result<(), WriteError> {
-        if flush_before(self.first_ns, self.last_ns, self.count, timestamp_ns) {
+        if flush_before(self.first_ns, self.last_ns, self.count) {
             self.flush_fragment()?;
         }
         if self.count == 0 {
             self.first_ns = timestamp_ns;
         }
-        let ticks = (u128::from(timestamp_ns) * u128::from(MP4_TIMESCALE) / 1_000_000_000) as u64;
+        let ticks = ticks(timestamp_ns);
         // Browsers' H264 has no B-frames: presentation order is decode order.
         self.muxer
             .write_video(ticks, ticks, data, keyframe)
@@ -364,16 +394,31 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn fragments_are_cut_after_a_second_where_the_next_frame_comes_on_time() {
-        // 30 frames of 33 ms: not yet a second.
-        assert!(!flush_before(0, 29 * 33 * MS, 30, 30 * 33 * MS));
-        // 31 frames span 990 ms + one more: the next on time goes to a new fragment.
-        assert!(flush_before(0, 31 * 33 * MS, 32, 32 * 33 * MS));
-        // After a 2 s pause the frame stays in this fragment, so the gap is kept.
-        assert!(!flush_before(0, 31 * 33 * MS, 32, 31 * 33 * MS + 2_000 * MS));
-        // Ten seconds in a fragment: cut whatever comes.
-        assert!(flush_before(0, 10_000 * MS, 301, 13_000 * MS));
-        assert!(!flush_before(0, 0, 1, 33 * MS));
+    fn fragments_are_cut_after_a_second() {
+        assert!(!flush_before(0, 29 * 33 * MS, 30));
+        assert!(flush_before(0, 31 * 33 * MS, 32));
+        assert!(!flush_before(0, 0, 0));
+    }
+
+    #[test]
+    fn a_fragment_gets_its_first_frame_time_whatever_muxide_estimated() {
+        let sets = ParameterSets { sps: vec![0x67, 0x42, 0xc0, 0x0d], pps: vec![0x68, 0xcb] };
+        let mut config = FragmentConfig::new(320, 240, MP4_TIMESCALE);
+        config.sps = sets.sps;
+        config.pps = sets.pps;
+        let mut muxer = FragmentedMuxer::new(config).unwrap();
+        muxer.write_video(0, 0, &[0, 0, 0, 1, 0x65], true).unwrap();
+        muxer.write_video(3_000, 3_000, &[0, 0, 0, 1, 0x41], false).unwrap();
+        muxer.flush_segment().unwrap();
+        // After a 2 s pause: muxide would start this fragment at 6000.
+        muxer.write_video(186_000, 186_000, &[0, 0, 0, 1, 0x41], false).unwrap();
+        let mut segment = muxer.flush_segment().unwrap();
+        let at = segment.windows(4).position(|w| w == b"tfdt").unwrap();
+        assert_eq!(u64::from_be_bytes(segment[at + 8..at + 16].try_into().unwrap()), 6_000, "what muxide writes");
+        assert!(set_fragment_time(&mut segment, 186_000));
+        assert_eq!(u64::from_be_bytes(segment[at + 8..at + 16].try_into().unwrap()), 186_000);
+        assert!(!set_fragment_time(&mut [0, 0, 0, 8, b'm', b'd', b'a', b't'], 1));
+        assert_eq!(ticks(33_333_333), 3_000);
     }
 
     #[test]
