@@ -9,8 +9,8 @@
 //! The recorder thread owns the files. Each producer's packets go through a sans-IO
 //! [`TrackPlan`] (reorder window and frame assembly in [`assembler`], RTP clock to media time
 //! in [`clock`], payload formats in [`depacketize`]) whose decisions it carries out on a
-//! [`WebmFile`] ([`writer`]): one WebM file per producer, at
-//! `<recording-dir>/<roomId>/<recordingId>/<producerId>.webm`. A producer that appears later
+//! [`MediaFile`] ([`writer`]): one file per producer, at
+//! `<recording-dir>/<roomId>/<recordingId>/<producerId>.webm` (`.mp4` for H264, [`h264`]). A producer that appears later
 //! gets its file when its first frame (video: keyframe) comes; a producer that closes has
 //! its file finalised; stopping a recording, or its room closing, finalises them all.
 //!
