@@ -173,9 +173,9 @@ async fn a_recording_of_vp8_and_opus_producers_plays_in_ffmpeg_with_the_duration
     let recordings = scratch("recordings");
     let recorder = Recorder::start(recordings.clone(), engine.clone()).unwrap();
     let room = RoomId::from("class-1");
-    let (started, created) = recorder.start_recording(&room, "rec-1");
+    let (started, created) = recorder.start_recording(&room, "rec-1").unwrap();
     assert!(created && started.state == RecordingState::Recording);
-    let (again, created) = recorder.start_recording(&room, "rec-1");
+    let (again, created) = recorder.start_recording(&room, "rec-1").unwrap();
     assert!(!created && again.recording_id == "rec-1", "the same id again is the same recording");
     let tap = engine.tap.lock().unwrap().clone().expect("the room is tapped");
     let (camera, microphone) = (ProducerId::from("camera"), ProducerId::from("microphone"));
@@ -345,7 +345,7 @@ async fn a_recording_of_an_h264_producer_is_an_mp4_file_that_plays_in_ffmpeg() {
     let recordings = scratch("recordings-h264");
     let recorder = Recorder::start(recordings.clone(), engine.clone()).unwrap();
     let room = RoomId::from("class-2");
-    recorder.start_recording(&room, "rec-h264");
+    recorder.start_recording(&room, "rec-h264").unwrap();
     let tap = engine.tap.lock().unwrap().clone().expect("the room is tapped");
     let camera = ProducerId::from("h264-camera");
     let base = Instant::now();
