@@ -397,14 +397,19 @@ pub struct RecordingFile {
     pub path: String,
     pub producer_id: ProducerId,
     pub kind: MediaKind,
-    /// The codec as RTP names it: `VP8`, `VP9`, `opus`.
+    /// The codec as RTP names it: `VP8`, `VP9`, `H264`, `opus`.
     pub codec: String,
-    /// `webm` (the only container written so far).
+    /// `webm`, or `mp4` (H264).
     pub container: String,
     /// Bytes written so far.
     pub bytes: u64,
     /// Media time written so far: the last frame's timestamp from the file's first.
     pub duration_ms: u64,
+    /// When the file's first frame came, in ms after the recording's `startedAt` (the
+    /// worker's clock): where the file's time 0 is on the recording's time line, to align
+    /// the files of one recording.
+    #[serde(default)]
+    pub start_offset_ms: u64,
 }
 
 /// `GET /v1/rooms/{room}/recordings/{id}` and the answers of POST and DELETE.

@@ -383,6 +383,7 @@ async fn a_recording_of_an_h264_producer_is_an_mp4_file_that_plays_in_ffmpeg() {
     let file = &stopped.files[0];
     assert_eq!(file.path, "class-2/rec-h264/h264-camera.mp4");
     assert_eq!((file.codec.as_str(), file.container.as_str()), ("H264", "mp4"));
+    assert!(file.start_offset_ms < 1_000, "the first frame came right after the start: {file:?}");
     let path = recordings.join(&file.path);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), file.bytes, "the status counts the file's bytes");
     let probe = ffprobe(&path);

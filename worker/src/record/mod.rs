@@ -37,7 +37,7 @@ use crate::room::{ProducerId, RoomId};
 use crate::rtp::MediaKind;
 
 pub use depacketize::RecordCodec;
-pub use track::{TrackAction, TrackPlan};
+pub use track::{start_offset_ms, TrackAction, TrackPlan};
 pub use writer::{MediaFile, Mp4File, WebmFile, WriteError};
 
 /// Packets the recorder thread may be behind by before copies are dropped: about 14 s of a
@@ -181,7 +181,7 @@ impl Registry {
 }
 
 enum Control {
-    Start { room: RoomId, id: String, started_at: String, dropped: Arc<AtomicU64> },
+    Start { room: RoomId, id: String, started_at: String, started: Instant, dropped: Arc<AtomicU64> },
     Stop { room: RoomId, id: String },
     StopRoom { room: RoomId },
     ProducerClosed { room: RoomId, producer: ProducerId },
@@ -269,6 +269,8 @@ impl Recorder {
             return Err(RecordingError::TooMany { scope: format!("room {room}"), limit: MAX_ROOM_RECORDINGS });
         }
         let started_at = now_rfc3339();
+        // The same moment on the monotonic clock the packets' arrivals are on.
+        let started = Instant::now();
         let recording = Recording {
             recording_id: id.to_owned(),
             room_id: room.clone(),
@@ -282,7 +284,7 @@ impl Recorder {
         registry.active.insert((room.clone(), id.to_owned()), recording.clone());
         let dropped = registry.room_drops.entry(room.clone()).or_default().clone();
         // Before the tap: the thread sees the start before any packet it copies.
-        self.send(Control::Start { room: room.clone(), id: id.to_owned(), started_at, dropped: dropped.clone() });
+        self.send(Control::Start { room: room.clone(), id: id.to_owned(), started_at, started, dropped: dropped.clone() });
         if !registry.taps.contains_key(room) {
             let tap = RecordTap { room: Arc::new(room.clone()), sender: self.packets.clone(), dropped: dropped.clone(), dropped_total: self.dropped_total.clone() };
             registry.taps.insert(room.clone(), tap.clone());
@@ -347,6 +349,7 @@ struct Active {
     room: RoomId,
     id: String,
     started_at: String,
+    started: Instant,
     files: BTreeMap<ProducerId, FileState>,
     /// Producers refused (codec), each told once in `error`.
     refused: HashSet<ProducerId>,
@@ -426,13 +429,14 @@ impl RecorderThread {
 
     fn on_control(&mut self, control: Control) {
         match control {
-            Control::Start { room, id, started_at, dropped } => {
+            Control::Start { room, id, started_at, started, dropped } => {
                 let dropped_at_start = dropped.load(Ordering::Relaxed);
                 let key = (room.clone(), id.clone());
                 self.active.insert(key, Active {
                     room,
                     id,
                     started_at,
+                    started,
                     files: BTreeMap::new(),
                     refused: HashSet::new(),
                     dropped,
@@ -492,12 +496,13 @@ impl RecorderThread {
             };
             let dir = self.dir.join(active.relative_dir());
             let relative = active.relative_dir();
+            let started = active.started;
             let state = active.files.entry(producer.clone()).or_insert_with(|| FileState { plan: TrackPlan::new(codec), file: None, info: None, closed: false });
             if state.closed || state.plan.codec() != codec || kind != if codec.is_video() { MediaKind::Video } else { MediaKind::Audio } {
                 continue;
             }
             let actions = state.plan.push(copy, arrival);
-            if let Err(error) = carry_out(&self.engine, &room, &producer, state, actions, &dir, &relative) {
+            if let Err(error) = carry_out(&self.engine, &room, &producer, state, actions, &dir, &relative, started) {
                 fail(active, &error);
             }
             active.dirty = true;
@@ -509,6 +514,7 @@ impl RecorderThread {
         for active in self.active.values_mut() {
             let dir = self.dir.join(active.relative_dir());
             let relative = active.relative_dir();
+            let started = active.started;
             let room = active.room.clone();
             let mut failure = None;
             for (producer, state) in active.files.iter_mut().filter(|(_, s)| !s.closed) {
@@ -516,7 +522,7 @@ impl RecorderThread {
                 if actions.is_empty() {
                     continue;
                 }
-                if let Err(error) = carry_out(&self.engine, &room, producer, state, actions, &dir, &relative) {
+                if let Err(error) = carry_out(&self.engine, &room, producer, state, actions, &dir, &relative, started) {
                     failure = Some(error);
                     break;
                 }
@@ -595,6 +601,7 @@ fn carry_out(
     actions: Vec<TrackAction>,
     dir: &Path,
     relative: &str,
+    started: Instant,
 ) -> Result<(), WriteError> {
     for action in actions {
         match action {
@@ -611,6 +618,7 @@ fn carry_out(
                     container: file.container().into(),
                     bytes: file.bytes(),
                     duration_ms: 0,
+                    start_offset_ms: state.plan.first_arrival.map_or(0, |first| start_offset_ms(started, first)),
                 });
                 state.file = Some(file);
             }

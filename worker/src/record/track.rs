@@ -33,6 +33,12 @@ pub struct ParameterSets {
     pub pps: Vec<u8>,
 }
 
+/// Where a file's time 0 is on its recording's time line: ms from the recording's start to
+/// the file's first frame (0 for a frame queued before the start was seen).
+pub fn start_offset_ms(recording_started: Instant, first_arrival: Instant) -> u64 {
+    first_arrival.saturating_duration_since(recording_started).as_millis() as u64
+}
+
 /// A producer's track.
 pub struct TrackPlan {
     codec: RecordCodec,
@@ -43,6 +49,8 @@ pub struct TrackPlan {
     sps: Option<Vec<u8>>,
     pps: Option<Vec<u8>>,
     last_request: Option<Instant>,
+    /// When the file's first frame arrived (its first packet), once it is open.
+    pub first_arrival: Option<Instant>,
     /// The last frame's media time.
     pub last_ns: u64,
     pub frames: u64,
@@ -50,7 +58,7 @@ pub struct TrackPlan {
 
 impl TrackPlan {
     pub fn new(codec: RecordCodec) -> Self {
-        TrackPlan { codec, assembler: FrameAssembler::new(codec), clock: MediaClock::new(codec.clock_rate()), opened: false, sps: None, pps: None, last_request: None, last_ns: 0, frames: 0 }
+        TrackPlan { codec, assembler: FrameAssembler::new(codec), clock: MediaClock::new(codec.clock_rate()), opened: false, sps: None, pps: None, last_request: None, first_arrival: None, last_ns: 0, frames: 0 }
     }
 
     pub fn codec(&self) -> RecordCodec {
@@ -111,6 +119,7 @@ impl TrackPlan {
                         };
                         actions.push(TrackAction::Open { size, parameter_sets });
                         self.opened = true;
+                        self.first_arrival = Some(frame.arrival);
                     }
                     let timestamp_ns = self.clock.media_ns(frame.ssrc, frame.timestamp, frame.arrival);
                     self.last_ns = timestamp_ns;
@@ -148,6 +157,9 @@ mod tests {
         let actions = track.push(rtp(2, 99_000, true, &key), t + Duration::from_millis(100));
         assert_eq!(actions[0], TrackAction::Open { size: (320, 240), parameter_sets: None });
         assert!(matches!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, .. }));
+        assert_eq!(track.first_arrival, Some(t + Duration::from_millis(100)), "the keyframe's, not the interframe's before it");
+        assert_eq!(start_offset_ms(t - Duration::from_millis(250), track.first_arrival.unwrap()), 350);
+        assert_eq!(start_offset_ms(t + Duration::from_secs(1), t), 0, "never before the start");
         let actions = track.push(rtp(3, 102_000, true, &[0x10, 0x01]), t + Duration::from_millis(133));
         assert!(matches!(actions[..], [TrackAction::Write { timestamp_ns: 33_333_333, keyframe: false, .. }]));
     }
