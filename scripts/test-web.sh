@@ -38,6 +38,10 @@ if [ "${FANOUT_E2E_MODE:-local}" = local ] && [ -z "${FANOUT_E2E_RUN_COMMAND:-}"
   # The worker binary too, for the drills that run it as its own process.
   cargo build -p fanout-signalling -p fanout-worker
   export FANOUT_E2E_RUN_COMMAND="FANOUT_WEB_ROOT=$PWD/web/dist exec $PWD/target/debug/fanout-signalling"
+  # The tests that start the binaries themselves (drills, replicas, recording) would take a
+  # release build first if one is there, however old: these are the ones just built.
+  export FANOUT_E2E_WORKER_BIN="${FANOUT_E2E_WORKER_BIN:-$PWD/target/debug/fanout-worker}"
+  export FANOUT_E2E_SIGNALLING_BIN="${FANOUT_E2E_SIGNALLING_BIN:-$PWD/target/debug/fanout-signalling}"
 fi
 
 status=0

@@ -1,4 +1,4 @@
-// Recording a real call (issue 17): Chromium publishes its camera (VP8, then VP9) and microphone (Opus)
+// Recording a real call (issue 17): Chromium publishes its camera (VP8, VP9, then H264) and microphone (Opus)
 // through signalling to a worker started with --recording-dir; the worker's recording API
 // records the room for 10 s, with the microphone muted for a while in the middle, while
 // another participant goes on watching. Debian's ffprobe then reads each file's codec and
@@ -109,8 +109,8 @@ function logs() {
   return cluster.children.map((c) => `--- ${c.name} (${c.logPath})\n${c.tail(40)}`).join('\n');
 }
 
-for (const codec of ['VP8', 'VP9']) {
-  test(`10 s of a Chromium call recorded (${codec}): a WebM file per producer that ffprobe and ffmpeg read`, { timeout: 240000, skip: hasFfmpeg ? false : 'SKIPPED: no ffprobe/ffmpeg (apt-get install -y ffmpeg)' }, async () => {
+for (const codec of ['VP8', 'VP9', 'H264']) {
+  test(`10 s of a Chromium call recorded (${codec}): a file per producer that ffprobe and ffmpeg read`, { timeout: 240000, skip: hasFfmpeg ? false : 'SKIPPED: no ffprobe/ffmpeg (apt-get install -y ffmpeg)' }, async () => {
     const room = `recording-${codec.toLowerCase()}-${randomBytes(3).toString('hex')}`;
     const people = [];
     try {
@@ -154,7 +154,10 @@ for (const codec of ['VP8', 'VP9']) {
         const probed = probe(path);
         figure(`recording: ${file.kind} file (${file.codec}) duration by ffprobe, recorded for ${recordedMs} ms`, probed.durationS * 1000, 'ms');
         figure(`recording: ${file.kind} file size`, file.bytes / 1024, 'KiB');
-        assert.match(probed.format, /webm|matroska/, `a WebM file: ${probed.format}`);
+        // H264 goes to (fragmented) MP4, the rest to WebM.
+        const mp4 = file.kind === 'video' && codec === 'H264';
+        assert.equal(file.container, mp4 ? 'mp4' : 'webm', JSON.stringify(file));
+        assert.match(probed.format, mp4 ? /mp4/ : /webm|matroska/, `the container: ${probed.format}`);
         assert.equal(probed.streams.length, 1, JSON.stringify(probed.streams));
         const [stream] = probed.streams;
         if (file.kind === 'video') {
