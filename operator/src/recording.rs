@@ -448,6 +448,7 @@ impl StatusBuilder {
                 container: f.container.clone(),
                 bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
                 duration_ms: i64::try_from(f.duration_ms).unwrap_or(i64::MAX),
+                start_offset_ms: i64::try_from(f.start_offset_ms).unwrap_or(i64::MAX),
             })
             .collect();
         for known in &mut self.status.files {
@@ -513,6 +514,7 @@ mod tests {
                     container: "webm".into(),
                     bytes: *bytes,
                     duration_ms: bytes / 4,
+                    start_offset_ms: bytes / 8,
                 })
                 .collect(),
             dropped_packets: 0,
@@ -579,6 +581,7 @@ mod tests {
         let files: Vec<(&str, i64)> = o.status.files.iter().map(|f| (f.name.as_str(), f.bytes)).collect();
         assert_eq!(files, [("a.webm", 900), ("b.webm", 10)]);
         assert_eq!(o.status.files[0].duration_ms, 225);
+        assert_eq!(o.status.files[0].start_offset_ms, 112, "where the file starts on the recording's time line is copied too");
         assert_eq!(o.status.files[0].pod, "sfu-0");
 
         r.spec.stop = true;

@@ -70,6 +70,9 @@ pub struct WorkerRecordingFile {
     pub container: String,
     pub bytes: u64,
     pub duration_ms: u64,
+    /// From the recording's start to the file's first frame (0 from workers before it).
+    #[serde(default)]
+    pub start_offset_ms: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
@@ -114,6 +117,7 @@ impl From<Recording> for WorkerRecording {
                     container: f.container,
                     bytes: f.bytes,
                     duration_ms: f.duration_ms,
+                    start_offset_ms: f.start_offset_ms,
                 })
                 .collect(),
             dropped_packets: r.dropped_packets,

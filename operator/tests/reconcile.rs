@@ -452,6 +452,7 @@ mod recordings {
             container: "webm".into(),
             bytes,
             duration_ms,
+            start_offset_ms: 40,
         }
     }
 

@@ -124,4 +124,9 @@ pub struct RecordingFile {
     /// Media duration written so far, in milliseconds.
     #[schemars(range(min = 0))]
     pub duration_ms: i64,
+    /// Milliseconds from the recording's start to the file's first frame: where the file's
+    /// time 0 is, to line up the files of one recording (docs/recording.md).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub start_offset_ms: i64,
 }

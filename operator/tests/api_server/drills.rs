@@ -491,6 +491,8 @@ async fn a_recording_applied_to_a_room_with_a_browser_call_writes_files_that_pla
     let volume = crate::kubelet::recording_dir(&pod).expect("the pod's recording volume");
     for file in &status.files {
         assert_eq!(file.pod, placement.pod, "{file:?}");
+        // Each file starts at its first frame (video: the keyframe asked for at the start).
+        assert!((0..2000).contains(&file.start_offset_ms), "{}: starts {} ms into the recording", file.path, file.start_offset_ms);
         let path = volume.join(&file.path);
         let on_disk = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len();
         assert_eq!(on_disk as i64, file.bytes, "{}: the status has the file's size", file.path);

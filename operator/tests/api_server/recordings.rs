@@ -138,6 +138,7 @@ fn file(name: &str, bytes: u64, duration_ms: u64) -> WorkerRecordingFile {
         container: "webm".into(),
         bytes,
         duration_ms,
+        start_offset_ms: 40,
     }
 }
 
