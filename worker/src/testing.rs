@@ -203,3 +203,18 @@ pub fn video_call_consuming_with(rtp_parameters: RtpParameters, rtp_capabilities
         .id;
     VideoCall { rooms, room, alice_send, bob_recv, consumer }
 }
+
+/// The media SSRC of the first PLI (RTCP payload-specific feedback, FMT 1) in a compound
+/// RTCP packet, if it has one: what a test peer checks when it waits to be asked for a
+/// keyframe.
+pub fn pli_media_ssrc(compound: &[u8]) -> Option<u32> {
+    let mut rest = compound;
+    while rest.len() >= 12 {
+        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+        if rest[1] == 206 && rest[0] & 0x1f == 1 {
+            return Some(u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]));
+        }
+        rest = rest.get(len..)?;
+    }
+    None
+}

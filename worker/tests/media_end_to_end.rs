@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use fanout_worker::testing::pli_media_ssrc;
 use fanout_worker::api::{ConsumeRequest, JoinRequest, ProduceRequest};
 use fanout_worker::client::WorkerClient;
 use fanout_worker::media::peer::TestPeer;
@@ -125,18 +126,6 @@ async fn next_rtcp<T>(peer: &mut TestPeer, mut find: impl FnMut(&[u8]) -> Option
             None => panic!("the expected RTCP did not arrive"),
         }
     }
-}
-
-fn pli_media_ssrc(compound: &[u8]) -> Option<u32> {
-    let mut rest = compound;
-    while rest.len() >= 12 {
-        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
-        if rest[1] == 206 && rest[0] & 0x1f == 1 {
-            return Some(u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]));
-        }
-        rest = rest.get(len..)?;
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fanout_worker::testing::pli_media_ssrc;
 use fanout_worker::api::{Recording, RecordingState};
 use fanout_worker::engine::{EngineError, MediaEngine};
 use fanout_worker::record::{RecordCodec, RecordTap, Recorder, StopAnswer};
@@ -400,18 +401,6 @@ async fn a_recording_of_an_h264_producer_is_an_mp4_file_that_plays_in_ffmpeg() {
 
 const VP8_SSRC: u32 = 2471283948;
 const OPUS_SSRC: u32 = 1129421238;
-
-fn pli_media_ssrc(compound: &[u8]) -> Option<u32> {
-    let mut rest = compound;
-    while rest.len() >= 12 {
-        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
-        if rest[1] == 206 && rest[0] & 0x1f == 1 {
-            return Some(u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]));
-        }
-        rest = rest.get(len..)?;
-    }
-    None
-}
 
 /// Through a real worker: a browser-like peer publishes over ICE, DTLS and SRTP, the REST API
 /// starts the recording, the recorder's keyframe request reaches the publisher as a PLI, and
