@@ -295,14 +295,7 @@ fn superframe(layers: Vec<Vec<u8>>) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn rtp(sequence: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x80, if marker { 0x80 | 96 } else { 96 }];
-        p.extend_from_slice(&sequence.to_be_bytes());
-        p.extend_from_slice(&timestamp.to_be_bytes());
-        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-        p.extend_from_slice(payload);
-        p
-    }
+    use crate::record::test_packets::rtp;
 
     /// VP8 frame `n` as three packets; a keyframe when `key`.
     fn vp8_frame(n: u16, key: bool) -> Vec<Vec<u8>> {

@@ -634,3 +634,17 @@ fn carry_out(
     }
     Ok(())
 }
+
+/// What the recorder's unit tests feed it.
+#[cfg(test)]
+pub(crate) mod test_packets {
+    /// An RTP packet of payload type 96 (SSRC 0x12345678, no extensions) carrying `payload`.
+    pub fn rtp(sequence: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, if marker { 0x80 | 96 } else { 96 }];
+        p.extend_from_slice(&sequence.to_be_bytes());
+        p.extend_from_slice(&timestamp.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+}

@@ -137,14 +137,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn rtp(sequence: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x80, if marker { 0x80 | 96 } else { 96 }];
-        p.extend_from_slice(&sequence.to_be_bytes());
-        p.extend_from_slice(&timestamp.to_be_bytes());
-        p.extend_from_slice(&1u32.to_be_bytes());
-        p.extend_from_slice(payload);
-        p
-    }
+    use crate::record::test_packets::rtp;
 
     #[test]
     fn a_video_file_opens_at_the_first_keyframe_with_its_size_and_times_start_at_zero() {
