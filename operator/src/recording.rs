@@ -212,7 +212,7 @@ pub fn after(rec: &Recording, room: &RoomView, call: &Call, answer: Answer, now:
         (_, Answer::Ok(report)) => {
             b.worker(call.worker.clone());
             b.files(pod, &report);
-            b.started_at(report.started_at.as_deref());
+            b.started_at(Some(report.started_at.as_str()));
             match report.state {
                 WorkerRecordingState::Recording if call.kind == CallKind::Stop => {
                     // A worker that still says recording after a stop: ask again.
@@ -442,8 +442,8 @@ impl StatusBuilder {
                 pod: pod.to_string(),
                 name: f.name.clone(),
                 path: f.path.clone(),
-                producer_id: f.producer_id.clone(),
-                kind: f.kind.clone(),
+                producer_id: f.producer_id.as_str().to_owned(),
+                kind: f.kind.as_str().to_owned(),
                 codec: f.codec.clone(),
                 container: f.container.clone(),
                 bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
@@ -501,15 +501,15 @@ mod tests {
             recording_id: "uid-1".into(),
             room_id: "lecture".into(),
             state,
-            started_at: Some("2027-01-15T08:00:00Z".into()),
+            started_at: "2027-01-15T08:00:00Z".into(),
             stopped_at: None,
             files: files
                 .iter()
                 .map(|(name, bytes)| WorkerRecordingFile {
                     name: name.to_string(),
                     path: format!("uid-1/{name}"),
-                    producer_id: format!("p-{name}"),
-                    kind: "audio".into(),
+                    producer_id: format!("p-{name}").into(),
+                    kind: fanout_worker::rtp::MediaKind::Audio,
                     codec: "opus".into(),
                     container: "webm".into(),
                     bytes: *bytes,

@@ -446,8 +446,8 @@ mod recordings {
         WorkerRecordingFile {
             name: name.into(),
             path: format!("rec/{name}"),
-            producer_id: format!("producer-{name}"),
-            kind: "audio".into(),
+            producer_id: format!("producer-{name}").into(),
+            kind: fanout_worker::rtp::MediaKind::Audio,
             codec: "opus".into(),
             container: "webm".into(),
             bytes,

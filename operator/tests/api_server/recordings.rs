@@ -61,10 +61,13 @@ fn fake_worker(state: Shared) -> Router {
         }
         let rec = WorkerRecording {
             recording_id: id.clone(),
-            room_id: room.clone(),
+            room_id: room.clone().into(),
             state: WorkerRecordingState::Recording,
-            started_at: Some(jiff::Timestamp::now().to_string()),
-            ..Default::default()
+            started_at: jiff::Timestamp::now().to_string(),
+            stopped_at: None,
+            files: Vec::new(),
+            dropped_packets: 0,
+            error: None,
         };
         s.recordings.insert((room, id), rec.clone());
         (StatusCode::CREATED, Json(rec)).into_response()
@@ -132,8 +135,8 @@ fn file(name: &str, bytes: u64, duration_ms: u64) -> WorkerRecordingFile {
     WorkerRecordingFile {
         name: name.into(),
         path: format!("lesson/{name}"),
-        producer_id: format!("p-{name}"),
-        kind: "audio".into(),
+        producer_id: format!("p-{name}").into(),
+        kind: fanout_worker::rtp::MediaKind::Audio,
         codec: "opus".into(),
         container: "webm".into(),
         bytes,

@@ -101,8 +101,11 @@ impl WorkerApi for FakeWorkers {
             recording_id: id.into(),
             room_id: room.into(),
             state: WorkerRecordingState::Recording,
-            started_at: Some(jiff::Timestamp::now().to_string()),
-            ..Default::default()
+            started_at: jiff::Timestamp::now().to_string(),
+            stopped_at: None,
+            files: Vec::new(),
+            dropped_packets: 0,
+            error: None,
         });
         Ok(entry.clone())
     }
