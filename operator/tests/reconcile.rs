@@ -443,17 +443,7 @@ mod recordings {
     }
 
     fn file(name: &str, bytes: u64, duration_ms: u64) -> WorkerRecordingFile {
-        WorkerRecordingFile {
-            name: name.into(),
-            path: format!("rec/{name}"),
-            producer_id: format!("producer-{name}").into(),
-            kind: fanout_worker::rtp::MediaKind::Audio,
-            codec: "opus".into(),
-            container: "webm".into(),
-            bytes,
-            duration_ms,
-            start_offset_ms: 40,
-        }
+        crate::support::recording_fixtures::audio_file("rec", name, bytes, duration_ms)
     }
 
     /// A pool of `replicas`, room `r` placed, Recording `rec` of it with its finalizer.

@@ -17,6 +17,8 @@ mod drills;
 mod leader;
 mod pools;
 mod recordings;
+#[path = "../common/recordings.rs"]
+mod recording_fixtures;
 mod rooms;
 
 use std::path::{Path, PathBuf};

@@ -59,16 +59,7 @@ fn fake_worker(state: Shared) -> Router {
         if let Some(existing) = s.recordings.get(&(room.clone(), id.clone())) {
             return (StatusCode::OK, Json(existing.clone())).into_response();
         }
-        let rec = WorkerRecording {
-            recording_id: id.clone(),
-            room_id: room.clone().into(),
-            state: WorkerRecordingState::Recording,
-            started_at: jiff::Timestamp::now().to_string(),
-            stopped_at: None,
-            files: Vec::new(),
-            dropped_packets: 0,
-            error: None,
-        };
+        let rec = crate::recording_fixtures::started(&room, &id);
         s.recordings.insert((room, id), rec.clone());
         (StatusCode::CREATED, Json(rec)).into_response()
     }
@@ -132,17 +123,7 @@ pub(crate) async fn phase(c: &Cluster, name: &str, phase: RecordingPhase) -> (Re
 }
 
 fn file(name: &str, bytes: u64, duration_ms: u64) -> WorkerRecordingFile {
-    WorkerRecordingFile {
-        name: name.into(),
-        path: format!("lesson/{name}"),
-        producer_id: format!("p-{name}").into(),
-        kind: fanout_worker::rtp::MediaKind::Audio,
-        codec: "opus".into(),
-        container: "webm".into(),
-        bytes,
-        duration_ms,
-        start_offset_ms: 40,
-    }
+    crate::recording_fixtures::audio_file("lesson", name, bytes, duration_ms)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,9 @@
 
 pub mod fake_api;
 
+#[path = "../common/recordings.rs"]
+pub mod recording_fixtures;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -97,16 +100,7 @@ impl WorkerApi for FakeWorkers {
             return Err(ClientError::Api { status: 503, code: "RECORDING_DISABLED".into(), message: "this worker has no --recording-dir".into() });
         }
         let mut all = self.recordings.lock().unwrap();
-        let entry = all.entry((endpoint.into(), room.into(), id.into())).or_insert_with(|| WorkerRecording {
-            recording_id: id.into(),
-            room_id: room.into(),
-            state: WorkerRecordingState::Recording,
-            started_at: jiff::Timestamp::now().to_string(),
-            stopped_at: None,
-            files: Vec::new(),
-            dropped_packets: 0,
-            error: None,
-        });
+        let entry = all.entry((endpoint.into(), room.into(), id.into())).or_insert_with(|| recording_fixtures::started(room, id));
         Ok(entry.clone())
     }
 
