@@ -98,18 +98,26 @@ impl TrackPlan {
                     }
                     if !self.opened {
                         let mut parameter_sets = None;
+                        let sets = match (self.sps.clone(), self.pps.clone()) {
+                            (Some(sps), Some(pps)) => Some(ParameterSets { sps, pps }),
+                            _ => None,
+                        };
+                        // A file starts at a keyframe it can decode. The assembler hands video
+                        // on from a keyframe, but H264's parameter sets may come only after
+                        // it (then the frames that follow are no start), and an IDR whose
+                        // parameter sets never came cannot be decoded: wait for one that
+                        // brings them (browsers send SPS and PPS before every IDR), asking
+                        // at most once a second.
+                        let startable = !self.codec.is_video() || (frame.keyframe && (self.codec != RecordCodec::H264 || sets.is_some()));
+                        if !startable {
+                            if self.last_request.is_none_or(|at| frame.arrival.saturating_duration_since(at) >= KEYFRAME_RETRY) {
+                                self.last_request = Some(frame.arrival);
+                                actions.push(TrackAction::RequestKeyframe);
+                            }
+                            continue;
+                        }
                         if self.codec == RecordCodec::H264 {
-                            let (Some(sps), Some(pps)) = (self.sps.clone(), self.pps.clone()) else {
-                                // An IDR whose parameter sets never came cannot be decoded:
-                                // wait for one that brings them (browsers send SPS and PPS
-                                // before every IDR), asking at most once a second.
-                                if self.last_request.is_none_or(|at| frame.arrival.saturating_duration_since(at) >= KEYFRAME_RETRY) {
-                                    self.last_request = Some(frame.arrival);
-                                    actions.push(TrackAction::RequestKeyframe);
-                                }
-                                continue;
-                            };
-                            parameter_sets = Some(ParameterSets { sps, pps });
+                            parameter_sets = sets;
                         }
                         // The assembler hands video on from a keyframe only.
                         let size = if self.codec.is_video() { picture_size(self.codec, &frame.data).unwrap_or(FALLBACK_SIZE) } else { (0, 0) };
@@ -186,5 +194,98 @@ mod tests {
         let actions = track.push(rtp(2, 3_000, true, &stap), t + Duration::from_millis(33));
         assert_eq!(actions[0], TrackAction::Open { size: (320, 240), parameter_sets: Some(ParameterSets { sps: sps.to_vec(), pps: pps.to_vec() }) });
         assert!(matches!(actions[1], TrackAction::Write { timestamp_ns: 0, keyframe: true, .. }));
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failure replays.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// Up to `most - 1` random bytes.
+        fn bytes(&mut self, most: u64) -> Vec<u8> {
+            let len = self.below(most);
+            (0..len).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Hostile or broken producers: packets with random payloads (often starting like a real
+    /// payload descriptor or NAL header), sequence numbers that jump, repeat and go back,
+    /// timestamps anywhere, markers at random, and datagrams that are no RTP at all. A track
+    /// must neither panic nor hand the muxer what corrupts a file: nothing written before the
+    /// file is open, one open, video starting at a keyframe, and media time never going back.
+    #[test]
+    fn garbage_from_a_producer_never_panics_nor_writes_a_file_out_of_order() {
+        for codec in [RecordCodec::Opus, RecordCodec::Vp8, RecordCodec::Vp9, RecordCodec::H264] {
+            let mut written = 0u64;
+            for seed in 1..=8u64 {
+                let mut noise = Noise(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut track = TrackPlan::new(codec);
+                let mut now = Instant::now();
+                let (mut sequence, mut timestamp) = (noise.next() as u16, noise.next() as u32);
+                let (mut opens, mut writes, mut last_ns) = (0, 0u64, None::<u64>);
+                for _ in 0..3000 {
+                    let packet = match noise.below(20) {
+                        0 => noise.bytes(16),
+                        _ => {
+                            sequence = match noise.below(10) {
+                                0 => sequence.wrapping_sub(noise.below(200) as u16),
+                                1 => sequence.wrapping_add(noise.below(5000) as u16),
+                                2 => sequence,
+                                _ => sequence.wrapping_add(1),
+                            };
+                            timestamp = match noise.below(10) {
+                                0 => noise.next() as u32,
+                                1 => timestamp.wrapping_sub(noise.below(90_000) as u32),
+                                _ => timestamp.wrapping_add(noise.below(4000) as u32),
+                            };
+                            let mut payload = noise.bytes(1400);
+                            if let (Some(first), true) = (payload.first_mut(), noise.below(2) == 0) {
+                                // Often a plausible start: VP8 S bit, VP9 B bit, an H264 IDR,
+                                // SPS, PPS, STAP-A or FU-A header.
+                                *first = [0x10, 0x90, 0x08, 0x65, 0x67, 0x68, 0x78, 0x7c][noise.below(8) as usize];
+                            }
+                            rtp(sequence, timestamp, noise.below(4) == 0, &payload)
+                        }
+                    };
+                    now += Duration::from_millis(noise.below(40));
+                    let mut actions = track.push(packet, now);
+                    if noise.below(8) == 0 {
+                        now += Duration::from_millis(noise.below(2000));
+                        actions.extend(track.poll(now));
+                    }
+                    for action in actions {
+                        match action {
+                            TrackAction::Open { .. } => opens += 1,
+                            TrackAction::Write { timestamp_ns, keyframe, .. } => {
+                                assert_eq!(opens, 1, "{codec:?} seed {seed}: a write with {opens} opens");
+                                if writes == 0 && codec != RecordCodec::Opus {
+                                    assert!(keyframe, "{codec:?} seed {seed}: the file starts at a keyframe");
+                                }
+                                if let Some(last) = last_ns {
+                                    assert!(timestamp_ns >= last, "{codec:?} seed {seed}: media time went back from {last} to {timestamp_ns}");
+                                }
+                                last_ns = Some(timestamp_ns);
+                                writes += 1;
+                            }
+                            TrackAction::RequestKeyframe => {}
+                        }
+                    }
+                }
+                assert!(opens <= 1, "{codec:?} seed {seed}: opened {opens} times");
+                written += writes;
+            }
+            eprintln!("{codec:?}: {written} frames written from garbage over 8 seeds");
+            assert!(written > 0, "{codec:?}: the garbage never got a frame written, so the checks above checked nothing");
+        }
     }
 }
