@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use fanout_worker::control::ControlError;
+use fanout_worker::engine::EngineError;
 use fanout_worker::room::{Direction, PeerId, PeerInfo, RoomId};
 use fanout_worker::server::{start, WorkerConfig};
 
@@ -39,7 +41,20 @@ async fn ten_thousand_transports_opened_and_closed_leave_nothing_behind() {
     let cycle = |n: usize| {
         for i in 0..n {
             let direction = if i % 2 == 0 { Direction::Send } else { Direction::Recv };
-            let created = control.create_transport(&room, &peer, direction).expect("a port is free");
+            // A closed transport's port returns to the pool once its media thread has closed
+            // the socket; the loop can outrun the media threads by a whole range (1,000 ports)
+            // when the machine is busy, so a port being free is waited for, briefly.
+            let mut attempts = 0;
+            let created = loop {
+                match control.create_transport(&room, &peer, direction) {
+                    Ok(created) => break created,
+                    Err(ControlError::Engine(EngineError::PortsExhausted { .. })) if attempts < 1000 => {
+                        attempts += 1;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("no port came free within a second of closes: {e}"),
+                }
+            };
             control.close_transport(&room, &created.id).unwrap();
         }
     };
