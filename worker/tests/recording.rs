@@ -399,6 +399,37 @@ async fn a_recording_of_an_h264_producer_is_an_mp4_file_that_plays_in_ffmpeg() {
     let _ = std::fs::remove_dir_all(&recordings);
 }
 
+/// A producer of a codec the recorder cannot write (the router hands it on with no payload)
+/// is named in the status, once, and the room's other producers are recorded as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_of_a_codec_the_recorder_refuses_is_named_and_the_others_are_recorded() {
+    let engine = Arc::new(TapEngine::default());
+    let recordings = scratch("recordings-refused");
+    let recorder = Recorder::start(recordings.clone(), engine.clone()).unwrap();
+    let room = RoomId::from("class-3");
+    recorder.start_recording(&room, "rec-mixed").unwrap();
+    let tap = engine.tap.lock().unwrap().clone().expect("the room is tapped");
+    let (screen, mic) = (ProducerId::from("av1-screen"), ProducerId::from("mic"));
+    let base = Instant::now();
+    for i in 0..100u16 {
+        let at = base + Duration::from_millis(20 * u64::from(i));
+        tap.offer(&screen, MediaKind::Video, Err("video/AV1".into()), &[], at);
+        tap.offer(&mic, MediaKind::Audio, Ok(RecordCodec::Opus), &rtp(111, i, 960 * u32::from(i), OPUS_SSRC, true, &[0xfc, 0xff, 0xfe]), at);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped: Recording = match recorder.stop_recording(&room, "rec-mixed").unwrap() {
+        StopAnswer::Pending(answer, _) => tokio::time::timeout(Duration::from_secs(10), answer).await.unwrap().unwrap(),
+        StopAnswer::Done(recording) => recording,
+    };
+    assert_eq!(stopped.state, RecordingState::Stopped, "{stopped:?}");
+    let error = stopped.error.as_ref().expect("the refused producer is named");
+    assert_eq!(error.code, "RECORDING_CODEC_UNSUPPORTED");
+    assert!(error.message.contains("av1-screen") && error.message.contains("video/AV1"), "{}", error.message);
+    let files: Vec<&str> = stopped.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["class-3/rec-mixed/mic.webm"], "only the microphone has a file");
+    let _ = std::fs::remove_dir_all(&recordings);
+}
+
 const VP8_SSRC: u32 = 2471283948;
 const OPUS_SSRC: u32 = 1129421238;
 

@@ -978,17 +978,17 @@ impl Router {
         let stream = self.table.stream(from, ssrc)?;
         let dependency_descriptor_id = stream.dependency_descriptor_id;
         let mut arrival = arrival_of(stream, packet, bytes)?;
-        let recorded = self.tap.as_ref().map(|_| {
+        let producer = self.producers.get_mut(&(from.clone(), ssrc))?;
+        if let Some(tap) = self.tap.as_ref()
+            && producer.encoding == 0
+        {
             let codec = stream.codecs.get(&arrival.payload_type).map_or(Err(String::from("an unknown payload type")), |c| {
                 RecordCodec::from_mime_type(&c.mime_type).ok_or_else(|| c.mime_type.clone())
             });
-            (stream.kind, codec)
-        });
-        let producer = self.producers.get_mut(&(from.clone(), ssrc))?;
-        if let (Some(tap), Some((kind, codec))) = (self.tap.as_ref(), recorded)
-            && producer.encoding == 0
-        {
-            tap.offer(&producer.producer_id, kind, codec, packet, now);
+            // A codec the recorder refuses needs only saying (its status tells why), not the
+            // packet copied for nothing.
+            let copied = if codec.is_ok() { packet } else { &[] };
+            tap.offer(&producer.producer_id, stream.kind, codec, copied, now);
         }
         // Layers the payload does not carry (H264's): from the dependency descriptor, read in
         // arrival order, the only order in which its structure and frame history make sense.
